@@ -1,0 +1,142 @@
+//! `osprey demo`: the bundled jobs on generated telemetry, with an incident to find.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use osprey::job::{Job, SourceConfig};
+use osprey::pipeline::{Mode, Options, Pipeline};
+use osprey::sink::{Sink, WindowResult};
+use osprey::source::generator::{format_ts, GeneratorSource, Incident, Pacing, Stream};
+
+/// The bundled jobs, compiled in so `osprey demo` runs from any folder.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("jobs/http_red.toml", include_str!("../../jobs/http_red.toml")),
+    ("jobs/http_error_burst.toml", include_str!("../../jobs/http_error_burst.toml")),
+    ("jobs/trading_flow.toml", include_str!("../../jobs/trading_flow.toml")),
+    ("jobs/build_drift.toml", include_str!("../../jobs/build_drift.toml")),
+    ("sql/http_error_burst.sql", include_str!("../../sql/http_error_burst.sql")),
+];
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Wall-clock running time.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Generator seed: the same seed prints the same results.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event-time seconds per wall-clock second.
+    #[arg(long, default_value_t = 40.0)]
+    pub speed: f64,
+    /// Folder of job files; defaults to ./jobs, or the bundled jobs when there is none.
+    #[arg(long)]
+    pub jobs: Option<PathBuf>,
+}
+
+/// Prints each window as a table, one window at a time across jobs.
+struct DemoSink {
+    out: Arc<Mutex<()>>,
+}
+
+impl Sink for DemoSink {
+    fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
+        if result.rows() == 0 {
+            return Ok(());
+        }
+        let _guard = self.out.lock().expect("not poisoned");
+        println!("{}", osprey::sink::stdout::render(result));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let _extracted;
+    let dir = match &args.jobs {
+        Some(d) => d.clone(),
+        None if Path::new("jobs").is_dir() => PathBuf::from("jobs"),
+        None => {
+            let tmp = tempdir()?;
+            for (path, text) in EMBEDDED {
+                let p = tmp.join(path);
+                std::fs::create_dir_all(p.parent().expect("has a folder"))?;
+                std::fs::write(&p, text)?;
+            }
+            _extracted = tmp.clone();
+            tmp.join("jobs")
+        }
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read the jobs folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+
+    let event_minutes = args.duration.as_secs_f64() * args.speed / 60.0;
+    let incident_at = ((event_minutes * 0.4) as i64).max(1) * 60_000;
+    let incident = Incident { at: incident_at, duration: 4 * 60_000, service: "checkout".into() };
+    let mut jobs: Vec<(Job, SourceConfig)> = Vec::new();
+    for path in &paths {
+        let job = super::load_job(path)?;
+        let SourceConfig::Generator(mut g) = job.source.clone() else {
+            eprintln!("demo: skipping {} (its source is not the generator)", path.display());
+            continue;
+        };
+        g.speed = args.speed;
+        g.seed = args.seed;
+        if g.stream == Stream::HttpRequests {
+            g.incident = Some(incident.clone());
+        }
+        jobs.push((job, SourceConfig::Generator(g)));
+    }
+    let start = osprey::source::generator::DEFAULT_START;
+    println!(
+        "Osprey demo: {} jobs on generated telemetry, {:.0} minutes of event time in {:?} (seed {}).",
+        jobs.len(),
+        event_minutes,
+        args.duration,
+        args.seed
+    );
+    println!(
+        "Injected incident: `{}` errors and latency rise from {} to {}. Watch http_error_burst and the p99 column.\n",
+        incident.service,
+        format_ts(start + incident.at),
+        format_ts(start + incident.at + incident.duration)
+    );
+
+    let stop = super::stop_on_signal();
+    let out = Arc::new(Mutex::new(()));
+    let mut handles = Vec::new();
+    for (job, source) in jobs {
+        let SourceConfig::Generator(g) = source else { unreachable!() };
+        let options = Options { mode: Mode::Live, stop: stop.clone(), flush_on_stop: false, progress: false };
+        let sink = Box::new(DemoSink { out: out.clone() });
+        let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
+        handles.push((job, std::thread::spawn(move || pipeline.run())));
+    }
+    let deadline = std::time::Instant::now() + args.duration;
+    while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    println!("── demo over ──");
+    for (job, handle) in handles {
+        let summary = handle.join().expect("a job thread ends")?;
+        super::report(&job, &summary);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("osprey-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

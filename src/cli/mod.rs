@@ -1,0 +1,71 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod generate;
+pub mod replay;
+pub mod run;
+pub mod validate;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use osprey::job::Job;
+use osprey::pipeline::Summary;
+
+/// Load and validate a job, turning its error into the message users see.
+pub fn load_job(path: &Path) -> anyhow::Result<Job> {
+    osprey::job::validate(path).map_err(|e| anyhow::anyhow!("{e}\n(the job was not started)"))
+}
+
+/// A flag set by Ctrl-C or SIGTERM.
+pub fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+/// The closing lines of a run, on stderr.
+pub fn report(job: &Job, s: &Summary) {
+    let c = &s.counters;
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "{}: {} records in {:.2}s ({:.0}/s); {} windows closed, {} updates, {} rows out",
+        job.name,
+        c.records_in,
+        secs,
+        c.records_in as f64 / secs,
+        c.windows_closed,
+        c.window_updates,
+        c.rows_out
+    );
+    if c.decode_errors > 0 {
+        eprintln!("{}: {} records did not decode; they are in {}", job.name, c.decode_errors, s.dead_letters_to);
+    }
+    if c.late_records > 0 {
+        eprintln!("{}: {} records were late; they are in {}", job.name, c.late_records, s.late_to);
+    }
+    if s.stopped {
+        if s.flushed_on_stop {
+            eprintln!("{}: stopped; open windows were emitted with the rows they had (--flush-on-stop)", job.name);
+        } else if s.open_windows_at_stop > 0 {
+            eprintln!(
+                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (pass --flush-on-stop to emit them)",
+                job.name, s.open_windows_at_stop, s.rows_in_open_windows
+            );
+        } else {
+            eprintln!("{}: stopped; no window was open", job.name);
+        }
+    }
+}

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use osprey::job::{self, SourceConfig, WindowConfig};
+
+pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut failed = 0;
+    for path in paths {
+        match job::validate(path) {
+            Ok(j) => {
+                let window = match &j.window {
+                    WindowConfig::Tumbling { size } => format!("tumbling {}", ms(*size)),
+                    WindowConfig::Hopping { size, slide } => format!("hopping {} every {}", ms(*size), ms(*slide)),
+                    WindowConfig::Session { gap, key } => format!("session gap {} by [{}]", ms(*gap), key.join(", ")),
+                };
+                let source = match &j.source {
+                    SourceConfig::Kafka { topic } => format!("kafka topic {topic}"),
+                    SourceConfig::File { pattern, .. } => format!("files {pattern}"),
+                    SourceConfig::Generator(g) => format!("generator {}", g.stream.name()),
+                };
+                println!("ok: {} — job `{}`, {} columns from {source}, {window}", path.display(), j.name, j.columns.len());
+            }
+            Err(e) => {
+                eprintln!("{e}\n");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} job files have errors", paths.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms(m: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(m as u64)).to_string()
+}

@@ -1,0 +1,426 @@
+//! Raw records → Arrow batches of the job's schema, with dead letters for what does not decode.
+//!
+//! JSON goes through arrow-json's tape decoder in whole chunks. arrow-json fails a whole
+//! `decode()` call on one bad value, so a failing chunk is bisected until each bad record stands
+//! alone; good neighbours are decoded in bulk. Event times and decimals are decoded as text and
+//! converted here ([`convert`]), because arrow-json rejects epoch milliseconds in strings and
+//! cuts off extra decimal digits without a word.
+
+pub mod convert;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int32Array, Int64Array, StructArray,
+    TimestampMillisecondBuilder,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::job::{ColumnType, Job};
+use crate::source::metadata::{self, METADATA_COLUMNS};
+use crate::source::{Payload, RawRecord};
+use crate::Millis;
+
+/// A record that did not decode, with everything needed to find and replay it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub partition: usize,
+    /// Line, row or Kafka offset in the partition.
+    pub offset: i64,
+    pub reason: String,
+    /// The record's original bytes (for Parquet rows: the row as JSON).
+    pub raw: Vec<u8>,
+}
+
+/// The rows of one chunk that decoded, and those that did not.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Declared columns, then the metadata columns the SQL uses. The event time is never null.
+    pub batch: RecordBatch,
+    /// Each row's position in its partition (line, row or Kafka offset).
+    pub offsets: Vec<i64>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Decodes chunks for one job.
+pub struct Decoder {
+    /// What arrow-json reads: nested structs, event times and decimals as text.
+    read_schema: SchemaRef,
+    leaves: Vec<Leaf>,
+    schema: SchemaRef,
+    event_time: usize,
+    metadata: Vec<&'static str>,
+}
+
+struct Leaf {
+    name: String,
+    /// Child indices from the top of `read_schema` down to the leaf.
+    path: Vec<usize>,
+    ty: ColumnType,
+}
+
+impl Decoder {
+    pub fn new(job: &Job) -> Self {
+        Self::with_metadata(job, metadata::referenced_by(&job.sql.text))
+    }
+
+    /// A decoder that adds the given metadata columns (see [`metadata::METADATA_COLUMNS`]).
+    pub fn with_metadata(job: &Job, metadata: Vec<&'static str>) -> Self {
+        let mut root = Node::default();
+        for c in &job.columns {
+            root.insert(&c.name.split('.').collect::<Vec<_>>(), read_type(c.ty));
+        }
+        let leaves = job
+            .columns
+            .iter()
+            .map(|c| Leaf { name: c.name.clone(), path: root.path(&c.name.split('.').collect::<Vec<_>>()), ty: c.ty })
+            .collect();
+        let mut fields: Vec<Field> = job.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
+        for name in &metadata {
+            let (_, ty) = METADATA_COLUMNS.iter().find(|(n, _)| n == name).expect("a metadata column");
+            fields.push(Field::new(*name, ty.clone(), true));
+        }
+        Decoder {
+            read_schema: Arc::new(Schema::new(root.fields())),
+            leaves,
+            schema: Arc::new(Schema::new(fields)),
+            event_time: job.event_time_index(),
+            metadata,
+        }
+    }
+
+    /// The schema of decoded batches.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn decode(&self, partition: usize, payload: &Payload) -> Decoded {
+        match payload {
+            Payload::Json { data, records } => self.decode_json(partition, data, records),
+            Payload::Arrow { batch, first_offset } => self.decode_arrow(partition, batch, *first_offset),
+        }
+    }
+
+    fn decode_json(&self, partition: usize, data: &[u8], records: &[RawRecord]) -> Decoded {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        self.isolate(data, records, 0, &mut good, &mut bad);
+        let mut dead_letters: Vec<DeadLetter> = bad
+            .into_iter()
+            .map(|(i, reason)| dead_letter(partition, &records[i], data, reason))
+            .collect();
+        let row_records: Vec<usize> = good.iter().flat_map(|(_, r)| r.clone()).collect();
+        let raw = if good.len() == 1 {
+            good.pop().unwrap().0
+        } else if good.is_empty() {
+            RecordBatch::new_empty(self.read_schema.clone())
+        } else {
+            let batches: Vec<RecordBatch> = good.into_iter().map(|(b, _)| b).collect();
+            concat_batches(&self.read_schema, &batches).expect("same schema")
+        };
+        let columns: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&raw, &l.path)).collect();
+        let offsets: Vec<i64> = row_records.iter().map(|&i| records[i].offset).collect();
+        let (batch, offsets) = self.finish(partition, columns, offsets, &mut dead_letters, |row| {
+            let r = &records[row_records[row]];
+            data[r.start as usize..r.end as usize].to_vec()
+        });
+        dead_letters.sort_by_key(|d| d.offset);
+        Decoded { batch, offsets, dead_letters }
+    }
+
+    /// Decode `records` all together, or split them until each bad one is alone.
+    fn isolate(
+        &self,
+        data: &[u8],
+        records: &[RawRecord],
+        base: usize,
+        good: &mut Vec<(RecordBatch, std::ops::Range<usize>)>,
+        bad: &mut Vec<(usize, String)>,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        match self.decode_together(data, records) {
+            Ok(batch) => good.push((batch, base..base + records.len())),
+            Err(reason) if records.len() == 1 => bad.push((base, reason)),
+            Err(_) => {
+                let mid = records.len() / 2;
+                self.isolate(data, &records[..mid], base, good, bad);
+                self.isolate(data, &records[mid..], base + mid, good, bad);
+            }
+        }
+    }
+
+    fn decode_together(&self, data: &[u8], records: &[RawRecord]) -> Result<RecordBatch, String> {
+        let mut decoder = ReaderBuilder::new(self.read_schema.clone())
+            .with_batch_size(records.len())
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        for r in records {
+            let bytes = &data[r.start as usize..r.end as usize];
+            let before = decoder.len();
+            decoder.decode(bytes).map_err(|e| clean_arrow_error(&e.to_string()))?;
+            if decoder.has_partial_record() {
+                return Err("malformed JSON: the record ends before its value does (truncated line?)".into());
+            }
+            let values = decoder.len() - before;
+            if values != 1 {
+                return Err(format!("expected one JSON object per record, found {values}"));
+            }
+        }
+        decoder
+            .flush()
+            .map_err(|e| clean_arrow_error(&e.to_string()))?
+            .ok_or_else(|| "no JSON object in the record".to_string())
+    }
+
+    fn decode_arrow(&self, partition: usize, input: &RecordBatch, first_offset: i64) -> Decoded {
+        let mut dead_letters = Vec::new();
+        let mut columns = Vec::with_capacity(self.leaves.len());
+        let mut row_errors: Vec<(usize, String)> = Vec::new();
+        for leaf in &self.leaves {
+            let source = find_column(input, &leaf.name);
+            let col = match source {
+                None => new_null_array(&read_type(leaf.ty), input.num_rows()),
+                Some(a) => match (leaf.ty, a.data_type()) {
+                    // Text and epoch numbers go through the same checks as JSON.
+                    (ColumnType::Timestamp | ColumnType::Decimal { .. }, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                    | (ColumnType::Decimal { .. }, _)
+                    | (ColumnType::Timestamp, DataType::Int64 | DataType::UInt64 | DataType::Int32) => {
+                        cast_with_options(&a, &DataType::Utf8, &CastOptions::default()).expect("anything casts to text")
+                    }
+                    (ColumnType::Timestamp, DataType::Timestamp(_, _)) => {
+                        cast_with_options(&a, &DataType::Timestamp(TimeUnit::Millisecond, None), &CastOptions::default())
+                            .and_then(|a| cast_with_options(&a, &DataType::Int64, &CastOptions::default()))
+                            .and_then(|a| cast_with_options(&a, &DataType::Utf8, &CastOptions::default()))
+                            .unwrap_or_else(|_| new_null_array(&DataType::Utf8, input.num_rows()))
+                    }
+                    (ty, _) => {
+                        let target = ty.arrow_type();
+                        let cast = cast_with_options(&a, &target, &CastOptions { safe: true, ..Default::default() })
+                            .unwrap_or_else(|_| new_null_array(&target, a.len()));
+                        for row in 0..a.len() {
+                            if a.is_valid(row) && cast.is_null(row) {
+                                row_errors.push((row, format!("column `{}`: cannot convert the value to {target}", leaf.name)));
+                            }
+                        }
+                        cast
+                    }
+                },
+            };
+            columns.push(col);
+        }
+        let offsets: Vec<i64> = (0..input.num_rows() as i64).map(|i| first_offset + i).collect();
+        let row_json = |row: usize| {
+            let mut out = Vec::new();
+            crate::output::json::write_row(input, row, &mut out);
+            out
+        };
+        for (row, reason) in row_errors {
+            dead_letters.push(DeadLetter { partition, offset: offsets[row], reason, raw: row_json(row) });
+        }
+        let (batch, offsets) = self.finish(partition, columns, offsets, &mut dead_letters, row_json);
+        dead_letters.sort_by_key(|d| d.offset);
+        dead_letters.dedup_by_key(|d| d.offset);
+        Decoded { batch, offsets, dead_letters }
+    }
+
+    /// Convert text columns to event times and decimals, drop rows with errors or no event
+    /// time (as dead letters), and add the metadata columns.
+    fn finish(
+        &self,
+        partition: usize,
+        mut columns: Vec<ArrayRef>,
+        offsets: Vec<i64>,
+        dead_letters: &mut Vec<DeadLetter>,
+        raw: impl Fn(usize) -> Vec<u8>,
+    ) -> (RecordBatch, Vec<i64>) {
+        let rows = offsets.len();
+        let mut errors: Vec<Option<String>> = vec![None; rows];
+        let already_dead: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
+        for (leaf, col) in self.leaves.iter().zip(columns.iter_mut()) {
+            match leaf.ty {
+                ColumnType::Timestamp => *col = convert_timestamps(col, &leaf.name, &mut errors),
+                ColumnType::Decimal { precision, scale } => {
+                    *col = convert_decimals(col, &leaf.name, precision, scale, &mut errors)
+                }
+                _ => {}
+            }
+        }
+        let ts = &columns[self.event_time];
+        for (row, err) in errors.iter_mut().enumerate() {
+            if err.is_none() && ts.is_null(row) {
+                *err = Some(format!("missing event time: column `{}` is absent or null", self.leaves[self.event_time].name));
+            }
+        }
+        for (row, err) in errors.iter().enumerate() {
+            if let Some(reason) = err {
+                if !already_dead.contains(&offsets[row]) {
+                    dead_letters.push(DeadLetter { partition, offset: offsets[row], reason: reason.clone(), raw: raw(row) });
+                }
+            }
+        }
+        let dead_rows: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
+        for name in &self.metadata {
+            columns.push(match *name {
+                "_partition" => Arc::new(Int32Array::from_value(partition as i32, rows)),
+                "_offset" => Arc::new(Int64Array::from(offsets.clone())),
+                other => unreachable!("unknown metadata column {other}"),
+            });
+        }
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("decoded columns match the job schema");
+        if dead_rows.is_empty() || !offsets.iter().any(|o| dead_rows.contains(o)) {
+            return (batch, offsets);
+        }
+        let keep: BooleanArray = offsets.iter().map(|o| Some(!dead_rows.contains(o))).collect();
+        let kept = offsets.into_iter().filter(|o| !dead_rows.contains(o)).collect();
+        (filter_record_batch(&batch, &keep).expect("filter keeps the schema"), kept)
+    }
+}
+
+/// Epoch milliseconds of the event-time column of a decoded batch.
+pub fn event_times(batch: &RecordBatch, column: usize) -> &[Millis] {
+    batch.column(column).as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().values()
+}
+
+fn read_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::Timestamp | ColumnType::Decimal { .. } => DataType::Utf8,
+        other => other.arrow_type(),
+    }
+}
+
+fn convert_timestamps(col: &ArrayRef, name: &str, errors: &mut [Option<String>]) -> ArrayRef {
+    let text = col.as_string::<i32>();
+    let mut out = TimestampMillisecondBuilder::with_capacity(text.len());
+    for (row, v) in text.iter().enumerate() {
+        match v.map(convert::parse_timestamp) {
+            None => out.append_null(),
+            Some(Ok(ms)) => out.append_value(ms),
+            Some(Err(e)) => {
+                errors[row].get_or_insert_with(|| format!("column `{name}`: {e}"));
+                out.append_null();
+            }
+        }
+    }
+    Arc::new(out.finish().with_timezone("UTC"))
+}
+
+fn convert_decimals(col: &ArrayRef, name: &str, precision: u8, scale: i8, errors: &mut [Option<String>]) -> ArrayRef {
+    let text = col.as_string::<i32>();
+    let mut out = Decimal128Builder::with_capacity(text.len());
+    for (row, v) in text.iter().enumerate() {
+        match v.map(|t| convert::parse_decimal(t, precision, scale)) {
+            None => out.append_null(),
+            Some(Ok(d)) => out.append_value(d),
+            Some(Err(e)) => {
+                errors[row].get_or_insert_with(|| format!("column `{name}`: {e}"));
+                out.append_null();
+            }
+        }
+    }
+    Arc::new(out.finish().with_precision_and_scale(precision, scale).expect("validated precision and scale"))
+}
+
+fn dead_letter(partition: usize, r: &RawRecord, data: &[u8], reason: String) -> DeadLetter {
+    DeadLetter { partition, offset: r.offset, reason, raw: data[r.start as usize..r.end as usize].to_vec() }
+}
+
+/// arrow-json's messages carry a "Json error: " prefix; the dead letter says it is JSON already.
+fn clean_arrow_error(e: &str) -> String {
+    let e = e.strip_prefix("Json error: ").unwrap_or(e);
+    e.strip_prefix("Parser error: ").unwrap_or(e).to_string()
+}
+
+/// The leaf at `path`, with the nulls of every struct above it.
+fn leaf_array(batch: &RecordBatch, path: &[usize]) -> ArrayRef {
+    let mut array = batch.column(path[0]).clone();
+    let mut nulls: Option<NullBuffer> = None;
+    for &i in &path[1..] {
+        let s: &StructArray = array.as_struct();
+        nulls = NullBuffer::union(nulls.as_ref(), s.nulls());
+        array = s.column(i).clone();
+    }
+    match nulls {
+        None => array,
+        Some(n) => {
+            let merged = NullBuffer::union(Some(&n), array.nulls());
+            let data = array.to_data().into_builder().nulls(merged).build().expect("same length");
+            datafusion::arrow::array::make_array(data)
+        }
+    }
+}
+
+/// A column of an Arrow batch by declared name: top level, or a dotted path through structs.
+fn find_column(batch: &RecordBatch, name: &str) -> Option<ArrayRef> {
+    if let Some(c) = batch.column_by_name(name) {
+        return Some(c.clone());
+    }
+    let mut parts = name.split('.');
+    let mut array = batch.column_by_name(parts.next()?)?.clone();
+    let mut nulls: Option<NullBuffer> = None;
+    for part in parts {
+        let s = array.as_struct_opt()?;
+        nulls = NullBuffer::union(nulls.as_ref(), s.nulls());
+        array = s.column_by_name(part)?.clone();
+    }
+    let merged = NullBuffer::union(nulls.as_ref(), array.nulls());
+    let data = array.to_data().into_builder().nulls(merged).build().ok()?;
+    Some(datafusion::arrow::array::make_array(data))
+}
+
+/// The tree of nested fields arrow-json reads.
+#[derive(Default)]
+struct Node {
+    children: Vec<(String, Node)>,
+    leaf: Option<DataType>,
+}
+
+impl Node {
+    fn insert(&mut self, path: &[&str], ty: DataType) {
+        let idx = match self.children.iter().position(|(n, _)| n == path[0]) {
+            Some(i) => i,
+            None => {
+                self.children.push((path[0].to_string(), Node::default()));
+                self.children.len() - 1
+            }
+        };
+        if path.len() == 1 {
+            self.children[idx].1.leaf = Some(ty);
+        } else {
+            self.children[idx].1.insert(&path[1..], ty);
+        }
+    }
+
+    fn path(&self, path: &[&str]) -> Vec<usize> {
+        let i = self.children.iter().position(|(n, _)| n == path[0]).expect("inserted");
+        let mut out = vec![i];
+        if path.len() > 1 {
+            out.extend(self.children[i].1.path(&path[1..]));
+        }
+        out
+    }
+
+    fn fields(&self) -> Vec<Field> {
+        self.children
+            .iter()
+            .map(|(name, node)| match &node.leaf {
+                Some(ty) => Field::new(name, ty.clone(), true),
+                None => Field::new(name, DataType::Struct(Fields::from(node.fields())), true),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

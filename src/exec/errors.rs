@@ -1,0 +1,117 @@
+//! DataFusion errors → job errors with a line and column in the job or SQL file.
+
+use datafusion::error::DataFusionError;
+
+use crate::job::error::closest;
+use crate::job::{JobError, SqlText};
+
+pub fn to_job_error(sql: &SqlText, e: &DataFusionError) -> JobError {
+    let message = clean(&e.to_string());
+    // 1. DataFusion's own diagnostic, when it has a span.
+    if let Some(d) = e.diagnostic() {
+        if let Some(span) = d.span {
+            let width = if span.start.line == span.end.line {
+                (span.end.column.saturating_sub(span.start.column)) as usize
+            } else {
+                1
+            };
+            let mut err = sql.error_at(span.start.line as usize, span.start.column as usize, width, format!("SQL: {}", d.message));
+            if let Some(help) = d.helps.first() {
+                err = err.with_help(help.message.clone());
+            } else if let Some(note) = d.notes.first() {
+                err = err.with_help(note.message.clone());
+            }
+            return with_column_hint(err, &message);
+        }
+    }
+    // 2. The parser's "at Line: L, Column: C".
+    if let Some((line, col)) = parser_position(&message) {
+        return sql.error_at(line, col, 1, format!("SQL syntax: {}", strip_position(&message)));
+    }
+    // 3. An unknown column or table: find the name in the SQL.
+    if let Some(name) = quoted_after(&message, "No field named ") {
+        let short = name.rsplit('.').next().unwrap_or(&name).to_string();
+        let err = locate(sql, &short, format!("SQL: unknown column `{short}`"));
+        return with_column_hint(err, &message);
+    }
+    if let Some(name) = quoted_after(&message, "table '") {
+        let short = name.rsplit('.').next().unwrap_or(&name).to_string();
+        return locate(sql, &short, format!("SQL: unknown table `{short}`"))
+            .with_help("the rows of each window are the table `events`");
+    }
+    sql.error_at(1, 1, 1, format!("SQL: {message}"))
+}
+
+fn clean(m: &str) -> String {
+    let m = m.trim();
+    for prefix in ["Error during planning: ", "Schema error: ", "SQL error: ", "Execution error: ", "This feature is not implemented: "] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    m.to_string()
+}
+
+/// Suggest the nearest column for "No field named x. Valid fields are ...".
+fn with_column_hint(err: JobError, message: &str) -> JobError {
+    let (Some(name), Some(valid)) = (quoted_after(message, "No field named "), message.split("Valid fields are ").nth(1)) else {
+        return err;
+    };
+    let short = name.rsplit('.').next().unwrap_or(&name).to_string();
+    let fields: Vec<String> = valid
+        .trim_end_matches('.')
+        .split(", ")
+        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string())
+        .collect();
+    match closest(&short, fields.iter().map(String::as_str)) {
+        Some(near) => err.with_help(format!("did you mean `{near}`? (columns: {})", fields.join(", "))),
+        None => err.with_help(format!("the columns of `events` are {}", fields.join(", "))),
+    }
+}
+
+fn parser_position(m: &str) -> Option<(usize, usize)> {
+    let at = m.rfind("Line: ")?;
+    let rest = &m[at + 6..];
+    let line: usize = rest.split(',').next()?.trim().parse().ok()?;
+    let col_at = rest.find("Column: ")?;
+    let col: usize = rest[col_at + 8..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()?;
+    Some((line, col))
+}
+
+fn strip_position(m: &str) -> String {
+    let m = m.strip_prefix("sql parser error: ").unwrap_or(m);
+    match m.rfind(" at Line: ") {
+        Some(i) => m[..i].to_string(),
+        None => m.to_string(),
+    }
+}
+
+/// The text between the quotes that follow `marker`: `No field named "x"` or `... x.`
+fn quoted_after(m: &str, marker: &str) -> Option<String> {
+    let rest = &m[m.find(marker)? + marker.len()..];
+    let rest = rest.trim_start_matches(['"', '\'', '`']);
+    let name: String = rest.chars().take_while(|c| !matches!(c, '"' | '\'' | '`' | ' ' | ',')).collect();
+    let name = name.trim_end_matches('.').replace('"', "");
+    (!name.is_empty()).then_some(name)
+}
+
+/// An error at the first whole-word occurrence of `word` in the SQL (case-insensitive).
+fn locate(sql: &SqlText, word: &str, message: String) -> JobError {
+    for (i, line) in sql.text.lines().enumerate() {
+        let lower = line.to_lowercase();
+        let w = word.to_lowercase();
+        let mut from = 0;
+        while let Some(pos) = lower[from..].find(&w) {
+            let at = from + pos;
+            let before = lower[..at].chars().last();
+            let after = lower[at + w.len()..].chars().next();
+            let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if boundary(before) && boundary(after) {
+                let col = line[..at].chars().count() + 1;
+                return sql.error_at(i + 1, col, word.chars().count(), message);
+            }
+            from = at + w.len();
+        }
+    }
+    sql.error_at(1, 1, 1, message)
+}

@@ -1,0 +1,114 @@
+//! Windowed SQL on DataFusion: the job's SQL over the rows of one window.
+//!
+//! The SQL is planned and optimised once, against the declared schema plus `window_start` and
+//! `window_end`; each window then only gets a physical plan over its own rows. One target
+//! partition keeps row order, and so the output, the same from run to run.
+
+mod errors;
+mod table;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::{SessionConfig, SessionContext, SQLOptions};
+
+use crate::decode::Decoder;
+use crate::job::{timestamp_type, Job, JobError, SinkConfig, WINDOW_END, WINDOW_START};
+use crate::time::FiredWindow;
+use crate::Millis;
+use table::WindowTable;
+
+/// A job's SQL, planned and ready to run on windows.
+pub struct WindowQuery {
+    state: SessionState,
+    plan: LogicalPlan,
+    table: Arc<WindowTable>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl WindowQuery {
+    /// Plan the job's SQL against its decoded schema; errors point into the job or SQL file.
+    pub fn plan(job: &Job) -> Result<WindowQuery, JobError> {
+        let decoded = Decoder::new(job).schema();
+        let mut fields: Vec<Field> = decoded.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(WINDOW_START, timestamp_type(), false));
+        fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+        let input_schema = Arc::new(Schema::new(fields));
+
+        let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let table = Arc::new(WindowTable::new(input_schema.clone()));
+        ctx.register_table("events", table.clone()).expect("a fresh context takes the table");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let sql = &job.sql;
+        let plan = runtime
+            .block_on(async { ctx.sql_with_options(&sql.text, options).await })
+            .map_err(|e| errors::to_job_error(sql, &e))?
+            .logical_plan()
+            .clone();
+        let state = ctx.state();
+        let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &e))?;
+        let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+
+        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime };
+        // Planning the physical side too catches type errors that only show there.
+        query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &e))?;
+
+        if let SinkConfig::Kafka { key, .. } = &job.sink {
+            for k in key {
+                if query.output_schema.field_with_name(k).is_err() {
+                    let columns: Vec<&str> = query.output_schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    return Err(sql.error_at(1, 1, 1, format!(
+                        "sink key `{k}` is not a column of the SQL result (its columns: {})",
+                        columns.join(", ")
+                    ))
+                    .with_help("select the key column in the SQL, or change [sink] key"));
+                }
+            }
+        }
+        Ok(query)
+    }
+
+    /// The columns of the SQL result.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    /// The SQL's result over one window.
+    pub fn run(&self, window: &FiredWindow) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let batches = window
+            .batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| with_window_columns(b, &self.input_schema, window.start, window.end))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        self.run_batches(batches)
+    }
+
+    fn run_batches(&self, batches: Vec<RecordBatch>) -> datafusion::error::Result<Vec<RecordBatch>> {
+        self.table.set_rows(batches);
+        let result = self.runtime.block_on(async {
+            let physical = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+            collect(physical, self.state.task_ctx()).await
+        });
+        self.table.set_rows(Vec::new());
+        result
+    }
+}
+
+fn with_window_columns(batch: &RecordBatch, schema: &SchemaRef, start: Millis, end: Millis) -> datafusion::error::Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(TimestampMillisecondArray::from_value(start, n).with_timezone("UTC")));
+    columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -1,0 +1,24 @@
+//! Osprey: a stream processing engine for telemetry analytics.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! source ──► decode ──► time (watermarks, windows) ──► exec (windowed SQL) ──► sink
+//! ```
+//!
+//! [`pipeline::Pipeline`] wires the stages for one job; [`job::Job`] is a validated job file.
+
+pub mod decode;
+pub mod exec;
+pub mod job;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod time;
+
+/// Milliseconds since the Unix epoch, the unit of every event time in the engine.
+pub type Millis = i64;

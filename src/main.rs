@@ -1,0 +1,52 @@
+//! The `osprey` command line.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Osprey: windowed SQL over telemetry streams, turned into alerts.
+#[derive(Parser)]
+#[command(name = "osprey", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bundled jobs on built-in generated telemetry, with an injected incident; no Kafka needed.
+    Demo(cli::demo::Args),
+    /// Check job files: TOML, schema, event time, window, and the SQL planned by DataFusion.
+    Validate {
+        /// Job files (TOML).
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+    },
+    /// Run a job over archived files (JSON lines or Parquet) as fast as possible, closing every window at the end.
+    Replay(cli::replay::Args),
+    /// Run a job on its source until Ctrl-C or SIGTERM.
+    Run(cli::run::Args),
+    /// Write generated telemetry as JSON lines (for replays and benchmarks).
+    Generate(cli::generate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cli::demo::run(args),
+        Command::Validate { jobs } => cli::validate::run(&jobs),
+        Command::Replay(args) => cli::replay::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Generate(args) => cli::generate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

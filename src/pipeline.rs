@@ -1,0 +1,251 @@
+//! One job's pipeline: source → decode → windows → SQL → sink, plus the routes for dead
+//! letters and late records, counters and progress.
+//!
+//! The loop is synchronous on its own thread; DataFusion runs on a small runtime inside
+//! [`WindowQuery`]. Job kinds that come after `query` (SLO, invariant, anomaly) plug in as an
+//! operator between the SQL result and the sink, in [`Pipeline::emit`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use serde_json::json;
+
+use crate::decode::{event_times, Decoded, Decoder};
+use crate::exec::WindowQuery;
+use crate::job::Job;
+use crate::metrics::{CountersSnapshot, JobCounters};
+use crate::progress::Progress;
+use crate::sink::route::{raw_json, Route};
+use crate::sink::{Sink, WindowResult};
+use crate::source::generator::format_ts;
+use crate::source::{Poll, Source};
+use crate::time::{FiredWindow, WindowOperator};
+
+/// How the pipeline treats time and the end of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bounded input as fast as possible; every window closes at the end.
+    Replay,
+    /// Until stopped; idle partitions stop holding the watermark after `idle_timeout`.
+    Live,
+}
+
+pub struct Options {
+    pub mode: Mode,
+    /// Set to stop a live run (Ctrl-C).
+    pub stop: Arc<AtomicBool>,
+    /// On stop, emit open windows with the rows they have instead of discarding them.
+    pub flush_on_stop: bool,
+    pub progress: bool,
+}
+
+impl Options {
+    pub fn replay() -> Self {
+        Options { mode: Mode::Replay, stop: Arc::new(AtomicBool::new(false)), flush_on_stop: false, progress: false }
+    }
+}
+
+/// What a run did, for the closing message.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub counters: CountersSnapshot,
+    /// Open windows left when a live run stopped (discarded unless flushed).
+    pub open_windows_at_stop: usize,
+    pub rows_in_open_windows: usize,
+    pub flushed_on_stop: bool,
+    pub stopped: bool,
+    pub dead_letters_to: String,
+    pub late_to: String,
+    pub elapsed: Duration,
+}
+
+pub struct Pipeline {
+    job: Job,
+    source: Box<dyn Source>,
+    decoder: Decoder,
+    operator: WindowOperator,
+    query: WindowQuery,
+    sink: Box<dyn Sink>,
+    dead_letters: Route,
+    late: Route,
+    counters: Arc<JobCounters>,
+    options: Options,
+}
+
+impl Pipeline {
+    pub fn new(job: Job, source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
+        let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let decoder = Decoder::new(&job);
+        let schema = decoder.schema();
+        let key_columns = match &job.window {
+            crate::job::WindowConfig::Session { key, .. } => {
+                key.iter().map(|k| schema.index_of(k).expect("validated key column")).collect()
+            }
+            _ => Vec::new(),
+        };
+        let operator = WindowOperator::new(
+            &job.window,
+            key_columns,
+            job.event_time_index(),
+            source.partitions().len(),
+            job.event_time.watermark_delay,
+            job.event_time.allowed_lateness,
+        );
+        Ok(Pipeline {
+            dead_letters: Route::new(job.dead_letter.clone()),
+            late: Route::new(job.late.clone()),
+            job,
+            source,
+            decoder,
+            operator,
+            query,
+            sink,
+            counters: Arc::new(JobCounters::new()),
+            options,
+        })
+    }
+
+    /// The job's counters, readable while it runs.
+    pub fn counters(&self) -> Arc<JobCounters> {
+        self.counters.clone()
+    }
+
+    pub fn run(mut self) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let mut progress = Progress::new(&self.job.name, self.source.total_bytes(), self.options.progress);
+        let live = self.options.mode == Mode::Live;
+        let mut ended = false;
+        while !self.options.stop.load(Ordering::Relaxed) {
+            let watermarks = self.operator.watermarks().per_partition();
+            match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job.name))? {
+                Poll::Chunk(chunk) => {
+                    progress.advance(chunk.bytes, chunk.payload.len() as u64);
+                    JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
+                    JobCounters::add(&self.counters.bytes_in, chunk.bytes);
+                    let decoded = self.decoder.decode(chunk.partition, &chunk.payload);
+                    if live {
+                        self.operator.watermarks_mut().touch(chunk.partition, Instant::now());
+                    }
+                    self.process(chunk.partition, decoded)?;
+                }
+                Poll::PartitionEnd(p) => {
+                    self.operator.watermarks_mut().end_partition(p);
+                    let fired = self.operator.fire();
+                    self.emit(fired)?;
+                }
+                Poll::Idle => {
+                    if live {
+                        let timeout = self.job.event_time.idle_timeout;
+                        self.operator.watermarks_mut().mark_idle(Instant::now(), started, timeout);
+                        let fired = self.operator.fire();
+                        self.emit(fired)?;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Poll::End => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let mut open_windows_at_stop = 0;
+        let mut rows_in_open_windows = 0;
+        if ended || self.options.flush_on_stop {
+            let fired = self.operator.finish();
+            self.emit(fired)?;
+        } else {
+            rows_in_open_windows = self.operator.buffered_rows();
+            open_windows_at_stop = self.operator.drain_open().len();
+        }
+        progress.finish();
+        self.sink.flush()?;
+        self.dead_letters.flush()?;
+        self.late.flush()?;
+        Ok(Summary {
+            counters: self.counters.snapshot(),
+            open_windows_at_stop,
+            rows_in_open_windows,
+            flushed_on_stop: !ended && self.options.flush_on_stop,
+            stopped: !ended,
+            dead_letters_to: self.dead_letters.describe(),
+            late_to: self.late.describe(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn process(&mut self, partition: usize, decoded: Decoded) -> anyhow::Result<()> {
+        let partition_name = self.source.partitions()[partition].name.clone();
+        for d in &decoded.dead_letters {
+            let (raw_key, raw) = raw_json(&d.raw);
+            let mut record = json!({
+                "job": self.job.name,
+                "source": partition_name,
+                "partition": partition,
+                "offset": d.offset,
+                "reason": d.reason,
+            });
+            record[raw_key] = raw;
+            self.dead_letters.write(&record)?;
+        }
+        JobCounters::add(&self.counters.decode_errors, decoded.dead_letters.len() as u64);
+        let processed = self.operator.process(partition, &decoded.batch);
+        if !processed.late_rows.is_empty() {
+            let wm = self.operator.watermark();
+            let late = take_record_batch(&decoded.batch, &UInt32Array::from(processed.late_rows.clone()))?;
+            let ts = event_times(&late, self.job.event_time_index());
+            for (i, &row) in processed.late_rows.iter().enumerate() {
+                let mut row_json = Vec::new();
+                crate::output::json::write_row(&late, i, &mut row_json);
+                let record = json!({
+                    "job": self.job.name,
+                    "source": partition_name,
+                    "partition": partition,
+                    "offset": decoded.offsets[row as usize],
+                    "event_time": format_ts(ts[i]),
+                    "watermark": format_ts(wm),
+                    "reason": format!(
+                        "late: every window of this record closed more than allowed_lateness ({} ms) ago",
+                        self.job.event_time.allowed_lateness
+                    ),
+                    "record": serde_json::from_slice::<serde_json::Value>(&row_json)?,
+                });
+                self.late.write(&record)?;
+            }
+            JobCounters::add(&self.counters.late_records, processed.late_rows.len() as u64);
+        }
+        self.emit(processed.fired)
+    }
+
+    /// Run the SQL on each fired window and hand the result to the sink.
+    fn emit(&mut self, fired: Vec<FiredWindow>) -> anyhow::Result<()> {
+        self.counters.set_watermark(self.operator.watermark());
+        let schema = self.query.output_schema();
+        for w in fired {
+            let batches = self.query.run(&w).map_err(|e| {
+                anyhow::anyhow!(
+                    "job `{}` ({}): the SQL failed on window {} → {}: {e}\n  fix the SQL (for example a cast of a bad value), then run it again",
+                    self.job.name,
+                    self.job.path.display(),
+                    format_ts(w.start),
+                    format_ts(w.end)
+                )
+            })?;
+            let result = WindowResult {
+                job: &self.job.name,
+                start: w.start,
+                end: w.end,
+                update: w.update,
+                schema: &schema,
+                batches: &batches,
+            };
+            JobCounters::add(&self.counters.rows_out, result.rows() as u64);
+            JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
+            self.sink.write(&result)?;
+        }
+        Ok(())
+    }
+}

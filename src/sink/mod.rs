@@ -1,0 +1,53 @@
+//! Sinks: where result rows go. One module per kind; [`build`] makes the one a job names.
+
+pub mod file;
+pub mod route;
+pub mod stdout;
+
+use std::path::Path;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::job::{Job, SinkConfig, StdoutFormat};
+use crate::Millis;
+
+/// The SQL result of one fired window.
+pub struct WindowResult<'a> {
+    pub job: &'a str,
+    pub start: Millis,
+    pub end: Millis,
+    /// The window fired before; these rows replace its earlier result.
+    pub update: bool,
+    pub schema: &'a SchemaRef,
+    pub batches: &'a [RecordBatch],
+}
+
+impl WindowResult<'_> {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+pub trait Sink: Send {
+    fn write(&mut self, result: &WindowResult) -> anyhow::Result<()>;
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+/// The sink a job's `[sink]` names; `output`, when given, replaces it with a JSON-lines file.
+pub fn build(job: &Job, output: Option<&Path>) -> anyhow::Result<Box<dyn Sink>> {
+    if let Some(path) = output {
+        return Ok(Box::new(file::FileSink::create(path)?));
+    }
+    Ok(match &job.sink {
+        SinkConfig::Stdout { format: StdoutFormat::Json } => Box::new(stdout::JsonLines::stdout()),
+        SinkConfig::Stdout { format: StdoutFormat::Table } => Box::new(stdout::Table::stdout()),
+        SinkConfig::File { path } => Box::new(file::FileSink::create(path)?),
+        SinkConfig::Kafka { topic, .. } => anyhow::bail!(
+            "job `{}` ({}): its sink is the Kafka topic `{topic}`, and Kafka sinks are not built yet in this version; \
+             pass --output FILE to write the results to a file instead",
+            job.name,
+            job.path.display()
+        ),
+    })
+}

@@ -1,0 +1,86 @@
+//! Sources: where raw records come from. Each source has numbered partitions (a file, a Kafka
+//! partition, a generator shard) and hands the pipeline one [`Chunk`] of one partition at a time.
+
+pub mod file;
+pub mod generator;
+pub mod metadata;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::Millis;
+
+/// A partition of a source, named for dead letters and progress ("archive/a.jsonl", "http-requests/2").
+#[derive(Debug, Clone)]
+pub struct PartitionInfo {
+    pub name: String,
+}
+
+/// One record's place in a JSON chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord {
+    /// Byte range in [`Payload::Json::data`].
+    pub start: u32,
+    pub end: u32,
+    /// Position in the partition: the 1-based line of a file, the offset of a Kafka message.
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+pub enum Payload {
+    /// JSON text, one record per range.
+    Json { data: Vec<u8>, records: Vec<RawRecord> },
+    /// Rows already in Arrow (Parquet), numbered from `first_offset`.
+    Arrow { batch: RecordBatch, first_offset: i64 },
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json { records, .. } => records.len(),
+            Payload::Arrow { batch, .. } => batch.num_rows(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Records of one partition, in partition order.
+#[derive(Debug)]
+pub struct Chunk {
+    pub partition: usize,
+    pub payload: Payload,
+    /// Bytes read from the source for this chunk, for progress.
+    pub bytes: u64,
+}
+
+/// What a source has for the pipeline now.
+#[derive(Debug)]
+pub enum Poll {
+    Chunk(Chunk),
+    /// A partition has no more records, ever (end of a file): it no longer holds the watermark back.
+    PartitionEnd(usize),
+    /// Nothing right now (a live source); ask again soon.
+    Idle,
+    /// Every partition has ended.
+    End,
+}
+
+/// A source of raw records.
+pub trait Source: Send {
+    fn partitions(&self) -> &[PartitionInfo];
+
+    /// The next chunk. `watermarks[p]` is partition `p`'s watermark (`Millis::MIN` before its
+    /// first record): a source that can choose (files) reads the partition furthest behind, so
+    /// partitions advance together and the job's watermark keeps moving.
+    fn poll(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll>;
+
+    /// Total bytes this source will read, when known (files), for the progress bar's ETA.
+    fn total_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// True when the source is bounded (files): at its end the pipeline closes every window.
+    fn is_bounded(&self) -> bool;
+}

@@ -1,0 +1,202 @@
+//! Event time: watermarks, window assignment, lateness, and the operator that turns a stream
+//! of decoded batches into complete windows.
+//!
+//! Semantics (the same as Flink's, so results can be checked against any SQL engine):
+//! - a window `[start, end)` fires once the job's watermark reaches `end`;
+//! - a record is late when every window it belongs to has `end + allowed_lateness <= watermark`;
+//!   late records are returned to the caller, who routes them;
+//! - a record for a window that fired but is still within the allowed lateness updates it, and
+//!   the window fires again at once, marked as an update;
+//! - the watermark advances record by record, so results do not depend on how the input was cut
+//!   into batches.
+
+mod panes;
+mod sessions;
+pub mod watermark;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::event_times;
+use crate::job::WindowConfig;
+use crate::Millis;
+use panes::Panes;
+use sessions::Sessions;
+pub use watermark::Watermarks;
+
+/// A window whose rows are ready for the SQL.
+#[derive(Debug, Clone)]
+pub struct FiredWindow {
+    pub start: Millis,
+    pub end: Millis,
+    /// Session windows: the key's bytes (Arrow row format), for a stable order.
+    pub key: Vec<u8>,
+    pub batches: Vec<RecordBatch>,
+    /// True when the window fired before and late records changed it.
+    pub update: bool,
+}
+
+impl FiredWindow {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Windows fired while the batch was processed, in firing order.
+    pub fired: Vec<FiredWindow>,
+    /// Rows of the batch that were too late for every window they belong to.
+    pub late_rows: Vec<u32>,
+}
+
+/// How a record fits the windows, decided against the watermark before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Stored for windows still open.
+    Stored,
+    /// Stored in a window whose end the watermark has passed: fire it now.
+    FireNow,
+    /// Too late for every window.
+    Late,
+}
+
+/// Window state of one kind.
+#[derive(Debug, Serialize, Deserialize)]
+enum Assigner {
+    Panes(Panes),
+    Sessions(Sessions),
+}
+
+/// The windowing operator of one job: watermarks plus open windows. Serialisable, so a
+/// checkpoint can store it next to source offsets.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WindowOperator {
+    watermarks: Watermarks,
+    assigner: Assigner,
+    lateness: Millis,
+    event_time: usize,
+}
+
+impl WindowOperator {
+    /// `event_time` is the index of the event-time column in decoded batches; session keys are
+    /// column indices too.
+    pub fn new(window: &WindowConfig, key_columns: Vec<usize>, event_time: usize, partitions: usize, delay: Millis, lateness: Millis) -> Self {
+        let assigner = match window {
+            WindowConfig::Tumbling { size } => Assigner::Panes(Panes::new(*size, *size)),
+            WindowConfig::Hopping { size, slide } => Assigner::Panes(Panes::new(*size, *slide)),
+            WindowConfig::Session { gap, .. } => Assigner::Sessions(Sessions::new(*gap, key_columns)),
+        };
+        WindowOperator { watermarks: Watermarks::new(partitions, delay), assigner, lateness, event_time }
+    }
+
+    pub fn watermark(&self) -> Millis {
+        self.watermarks.current()
+    }
+
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
+    }
+
+    pub fn watermarks_mut(&mut self) -> &mut Watermarks {
+        &mut self.watermarks
+    }
+
+    /// Windows holding rows that have not fired yet.
+    pub fn open_windows(&self) -> usize {
+        match &self.assigner {
+            Assigner::Panes(p) => p.open_windows(),
+            Assigner::Sessions(s) => s.open_windows(),
+        }
+    }
+
+    /// Rows held in window state.
+    pub fn buffered_rows(&self) -> usize {
+        match &self.assigner {
+            Assigner::Panes(p) => p.buffered_rows(),
+            Assigner::Sessions(s) => s.buffered_rows(),
+        }
+    }
+
+    /// Assign a decoded batch from `partition` to windows, firing those the watermark completes.
+    pub fn process(&mut self, partition: usize, batch: &RecordBatch) -> Processed {
+        let mut out = Processed::default();
+        if batch.num_rows() == 0 {
+            return out;
+        }
+        let ts = event_times(batch, self.event_time);
+        let keys = match &mut self.assigner {
+            Assigner::Sessions(s) => s.keys(batch),
+            Assigner::Panes(_) => Vec::new(),
+        };
+        for (row, &t) in ts.iter().enumerate() {
+            let wm = self.watermarks.current();
+            let fate = match &mut self.assigner {
+                Assigner::Panes(p) => p.accept(row as u32, t, wm, self.lateness),
+                Assigner::Sessions(s) => s.accept(row as u32, t, &keys[row], wm, self.lateness),
+            };
+            if fate == Fate::Late {
+                out.late_rows.push(row as u32);
+            }
+            let new_wm = self.watermarks.observe(partition, t);
+            if fate == Fate::FireNow || (new_wm > wm && new_wm >= self.next_fire()) {
+                self.materialize(batch);
+                out.fired.extend(self.fire());
+            }
+        }
+        self.materialize(batch);
+        out
+    }
+
+    /// Fire what the current watermark completes (after an end of partition or idleness).
+    pub fn fire(&mut self) -> Vec<FiredWindow> {
+        let wm = self.watermarks.current();
+        let lateness = self.lateness;
+        let mut fired = match &mut self.assigner {
+            Assigner::Panes(p) => p.fire(wm, lateness),
+            Assigner::Sessions(s) => s.fire(wm, lateness),
+        };
+        fired.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        fired
+    }
+
+    /// End of input: fire every window, in order of end.
+    pub fn finish(&mut self) -> Vec<FiredWindow> {
+        self.watermarks.finish();
+        self.fire()
+    }
+
+    /// Take the open windows without firing them (a stop that discards them).
+    pub fn drain_open(&mut self) -> Vec<FiredWindow> {
+        let mut w = match &mut self.assigner {
+            Assigner::Panes(p) => p.fire(Millis::MAX, 0),
+            Assigner::Sessions(s) => s.fire(Millis::MAX, 0),
+        };
+        w.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        w
+    }
+
+    fn next_fire(&self) -> Millis {
+        match &self.assigner {
+            Assigner::Panes(p) => p.next_fire(),
+            Assigner::Sessions(s) => s.next_fire(),
+        }
+    }
+
+    fn materialize(&mut self, batch: &RecordBatch) {
+        match &mut self.assigner {
+            Assigner::Panes(p) => p.materialize(batch),
+            Assigner::Sessions(s) => s.materialize(batch),
+        }
+    }
+}
+
+/// Floor of `t` to a multiple of `unit` (toward minus infinity).
+#[inline]
+fn floor_to(t: Millis, unit: Millis) -> Millis {
+    t - t.rem_euclid(unit)
+}
+
+#[cfg(test)]
+mod tests;

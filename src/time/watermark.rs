@@ -1,0 +1,162 @@
+//! Watermarks: per-partition event-time progress, and the job's watermark, their minimum.
+//!
+//! A partition's watermark is its largest event time minus the watermark delay. The job's
+//! watermark is the least over partitions that still count (not ended, not idle), and it never
+//! goes back. A partition that has seen nothing holds it at the start, until it is idle.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Watermarks {
+    delay: Millis,
+    partitions: Vec<PartitionClock>,
+    current: Millis,
+    /// The least watermark over counting partitions, cached for the per-record path.
+    least: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartitionClock {
+    max_ts: Millis,
+    ended: bool,
+    idle: bool,
+    #[serde(skip)]
+    last_record: Option<Instant>,
+}
+
+impl Watermarks {
+    pub fn new(partitions: usize, delay: Millis) -> Self {
+        let clocks = (0..partitions)
+            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None })
+            .collect();
+        let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN };
+        w.recompute();
+        w
+    }
+
+    /// The job's watermark: every window ending at or before it is complete.
+    pub fn current(&self) -> Millis {
+        self.current
+    }
+
+    /// One partition's watermark (`Millis::MIN` before its first record).
+    pub fn partition(&self, p: usize) -> Millis {
+        self.clock_watermark(&self.partitions[p])
+    }
+
+    /// Every partition's watermark, for sources that read the laggard first.
+    pub fn per_partition(&self) -> Vec<Millis> {
+        self.partitions.iter().map(|c| self.clock_watermark(c)).collect()
+    }
+
+    fn clock_watermark(&self, c: &PartitionClock) -> Millis {
+        if c.max_ts == Millis::MIN { Millis::MIN } else { c.max_ts.saturating_sub(self.delay) }
+    }
+
+    /// Record an event time seen on partition `p`; returns the job's watermark after it.
+    #[inline]
+    pub fn observe(&mut self, p: usize, ts: Millis) -> Millis {
+        let clock = &mut self.partitions[p];
+        if clock.idle {
+            clock.idle = false;
+            if ts > clock.max_ts {
+                clock.max_ts = ts;
+            }
+            self.recompute();
+            return self.current;
+        }
+        if ts <= clock.max_ts {
+            return self.current;
+        }
+        let before = if clock.max_ts == Millis::MIN { Millis::MIN } else { clock.max_ts.saturating_sub(self.delay) };
+        clock.max_ts = ts;
+        if before <= self.least {
+            self.recompute();
+        }
+        self.current
+    }
+
+    /// Note that records arrived on `p` now (live sources), for idle detection.
+    pub fn touch(&mut self, p: usize, now: Instant) {
+        self.partitions[p].last_record = Some(now);
+    }
+
+    /// Partition `p` has no more records: it stops holding the watermark.
+    pub fn end_partition(&mut self, p: usize) -> Millis {
+        self.partitions[p].ended = true;
+        self.recompute();
+        self.current
+    }
+
+    /// Mark partitions with no record for `timeout` as idle (live runs only: a replay has no
+    /// wall clock to be idle by). `started` counts for partitions that never had a record.
+    pub fn mark_idle(&mut self, now: Instant, started: Instant, timeout: Duration) -> Millis {
+        let mut changed = false;
+        for c in &mut self.partitions {
+            let last = c.last_record.unwrap_or(started);
+            if !c.ended && !c.idle && now.duration_since(last) >= timeout {
+                c.idle = true;
+                changed = true;
+            }
+        }
+        if changed {
+            self.recompute();
+        }
+        self.current
+    }
+
+    /// End of input: every window is complete.
+    pub fn finish(&mut self) -> Millis {
+        self.current = Millis::MAX;
+        self.current
+    }
+
+    fn recompute(&mut self) {
+        let least = self
+            .partitions
+            .iter()
+            .filter(|c| !c.ended && !c.idle)
+            .map(|c| self.clock_watermark(c))
+            .min();
+        self.least = least.unwrap_or(Millis::MIN);
+        if let Some(least) = least {
+            self.current = self.current.max(least);
+        } else if self.partitions.iter().all(|c| c.ended) {
+            // Nothing left to wait for.
+            self.current = self.current.max(self.partitions.iter().map(|c| self.clock_watermark(c)).max().unwrap_or(Millis::MIN));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_watermark_is_the_least_partition_and_never_goes_back() {
+        let mut w = Watermarks::new(2, 5);
+        assert_eq!(w.observe(0, 100), Millis::MIN, "partition 1 has not spoken");
+        assert_eq!(w.observe(1, 50), 45);
+        assert_eq!(w.observe(1, 200), 95);
+        assert_eq!(w.observe(0, 90), 95, "an older record does not move it");
+        assert_eq!(w.observe(0, 300), 195);
+    }
+
+    #[test]
+    fn ended_and_idle_partitions_stop_holding_it() {
+        let mut w = Watermarks::new(2, 0);
+        w.observe(0, 100);
+        assert_eq!(w.current(), Millis::MIN);
+        let start = Instant::now();
+        w.touch(0, start + Duration::from_secs(10));
+        assert_eq!(w.mark_idle(start + Duration::from_secs(31), start, Duration::from_secs(30)), 100);
+        assert_eq!(w.observe(1, 40), 100, "a partition back from idle cannot pull it back");
+        let mut w = Watermarks::new(2, 0);
+        w.observe(0, 100);
+        assert_eq!(w.end_partition(1), 100);
+    }
+}
