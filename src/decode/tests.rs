@@ -1,0 +1,94 @@
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Decimal128Type, Int64Type, TimestampMillisecondType};
+
+use super::*;
+use crate::source::RawRecord;
+
+fn job(schema: &str) -> Job {
+    let text = format!(
+        "name = \"t\"\nsql = \"SELECT * FROM events\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\n{schema}\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n"
+    );
+    crate::job::parse(Path::new("t.toml"), &text).unwrap()
+}
+
+fn lines(text: &str) -> Payload {
+    let mut records = Vec::new();
+    let mut start = 0;
+    for (i, line) in text.split('\n').enumerate() {
+        if !line.trim().is_empty() {
+            records.push(RawRecord { start: start as u32, end: (start + line.len()) as u32, offset: i as i64 + 1 });
+        }
+        start += line.len() + 1;
+    }
+    Payload::Json { data: text.as_bytes().to_vec(), records }
+}
+
+#[test]
+fn good_records_decode_in_bulk_with_every_type() {
+    let j = job("ts = \"timestamp\"\nn = \"int64\"\nprice = \"decimal(18,4)\"\ns = \"string\"\nok = \"bool\"\n\"http.status\" = \"int32\"");
+    let d = Decoder::new(&j).decode(
+        0,
+        &lines(concat!(
+            "{\"ts\":\"2026-01-05T09:00:00Z\",\"n\":1,\"price\":\"12.5\",\"s\":\"a\",\"ok\":true,\"http\":{\"status\":200}}\n",
+            "{\"ts\":1767603600001,\"n\":2,\"price\":3.25,\"s\":7,\"http\":null}\n",
+            "{\"ts\":\"1767603600002\",\"price\":\"1e2\",\"extra\":\"ignored\"}",
+        )),
+    );
+    assert!(d.dead_letters.is_empty(), "{:?}", d.dead_letters);
+    let b = &d.batch;
+    assert_eq!(b.num_rows(), 3);
+    let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
+    assert_eq!(ts.values().to_vec(), vec![1_767_603_600_000, 1_767_603_600_001, 1_767_603_600_002]);
+    assert_eq!(b.column(2).as_primitive::<Decimal128Type>().values().to_vec(), vec![125_000, 32_500, 1_000_000]);
+    assert_eq!(b.column(3).as_string::<i32>().value(1), "7", "numbers coerce to declared strings");
+    assert!(b.column(1).is_null(2), "missing fields are null");
+    assert_eq!(b.schema().field(5).name(), "http.status");
+    assert_eq!(b.column(5).as_primitive::<datafusion::arrow::datatypes::Int32Type>().value(0), 200);
+    assert!(b.column(5).is_null(1), "a null parent makes a null leaf");
+    assert_eq!(d.offsets, vec![1, 2, 3]);
+}
+
+#[test]
+fn bad_records_become_dead_letters_with_reason_position_and_bytes() {
+    let j = job("ts = \"timestamp\"\nn = \"int64\"\nprice = \"decimal(18,2)\"");
+    let text = concat!(
+        "{\"ts\":\"2026-01-05T09:00:00Z\",\"n\":1}\n",      // 1 good
+        "{\"ts\":\"2026-01-05T09:00:01Z\",\"n\":\n",         // 2 malformed
+        "{\"ts\":\"2026-01-05T09:00:02Z\",\"n\":\"abc\"}\n", // 3 wrong type
+        "{\"n\":4}\n",                                       // 4 no event time
+        "{\"ts\":\"soon\",\"n\":5}\n",                       // 5 bad time
+        "{\"ts\":\"2026-01-05T09:00:05Z\",\"price\":\"1.234\"}\n", // 6 digits lost
+        "[1,2]\n",                                           // 7 not an object
+        "{\"ts\":\"2026-01-05T09:00:07Z\",\"n\":7}\n",       // 8 good
+        "{\"ts\":\"2026-01-05T09:00:08Z\",\"n\":8",          // 9 truncated last line
+    );
+    let d = Decoder::new(&j).decode(3, &lines(text));
+    assert_eq!(d.batch.num_rows(), 2);
+    assert_eq!(d.batch.column(1).as_primitive::<Int64Type>().values().to_vec(), vec![1, 7]);
+    assert_eq!(d.offsets, vec![1, 8]);
+    let dead: Vec<(i64, &str)> = d.dead_letters.iter().map(|d| (d.offset, d.reason.as_str())).collect();
+    assert_eq!(dead.iter().map(|d| d.0).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6, 7, 9]);
+    let reason = |o: i64| dead.iter().find(|d| d.0 == o).unwrap().1.to_string();
+    assert!(reason(3).contains("abc"), "{}", reason(3));
+    assert!(reason(4).contains("missing event time"), "{}", reason(4));
+    assert!(reason(5).contains("soon"), "{}", reason(5));
+    assert!(reason(6).contains("more than 2 decimal places"), "{}", reason(6));
+    assert!(reason(9).to_lowercase().contains("truncated") || reason(9).contains("end"), "{}", reason(9));
+    for d in &d.dead_letters {
+        assert_eq!(d.partition, 3);
+        let original = text.split('\n').nth(d.offset as usize - 1).unwrap();
+        assert_eq!(d.raw, original.as_bytes(), "the original bytes are kept");
+    }
+}
+
+#[test]
+fn metadata_columns_are_added_only_when_the_sql_names_them() {
+    let mut j = job("ts = \"timestamp\"");
+    assert_eq!(Decoder::new(&j).schema().fields().len(), 1);
+    j.sql.text = "SELECT _offset, _partition FROM events".into();
+    let d = Decoder::new(&j).decode(2, &lines("{\"ts\":1}\n\n{\"ts\":2}"));
+    assert_eq!(d.batch.schema().field(1).name(), "_partition");
+    assert_eq!(d.batch.column(2).as_primitive::<Int64Type>().values().to_vec(), vec![1, 3]);
+}

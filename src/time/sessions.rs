@@ -86,7 +86,7 @@ impl Sessions {
             .copied()
             .filter(|id| {
                 let s = &self.sessions[id];
-                s.start < end && t < s.end
+                s.start <= end && t <= s.end // touching intervals merge, as in Flink
             })
             .collect();
         if touching.is_empty() && end.saturating_add(lateness) <= wm {

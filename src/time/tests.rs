@@ -1,0 +1,180 @@
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::*;
+use crate::job::{timestamp_type, WindowConfig};
+
+fn batch(rows: &[(Millis, &str, i64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", timestamp_type(), true),
+        Field::new("k", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+/// (start, end, sorted values, update) of each fired window.
+fn summary(fired: &[FiredWindow]) -> Vec<(Millis, Millis, Vec<i64>, bool)> {
+    fired
+        .iter()
+        .map(|w| {
+            let mut v: Vec<i64> = w.batches.iter().flat_map(|b| b.column(2).as_primitive::<Int64Type>().values().to_vec()).collect();
+            v.sort();
+            (w.start, w.end, v, w.update)
+        })
+        .collect()
+}
+
+fn op(window: WindowConfig, delay: Millis, lateness: Millis) -> WindowOperator {
+    let keys = if matches!(window, WindowConfig::Session { .. }) { vec![1] } else { vec![] };
+    WindowOperator::new(&window, keys, 0, 1, delay, lateness)
+}
+
+#[test]
+fn tumbling_windows_fire_when_the_watermark_passes_their_end() {
+    let mut o = op(WindowConfig::Tumbling { size: 10 }, 0, 0);
+    let p = o.process(0, &batch(&[(1, "a", 1), (5, "a", 2), (9, "a", 3)]));
+    assert!(p.fired.is_empty(), "nothing is complete before ts 10");
+    let p = o.process(0, &batch(&[(10, "a", 4), (12, "a", 5)]));
+    assert_eq!(summary(&p.fired), vec![(0, 10, vec![1, 2, 3], false)]);
+    assert_eq!(summary(&o.finish()), vec![(10, 20, vec![4, 5], false)]);
+}
+
+#[test]
+fn out_of_order_records_within_the_delay_land_in_their_window() {
+    let mut o = op(WindowConfig::Tumbling { size: 10 }, 5, 0);
+    // 12 arrives before 8 and 9; the watermark (12 - 5 = 7) keeps [0, 10) open.
+    let p = o.process(0, &batch(&[(2, "a", 1), (12, "a", 2), (8, "a", 3), (9, "a", 4), (16, "a", 5)]));
+    assert_eq!(summary(&p.fired), vec![(0, 10, vec![1, 3, 4], false)]);
+    assert!(p.late_rows.is_empty());
+    assert_eq!(summary(&o.finish()), vec![(10, 20, vec![2, 5], false)]);
+}
+
+#[test]
+fn records_past_the_lateness_are_returned_as_late() {
+    let mut o = op(WindowConfig::Tumbling { size: 10 }, 0, 0);
+    let p = o.process(0, &batch(&[(1, "a", 1), (25, "a", 2), (3, "a", 3), (19, "a", 4), (20, "a", 5)]));
+    // [0,10) fired at 25; 3 and 19 belong to windows already closed.
+    assert_eq!(summary(&p.fired), vec![(0, 10, vec![1], false)]);
+    assert_eq!(p.late_rows, vec![2, 3]);
+    assert_eq!(summary(&o.finish()), vec![(20, 30, vec![2, 5], false)]);
+}
+
+#[test]
+fn records_within_the_lateness_update_a_fired_window() {
+    let mut o = op(WindowConfig::Tumbling { size: 10 }, 0, 10);
+    let p = o.process(0, &batch(&[(1, "a", 1), (12, "a", 2), (4, "a", 3), (25, "a", 4), (5, "a", 5)]));
+    // 4 arrives after [0,10) fired at 12: an update. 5 arrives at watermark 25 >= 10 + 10: late.
+    assert_eq!(
+        summary(&p.fired),
+        vec![(0, 10, vec![1], false), (0, 10, vec![1, 3], true), (10, 20, vec![2], false)]
+    );
+    assert_eq!(p.late_rows, vec![4]);
+}
+
+#[test]
+fn hopping_windows_share_panes_and_hold_each_row_in_every_window() {
+    let mut o = op(WindowConfig::Hopping { size: 10, slide: 5 }, 0, 0);
+    let mut fired = o.process(0, &batch(&[(1, "a", 1), (6, "a", 2), (11, "a", 3)])).fired;
+    fired.extend(o.finish());
+    assert_eq!(
+        summary(&fired),
+        vec![
+            (-5, 5, vec![1], false),
+            (0, 10, vec![1, 2], false),
+            (5, 15, vec![2, 3], false),
+            (10, 20, vec![3], false),
+        ]
+    );
+    assert_eq!(o.buffered_rows(), 0, "every pane is released once its last window fired");
+}
+
+#[test]
+fn session_windows_split_on_gaps_and_merge_per_key() {
+    let mut o = op(WindowConfig::Session { gap: 5, key: vec!["k".into()] }, 0, 0);
+    let p = o.process(0, &batch(&[(0, "a", 1), (3, "b", 2), (4, "a", 3), (20, "a", 4), (12, "a", 5), (8, "a", 6)]));
+    let mut fired = p.fired;
+    fired.extend(o.finish());
+    // Key a: 0 and 4 → [0,9). The watermark is 20 when 12 and 8 arrive: their sessions would
+    // end at 17 and 13, both passed, and nothing open is near: late. Key b: [3,8).
+    assert_eq!(p.late_rows, vec![4, 5]);
+    let s = summary(&fired);
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(s.contains(&(0, 9, vec![1, 3], false)), "{s:?}");
+    assert!(s.contains(&(3, 8, vec![2], false)), "{s:?}");
+    assert!(s.contains(&(20, 25, vec![4], false)), "{s:?}");
+}
+
+#[test]
+fn session_merges_when_a_record_bridges_two_sessions() {
+    let mut o = op(WindowConfig::Session { gap: 5, key: vec![] }, 100, 0);
+    o.process(0, &batch(&[(0, "a", 1), (10, "a", 2), (5, "a", 3)]));
+    assert_eq!(summary(&o.finish()), vec![(0, 15, vec![1, 2, 3], false)]);
+}
+
+#[test]
+fn watermark_moves_record_by_record_so_batching_does_not_change_results() {
+    let rows: Vec<(Millis, &str, i64)> = (0..200).map(|i| (((i * 7919) % 97 + i) as Millis, "a", i as i64)).collect();
+    let run = |chunk: usize| {
+        let mut o = op(WindowConfig::Hopping { size: 20, slide: 10 }, 15, 5);
+        let mut fired = Vec::new();
+        let mut late = Vec::new();
+        for (n, part) in rows.chunks(chunk).enumerate() {
+            let p = o.process(0, &batch(part));
+            fired.extend(p.fired);
+            late.extend(p.late_rows.iter().map(|r| n * chunk + *r as usize));
+        }
+        fired.extend(o.finish());
+        (summary(&fired), late)
+    };
+    let whole = run(200);
+    assert!(!whole.1.is_empty(), "the data has late records");
+    assert!(whole.0.iter().any(|w| w.3), "and updates");
+    for chunk in [1, 3, 64] {
+        assert_eq!(run(chunk), whole, "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn operator_state_survives_serialisation() {
+    let rows: Vec<(Millis, &str, i64)> = (0..300).map(|i| ((i * 3 + (i % 7) * 5) as Millis, ["a", "b"][i % 2], i as i64)).collect();
+    for window in [
+        WindowConfig::Tumbling { size: 50 },
+        WindowConfig::Hopping { size: 60, slide: 20 },
+        WindowConfig::Session { gap: 4, key: vec!["k".into()] },
+    ] {
+        let mut straight = op(window.clone(), 10, 5);
+        let mut expected = straight.process(0, &batch(&rows)).fired;
+        expected.extend(straight.finish());
+
+        let mut first = op(window.clone(), 10, 5);
+        let mut got = first.process(0, &batch(&rows[..150])).fired;
+        let bytes = crate::state::to_bytes(&first).unwrap();
+        drop(first);
+        let mut restored: WindowOperator = crate::state::from_bytes(&bytes).unwrap();
+        got.extend(restored.process(0, &batch(&rows[150..])).fired);
+        got.extend(restored.finish());
+        assert_eq!(summary(&got), summary(&expected), "{window:?}");
+    }
+}
+
+#[test]
+fn a_fired_window_carries_its_rows_untouched() {
+    let mut o = op(WindowConfig::Tumbling { size: 10 }, 0, 0);
+    o.process(0, &batch(&[(1, "x", 7)]));
+    let w = &o.finish()[0];
+    let b = &w.batches[0];
+    assert_eq!(b.column(1).as_string::<i32>().value(0), "x");
+    assert!(b.column(0).is_valid(0));
+}
