@@ -280,27 +280,32 @@ impl Generator {
         }
     }
 
-    /// Deliver in-flight events due by `horizon`, grouped into one chunk per partition.
-    fn take_due(&mut self, horizon: f64, out: &mut Vec<Chunk>) {
-        let mut per_partition: Vec<(Vec<u8>, Vec<RawRecord>)> = vec![(Vec::new(), Vec::new()); self.cfg.partitions as usize];
+    /// In-flight events due by `horizon`, in delivery order: (partition, line).
+    fn take_due(&mut self, horizon: f64) -> Vec<(u32, String)> {
+        let mut due_lines = Vec::new();
         let drain_all = self.exhausted();
         while let Some(Reverse((due, ..))) = self.in_flight.peek() {
             if !drain_all && (*due as f64) > horizon.min(self.cursor) {
                 break;
             }
             let Reverse((_, _, p, line)) = self.in_flight.pop().unwrap();
-            let (data, records) = &mut per_partition[p as usize];
-            let start = data.len() as u32;
-            data.extend_from_slice(line.as_bytes());
-            self.delivered += 1;
-            records.push(RawRecord { start, end: data.len() as u32, offset: self.delivered as i64 });
-            data.push(b'\n');
+            due_lines.push((p, line));
         }
-        for (p, (data, records)) in per_partition.into_iter().enumerate() {
-            if !records.is_empty() {
-                out.push(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records } });
-            }
+        due_lines
+    }
+
+    /// Make and deliver the next events; `None` once a counted run has delivered everything.
+    fn step(&mut self) -> Option<Vec<(u32, String)>> {
+        if self.ended {
+            return None;
         }
+        let horizon = self.horizon();
+        self.make(horizon, 8192);
+        let due = self.take_due(horizon);
+        if self.exhausted() && self.in_flight.is_empty() {
+            self.ended = true;
+        }
+        Some(due)
     }
 }
 
@@ -343,29 +348,39 @@ impl Source for GeneratorSource {
     }
 
     fn poll(&mut self, _watermarks: &[Millis]) -> anyhow::Result<Poll> {
-        if let Some(chunk) = self.ready.pop_front() {
-            return Ok(Poll::Chunk(chunk));
-        }
-        let g = &mut self.generator;
-        if g.ended {
-            if g.partitions_ended < g.cfg.partitions {
-                g.partitions_ended += 1;
-                return Ok(Poll::PartitionEnd(g.partitions_ended as usize - 1));
+        loop {
+            if let Some(chunk) = self.ready.pop_front() {
+                return Ok(Poll::Chunk(chunk));
             }
-            return Ok(Poll::End);
-        }
-        let horizon = g.horizon();
-        g.make(horizon, 8192);
-        let mut out = Vec::new();
-        g.take_due(horizon, &mut out);
-        if g.exhausted() && g.in_flight.is_empty() {
-            g.ended = true;
-        }
-        self.ready.extend(out);
-        match self.ready.pop_front() {
-            Some(chunk) => Ok(Poll::Chunk(chunk)),
-            None if self.generator.ended => self.poll(_watermarks),
-            None => Ok(Poll::Idle),
+            let g = &mut self.generator;
+            let Some(due) = g.step() else {
+                if g.partitions_ended < g.cfg.partitions {
+                    g.partitions_ended += 1;
+                    return Ok(Poll::PartitionEnd(g.partitions_ended as usize - 1));
+                }
+                return Ok(Poll::End);
+            };
+            if due.is_empty() {
+                if matches!(g.pacing, Pacing::Live) {
+                    return Ok(Poll::Idle);
+                }
+                continue;
+            }
+            // One chunk per partition, each in delivery order.
+            let mut per_partition: Vec<(Vec<u8>, Vec<RawRecord>)> = vec![(Vec::new(), Vec::new()); g.cfg.partitions as usize];
+            for (p, line) in due {
+                let (data, records) = &mut per_partition[p as usize];
+                let start = data.len() as u32;
+                data.extend_from_slice(line.as_bytes());
+                g.delivered += 1;
+                records.push(RawRecord { start, end: data.len() as u32, offset: g.delivered as i64 });
+                data.push(b'\n');
+            }
+            for (p, (data, records)) in per_partition.into_iter().enumerate() {
+                if !records.is_empty() {
+                    self.ready.push_back(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records } });
+                }
+            }
         }
     }
 
@@ -376,20 +391,16 @@ impl Source for GeneratorSource {
 
 /// Write `events` generated events as JSON lines, in delivery order: `osprey generate`.
 pub fn write_json_lines(cfg: GeneratorConfig, events: u64, out: &mut dyn std::io::Write) -> std::io::Result<u64> {
-    let mut source = GeneratorSource::new(cfg, Pacing::Count(events));
+    let mut generator = Generator::new(cfg, Pacing::Count(events));
     let mut written = 0;
-    loop {
-        match source.poll(&[]).map_err(std::io::Error::other)? {
-            Poll::Chunk(c) => {
-                if let Payload::Json { data, records } = c.payload {
-                    written += records.len() as u64;
-                    out.write_all(&data)?;
-                }
-            }
-            Poll::End => return Ok(written),
-            Poll::PartitionEnd(_) | Poll::Idle => {}
+    while let Some(due) = generator.step() {
+        for (_, line) in due {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+            written += 1;
         }
     }
+    Ok(written)
 }
 
 /// SplitMix64: tiny, fast, and the same sequence on every platform.

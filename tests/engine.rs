@@ -1,0 +1,178 @@
+//! The streaming engine against an independent batch computation: every row at once through
+//! DataFusion with an explicit window column, compared window by window.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::file_format::options::JsonReadOptions;
+use datafusion::prelude::SessionContext;
+use osprey::pipeline::{Options, Pipeline};
+use osprey::source::file::FileSource;
+use osprey::source::generator::{write_json_lines, GeneratorConfig, Stream};
+use serde_json::Value;
+
+/// Generated requests, delivered out of order (up to 2 s) across 3 partitions, in one file.
+fn generated(dir: &Path, events: u64, seed: u64) -> PathBuf {
+    let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
+    cfg.rate = 50.0;
+    cfg.seed = seed;
+    cfg.max_delay = 2_000;
+    let path = dir.join("requests.jsonl");
+    let mut out = Vec::new();
+    write_json_lines(cfg, events, &mut out).unwrap();
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+fn job(dir: &Path, window: &str, sql: &str) -> osprey::job::Job {
+    let text = format!(
+        r#"name = "check"
+sql = """
+{sql}
+"""
+[source]
+kind = "file"
+path = "requests.jsonl"
+[source.schema]
+ts = "timestamp"
+service = "string"
+status = "int64"
+duration_ms = "float64"
+bytes = "int64"
+host = "string"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+[window]
+{window}
+"#
+    );
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    osprey::job::validate(&path).unwrap()
+}
+
+/// Run the job over `input` and return its JSON rows in output order.
+fn stream(job: &osprey::job::Job, input: &str, chunk_bytes: usize) -> Vec<Value> {
+    let out = job.path.with_extension("out.jsonl");
+    let source = FileSource::open(input, osprey::job::FileFormat::Auto).unwrap().with_chunk_bytes(chunk_bytes);
+    let sink = osprey::sink::build(job, Some(&out)).unwrap();
+    let summary = Pipeline::new(job.clone(), Box::new(source), sink, Options::replay()).unwrap().run().unwrap();
+    assert_eq!(summary.counters.late_records, 0, "the watermark delay covers the disorder");
+    assert_eq!(summary.counters.decode_errors, 0);
+    std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The same aggregate computed by DataFusion over the whole file at once.
+fn batch(file: &Path, sql: &str) -> Vec<Value> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let schema = Schema::new(vec![
+            Field::new("ts", DataType::Utf8, true),
+            Field::new("service", DataType::Utf8, true),
+            Field::new("status", DataType::Int64, true),
+            Field::new("duration_ms", DataType::Float64, true),
+            Field::new("bytes", DataType::Int64, true),
+            Field::new("host", DataType::Utf8, true),
+        ]);
+        let options = JsonReadOptions::default().schema(&schema).file_extension(".jsonl");
+        ctx.register_json("raw", file.to_str().unwrap(), options).await.unwrap();
+        ctx.sql("CREATE VIEW events_all AS SELECT * EXCLUDE (ts), to_timestamp_millis(ts) AS ts FROM raw").await.unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            osprey::output::json::write_rows(b, &mut out);
+        }
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    })
+}
+
+/// Rows grouped by window, each window's rows sorted, for a comparison that ignores row order
+/// within a window.
+fn by_window(rows: Vec<Value>) -> BTreeMap<(String, String), Vec<String>> {
+    let mut m: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for r in rows {
+        let key = (r["window_start"].as_str().unwrap().to_string(), r["window_end"].as_str().unwrap().to_string());
+        m.entry(key).or_default().push(r.to_string());
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+const MEASURES: &str = "count(*) AS requests, sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
+    sum(bytes) AS bytes, min(duration_ms) AS fastest, max(duration_ms) AS slowest, count(DISTINCT host) AS hosts";
+
+#[test]
+fn tumbling_stream_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = generated(dir.path(), 20_000, 1);
+    let sql = format!("SELECT window_start, window_end, service, {MEASURES} FROM events GROUP BY window_start, window_end, service");
+    let j = job(dir.path(), "kind = \"tumbling\"\nsize = \"1m\"", &sql);
+    let streamed = stream(&j, file.to_str().unwrap(), 64 << 10);
+    let expected = batch(
+        &file,
+        &format!(
+            "SELECT date_bin(INTERVAL '1 minute', ts, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
+             date_bin(INTERVAL '1 minute', ts, TIMESTAMP '1970-01-01T00:00:00Z') + INTERVAL '1 minute' AS window_end, \
+             service, {MEASURES} FROM events_all GROUP BY 1, 2, service"
+        ),
+    );
+    assert!(expected.len() > 20, "several windows: {}", expected.len());
+    assert_eq!(by_window(streamed.clone()), by_window(expected));
+    // Windows come out in order of their end.
+    let ends: Vec<&str> = streamed.iter().map(|r| r["window_end"].as_str().unwrap()).collect();
+    assert!(ends.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn hopping_stream_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = generated(dir.path(), 12_000, 2);
+    let sql = format!("SELECT window_start, window_end, service, {MEASURES} FROM events GROUP BY window_start, window_end, service");
+    let j = job(dir.path(), "kind = \"hopping\"\nsize = \"3m\"\nslide = \"1m\"", &sql);
+    let streamed = stream(&j, file.to_str().unwrap(), 32 << 10);
+    // Each row is in the three windows that start at its minute and the two before.
+    let unions: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "SELECT *, date_bin(INTERVAL '1 minute', ts, TIMESTAMP '1970-01-01T00:00:00Z') - INTERVAL '{i} minutes' AS window_start FROM events_all"
+            )
+        })
+        .collect();
+    let expected = batch(
+        &file,
+        &format!(
+            "SELECT window_start, window_start + INTERVAL '3 minutes' AS window_end, service, {MEASURES} \
+             FROM ({}) GROUP BY window_start, service",
+            unions.join(" UNION ALL ")
+        ),
+    );
+    assert_eq!(by_window(streamed), by_window(expected));
+}
+
+#[test]
+fn session_stream_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = generated(dir.path(), 6_000, 3);
+    // Sessions per host with a gap of 1 s: with ~50 events/s over 15 hosts, many short sessions.
+    let sql = "SELECT window_start, window_end, host, count(*) AS requests, sum(bytes) AS bytes FROM events GROUP BY window_start, window_end, host";
+    let j = job(dir.path(), "kind = \"session\"\ngap = \"1s\"\nkey = [\"host\"]", sql);
+    let streamed = stream(&j, file.to_str().unwrap(), 16 << 10);
+    // Gaps and islands: a new session starts where the gap to the previous event exceeds 1 s.
+    let expected = batch(
+        &file,
+        "WITH marked AS (
+            SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY host ORDER BY ts) <= INTERVAL '1 second' THEN 0 ELSE 1 END AS starts
+            FROM events_all),
+         numbered AS (
+            SELECT *, sum(starts) OVER (PARTITION BY host ORDER BY ts ROWS UNBOUNDED PRECEDING) AS session FROM marked)
+         SELECT min(ts) AS window_start, max(ts) + INTERVAL '1 second' AS window_end, host, count(*) AS requests, sum(bytes) AS bytes
+         FROM numbered GROUP BY host, session",
+    );
+    assert!(expected.len() > 100, "many sessions: {}", expected.len());
+    assert_eq!(by_window(streamed), by_window(expected));
+}
