@@ -45,7 +45,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            if text.starts_with("error:") { eprintln!("{text}") } else { eprintln!("error: {text}") }
             ExitCode::FAILURE
         }
     }

@@ -1,12 +1,17 @@
 //! DataFusion errors → job errors with a line and column in the job or SQL file.
 
+use datafusion::arrow::datatypes::Schema;
 use datafusion::error::DataFusionError;
 
 use crate::job::error::closest;
 use crate::job::{JobError, SqlText};
 
-pub fn to_job_error(sql: &SqlText, e: &DataFusionError) -> JobError {
+pub fn to_job_error(sql: &SqlText, schema: &Schema, e: &DataFusionError) -> JobError {
     let message = clean(&e.to_string());
+    // A function given the wrong types: say which, and point at the call.
+    if let Some(call) = between(&message, "No function matches the given name and argument types '", "'") {
+        return function_error(sql, schema, &call, &message);
+    }
     // 1. DataFusion's own diagnostic, when it has a span.
     if let Some(d) = e.diagnostic() {
         if let Some(span) = d.span {
@@ -20,6 +25,9 @@ pub fn to_job_error(sql: &SqlText, e: &DataFusionError) -> JobError {
                 err = err.with_help(help.message.clone());
             } else if let Some(note) = d.notes.first() {
                 err = err.with_help(note.message.clone());
+            }
+            if message.contains("table '") && message.contains("not found") {
+                err = err.with_help("the rows of each window are the table `events`");
             }
             return with_column_hint(err, &message);
         }
@@ -80,6 +88,7 @@ fn parser_position(m: &str) -> Option<(usize, usize)> {
 
 fn strip_position(m: &str) -> String {
     let m = m.strip_prefix("sql parser error: ").unwrap_or(m);
+    let m = m.strip_prefix("ParserError(\"").unwrap_or(m);
     match m.rfind(" at Line: ") {
         Some(i) => m[..i].to_string(),
         None => m.to_string(),
@@ -114,4 +123,55 @@ fn locate(sql: &SqlText, word: &str, message: String) -> JobError {
         }
     }
     sql.error_at(1, 1, 1, message)
+}
+
+fn between(m: &str, start: &str, end: &str) -> Option<String> {
+    let from = m.find(start)? + start.len();
+    let len = m[from..].find(end)?;
+    Some(m[from..from + len].to_string())
+}
+
+/// `sum(Utf8)`: point at the call whose argument is a column of that type, else the first call.
+fn function_error(sql: &SqlText, schema: &Schema, call: &str, message: &str) -> JobError {
+    let name = call.split('(').next().unwrap_or(call).to_lowercase();
+    let types = call.split_once('(').map(|(_, t)| t.trim_end_matches(')').to_string()).unwrap_or_default();
+    let candidates: Vec<String> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.to_lowercase().starts_with(&format!("{name}(")))
+        .map(str::to_string)
+        .collect();
+    let mut text = format!("SQL: `{name}` does not take ({types})");
+    if !candidates.is_empty() {
+        text.push_str(&format!("; it takes {}", candidates.join(", ")));
+    }
+    let lower = sql.text.to_lowercase();
+    let mut first = None;
+    let mut best = None;
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find(&format!("{name}(")) {
+        let at = from + pos;
+        from = at + name.len() + 1;
+        if at > 0 && lower[..at].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        first.get_or_insert(at);
+        let arg: String = lower[from..].chars().take_while(|c| *c != ')').collect();
+        let arg = arg.trim().trim_matches('"');
+        if let Ok(f) = schema.field_with_name(arg) {
+            if types.split(',').any(|t| t.trim() == f.data_type().to_string()) {
+                best = Some(at);
+                break;
+            }
+        }
+    }
+    match best.or(first) {
+        Some(at) => {
+            let line = sql.text[..at].matches('\n').count() + 1;
+            let col = sql.text[..at].rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            sql.error_at(line, col, name.len(), text)
+        }
+        None => sql.error_at(1, 1, 1, text),
+    }
+    .with_help("cast the argument (CAST(x AS DOUBLE)) or use a column of a type the function takes")
 }

@@ -52,16 +52,16 @@ impl WindowQuery {
         let sql = &job.sql;
         let plan = runtime
             .block_on(async { ctx.sql_with_options(&sql.text, options).await })
-            .map_err(|e| errors::to_job_error(sql, &e))?
+            .map_err(|e| errors::to_job_error(sql, &input_schema, &e))?
             .logical_plan()
             .clone();
         let state = ctx.state();
-        let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &e))?;
+        let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &input_schema, &e))?;
         let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
 
         let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime };
         // Planning the physical side too catches type errors that only show there.
-        query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &e))?;
+        query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &query.input_schema, &e))?;
 
         if let SinkConfig::Kafka { key, .. } = &job.sink {
             for k in key {

@@ -183,7 +183,7 @@ fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> JobError {
     // serde's wording: "unknown field `x`, expected one of `a`, `b`"
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or("");
-        let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).filter(|s| !s.is_empty()).collect();
+        let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
         let mut err = JobError::at_span(path, text, span, format!("unknown key `{field}`"));
         err = match closest(field, expected.iter().copied()) {
             Some(near) => err.with_help(format!("did you mean `{near}`?")),
