@@ -4,7 +4,6 @@
 #        ./scripts/setup.sh --tests    (only what the test suite needs; no release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
 
 need_rust="1.94"
 if ! command -v cargo >/dev/null 2>&1; then
