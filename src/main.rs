@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// mimalloc keeps freed chunk buffers for reuse instead of returning them to the kernel, which
+/// otherwise costs a third of a replay in page faults.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@
 //! [`WindowQuery`]. Job kinds that come after `query` (SLO, invariant, anomaly) plug in as an
 //! operator between the SQL result and the sink, in [`Pipeline::emit`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
 use serde_json::json;
 
+use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
 use crate::exec::WindowQuery;
 use crate::job::Job;
@@ -41,12 +43,35 @@ pub struct Options {
     /// On stop, emit open windows with the rows they have instead of discarding them.
     pub flush_on_stop: bool,
     pub progress: bool,
+    /// Threads decoding chunks beside the pipeline thread (0: decode inline).
+    pub decode_threads: usize,
 }
 
 impl Options {
     pub fn replay() -> Self {
-        Options { mode: Mode::Replay, stop: Arc::new(AtomicBool::new(false)), flush_on_stop: false, progress: false }
+        Options {
+            mode: Mode::Replay,
+            stop: Arc::new(AtomicBool::new(false)),
+            flush_on_stop: false,
+            progress: false,
+            decode_threads: default_decode_threads(),
+        }
     }
+
+    pub fn live(stop: Arc<AtomicBool>) -> Self {
+        Options { mode: Mode::Live, stop, ..Options::replay() }
+    }
+}
+
+/// One decode thread per core: the pipeline thread's own work is the smaller part.
+pub fn default_decode_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+}
+
+/// A source event waiting for its turn.
+enum Queued {
+    Chunk(usize, Pending),
+    PartitionEnd(usize),
 }
 
 /// What a run did, for the closing message.
@@ -66,7 +91,7 @@ pub struct Summary {
 pub struct Pipeline {
     job: Job,
     source: Box<dyn Source>,
-    decoder: Decoder,
+    decoder: Arc<Decoder>,
     operator: WindowOperator,
     query: WindowQuery,
     sink: Box<dyn Sink>,
@@ -79,7 +104,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(job: Job, source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
         let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let decoder = Decoder::new(&job);
+        let decoder = Arc::new(Decoder::new(&job));
         let schema = decoder.schema();
         let key_columns = match &job.window {
             crate::job::WindowConfig::Session { key, .. } => {
@@ -118,40 +143,59 @@ impl Pipeline {
         let started = Instant::now();
         let mut progress = Progress::new(&self.job.name, self.source.total_bytes(), self.options.progress);
         let live = self.options.mode == Mode::Live;
-        let mut ended = false;
-        while !self.options.stop.load(Ordering::Relaxed) {
-            let watermarks = self.operator.watermarks().per_partition();
-            match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job.name))? {
-                Poll::Chunk(chunk) => {
-                    progress.advance(chunk.bytes, chunk.payload.len() as u64);
-                    JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
-                    JobCounters::add(&self.counters.bytes_in, chunk.bytes);
-                    let decoded = self.decoder.decode(chunk.partition, &chunk.payload);
-                    if live {
-                        self.operator.watermarks_mut().touch(chunk.partition, Instant::now());
+        let pool = DecodePool::new(self.decoder.clone(), self.options.decode_threads);
+        // Source events in order; chunks decode on the pool meanwhile. A fixed depth makes the
+        // source's choices depend on the data only: chunk n is chosen after n - depth are done.
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        let mut source_done = false;
+        loop {
+            let stopping = self.options.stop.load(Ordering::Relaxed);
+            if !stopping && !source_done && queue.len() < pool.depth() {
+                let watermarks = self.operator.watermarks().per_partition();
+                match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job.name))? {
+                    Poll::Chunk(chunk) => {
+                        progress.advance(chunk.bytes, chunk.payload.len() as u64);
+                        JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
+                        JobCounters::add(&self.counters.bytes_in, chunk.bytes);
+                        queue.push_back(Queued::Chunk(chunk.partition, pool.submit(chunk)));
+                        continue;
                     }
-                    self.process(chunk.partition, decoded)?;
+                    Poll::PartitionEnd(p) => {
+                        queue.push_back(Queued::PartitionEnd(p));
+                        continue;
+                    }
+                    Poll::Idle if queue.is_empty() => {
+                        if live {
+                            let timeout = self.job.event_time.idle_timeout;
+                            self.operator.watermarks_mut().mark_idle(Instant::now(), started, timeout);
+                            let fired = self.operator.fire();
+                            self.emit(fired)?;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Poll::Idle => {}
+                    Poll::End => source_done = true,
                 }
-                Poll::PartitionEnd(p) => {
+            }
+            match queue.pop_front() {
+                Some(Queued::Chunk(partition, pending)) => {
+                    let decoded = pending.wait();
+                    if live {
+                        self.operator.watermarks_mut().touch(partition, Instant::now());
+                    }
+                    self.process(partition, decoded)?;
+                }
+                Some(Queued::PartitionEnd(p)) => {
                     self.operator.watermarks_mut().end_partition(p);
                     let fired = self.operator.fire();
                     self.emit(fired)?;
                 }
-                Poll::Idle => {
-                    if live {
-                        let timeout = self.job.event_time.idle_timeout;
-                        self.operator.watermarks_mut().mark_idle(Instant::now(), started, timeout);
-                        let fired = self.operator.fire();
-                        self.emit(fired)?;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Poll::End => {
-                    ended = true;
-                    break;
-                }
+                None if source_done || stopping => break,
+                None => {}
             }
         }
+        let ended = source_done;
         let mut open_windows_at_stop = 0;
         let mut rows_in_open_windows = 0;
         if ended || self.options.flush_on_stop {

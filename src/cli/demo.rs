@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use osprey::job::{Job, SourceConfig};
-use osprey::pipeline::{Mode, Options, Pipeline};
+use osprey::pipeline::{Options, Pipeline};
 use osprey::sink::{Sink, WindowResult};
 use osprey::source::generator::{format_ts, GeneratorSource, Incident, Pacing, Stream};
 
@@ -117,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut handles = Vec::new();
     for (job, source) in jobs {
         let SourceConfig::Generator(g) = source else { unreachable!() };
-        let options = Options { mode: Mode::Live, stop: stop.clone(), flush_on_stop: false, progress: false };
+        // Four jobs share two cores: each decodes on its own thread.
+        let options = Options { decode_threads: 0, ..Options::live(stop.clone()) };
         let sink = Box::new(DemoSink { out: out.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
         handles.push((job, std::thread::spawn(move || pipeline.run())));

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use osprey::job::SourceConfig;
-use osprey::pipeline::{Mode, Options, Pipeline};
+use osprey::pipeline::{Options, Pipeline};
 use osprey::source::file::FileSource;
 use osprey::source::generator::{GeneratorSource, Pacing};
 use osprey::source::Source;
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let sink = osprey::sink::build(&job, args.output.as_deref())?;
     let stop = super::stop_on_signal();
-    let options = Options { mode: Mode::Live, stop, flush_on_stop: args.flush_on_stop, progress: false };
+    let options = Options { flush_on_stop: args.flush_on_stop, ..Options::live(stop) };
     eprintln!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary);

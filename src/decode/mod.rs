@@ -7,6 +7,7 @@
 //! cuts off extra decimal digits without a word.
 
 pub mod convert;
+pub mod pool;
 
 use std::sync::Arc;
 

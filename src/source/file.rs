@@ -160,7 +160,8 @@ fn split_lines(data: &[u8], line: &mut i64) -> Vec<RawRecord> {
         if stop > start && data[stop - 1] == b'\r' {
             stop -= 1;
         }
-        if data[start..stop].iter().any(|b| !b.is_ascii_whitespace()) {
+        // A record starts with `{` almost always: skip the blank-line scan then.
+        if data.get(start) == Some(&b'{') || data[start..stop].iter().any(|b| !b.is_ascii_whitespace()) {
             records.push(RawRecord { start: start as u32, end: stop as u32, offset: *line });
         }
         *line += 1;
@@ -170,7 +171,7 @@ fn split_lines(data: &[u8], line: &mut i64) -> Vec<RawRecord> {
 }
 
 fn memchr_newline(data: &[u8]) -> Option<usize> {
-    data.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', data)
 }
 
 impl Source for FileSource {
