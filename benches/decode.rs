@@ -4,6 +4,10 @@
 use std::hint::black_box;
 use std::path::Path;
 
+/// The allocator of the `osprey` binary, so the figures match what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use datafusion::arrow::json::ReaderBuilder;
 use osprey::decode::Decoder;

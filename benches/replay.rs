@@ -7,6 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// The allocator of the `osprey` binary, so the figures match what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use osprey::pipeline::{Options, Pipeline};
 use osprey::source::file::FileSource;
