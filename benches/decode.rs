@@ -53,7 +53,7 @@ fn chunk(events: u64) -> (Vec<u8>, Vec<RawRecord>) {
 fn decode(c: &mut Criterion) {
     let job = osprey::job::parse(Path::new("bench.toml"), JOB).unwrap();
     let (data, records) = chunk(20_000);
-    let payload = Payload::Json { data: data.clone(), records: records.clone() };
+    let payload = Payload::Json { data: data.clone(), records: records.clone(), meta: None };
     let decoder = Decoder::new(&job);
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(records.len() as u64));

@@ -12,18 +12,18 @@ pub mod pool;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int32Array, Int64Array, StructArray,
-    TimestampMillisecondBuilder,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int32Array, Int64Array, StringArray,
+    StructArray, TimestampMillisecondArray, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{cast_with_options, concat_batches, filter_record_batch, CastOptions};
+use datafusion::arrow::compute::{cast_with_options, concat_batches, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::job::{ColumnType, Job};
 use crate::source::metadata::{self, METADATA_COLUMNS};
-use crate::source::{Payload, RawRecord};
+use crate::source::{Payload, RawRecord, RecordMeta};
 use crate::Millis;
 
 /// A record that did not decode, with everything needed to find and replay it.
@@ -66,11 +66,18 @@ struct Leaf {
 
 impl Decoder {
     pub fn new(job: &Job) -> Self {
-        Self::with_metadata(job, metadata::referenced_by(&job.sql.text))
+        Self::with_metadata(job, metadata::decoded_for(&job.sql.text))
     }
 
-    /// A decoder that adds the given metadata columns (see [`metadata::METADATA_COLUMNS`]).
-    pub fn with_metadata(job: &Job, metadata: Vec<&'static str>) -> Self {
+    /// A decoder that adds the given metadata columns (see [`metadata::METADATA_COLUMNS`]);
+    /// `_partition` and `_offset` are always among them.
+    pub fn with_metadata(job: &Job, mut metadata: Vec<&'static str>) -> Self {
+        for always in metadata::ALWAYS_DECODED {
+            if !metadata.contains(always) {
+                metadata.push(always);
+            }
+        }
+        metadata.sort_by_key(|m| METADATA_COLUMNS.iter().position(|n| n == m));
         let mut root = Node::default();
         for c in &job.columns {
             root.insert(&c.name.split('.').collect::<Vec<_>>(), read_type(c.ty));
@@ -82,8 +89,7 @@ impl Decoder {
             .collect();
         let mut fields: Vec<Field> = job.columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect();
         for name in &metadata {
-            let (_, ty) = METADATA_COLUMNS.iter().find(|(n, _)| n == name).expect("a metadata column");
-            fields.push(Field::new(*name, ty.clone(), true));
+            fields.push(Field::new(*name, metadata::data_type(name), true));
         }
         Decoder {
             read_schema: Arc::new(Schema::new(root.fields())),
@@ -101,12 +107,12 @@ impl Decoder {
 
     pub fn decode(&self, partition: usize, payload: &Payload) -> Decoded {
         match payload {
-            Payload::Json { data, records } => self.decode_json(partition, data, records),
+            Payload::Json { data, records, meta } => self.decode_json(partition, data, records, meta.as_ref()),
             Payload::Arrow { batch, first_offset } => self.decode_arrow(partition, batch, *first_offset),
         }
     }
 
-    fn decode_json(&self, partition: usize, data: &[u8], records: &[RawRecord]) -> Decoded {
+    fn decode_json(&self, partition: usize, data: &[u8], records: &[RawRecord], meta: Option<&RecordMeta>) -> Decoded {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         self.isolate(data, records, 0, &mut good, &mut bad);
@@ -125,10 +131,12 @@ impl Decoder {
         };
         let columns: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&raw, &l.path)).collect();
         let offsets: Vec<i64> = row_records.iter().map(|&i| records[i].offset).collect();
-        let (batch, offsets) = self.finish(partition, columns, offsets, &mut dead_letters, |row| {
+        let raw_of = |row: usize| {
             let r = &records[row_records[row]];
             data[r.start as usize..r.end as usize].to_vec()
-        });
+        };
+        let (batch, offsets) =
+            self.finish(partition, columns, offsets, meta.map(|m| (m, row_records.clone())), &mut dead_letters, raw_of);
         dead_letters.sort_by_key(|d| d.offset);
         Decoded { batch, offsets, dead_letters }
     }
@@ -225,25 +233,26 @@ impl Decoder {
         for (row, reason) in row_errors {
             dead_letters.push(DeadLetter { partition, offset: offsets[row], reason, raw: row_json(row) });
         }
-        let (batch, offsets) = self.finish(partition, columns, offsets, &mut dead_letters, row_json);
+        let (batch, offsets) = self.finish(partition, columns, offsets, None, &mut dead_letters, row_json);
         dead_letters.sort_by_key(|d| d.offset);
         dead_letters.dedup_by_key(|d| d.offset);
         Decoded { batch, offsets, dead_letters }
     }
 
     /// Convert text columns to event times and decimals, drop rows with errors or no event
-    /// time (as dead letters), and add the metadata columns.
+    /// time (as dead letters), and add the metadata columns. `meta` gives each row's record
+    /// index into the chunk's [`RecordMeta`].
     fn finish(
         &self,
         partition: usize,
         mut columns: Vec<ArrayRef>,
         offsets: Vec<i64>,
+        meta: Option<(&RecordMeta, Vec<usize>)>,
         dead_letters: &mut Vec<DeadLetter>,
         raw: impl Fn(usize) -> Vec<u8>,
     ) -> (RecordBatch, Vec<i64>) {
         let rows = offsets.len();
         let mut errors: Vec<Option<String>> = vec![None; rows];
-        let already_dead: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
         for (leaf, col) in self.leaves.iter().zip(columns.iter_mut()) {
             match leaf.ty {
                 ColumnType::Timestamp => *col = convert_timestamps(col, &leaf.name, &mut errors),
@@ -259,6 +268,7 @@ impl Decoder {
                 *err = Some(format!("missing event time: column `{}` is absent or null", self.leaves[self.event_time].name));
             }
         }
+        let already_dead: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
         for (row, err) in errors.iter().enumerate() {
             if let Some(reason) = err {
                 if !already_dead.contains(&offsets[row]) {
@@ -267,25 +277,36 @@ impl Decoder {
             }
         }
         let dead_rows: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
+        let keep: Vec<bool> = offsets.iter().map(|o| !dead_rows.contains(o)).collect();
+        let all_kept = keep.iter().all(|k| *k);
+        if !all_kept {
+            let mask = BooleanArray::from(keep.clone());
+            for c in &mut columns {
+                *c = datafusion::arrow::compute::filter(c, &mask).expect("filter keeps the type");
+            }
+        }
+        let pick = |i: usize| keep[i];
+        let offsets: Vec<i64> = offsets.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, o)| *o).collect();
+        let kept_records: Option<(&RecordMeta, Vec<usize>)> =
+            meta.map(|(m, idx)| (m, idx.into_iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, r)| r).collect()));
+        let n = offsets.len();
         for name in &self.metadata {
-            columns.push(match *name {
-                "_partition" => Arc::new(Int32Array::from_value(partition as i32, rows)),
-                "_offset" => Arc::new(Int64Array::from(offsets.clone())),
-                other => unreachable!("unknown metadata column {other}"),
+            columns.push(match (*name, &kept_records) {
+                ("_partition", _) => Arc::new(Int32Array::from_value(partition as i32, n)),
+                ("_offset", _) => Arc::new(Int64Array::from(offsets.clone())),
+                ("_topic", Some((m, _))) => Arc::new(StringArray::from(vec![Some(m.topic.as_ref()); n])),
+                ("_timestamp", Some((m, idx))) => Arc::new(
+                    TimestampMillisecondArray::from(idx.iter().map(|&i| m.timestamps[i]).collect::<Vec<_>>()).with_timezone("UTC"),
+                ),
+                ("_trace_id", Some((m, idx))) => {
+                    Arc::new(StringArray::from(idx.iter().map(|&i| m.trace_ids[i].as_deref()).collect::<Vec<_>>()))
+                }
+                (other, _) => new_null_array(&metadata::data_type(other), n),
             });
         }
-        let batch = RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )
-        .expect("decoded columns match the job schema");
-        if dead_rows.is_empty() || !offsets.iter().any(|o| dead_rows.contains(o)) {
-            return (batch, offsets);
-        }
-        let keep: BooleanArray = offsets.iter().map(|o| Some(!dead_rows.contains(o))).collect();
-        let kept = offsets.into_iter().filter(|o| !dead_rows.contains(o)).collect();
-        (filter_record_batch(&batch, &keep).expect("filter keeps the schema"), kept)
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n)))
+            .expect("decoded columns match the job schema");
+        (batch, offsets)
     }
 }
 

@@ -22,7 +22,7 @@ fn lines(text: &str) -> Payload {
         }
         start += line.len() + 1;
     }
-    Payload::Json { data: text.as_bytes().to_vec(), records }
+    Payload::Json { data: text.as_bytes().to_vec(), records, meta: None }
 }
 
 #[test]
@@ -84,11 +84,14 @@ fn bad_records_become_dead_letters_with_reason_position_and_bytes() {
 }
 
 #[test]
-fn metadata_columns_are_added_only_when_the_sql_names_them() {
+fn position_columns_are_always_decoded_and_the_others_when_the_sql_names_them() {
     let mut j = job("ts = \"timestamp\"");
-    assert_eq!(Decoder::new(&j).schema().fields().len(), 1);
-    j.sql.text = "SELECT _offset, _partition FROM events".into();
+    let names = |j: &Job| Decoder::new(j).schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    assert_eq!(names(&j), vec!["ts", "_partition", "_offset"]);
+    j.sql.text = "SELECT _trace_id, _offset FROM events".into();
+    assert_eq!(names(&j), vec!["ts", "_partition", "_offset", "_trace_id"]);
     let d = Decoder::new(&j).decode(2, &lines("{\"ts\":1}\n\n{\"ts\":2}"));
-    assert_eq!(d.batch.schema().field(1).name(), "_partition");
+    assert_eq!(d.batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int32Type>().values().to_vec(), vec![2, 2]);
     assert_eq!(d.batch.column(2).as_primitive::<Int64Type>().values().to_vec(), vec![1, 3]);
+    assert!(d.batch.column(3).is_null(0), "no traceparent outside Kafka");
 }

@@ -18,6 +18,7 @@ use datafusion::physical_plan::collect;
 use datafusion::prelude::{SessionConfig, SessionContext, SQLOptions};
 
 use crate::decode::Decoder;
+use crate::source::metadata;
 use crate::job::{timestamp_type, Job, JobError, SinkConfig, WINDOW_END, WINDOW_START};
 use crate::time::FiredWindow;
 use crate::Millis;
@@ -31,13 +32,23 @@ pub struct WindowQuery {
     input_schema: SchemaRef,
     output_schema: SchemaRef,
     runtime: tokio::runtime::Runtime,
+    /// Columns of decoded batches that the SQL sees, in order.
+    visible: Vec<usize>,
 }
 
 impl WindowQuery {
     /// Plan the job's SQL against its decoded schema; errors point into the job or SQL file.
     pub fn plan(job: &Job) -> Result<WindowQuery, JobError> {
+        // The SQL sees the declared columns and the metadata columns it names.
         let decoded = Decoder::new(job).schema();
-        let mut fields: Vec<Field> = decoded.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let named = metadata::referenced_by(&job.sql.text);
+        let visible: Vec<usize> = (0..decoded.fields().len())
+            .filter(|&i| {
+                let name = decoded.field(i).name();
+                !metadata::is_metadata_column(name) || named.contains(&name.as_str())
+            })
+            .collect();
+        let mut fields: Vec<Field> = visible.iter().map(|&i| decoded.field(i).clone()).collect();
         fields.push(Field::new(WINDOW_START, timestamp_type(), false));
         fields.push(Field::new(WINDOW_END, timestamp_type(), false));
         let input_schema = Arc::new(Schema::new(fields));
@@ -59,7 +70,7 @@ impl WindowQuery {
         let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &input_schema, &e))?;
         let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
 
-        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime };
+        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime, visible };
         // Planning the physical side too catches type errors that only show there.
         query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &query.input_schema, &e))?;
 
@@ -89,7 +100,7 @@ impl WindowQuery {
             .batches
             .iter()
             .filter(|b| b.num_rows() > 0)
-            .map(|b| with_window_columns(b, &self.input_schema, window.start, window.end))
+            .map(|b| with_window_columns(b, &self.visible, &self.input_schema, window.start, window.end))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         self.run_batches(batches)
     }
@@ -105,9 +116,9 @@ impl WindowQuery {
     }
 }
 
-fn with_window_columns(batch: &RecordBatch, schema: &SchemaRef, start: Millis, end: Millis) -> datafusion::error::Result<RecordBatch> {
+fn with_window_columns(batch: &RecordBatch, visible: &[usize], schema: &SchemaRef, start: Millis, end: Millis) -> datafusion::error::Result<RecordBatch> {
     let n = batch.num_rows();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut columns: Vec<ArrayRef> = visible.iter().map(|&i| batch.column(i).clone()).collect();
     columns.push(Arc::new(TimestampMillisecondArray::from_value(start, n).with_timezone("UTC")));
     columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)

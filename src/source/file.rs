@@ -113,7 +113,7 @@ impl FileSource {
             f.ended = true;
         }
         let records = split_lines(&data, &mut f.next_offset);
-        Ok(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records } })
+        Ok(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None } })
     }
 
     fn read_parquet(&mut self, p: usize) -> anyhow::Result<Chunk> {
@@ -256,7 +256,7 @@ mod tests {
         loop {
             match src.poll(&[Millis::MIN]).unwrap() {
                 Poll::Chunk(c) => {
-                    if let Payload::Json { data, records } = c.payload {
+                    if let Payload::Json { data, records, .. } = c.payload {
                         for r in records {
                             seen.push((r.offset, String::from_utf8(data[r.start as usize..r.end as usize].to_vec()).unwrap()));
                         }

@@ -25,10 +25,20 @@ pub struct RawRecord {
     pub offset: i64,
 }
 
+/// What a Kafka message carries beside its value, one entry per record of a chunk.
+#[derive(Debug, Clone)]
+pub struct RecordMeta {
+    pub topic: std::sync::Arc<str>,
+    /// The message timestamp (epoch milliseconds).
+    pub timestamps: Vec<Option<i64>>,
+    /// The trace id of a W3C `traceparent` header.
+    pub trace_ids: Vec<Option<String>>,
+}
+
 #[derive(Debug)]
 pub enum Payload {
-    /// JSON text, one record per range.
-    Json { data: Vec<u8>, records: Vec<RawRecord> },
+    /// JSON text, one record per range; `meta` for sources that have more than bytes (Kafka).
+    Json { data: Vec<u8>, records: Vec<RawRecord>, meta: Option<RecordMeta> },
     /// Rows already in Arrow (Parquet), numbered from `first_offset`.
     Arrow { batch: RecordBatch, first_offset: i64 },
 }
