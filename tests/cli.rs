@@ -263,3 +263,42 @@ fn run_stops_cleanly_on_sigterm_and_says_what_it_did_with_open_windows() {
     let rows = std::fs::read_to_string(d.join("live.jsonl")).unwrap();
     assert!(rows.lines().count() >= 5, "several 10 s windows closed in 3 s at 120x:\n{rows}");
 }
+
+#[test]
+fn select_star_shows_declared_columns_and_metadata_only_where_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("requests.jsonl"), "{\"ts\":\"2026-01-05T09:00:00Z\",\"service\":\"a\",\"status\":500}\n").unwrap();
+    let keys = |sql: &str| {
+        write_job(d, "star.toml", &RED_JOB.replacen(&RED_JOB[RED_JOB.find("sql = ").unwrap()..RED_JOB.find("[source]").unwrap()], &format!("sql = \"{sql}\"\n"), 1));
+        let out = replay(d, "star.toml", "requests.jsonl", "star.jsonl");
+        keys_in_order(out.lines().next().unwrap())
+    };
+    let declared = ["ts", "service", "status", "duration_ms", "bytes", "window_start", "window_end"];
+    assert_eq!(keys("SELECT * FROM events"), declared);
+    let mut with_offset: Vec<&str> = declared.to_vec();
+    with_offset.push("_offset");
+    assert_eq!(keys("SELECT *, _offset FROM events"), with_offset);
+    assert_eq!(keys("SELECT _partition, _offset, _topic FROM events"), ["_partition", "_offset", "_topic"]);
+}
+
+/// The keys of a JSON object in the order written (serde_json's map sorts them).
+fn keys_in_order(line: &str) -> Vec<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    serde_json::Deserializer::from_str(line).deserialize_map(Keys).unwrap()
+}

@@ -6,6 +6,7 @@
 
 mod errors;
 mod table;
+mod wildcard;
 
 use std::sync::Arc;
 
@@ -61,12 +62,18 @@ impl WindowQuery {
 
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let sql = &job.sql;
-        let plan = runtime
-            .block_on(async { ctx.sql_with_options(&sql.text, options).await })
-            .map_err(|e| errors::to_job_error(sql, &input_schema, &e))?
-            .logical_plan()
-            .clone();
         let state = ctx.state();
+        let plan = runtime
+            .block_on(async {
+                let mut statement = state.sql_to_statement(&sql.text, &state.config().options().sql_parser.dialect)?;
+                if let datafusion::sql::parser::Statement::Statement(s) = &mut statement {
+                    wildcard::hide_from_wildcards(s, &named);
+                }
+                let plan = state.statement_to_plan(statement).await?;
+                options.verify_plan(&plan)?;
+                Ok::<_, datafusion::error::DataFusionError>(plan)
+            })
+            .map_err(|e| errors::to_job_error(sql, &input_schema, &e))?;
         let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &input_schema, &e))?;
         let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
 
