@@ -43,7 +43,7 @@ fn job(file: &Path) -> osprey::job::Job {
 
 fn osprey_replay(job: &osprey::job::Job, file: &Path, out: &Path) -> u64 {
     let source = FileSource::open(file.to_str().unwrap(), osprey::job::FileFormat::Auto).unwrap();
-    let sink = osprey::sink::build(job, Some(out)).unwrap();
+    let sink = osprey::sink::build(job, Some(out), None).unwrap();
     let summary = Pipeline::new(job.clone(), Box::new(source), sink, Options::replay()).unwrap().run().unwrap();
     summary.counters.rows_out
 }

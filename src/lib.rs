@@ -11,6 +11,7 @@
 pub mod decode;
 pub mod exec;
 pub mod job;
+pub mod kafka;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

@@ -20,7 +20,8 @@ use crate::decode::{event_times, Decoded, Decoder};
 use crate::exec::WindowQuery;
 use crate::job::Job;
 use crate::metrics::{CountersSnapshot, JobCounters};
-use crate::progress::Progress;
+use crate::kafka::Cluster;
+use crate::progress::{Progress, Total};
 use crate::sink::route::{raw_json, Route};
 use crate::sink::{Sink, WindowResult};
 use crate::source::generator::format_ts;
@@ -45,6 +46,10 @@ pub struct Options {
     pub progress: bool,
     /// Threads decoding chunks beside the pipeline thread (0: decode inline).
     pub decode_threads: usize,
+    /// The Kafka cluster for Kafka routes (dead letters, late records).
+    pub cluster: Option<Cluster>,
+    /// Longest time between offset commits while windows fire rarely.
+    pub commit_interval: Duration,
 }
 
 impl Options {
@@ -55,6 +60,8 @@ impl Options {
             flush_on_stop: false,
             progress: false,
             decode_threads: default_decode_threads(),
+            cluster: None,
+            commit_interval: Duration::from_secs(1),
         }
     }
 
@@ -70,8 +77,11 @@ pub fn default_decode_threads() -> usize {
 
 /// A source event waiting for its turn.
 enum Queued {
-    Chunk(usize, Pending),
+    /// Partition, the offset of its last record, the decoding.
+    Chunk(usize, i64, Pending),
     PartitionEnd(usize),
+    Assigned(Vec<usize>),
+    Revoked(Vec<usize>),
 }
 
 /// What a run did, for the closing message.
@@ -99,6 +109,15 @@ pub struct Pipeline {
     late: Route,
     counters: Arc<JobCounters>,
     options: Options,
+    /// Per partition, the offset of the last record processed.
+    processed: Vec<Option<i64>>,
+    /// What was last committed, per partition.
+    committed: Vec<Option<i64>>,
+    /// Windows fired since the last commit.
+    fired_since_commit: usize,
+    last_commit: Instant,
+    partition_column: usize,
+    offset_column: usize,
 }
 
 impl Pipeline {
@@ -120,9 +139,16 @@ impl Pipeline {
             job.event_time.watermark_delay,
             job.event_time.allowed_lateness,
         );
+        let partitions = source.partitions().len();
         Ok(Pipeline {
-            dead_letters: Route::new(job.dead_letter.clone()),
-            late: Route::new(job.late.clone()),
+            dead_letters: Route::new(job.dead_letter.clone(), options.cluster.as_ref(), &job.name, "dlq")?,
+            late: Route::new(job.late.clone(), options.cluster.as_ref(), &job.name, "late")?,
+            processed: vec![None; partitions],
+            committed: vec![None; partitions],
+            fired_since_commit: 0,
+            last_commit: Instant::now(),
+            partition_column: schema.index_of("_partition").expect("always decoded"),
+            offset_column: schema.index_of("_offset").expect("always decoded"),
             job,
             source,
             decoder,
@@ -141,7 +167,12 @@ impl Pipeline {
 
     pub fn run(mut self) -> anyhow::Result<Summary> {
         let started = Instant::now();
-        let mut progress = Progress::new(&self.job.name, self.source.total_bytes(), self.options.progress);
+        let total = match (self.source.total_records(), self.source.total_bytes()) {
+            (Some(r), _) => Total::Records(r),
+            (None, Some(b)) => Total::Bytes(b),
+            (None, None) => Total::Unknown,
+        };
+        let mut progress = Progress::new(&self.job.name, total, self.options.progress);
         let live = self.options.mode == Mode::Live;
         let pool = DecodePool::new(self.decoder.clone(), self.options.decode_threads);
         // Source events in order; chunks decode on the pool meanwhile. A fixed depth makes the
@@ -157,11 +188,20 @@ impl Pipeline {
                         progress.advance(chunk.bytes, chunk.payload.len() as u64);
                         JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
                         JobCounters::add(&self.counters.bytes_in, chunk.bytes);
-                        queue.push_back(Queued::Chunk(chunk.partition, pool.submit(chunk)));
+                        let last = last_offset(&chunk.payload);
+                        queue.push_back(Queued::Chunk(chunk.partition, last, pool.submit(chunk)));
                         continue;
                     }
                     Poll::PartitionEnd(p) => {
                         queue.push_back(Queued::PartitionEnd(p));
+                        continue;
+                    }
+                    Poll::Assigned(ps) => {
+                        queue.push_back(Queued::Assigned(ps));
+                        continue;
+                    }
+                    Poll::Revoked(ps) => {
+                        queue.push_back(Queued::Revoked(ps));
                         continue;
                     }
                     Poll::Idle if queue.is_empty() => {
@@ -179,20 +219,40 @@ impl Pipeline {
                 }
             }
             match queue.pop_front() {
-                Some(Queued::Chunk(partition, pending)) => {
+                Some(Queued::Chunk(partition, last, pending)) => {
                     let decoded = pending.wait();
                     if live {
                         self.operator.watermarks_mut().touch(partition, Instant::now());
                     }
                     self.process(partition, decoded)?;
+                    self.processed[partition] = Some(last);
                 }
                 Some(Queued::PartitionEnd(p)) => {
                     self.operator.watermarks_mut().end_partition(p);
                     let fired = self.operator.fire();
                     self.emit(fired)?;
                 }
+                Some(Queued::Assigned(ps)) => {
+                    for p in ps {
+                        self.operator.watermarks_mut().activate(p);
+                    }
+                }
+                Some(Queued::Revoked(ps)) => {
+                    // The new owner re-reads these from the last commit, which no held row passed.
+                    self.operator.drop_partitions(&ps, self.partition_column);
+                    for p in ps {
+                        self.processed[p] = None;
+                        self.committed[p] = None;
+                    }
+                    let fired = self.operator.fire();
+                    self.emit(fired)?;
+                }
                 None if source_done || stopping => break,
                 None => {}
+            }
+            let due = self.fired_since_commit > 0 || self.last_commit.elapsed() >= self.options.commit_interval;
+            if due && !self.source.is_bounded() {
+                self.checkpoint()?;
             }
         }
         let ended = source_done;
@@ -201,7 +261,11 @@ impl Pipeline {
         if ended || self.options.flush_on_stop {
             let fired = self.operator.finish();
             self.emit(fired)?;
+            self.checkpoint()?;
         } else {
+            // Commit up to the first row of the windows about to be discarded: a restart
+            // reads them again.
+            self.checkpoint()?;
             rows_in_open_windows = self.operator.buffered_rows();
             open_windows_at_stop = self.operator.drain_open().len();
         }
@@ -289,7 +353,42 @@ impl Pipeline {
             JobCounters::add(&self.counters.rows_out, result.rows() as u64);
             JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
             self.sink.write(&result)?;
+            self.fired_since_commit += 1;
         }
         Ok(())
+    }
+
+    /// Wait for every output to be acknowledged, then tell the source how far it may commit:
+    /// per partition, the first row still held in a window, or past the last processed record.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.sink.flush()?;
+        self.dead_letters.flush()?;
+        self.late.flush()?;
+        let held = self.operator.held_offsets(self.partition_column, self.offset_column);
+        let mut positions = Vec::new();
+        for (p, last) in self.processed.iter().enumerate() {
+            let Some(last) = last else { continue };
+            let position = held.get(&p).copied().unwrap_or(last + 1).min(last + 1);
+            if self.committed[p] != Some(position) {
+                positions.push((p, position));
+            }
+        }
+        if !positions.is_empty() {
+            self.source.commit(&positions).with_context(|| format!("job `{}`", self.job.name))?;
+            for (p, position) in positions {
+                self.committed[p] = Some(position);
+            }
+        }
+        self.fired_since_commit = 0;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+}
+
+/// The position of a chunk's last record.
+fn last_offset(payload: &crate::source::Payload) -> i64 {
+    match payload {
+        crate::source::Payload::Json { records, .. } => records.last().map(|r| r.offset).unwrap_or(-1),
+        crate::source::Payload::Arrow { batch, first_offset } => first_offset + batch.num_rows() as i64 - 1,
     }
 }

@@ -57,7 +57,7 @@ watermark_delay = "3s"
 fn stream(job: &osprey::job::Job, input: &str, chunk_bytes: usize) -> Vec<Value> {
     let out = job.path.with_extension("out.jsonl");
     let source = FileSource::open(input, osprey::job::FileFormat::Auto).unwrap().with_chunk_bytes(chunk_bytes);
-    let sink = osprey::sink::build(job, Some(&out)).unwrap();
+    let sink = osprey::sink::build(job, Some(&out), None).unwrap();
     let summary = Pipeline::new(job.clone(), Box::new(source), sink, Options::replay()).unwrap().run().unwrap();
     assert_eq!(summary.counters.late_records, 0, "the watermark delay covers the disorder");
     assert_eq!(summary.counters.decode_errors, 0);

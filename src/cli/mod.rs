@@ -18,6 +18,20 @@ pub fn load_job(path: &Path) -> anyhow::Result<Job> {
     osprey::job::validate(path).map_err(|e| anyhow::anyhow!("{e}\n(the job was not started)"))
 }
 
+/// The Kafka cluster: `--brokers`, else OSPREY_BROKERS, else the job's `[source] brokers`.
+pub fn cluster(job: &Job, flag: Option<&str>) -> Option<osprey::kafka::Cluster> {
+    let from_job = match &job.source {
+        osprey::job::SourceConfig::Kafka(k) => k.brokers.clone(),
+        _ => None,
+    };
+    let brokers = flag.map(str::to_string).or_else(|| std::env::var("OSPREY_BROKERS").ok().filter(|b| !b.is_empty())).or(from_job)?;
+    let mut cluster = osprey::kafka::Cluster::new(brokers);
+    if let osprey::job::SourceConfig::Kafka(k) = &job.source {
+        cluster.properties = k.properties.clone();
+    }
+    Some(cluster)
+}
+
 /// A flag set by Ctrl-C or SIGTERM.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));

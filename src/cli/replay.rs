@@ -1,19 +1,36 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use osprey::job::{FileFormat, SourceConfig};
 use osprey::pipeline::{Options, Pipeline};
 use osprey::source::file::FileSource;
+use osprey::source::kafka::{KafkaSource, Position, Start};
+use osprey::source::Source;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The job file.
     pub job: PathBuf,
     /// Files to replay: a path or a quoted glob ('archive/*.jsonl'); JSON lines, or Parquet by extension.
-    /// Defaults to the job's own file source.
+    /// Defaults to the job's own source.
     #[arg(long, short)]
     pub input: Option<String>,
+    /// Replay the job's Kafka topic from this cluster (HOST:PORT,...); also OSPREY_BROKERS, or [source] brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Kafka: start at the first message at or after this time (RFC 3339). Default: the beginning.
+    #[arg(long, conflicts_with = "from_offsets")]
+    pub from: Option<String>,
+    /// Kafka: stop before the first message at or after this time (RFC 3339). Default: the end at start.
+    #[arg(long, conflicts_with = "to_offsets")]
+    pub to: Option<String>,
+    /// Kafka: start offsets, PARTITION:OFFSET,... (unlisted partitions start at the beginning).
+    #[arg(long)]
+    pub from_offsets: Option<String>,
+    /// Kafka: end offsets (exclusive), PARTITION:OFFSET,... (unlisted partitions end at the end).
+    #[arg(long)]
+    pub to_offsets: Option<String>,
     /// Write result rows here as JSON lines instead of the job's sink.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -30,27 +47,56 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut job = super::load_job(&args.job)?;
-    let (pattern, format) = match (&args.input, &job.source) {
-        (Some(input), _) => (input.clone(), FileFormat::Auto),
-        (None, SourceConfig::File { pattern, format }) => (pattern.clone(), *format),
-        (None, _) => bail!(
-            "job `{}` ({}) does not read files; pass --input 'archive/*.jsonl' to replay files",
-            job.name,
-            args.job.display()
-        ),
-    };
     if let Some(p) = &args.dead_letters {
         job.dead_letter = osprey::job::RouteConfig::File(p.clone());
     }
     if let Some(p) = &args.late {
         job.late = osprey::job::RouteConfig::File(p.clone());
     }
-    let source = FileSource::open(&pattern, format).map_err(|e| anyhow::anyhow!("job `{}`: {e:#}", job.name))?;
-    let sink = osprey::sink::build(&job, args.output.as_deref())?;
-    let options = Options { progress: !args.quiet, ..Options::replay() };
-    let summary = Pipeline::new(job.clone(), Box::new(source), sink, options)?.run()?;
+    let cluster = super::cluster(&job, args.brokers.as_deref());
+    let source: Box<dyn Source> = match (&args.input, &job.source) {
+        (Some(input), _) => Box::new(open_files(&job.name, input, FileFormat::Auto)?),
+        (None, SourceConfig::File { pattern, format }) => Box::new(open_files(&job.name, pattern, *format)?),
+        (None, SourceConfig::Kafka(k)) => {
+            let Some(cluster) = &cluster else {
+                bail!("job `{}` reads Kafka: pass --brokers HOST:PORT (or set OSPREY_BROKERS), or --input FILES", job.name);
+            };
+            let from = position(args.from.as_deref(), args.from_offsets.as_deref())?;
+            let to = position(args.to.as_deref(), args.to_offsets.as_deref())?;
+            Box::new(KafkaSource::open(cluster, &k.topic, Start::Range { from, to })?)
+        }
+        (None, SourceConfig::Generator(_)) => bail!(
+            "job `{}` ({}) reads the generator; pass --input 'archive/*.jsonl' to replay files",
+            job.name,
+            args.job.display()
+        ),
+    };
+    let sink = osprey::sink::build(&job, args.output.as_deref(), cluster.as_ref())?;
+    let options = Options { progress: !args.quiet, cluster, ..Options::replay() };
+    let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     if !args.quiet {
         super::report(&job, &summary);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_files(job: &str, pattern: &str, format: FileFormat) -> anyhow::Result<FileSource> {
+    FileSource::open(pattern, format).map_err(|e| anyhow::anyhow!("job `{job}`: {e:#}"))
+}
+
+fn position(time: Option<&str>, offsets: Option<&str>) -> anyhow::Result<Position> {
+    if let Some(t) = time {
+        return osprey::job::parse_instant(t).map(Position::Time).map_err(|e| anyhow::anyhow!(e));
+    }
+    let Some(list) = offsets else { return Ok(Position::Edge) };
+    let mut out = Vec::new();
+    for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+        let (p, o) = item
+            .split_once(':')
+            .with_context(|| format!("bad offset `{item}`: write PARTITION:OFFSET, for example 0:1200,1:950"))?;
+        let p: i32 = p.trim().parse().with_context(|| format!("bad partition in `{item}`"))?;
+        let o: i64 = o.trim().parse().with_context(|| format!("bad offset in `{item}`"))?;
+        out.push((p, o));
+    }
+    Ok(Position::Offsets(out))
 }

@@ -6,12 +6,16 @@ use osprey::job::SourceConfig;
 use osprey::pipeline::{Options, Pipeline};
 use osprey::source::file::FileSource;
 use osprey::source::generator::{GeneratorSource, Pacing};
+use osprey::source::kafka::{KafkaSource, Start};
 use osprey::source::Source;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The job file.
     pub job: PathBuf,
+    /// Kafka bootstrap servers (HOST:PORT,...); also OSPREY_BROKERS, or [source] brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
     /// Write result rows here as JSON lines instead of the job's sink.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -22,20 +26,25 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let job = super::load_job(&args.job)?;
+    let cluster = super::cluster(&job, args.brokers.as_deref());
     let source: Box<dyn Source> = match &job.source {
         SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), Pacing::Live)),
         SourceConfig::File { pattern, format } => Box::new(FileSource::open(pattern, *format)?),
-        SourceConfig::Kafka { topic } => bail!(
-            "job `{}` ({}) reads the Kafka topic `{topic}`, and Kafka sources are not built yet in this version; \
-             use `osprey replay {} --input FILES` on an archive of the topic",
-            job.name,
-            args.job.display(),
-            args.job.display()
-        ),
+        SourceConfig::Kafka(k) => {
+            let Some(cluster) = &cluster else {
+                bail!(
+                    "job `{}` ({}) reads the Kafka topic `{}`: pass --brokers HOST:PORT (or set OSPREY_BROKERS, or [source] brokers)",
+                    job.name,
+                    args.job.display(),
+                    k.topic
+                );
+            };
+            Box::new(KafkaSource::open(cluster, &k.topic, Start::Group { group: k.group.clone() })?)
+        }
     };
-    let sink = osprey::sink::build(&job, args.output.as_deref())?;
+    let sink = osprey::sink::build(&job, args.output.as_deref(), cluster.as_ref())?;
     let stop = super::stop_on_signal();
-    let options = Options { flush_on_stop: args.flush_on_stop, ..Options::live(stop) };
+    let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };
     eprintln!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary);

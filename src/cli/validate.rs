@@ -14,7 +14,7 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                     WindowConfig::Session { gap, key } => format!("session gap {} by [{}]", ms(*gap), key.join(", ")),
                 };
                 let source = match &j.source {
-                    SourceConfig::Kafka { topic } => format!("kafka topic {topic}"),
+                    SourceConfig::Kafka(k) => format!("kafka topic {}", k.topic),
                     SourceConfig::File { pattern, .. } => format!("files {pattern}"),
                     SourceConfig::Generator(g) => format!("generator {}", g.stream.name()),
                 };

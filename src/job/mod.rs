@@ -86,9 +86,18 @@ impl SqlText {
 
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
-    Kafka { topic: String },
+    Kafka(KafkaSourceConfig),
     File { pattern: String, format: FileFormat },
     Generator(GeneratorConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceConfig {
+    pub topic: String,
+    /// From the job file; `--brokers` or OSPREY_BROKERS win over it.
+    pub brokers: Option<String>,
+    pub group: String,
+    pub properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +133,7 @@ pub enum StdoutFormat {
 pub enum SinkConfig {
     Stdout { format: StdoutFormat },
     File { path: PathBuf },
-    Kafka { topic: String, key: Vec<String> },
+    Kafka { topic: String, key: Vec<String>, properties: Vec<(String, String)> },
 }
 
 /// Where dead letters or late records go. Never "nowhere".
@@ -280,8 +289,18 @@ impl Checker<'_> {
             None => SinkConfig::Stdout { format: StdoutFormat::Json },
             Some(s) => self.sink(s.get_ref())?,
         };
-        let dead_letter = self.route(f.dead_letter.as_ref(), &name, "dlq")?;
-        let late = self.route(f.late.as_ref(), &name, "late")?;
+        let kafka_source = matches!(source, SourceConfig::Kafka(_));
+        let dead_letter = self.route(f.dead_letter.as_ref(), &name, "dlq", kafka_source)?;
+        let late = self.route(f.late.as_ref(), &name, "late", kafka_source)?;
+        let source = match source {
+            SourceConfig::Kafka(mut k) => {
+                if k.group.is_empty() {
+                    k.group = format!("osprey-{name}");
+                }
+                SourceConfig::Kafka(k)
+            }
+            other => other,
+        };
         Ok(Job {
             name,
             kind,
@@ -393,7 +412,12 @@ impl Checker<'_> {
                 let topic = s.topic.as_ref().ok_or_else(|| {
                     self.err(&s.kind, "a kafka source needs `topic`").with_help("add topic = \"<topic name>\" to [source]")
                 })?;
-                Ok(SourceConfig::Kafka { topic: topic.get_ref().clone() })
+                Ok(SourceConfig::Kafka(KafkaSourceConfig {
+                    topic: topic.get_ref().clone(),
+                    brokers: s.brokers.clone(),
+                    group: s.group.clone().unwrap_or_default(),
+                    properties: s.properties.clone().unwrap_or_default().into_iter().collect(),
+                }))
             }
             "file" => {
                 let path = s.path.as_ref().ok_or_else(|| {
@@ -599,7 +623,11 @@ impl Checker<'_> {
                 let topic = s.topic.as_ref().ok_or_else(|| {
                     self.err(&s.kind, "a kafka sink needs `topic`").with_help("add topic = \"<output topic>\" to [sink]")
                 })?;
-                Ok(SinkConfig::Kafka { topic: topic.get_ref().clone(), key })
+                Ok(SinkConfig::Kafka {
+                    topic: topic.get_ref().clone(),
+                    key,
+                    properties: s.properties.clone().unwrap_or_default().into_iter().collect(),
+                })
             }
             other => {
                 let e = self.err(&s.kind, format!("unknown sink kind `{other}`"));
@@ -611,8 +639,13 @@ impl Checker<'_> {
         }
     }
 
-    fn route(&self, r: Option<&Spanned<spec::RouteFile>>, job: &str, suffix: &str) -> Result<RouteConfig, JobError> {
+    /// A Kafka job sends dead letters and late records to `<job>.dlq` / `<job>.late` topics by
+    /// default; other jobs to files under `osprey-out/`.
+    fn route(&self, r: Option<&Spanned<spec::RouteFile>>, job: &str, suffix: &str, kafka: bool) -> Result<RouteConfig, JobError> {
         let Some(r) = r else {
+            if kafka {
+                return Ok(RouteConfig::Kafka { topic: format!("{job}.{suffix}") });
+            }
             return Ok(RouteConfig::File(PathBuf::from(format!("osprey-out/{job}.{suffix}.jsonl"))));
         };
         let r = r.get_ref();

@@ -30,6 +30,12 @@ pub struct SourceFile {
     pub schema: Spanned<Schema>,
     /// kafka
     pub topic: Option<Spanned<String>>,
+    /// kafka: bootstrap servers (`--brokers` and OSPREY_BROKERS override it)
+    pub brokers: Option<String>,
+    /// kafka: consumer group (default `osprey-<job>`)
+    pub group: Option<String>,
+    /// kafka: librdkafka properties over Osprey's defaults
+    pub properties: Option<std::collections::BTreeMap<String, String>>,
     /// file: a path or glob, relative to the job file
     pub path: Option<Spanned<String>>,
     /// generator: which built-in stream (`http-requests`, `trading-events`)
@@ -103,6 +109,8 @@ pub struct WindowFile {
 pub struct SinkFile {
     pub kind: Spanned<String>,
     pub topic: Option<Spanned<String>>,
+    /// kafka: librdkafka producer properties over Osprey's defaults
+    pub properties: Option<std::collections::BTreeMap<String, String>>,
     pub key: Option<Spanned<OneOrMany>>,
     pub path: Option<Spanned<String>>,
     /// stdout: `json` (default) or `table`

@@ -1,6 +1,7 @@
 //! Sinks: where result rows go. One module per kind; [`build`] makes the one a job names.
 
 pub mod file;
+pub mod kafka;
 pub mod route;
 pub mod stdout;
 
@@ -35,7 +36,8 @@ pub trait Sink: Send {
 }
 
 /// The sink a job's `[sink]` names; `output`, when given, replaces it with a JSON-lines file.
-pub fn build(job: &Job, output: Option<&Path>) -> anyhow::Result<Box<dyn Sink>> {
+/// A Kafka sink needs `cluster` (from `--brokers`, OSPREY_BROKERS or the job).
+pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Sink>> {
     if let Some(path) = output {
         return Ok(Box::new(file::FileSink::create(path)?));
     }
@@ -43,11 +45,19 @@ pub fn build(job: &Job, output: Option<&Path>) -> anyhow::Result<Box<dyn Sink>> 
         SinkConfig::Stdout { format: StdoutFormat::Json } => Box::new(stdout::JsonLines::stdout()),
         SinkConfig::Stdout { format: StdoutFormat::Table } => Box::new(stdout::Table::stdout()),
         SinkConfig::File { path } => Box::new(file::FileSink::create(path)?),
-        SinkConfig::Kafka { topic, .. } => anyhow::bail!(
-            "job `{}` ({}): its sink is the Kafka topic `{topic}`, and Kafka sinks are not built yet in this version; \
-             pass --output FILE to write the results to a file instead",
-            job.name,
-            job.path.display()
-        ),
+        SinkConfig::Kafka { topic, key, properties } => {
+            let Some(cluster) = cluster else {
+                anyhow::bail!(
+                    "job `{}` ({}): its sink is the Kafka topic `{topic}`; pass --brokers HOST:PORT (or set OSPREY_BROKERS), \
+                     or --output FILE to write the results to a file instead",
+                    job.name,
+                    job.path.display()
+                );
+            };
+            let mut cluster = cluster.clone();
+            cluster.properties.extend(properties.iter().cloned());
+            cluster.ensure_topics(&[(topic.as_str(), 1)])?;
+            Box::new(kafka::KafkaSink::new(crate::kafka::KafkaProducer::new(&cluster)?, topic.clone(), key.clone()))
+        }
     })
 }

@@ -10,16 +10,27 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::job::RouteConfig;
+use crate::kafka::{Cluster, KafkaProducer};
 
 pub struct Route {
     config: RouteConfig,
     file: Option<BufWriter<File>>,
+    producer: Option<KafkaProducer>,
     written: u64,
 }
 
 impl Route {
-    pub fn new(config: RouteConfig) -> Self {
-        Route { config, file: None, written: 0 }
+    /// A route; a Kafka route needs `cluster`, and without one falls back to the default file.
+    pub fn new(config: RouteConfig, cluster: Option<&Cluster>, job: &str, suffix: &str) -> anyhow::Result<Self> {
+        let (config, producer) = match (config, cluster) {
+            (RouteConfig::Kafka { topic }, Some(c)) => {
+                c.ensure_topics(&[(topic.as_str(), 1)])?;
+                (RouteConfig::Kafka { topic }, Some(KafkaProducer::new(c)?))
+            }
+            (RouteConfig::Kafka { .. }, None) => (RouteConfig::File(PathBuf::from(format!("osprey-out/{job}.{suffix}.jsonl"))), None),
+            (other, _) => (other, None),
+        };
+        Ok(Route { config, file: None, producer, written: 0 })
     }
 
     /// Where records go, for the run summary.
@@ -50,16 +61,19 @@ impl Route {
             }
             RouteConfig::Stdout => Ok(std::io::stdout().lock().write_all(&line)?),
             RouteConfig::Stderr => Ok(std::io::stderr().lock().write_all(&line)?),
-            RouteConfig::Kafka { topic } => anyhow::bail!(
-                "records for the Kafka topic `{topic}` cannot be written: Kafka is not built yet in this version; \
-                 set [dead_letter] / [late] kind = \"file\" in the job"
-            ),
+            RouteConfig::Kafka { topic } => {
+                line.pop();
+                self.producer.as_ref().expect("a Kafka route has a producer").send(topic, None, &line)
+            }
         }
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
         if let Some(f) = &mut self.file {
             f.flush()?;
+        }
+        if let Some(p) = &self.producer {
+            p.flush()?;
         }
         Ok(())
     }

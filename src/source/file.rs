@@ -262,9 +262,9 @@ mod tests {
                         }
                     }
                 }
-                Poll::PartitionEnd(_) => {}
                 Poll::End => break,
-                Poll::Idle => unreachable!(),
+                Poll::PartitionEnd(_) => {}
+                other => panic!("a file source does not {other:?}"),
             }
         }
         assert_eq!(seen.len(), 100);

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod metadata;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -73,6 +74,11 @@ pub enum Poll {
     PartitionEnd(usize),
     /// Nothing right now (a live source); ask again soon.
     Idle,
+    /// The consumer group gave these partitions to this process.
+    Assigned(Vec<usize>),
+    /// The consumer group took these partitions away: their rows leave the windows, and the
+    /// new owner re-reads them from the last committed offset.
+    Revoked(Vec<usize>),
     /// Every partition has ended.
     End,
 }
@@ -89,6 +95,17 @@ pub trait Source: Send {
     /// Total bytes this source will read, when known (files), for the progress bar's ETA.
     fn total_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// Records this source will read, when known (a Kafka replay range), for the progress bar.
+    fn total_records(&self) -> Option<u64> {
+        None
+    }
+
+    /// Record that everything before `offset` in each listed partition is done: the output
+    /// that depends on it was acknowledged. Sources without positions to keep ignore it.
+    fn commit(&mut self, _positions: &[(usize, i64)]) -> anyhow::Result<()> {
+        Ok(())
     }
 
     /// True when the source is bounded (files): at its end the pipeline closes every window.

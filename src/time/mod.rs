@@ -111,6 +111,43 @@ impl WindowOperator {
         }
     }
 
+    /// Per partition, the smallest source offset of a row held in window state: a consumer
+    /// may commit up to it, never past it. `partition` and `offset` are the columns of the
+    /// `_partition` and `_offset` metadata; every stored batch comes from one partition.
+    pub fn held_offsets(&self, partition: usize, offset: usize) -> std::collections::BTreeMap<usize, i64> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+        let mut least = std::collections::BTreeMap::new();
+        let batches: Box<dyn Iterator<Item = &RecordBatch>> = match &self.assigner {
+            Assigner::Panes(p) => Box::new(p.batches()),
+            Assigner::Sessions(s) => Box::new(s.batches()),
+        };
+        for b in batches.filter(|b| b.num_rows() > 0) {
+            let p = b.column(partition).as_primitive::<Int32Type>().value(0) as usize;
+            if let Some(min) = datafusion::arrow::compute::min(b.column(offset).as_primitive::<Int64Type>()) {
+                let e = least.entry(p).or_insert(min);
+                *e = (*e).min(min);
+            }
+        }
+        least
+    }
+
+    /// Forget every row of these partitions (the consumer group took them away).
+    pub fn drop_partitions(&mut self, partitions: &[usize], partition_column: usize) {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int32Type;
+        let keep = |b: &RecordBatch| {
+            b.num_rows() == 0 || !partitions.contains(&(b.column(partition_column).as_primitive::<Int32Type>().value(0) as usize))
+        };
+        match &mut self.assigner {
+            Assigner::Panes(p) => p.retain_batches(keep),
+            Assigner::Sessions(s) => s.retain_batches(keep),
+        }
+        for &p in partitions {
+            self.watermarks.deactivate(p);
+        }
+    }
+
     /// Rows held in window state.
     pub fn buffered_rows(&self) -> usize {
         match &self.assigner {

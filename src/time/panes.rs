@@ -151,6 +151,19 @@ impl Panes {
         fired
     }
 
+    /// Every batch held, once.
+    pub fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.panes.values().flat_map(|b| b.0.iter())
+    }
+
+    /// Keep only the batches `keep` accepts.
+    pub fn retain_batches(&mut self, keep: impl Fn(&RecordBatch) -> bool) {
+        for b in self.panes.values_mut() {
+            b.0.retain(|batch| keep(batch));
+        }
+        self.panes.retain(|_, b| !b.0.is_empty());
+    }
+
     pub fn open_windows(&self) -> usize {
         self.unfired.len()
     }

@@ -197,6 +197,31 @@ impl Sessions {
         fired
     }
 
+    /// Every batch held, once.
+    pub fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.sessions.values().flat_map(|s| s.batches.0.iter())
+    }
+
+    /// Keep only the batches `keep` accepts; sessions left with no rows are forgotten.
+    pub fn retain_batches(&mut self, keep: impl Fn(&RecordBatch) -> bool) {
+        let mut empty = Vec::new();
+        for (id, s) in &mut self.sessions {
+            s.batches.0.retain(|b| keep(b));
+            if s.batches.0.is_empty() && s.pending.is_empty() {
+                empty.push(*id);
+            }
+        }
+        for id in empty {
+            let s = self.sessions.remove(&id).expect("listed");
+            self.unfired.remove(&(s.end, id));
+            self.retained.remove(&id);
+            self.due_now.remove(&id);
+            if let Some(ids) = self.by_key.get_mut(&s.key) {
+                ids.retain(|i| *i != id);
+            }
+        }
+    }
+
     pub fn open_windows(&self) -> usize {
         self.unfired.len()
     }

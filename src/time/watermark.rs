@@ -92,6 +92,22 @@ impl Watermarks {
         self.current
     }
 
+    /// Partition `p` left this process (a consumer group rebalance): it stops holding the
+    /// watermark until [`Watermarks::activate`].
+    pub fn deactivate(&mut self, p: usize) {
+        self.partitions[p].ended = true;
+        self.recompute();
+    }
+
+    /// Partition `p` belongs to this process again; its watermark resumes where it was.
+    pub fn activate(&mut self, p: usize) {
+        let c = &mut self.partitions[p];
+        c.ended = false;
+        c.idle = false;
+        c.last_record = Some(Instant::now());
+        self.recompute();
+    }
+
     /// Mark partitions with no record for `timeout` as idle (live runs only: a replay has no
     /// wall clock to be idle by). `started` counts for partitions that never had a record.
     pub fn mark_idle(&mut self, now: Instant, started: Instant, timeout: Duration) -> Millis {

@@ -1,0 +1,157 @@
+//! Kafka plumbing shared by the source, the sink and the routes: client settings, topic
+//! creation, and a producer whose `flush` says whether every record was acknowledged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+/// Settings for one cluster: the bootstrap servers and librdkafka properties that override
+/// Osprey's defaults (from the job's `[source.kafka]` / `[sink.kafka]` tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub brokers: String,
+    pub properties: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Cluster { brokers: brokers.into(), properties: Vec::new() }
+    }
+
+    /// A client configuration: `defaults`, then the job's properties over them.
+    pub fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Create the topics that do not exist yet (`partitions` each, replication 1 unless the
+    /// broker says otherwise). Tansu, like many managed clusters, does not create on produce.
+    pub fn ensure_topics(&self, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config(&[])
+            .create()
+            .with_context(|| format!("cannot connect to Kafka at {}", self.brokers))?;
+        let new: Vec<NewTopic> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = rt
+            .block_on(admin.create_topics(new.iter(), &options))
+            .with_context(|| format!("cannot create topics on {}", self.brokers))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => bail!("cannot create the Kafka topic `{topic}` on {}: {code}", self.brokers),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts deliveries that failed, so `flush` can refuse to report success.
+#[derive(Default)]
+pub struct DeliveryLog {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryLog {}
+
+impl ProducerContext for DeliveryLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().expect("not poisoned").get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// A producer with acks=all and idempotence: a record counts once the broker has it.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: Arc<ThreadedProducer<DeliveryLog>>,
+    brokers: String,
+}
+
+impl KafkaProducer {
+    pub fn new(cluster: &Cluster) -> anyhow::Result<Self> {
+        let producer: ThreadedProducer<DeliveryLog> = cluster
+            .config(&[
+                ("acks", "all"),
+                ("enable.idempotence", "true"),
+                ("compression.type", "lz4"),
+                ("linger.ms", "5"),
+                ("message.timeout.ms", "30000"),
+            ])
+            .create_with_context(DeliveryLog::default())
+            .with_context(|| format!("cannot create a Kafka producer for {}", cluster.brokers))?;
+        Ok(KafkaProducer { producer: Arc::new(producer), brokers: cluster.brokers.clone() })
+    }
+
+    /// Queue one record; waits while librdkafka's queue is full.
+    pub fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("cannot produce to the Kafka topic `{topic}` on {}: {e}", self.brokers),
+            }
+        }
+    }
+
+    /// Wait until the broker acknowledged every queued record; an error if any was refused.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .with_context(|| format!("Kafka at {} did not acknowledge the output in 60 s", self.brokers))?;
+        let ctx = self.producer.context();
+        let failed = ctx.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first = ctx.first_error.lock().expect("not poisoned").take().unwrap_or_default();
+            bail!("Kafka at {} refused {failed} output records (first: {first})", self.brokers);
+        }
+        Ok(())
+    }
+}
+
+/// The trace id of a W3C `traceparent` header value: `00-<32 hex trace id>-<16 hex>-<2 hex>`.
+pub fn trace_id(traceparent: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(traceparent).ok()?.trim();
+    let mut parts = text.split('-');
+    let (_version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(trace, 32) && hex(span, 16) && trace != "0".repeat(32)).then(|| trace.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let t = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(super::trace_id(t).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(super::trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(super::trace_id(b"garbage"), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! Kafka: a consumer group for live runs, or an explicit assignment over an offset range for
+//! replays. Each topic partition is a source partition with its own watermark.
+//!
+//! Offsets are committed by the pipeline ([`Source::commit`]) only after every output that
+//! depends on them was acknowledged: at-least-once, never ahead of the output. When the group
+//! takes partitions away, the pipeline drops their rows from its windows; the new owner
+//! re-reads them from the last commit, which never passes a row still held in a window.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Chunk, PartitionInfo, Payload, Poll, RawRecord, RecordMeta, Source};
+use crate::kafka::{trace_id, Cluster};
+use crate::Millis;
+
+/// Where a Kafka source starts and stops.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Join the consumer group; resume from its committed offsets (the earliest without one).
+    Group { group: String },
+    /// Read each partition from one position to another, then end.
+    Range { from: Position, to: Position },
+}
+
+/// A position in every partition of a topic.
+#[derive(Debug, Clone)]
+pub enum Position {
+    /// The first offset whose message timestamp is at or after this instant.
+    Time(Millis),
+    /// Per partition; partitions not listed start at the beginning (as `from`) or end at the
+    /// end (as `to`).
+    Offsets(Vec<(i32, i64)>),
+    /// The low watermark (as `from`) or the high watermark at start (as `to`).
+    Edge,
+}
+
+enum GroupEvent {
+    Assigned(Vec<usize>),
+    Revoked(Vec<usize>),
+}
+
+/// Hears the group's rebalances, for the pipeline to act on after `poll` returns.
+struct GroupContext {
+    events: Arc<Mutex<Vec<GroupEvent>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
+            self.events.lock().expect("not poisoned").push(GroupEvent::Revoked(parts));
+        }
+    }
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
+            self.events.lock().expect("not poisoned").push(GroupEvent::Assigned(parts));
+        }
+    }
+}
+
+pub struct KafkaSource {
+    consumer: BaseConsumer<GroupContext>,
+    topic: Arc<str>,
+    infos: Vec<PartitionInfo>,
+    events: Arc<Mutex<Vec<GroupEvent>>>,
+    /// Range mode: the offset each partition stops before; `None` in a group.
+    ends: Option<Vec<i64>>,
+    done: Vec<bool>,
+    assigned: Vec<bool>,
+    ready: VecDeque<Poll>,
+    total_records: Option<u64>,
+    brokers: String,
+}
+
+/// Messages taken per poll, at most.
+const MAX_MESSAGES: usize = 16_384;
+const MAX_BYTES: usize = 8 << 20;
+
+impl KafkaSource {
+    pub fn open(cluster: &Cluster, topic: &str, start: Start) -> anyhow::Result<KafkaSource> {
+        let group = match &start {
+            Start::Group { group } => group.clone(),
+            Start::Range { .. } => format!("osprey-replay-{}", std::process::id()),
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let consumer: BaseConsumer<GroupContext> = cluster
+            .config(&[
+                ("group.id", &group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "true"),
+                // Tansu holds a fetch for about half of this even when data is ready.
+                ("fetch.wait.max.ms", "10"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+            ])
+            .create_with_context(GroupContext { events: events.clone() })
+            .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot reach Kafka at {} (is the broker running?)", cluster.brokers))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            bail!("the Kafka topic `{topic}` does not exist on {} (create it, or check [source] topic)", cluster.brokers);
+        }
+        let infos = (0..partitions).map(|p| PartitionInfo { name: format!("{topic}/{p}") }).collect();
+        let mut source = KafkaSource {
+            consumer,
+            topic: Arc::from(topic),
+            infos,
+            events,
+            ends: None,
+            done: vec![false; partitions],
+            assigned: vec![false; partitions],
+            ready: VecDeque::new(),
+            total_records: None,
+            brokers: cluster.brokers.clone(),
+        };
+        match start {
+            Start::Group { .. } => {
+                // No partition counts until the group assigns it.
+                source.ready.push_back(Poll::Revoked((0..partitions).collect()));
+                source.consumer.subscribe(&[topic]).with_context(|| format!("cannot subscribe to `{topic}`"))?
+            }
+            Start::Range { from, to } => source.assign_range(partitions, &from, &to)?,
+        }
+        Ok(source)
+    }
+
+    fn assign_range(&mut self, partitions: usize, from: &Position, to: &Position) -> anyhow::Result<()> {
+        let mut starts = Vec::with_capacity(partitions);
+        let mut ends = Vec::with_capacity(partitions);
+        for p in 0..partitions as i32 {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the offsets of {}/{p}", self.topic))?;
+            let start = match from {
+                Position::Edge => low,
+                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(low),
+                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
+            };
+            let end = match to {
+                Position::Edge => high,
+                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(high),
+                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
+            };
+            starts.push(start.clamp(low, high));
+            ends.push(end.clamp(low, high));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, (&s, &e)) in starts.iter().zip(&ends).enumerate() {
+            if s < e {
+                tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(s))?;
+                self.assigned[p] = true;
+            } else {
+                self.done[p] = true;
+                self.ready.push_back(Poll::PartitionEnd(p));
+            }
+        }
+        self.total_records = Some(starts.iter().zip(&ends).map(|(s, e)| (e - s).max(0) as u64).sum());
+        self.consumer.assign(&tpl).context("cannot assign the partitions")?;
+        self.ends = Some(ends);
+        Ok(())
+    }
+
+    /// The first offset at or after `t`. Brokers answer "none" (-1) past the last message;
+    /// Tansu 0.6 answers 0 instead, so an answer is checked against the message it names.
+    fn offset_for_time(&self, p: i32, t: Millis, low: i64, high: i64) -> anyhow::Result<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(t))?;
+        let answer = self
+            .consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .with_context(|| format!("cannot look up offsets by time in {}/{p}", self.topic))?;
+        let offset = match answer.find_partition(&self.topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= low && o < high => o,
+            _ => return Ok(high),
+        };
+        if offset == low && low < high {
+            // Verify: a time past the last message must mean the end, whatever the broker said.
+            if let Some(last_time) = self.message_time(p, high - 1)? {
+                if last_time < t {
+                    return Ok(high);
+                }
+            }
+        }
+        Ok(offset)
+    }
+
+    /// The timestamp of the message at `offset`, read with a throwaway consumer.
+    fn message_time(&self, p: i32, offset: i64) -> anyhow::Result<Option<Millis>> {
+        let probe: BaseConsumer = Cluster::new(self.brokers.clone())
+            .config(&[("group.id", "osprey-probe"), ("enable.auto.commit", "false")])
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, p, Offset::Offset(offset))?;
+        probe.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = probe.poll(Duration::from_millis(200)) {
+                return Ok(m.timestamp().to_millis());
+            }
+        }
+        Ok(None)
+    }
+
+    fn take_events(&mut self) {
+        let events: Vec<GroupEvent> = std::mem::take(&mut *self.events.lock().expect("not poisoned"));
+        for e in events {
+            match e {
+                GroupEvent::Assigned(ps) => {
+                    for &p in &ps {
+                        self.assigned[p] = true;
+                    }
+                    self.ready.push_back(Poll::Assigned(ps));
+                }
+                GroupEvent::Revoked(ps) => {
+                    for &p in &ps {
+                        self.assigned[p] = false;
+                    }
+                    self.ready.push_back(Poll::Revoked(ps));
+                }
+            }
+        }
+    }
+}
+
+/// Messages of one partition being gathered into a chunk.
+#[derive(Default)]
+struct Gather {
+    data: Vec<u8>,
+    records: Vec<RawRecord>,
+    timestamps: Vec<Option<i64>>,
+    trace_ids: Vec<Option<String>>,
+}
+
+impl Source for KafkaSource {
+    fn partitions(&self) -> &[PartitionInfo] {
+        &self.infos
+    }
+
+    fn poll(&mut self, _watermarks: &[Millis]) -> anyhow::Result<Poll> {
+        if let Some(p) = self.ready.pop_front() {
+            return Ok(p);
+        }
+        if self.ends.is_some() && self.done.iter().all(|d| *d) {
+            return Ok(Poll::End);
+        }
+        let mut gathered: Vec<Gather> = (0..self.infos.len()).map(|_| Gather::default()).collect();
+        let mut finished: Vec<usize> = Vec::new();
+        let (mut count, mut bytes) = (0usize, 0usize);
+        let mut wait = Duration::from_millis(100);
+        while count < MAX_MESSAGES && bytes < MAX_BYTES {
+            let Some(result) = self.consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
+            let m = match result {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    let p = p as usize;
+                    if let Some(ends) = &self.ends {
+                        if !self.done[p] && p < ends.len() {
+                            self.done[p] = true;
+                            finished.push(p);
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => bail!("reading the Kafka topic `{}`: {e}", self.topic),
+            };
+            let p = m.partition() as usize;
+            let offset = m.offset();
+            if let Some(ends) = &self.ends {
+                if self.done[p] || offset >= ends[p] {
+                    if !self.done[p] {
+                        self.done[p] = true;
+                        finished.push(p);
+                    }
+                    continue;
+                }
+                if offset + 1 >= ends[p] {
+                    self.done[p] = true;
+                    finished.push(p);
+                }
+            }
+            let g = &mut gathered[p];
+            let payload = m.payload().unwrap_or(&[]);
+            let start = g.data.len() as u32;
+            g.data.extend_from_slice(payload);
+            g.records.push(RawRecord { start, end: g.data.len() as u32, offset });
+            g.timestamps.push(m.timestamp().to_millis());
+            g.trace_ids.push(
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent")).and_then(|h| h.value.and_then(trace_id))),
+            );
+            count += 1;
+            bytes += payload.len();
+        }
+        self.take_events();
+        for (p, g) in gathered.into_iter().enumerate() {
+            if g.records.is_empty() {
+                continue;
+            }
+            let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
+            self.ready.push_back(Poll::Chunk(Chunk {
+                partition: p,
+                bytes: g.data.len() as u64,
+                payload: Payload::Json { data: g.data, records: g.records, meta: Some(meta) },
+            }));
+        }
+        for p in finished {
+            self.ready.push_back(Poll::PartitionEnd(p));
+        }
+        match self.ready.pop_front() {
+            Some(p) => Ok(p),
+            None if self.ends.is_some() && self.done.iter().all(|d| *d) => Ok(Poll::End),
+            None => Ok(Poll::Idle),
+        }
+    }
+
+    fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
+        if self.ends.is_some() {
+            return Ok(()); // a replay reads a range; it moves no group forward
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(p, offset) in positions {
+            if self.assigned.get(p).copied().unwrap_or(false) {
+                tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers))
+    }
+
+    fn total_records(&self) -> Option<u64> {
+        self.total_records
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.ends.is_some()
+    }
+}
