@@ -118,6 +118,10 @@ pub struct Pipeline {
     last_commit: Instant,
     partition_column: usize,
     offset_column: usize,
+    /// Fault injection for tests (OSPREY_FAULT_EXIT_BEFORE_COMMIT=N): exit at the N-th commit
+    /// of positions behind fired windows, after the output was acknowledged and before the
+    /// offsets are committed: the crash at-least-once delivery must survive.
+    exit_before_commit: Option<u64>,
 }
 
 impl Pipeline {
@@ -149,6 +153,7 @@ impl Pipeline {
             last_commit: Instant::now(),
             partition_column: schema.index_of("_partition").expect("always decoded"),
             offset_column: schema.index_of("_offset").expect("always decoded"),
+            exit_before_commit: std::env::var("OSPREY_FAULT_EXIT_BEFORE_COMMIT").ok().and_then(|v| v.parse().ok()),
             job,
             source,
             decoder,
@@ -374,6 +379,15 @@ impl Pipeline {
             }
         }
         if !positions.is_empty() {
+            if self.fired_since_commit > 0 {
+                if let Some(n) = self.exit_before_commit.as_mut() {
+                    *n -= 1;
+                    if *n == 0 {
+                        eprintln!("{}: OSPREY_FAULT_EXIT_BEFORE_COMMIT: exiting after the output, before the commit", self.job.name);
+                        std::process::exit(137);
+                    }
+                }
+            }
             self.source.commit(&positions).with_context(|| format!("job `{}`", self.job.name))?;
             for (p, position) in positions {
                 self.committed[p] = Some(position);

@@ -1,0 +1,364 @@
+//! Through a real Kafka-protocol broker: the one `scripts/broker.sh` starts (Tansu) or Apache
+//! Kafka from docker-compose.yml. The address comes from OSPREY_TEST_BROKERS;
+//! `./scripts/test.sh` starts a broker and sets it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use osprey::kafka::Cluster;
+use osprey::source::generator::{write_json_lines, GeneratorConfig, Stream};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+fn brokers() -> String {
+    std::env::var("OSPREY_TEST_BROKERS").expect(
+        "OSPREY_TEST_BROKERS is not set: run ./scripts/test.sh (it starts a broker), or start one \
+         (./scripts/broker.sh start, or docker compose up -d) and export OSPREY_TEST_BROKERS=127.0.0.1:9092",
+    )
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn create(topic: &str, partitions: i32) {
+    Cluster::new(brokers()).ensure_topics(&[(topic, partitions)]).unwrap();
+}
+
+const SERVICES: [&str; 5] = ["checkout", "frontend", "inventory", "payments", "search"];
+
+fn partition_of(service: &str) -> i32 {
+    (SERVICES.iter().position(|s| *s == service).unwrap_or(0) % 3) as i32
+}
+
+struct Event {
+    ts: i64,
+    service: String,
+    bytes: i64,
+    line: String,
+}
+
+/// Generated requests, in delivery order (out of order by up to 2 s).
+fn events(n: u64, seed: u64) -> Vec<Event> {
+    let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
+    cfg.rate = 50.0;
+    cfg.seed = seed;
+    let mut out = Vec::new();
+    write_json_lines(cfg, n, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().timestamp_millis();
+            Event { ts, service: v["service"].as_str().unwrap().into(), bytes: v["bytes"].as_i64().unwrap(), line: l.into() }
+        })
+        .collect()
+}
+
+fn producer() -> ThreadedProducer<DefaultProducerContext> {
+    Cluster::new(brokers()).config(&[("linger.ms", "5"), ("compression.type", "lz4")]).create().unwrap()
+}
+
+/// Produce the events keyed by service, partitioned by service, with their event time as the
+/// message timestamp; then one far-future event per partition to close every window.
+fn produce(topic: &str, events: &[Event]) -> i64 {
+    let p = producer();
+    for e in events {
+        p.send(BaseRecord::to(topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let close = events.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..3 {
+        let line = format!(
+            "{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0,\"duration_ms\":1}}"
+        );
+        p.send(BaseRecord::to(topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    close
+}
+
+/// Every message of a topic, waiting until `enough` says so or 60 s pass.
+fn consume(topic: &str, enough: impl Fn(&[(Option<String>, Value)]) -> bool) -> Vec<(Option<String>, Value)> {
+    let c: BaseConsumer = Cluster::new(brokers()).config(&[("group.id", &unique("reader")), ("enable.auto.commit", "false")]).create().unwrap();
+    // The job creates its output topic when it starts: wait for it.
+    let mut parts = 0;
+    for _ in 0..100 {
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+        if parts > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(parts > 0, "topic {topic} never appeared");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                out.push((key, serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap_or(Value::Null)));
+                quiet_since = Instant::now();
+            }
+            _ => {
+                if enough(&out) && quiet_since.elapsed() > Duration::from_secs(2) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (window start ms, service) → (requests, bytes), computed directly from the events.
+fn expected(events: &[Event], size: i64) -> BTreeMap<(i64, String), (i64, i64)> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        let w = e.ts - e.ts.rem_euclid(size);
+        let v = m.entry((w, e.service.clone())).or_insert((0, 0));
+        v.0 += 1;
+        v.1 += e.bytes;
+    }
+    m
+}
+
+fn row_key(v: &Value) -> ((i64, String), (i64, i64)) {
+    let w = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
+    ((w, v["service"].as_str().unwrap().to_string()), (v["requests"].as_i64().unwrap(), v["bytes"].as_i64().unwrap()))
+}
+
+fn job(dir: &Path, name: &str, topic: &str, out: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+sql = """
+SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+service = "string"
+status = "int64"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+[window]
+kind = "tumbling"
+size = "10s"
+[sink]
+kind = "kafka"
+topic = "{out}"
+key = "service"
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], log: &str) -> Child {
+    let log = std::fs::File::create(dir.join(log)).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stop(child: Child) -> std::process::ExitStatus {
+    let mut child = child;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap()
+}
+
+fn real_rows(rows: &[(Option<String>, Value)], close: i64) -> Vec<((i64, String), (i64, i64))> {
+    rows.iter().map(|(_, v)| row_key(v)).filter(|((w, _), _)| *w < close - close.rem_euclid(10_000)).collect()
+}
+
+#[test]
+fn live_windows_from_three_partitions_match_a_batch_computation_and_a_replay_of_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, out) = (unique("requests"), unique("red"));
+    create(&topic, 3);
+    let evs = events(3_000, 11);
+    let close = produce(&topic, &evs);
+    let want = expected(&evs, 10_000);
+    let job = job(d, "red", &topic, &out);
+    let child = spawn(d, &["run", job.to_str().unwrap(), "--brokers", &brokers()], &[], "run.log");
+    let rows = consume(&out, |r| real_rows(r, close).len() >= want.len());
+    let status = stop(child);
+    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
+    assert!(status.success(), "{log}");
+    eprintln!("{log}");
+    let got = real_rows(&rows, close);
+    let got_map: BTreeMap<_, _> = got.iter().cloned().collect();
+    assert_eq!(got.len(), want.len(), "each window once");
+    assert_eq!(got_map, want);
+    for (key, v) in &rows {
+        assert_eq!(key.as_deref(), v["service"].as_str(), "rows are keyed by the sink key");
+    }
+
+    // A replay over a time range gives the live rows for the windows inside it.
+    let t0 = evs.iter().map(|e| e.ts).min().unwrap();
+    let (from, to) = (t0 + 12_000, t0 + 48_000);
+    let iso = |t: i64| chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", job.to_str().unwrap(), "--brokers", &brokers(), "--from", &iso(from), "--to", &iso(to), "--output", "range.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed: BTreeMap<_, _> = std::fs::read_to_string(d.join("range.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| row_key(&serde_json::from_str(l).unwrap()))
+        .collect();
+    // Windows inside the range: a message at or after `from` has event time >= from; those
+    // just before `to` may be delivered after the cut (up to 2 s of disorder).
+    let inside = |w: i64| w >= from && w + 10_000 <= to - 3_000;
+    let live_inside: BTreeMap<_, _> = got_map.iter().filter(|((w, _), _)| inside(*w)).map(|(k, v)| (k.clone(), *v)).collect();
+    let replay_inside: BTreeMap<_, _> = replayed.iter().filter(|((w, _), _)| inside(*w)).map(|(k, v)| (k.clone(), *v)).collect();
+    assert!(!live_inside.is_empty());
+    assert_eq!(replay_inside, live_inside);
+}
+
+#[test]
+fn a_crash_between_output_and_commit_loses_no_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, out) = (unique("requests"), unique("red"));
+    create(&topic, 3);
+    let evs = events(3_000, 12);
+    let close = produce(&topic, &evs);
+    let want = expected(&evs, 10_000);
+    let job = job(d, "crashy", &topic, &out);
+    let job = job.to_str().unwrap();
+    // The first run exits after its second acknowledged output, before committing.
+    let mut first = spawn(d, &["run", job, "--brokers", &brokers()], &[("OSPREY_FAULT_EXIT_BEFORE_COMMIT", "2")], "first.log");
+    let status = first.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "{}", std::fs::read_to_string(d.join("first.log")).unwrap());
+    let second = spawn(d, &["run", job, "--brokers", &brokers()], &[], "second.log");
+    let rows = consume(&out, |r| {
+        let distinct: BTreeSet<_> = real_rows(r, close).into_iter().collect();
+        distinct.len() >= want.len()
+    });
+    assert!(stop(second).success());
+    let got = real_rows(&rows, close);
+    let distinct: BTreeMap<_, _> = got.iter().cloned().collect();
+    assert_eq!(distinct, want, "every window, each with all its rows");
+    assert!(got.len() > distinct.len(), "the restart re-read from the last commit and repeated the uncommitted windows");
+}
+
+#[test]
+fn bad_records_go_to_the_dead_letter_topic_and_headers_give_trace_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("raw");
+    create(&topic, 1);
+    let p = producer();
+    let good = |s: u32| format!("{{\"ts\":\"2026-01-05T09:00:{s:02}Z\",\"service\":\"a\",\"status\":200,\"bytes\":1}}");
+    let messages = [good(1), "{\"ts\":".to_string(), good(2), "{\"ts\":\"2026-01-05T09:00:03Z\",\"bytes\":\"many\"}".to_string(), good(4)];
+    for (i, m) in messages.iter().enumerate() {
+        let mut r = BaseRecord::<str, str>::to(&topic).payload(m.as_str()).partition(0);
+        if i == 2 {
+            r = r.headers(OwnedHeaders::new().insert(Header { key: "traceparent", value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") }));
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let name = format!("dlq_{}", std::process::id());
+    std::fs::write(
+        d.join("rows.toml"),
+        format!(
+            r#"name = "{name}"
+sql = "SELECT _topic, _partition, _offset, _trace_id, service FROM events ORDER BY _offset"
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+service = "string"
+bytes = "int64"
+[event_time]
+column = "ts"
+[window]
+kind = "tumbling"
+size = "1m"
+"#
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", "rows.toml", "--brokers", &brokers(), "--output", "rows.jsonl"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&format!("Kafka topic {name}.dlq")), "{err}");
+    let rows: Vec<Value> = std::fs::read_to_string(d.join("rows.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["_offset"].as_i64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 4]);
+    assert_eq!(rows[1]["_trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(rows[0]["_trace_id"], Value::Null);
+    assert_eq!(rows[0]["_topic"], topic.as_str());
+    let dead = consume(&format!("{name}.dlq"), |r| r.len() >= 2);
+    let offsets: Vec<i64> = dead.iter().map(|(_, v)| v["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, vec![1, 3]);
+    for (_, v) in &dead {
+        assert_eq!(v["source"], format!("{topic}/0"));
+        assert_eq!(v["raw"].as_str().unwrap(), messages[v["offset"].as_i64().unwrap() as usize]);
+        assert!(!v["reason"].as_str().unwrap().is_empty());
+    }
+    assert!(dead[1].1["reason"].as_str().unwrap().contains("many"), "{}", dead[1].1);
+}
+
+#[test]
+fn two_processes_in_one_group_give_the_single_process_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, out) = (unique("requests"), unique("red"));
+    create(&topic, 3);
+    let job = job(d, "shared", &topic, &out);
+    let job = job.to_str().unwrap();
+    let a = spawn(d, &["run", job, "--brokers", &brokers()], &[], "a.log");
+    std::thread::sleep(Duration::from_secs(3));
+    let b = spawn(d, &["run", job, "--brokers", &brokers()], &[], "b.log");
+    std::thread::sleep(Duration::from_secs(8)); // both in the group
+    let evs = events(3_000, 13);
+    let close = produce(&topic, &evs);
+    let want = expected(&evs, 10_000);
+    let rows = consume(&out, |r| {
+        let distinct: BTreeSet<_> = real_rows(r, close).into_iter().collect();
+        distinct.len() >= want.len()
+    });
+    let (sa, sb) = (stop(a), stop(b));
+    let logs = format!("{}\n{}", std::fs::read_to_string(d.join("a.log")).unwrap(), std::fs::read_to_string(d.join("b.log")).unwrap());
+    assert!(sa.success() && sb.success(), "{logs}");
+    let distinct: BTreeMap<_, _> = real_rows(&rows, close).into_iter().collect();
+    assert_eq!(distinct, want, "{logs}");
+    // Both processes worked: each reports records in.
+    let busy = logs.lines().filter(|l| l.contains("records in") && !l.contains(": 0 records")).count();
+    assert_eq!(busy, 2, "{logs}");
+}
