@@ -86,7 +86,8 @@ fn produce(topic: &str, events: &[Event]) -> i64 {
     close
 }
 
-/// Every message of a topic, waiting until `enough` says so or 60 s pass.
+/// Every message of a topic, waiting until `enough` says so or 120 s pass (a busy machine, a
+/// group waiting out a dead member's session).
 fn consume(topic: &str, enough: impl Fn(&[(Option<String>, Value)]) -> bool) -> Vec<(Option<String>, Value)> {
     let c: BaseConsumer = Cluster::new(brokers()).config(&[("group.id", &unique("reader")), ("enable.auto.commit", "false")]).create().unwrap();
     // The job creates its output topic when it starts: wait for it.
@@ -106,7 +107,7 @@ fn consume(topic: &str, enough: impl Fn(&[(Option<String>, Value)]) -> bool) -> 
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         match c.poll(Duration::from_millis(200)) {
@@ -282,10 +283,11 @@ fn a_crash_between_output_and_commit_loses_no_window() {
         distinct.len() >= want.len() && rows.len() > distinct.len()
     });
     assert!(stop(second).success());
+    let logs = format!("{}\n{}", std::fs::read_to_string(d.join("first.log")).unwrap(), std::fs::read_to_string(d.join("second.log")).unwrap());
     let got = real_rows(&rows, close);
     let distinct: BTreeMap<_, _> = got.iter().cloned().collect();
-    assert_eq!(distinct, want, "every window, each with all its rows");
-    assert!(got.len() > distinct.len(), "the restart re-read from the last commit and repeated the uncommitted windows");
+    assert_eq!(distinct, want, "every window, each with all its rows\n{logs}");
+    assert!(got.len() > distinct.len(), "the restart re-read from the last commit and repeated the uncommitted windows\n{logs}");
 }
 
 #[test]

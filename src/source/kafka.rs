@@ -102,7 +102,8 @@ impl KafkaSource {
                 ("enable.partition.eof", "true"),
                 // Tansu holds a fetch for about half of this even when data is ready.
                 ("fetch.wait.max.ms", "10"),
-                ("session.timeout.ms", "10000"),
+                // A dead member's partitions move on after this (the broker's minimum is 6 s).
+                ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
             ])
             .create_with_context(GroupContext { events: events.clone() })
