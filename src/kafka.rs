@@ -121,6 +121,24 @@ impl KafkaProducer {
         }
     }
 
+    /// Queue one record to a given partition, with a message timestamp.
+    pub fn send_to(&self, topic: &str, partition: i32, key: &[u8], payload: &[u8], timestamp: Option<i64>) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(topic).payload(payload).key(key).partition(partition);
+        if let Some(t) = timestamp {
+            record = record.timestamp(t);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => bail!("cannot produce to the Kafka topic `{topic}` on {}: {e}", self.brokers),
+            }
+        }
+    }
+
     /// Wait until the broker acknowledged every queued record; an error if any was refused.
     pub fn flush(&self) -> anyhow::Result<()> {
         self.producer

@@ -381,3 +381,18 @@ fn two_processes_in_one_group_give_the_single_process_result() {
     let busy = logs.lines().filter(|l| l.contains("records in") && !l.contains(": 0 records")).count();
     assert_eq!(busy, 2, "{logs}");
 }
+
+#[test]
+fn generate_produces_keyed_telemetry_with_event_time_timestamps() {
+    let topic = unique("generated");
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["generate", "--events", "500", "--brokers", &brokers(), "--topic", &topic, "--partitions", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = consume(&topic, |r| r.len() >= 500);
+    assert!(rows.len() >= 500);
+    for (key, v) in &rows {
+        assert_eq!(key.as_deref(), v["service"].as_str(), "keyed by service");
+    }
+}

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use osprey::source::generator::{write_json_lines, GeneratorConfig, Stream};
+use osprey::kafka::{Cluster, KafkaProducer};
+use osprey::source::generator::{for_each_event, for_each_event_live, write_json_lines, GeneratorConfig, Stream};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,9 +25,21 @@ pub struct Args {
     /// Share of records delivered minutes late.
     #[arg(long, default_value_t = 0.0)]
     pub late: f64,
-    /// Output file (JSON lines); stdout when absent.
+    /// Output file (JSON lines); stdout when absent and no --brokers.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Produce to Kafka instead (HOST:PORT,...): keyed by service (http) or order (trading),
+    /// message timestamps = event times.
+    #[arg(long, requires = "topic")]
+    pub brokers: Option<String>,
+    /// The topic to produce to (created if missing, with --partitions).
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    pub partitions: u32,
+    /// With --brokers: produce in real time at --rate until Ctrl-C, instead of --events at once.
+    #[arg(long, requires = "brokers")]
+    pub live: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -37,9 +50,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     cfg.seed = args.seed;
     cfg.malformed_fraction = args.malformed;
     cfg.late_fraction = args.late;
+    cfg.partitions = args.partitions;
+    if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
+        let cluster = Cluster::new(brokers.clone());
+        cluster.ensure_topics(&[(topic.as_str(), args.partitions as i32)])?;
+        let producer = KafkaProducer::new(&cluster)?;
+        let started = std::time::Instant::now();
+        let mut error = None;
+        let send = |partition: u32, line: &str, error: &mut Option<anyhow::Error>| {
+            if error.is_none() {
+                let key = field(line, "service").or_else(|| field(line, "order_id")).unwrap_or("");
+                if let Err(e) = producer.send_to(topic, partition as i32, key.as_bytes(), line.as_bytes(), event_time(line)) {
+                    *error = Some(e);
+                }
+            }
+        };
+        if args.live {
+            let stop = super::stop_on_signal();
+            cfg.start = chrono::Utc::now().timestamp_millis();
+            eprintln!("producing {} events/s to {topic} on {brokers}; Ctrl-C stops", args.rate);
+            let n = for_each_event_live(cfg, &stop, |p, line| send(p, line, &mut error));
+            producer.flush()?;
+            eprintln!("produced {n} events");
+            return error.map_or(Ok(ExitCode::SUCCESS), Err);
+        }
+        let n = for_each_event(cfg, args.events, |partition, line| {
+            if error.is_none() {
+                let key = field(line, "service").or_else(|| field(line, "order_id")).unwrap_or("");
+                if let Err(e) = producer.send_to(topic, partition as i32, key.as_bytes(), line.as_bytes(), event_time(line)) {
+                    error = Some(e);
+                }
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        producer.flush()?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("produced {n} {} events to {topic} on {brokers} in {secs:.1}s ({:.0}/s)", args.stream, n as f64 / secs);
+        return Ok(ExitCode::SUCCESS);
+    }
     let written = match &args.output {
         Some(path) => {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
+            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             let n = write_json_lines(cfg, args.events, &mut out)?;
             out.flush()?;
             n
@@ -55,4 +109,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {written} {} events to {}", args.stream, path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event time of a generated line (it starts with `{"ts":"<RFC 3339>"`).
+fn event_time(line: &str) -> Option<i64> {
+    let rest = line.strip_prefix("{\"ts\":\"")?;
+    osprey::decode::convert::parse_timestamp(&rest[..rest.find('"')?]).ok()
+}
+
+/// A string field of a generated line (flat JSON, no escapes).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let marker = format!("\"{name}\":\"");
+    let rest = &line[line.find(&marker)? + marker.len()..];
+    Some(&rest[..rest.find('"')?])
 }

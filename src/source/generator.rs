@@ -391,16 +391,43 @@ impl Source for GeneratorSource {
 
 /// Write `events` generated events as JSON lines, in delivery order: `osprey generate`.
 pub fn write_json_lines(cfg: GeneratorConfig, events: u64, out: &mut dyn std::io::Write) -> std::io::Result<u64> {
+    let mut result = Ok(());
+    let written = for_each_event(cfg, events, |_, line| {
+        if result.is_ok() {
+            result = out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n"));
+        }
+    });
+    result.map(|_| written)
+}
+
+/// Hand each of `events` generated events to `f` in delivery order, with its partition.
+pub fn for_each_event(cfg: GeneratorConfig, events: u64, mut f: impl FnMut(u32, &str)) -> u64 {
     let mut generator = Generator::new(cfg, Pacing::Count(events));
-    let mut written = 0;
+    let mut n = 0;
     while let Some(due) = generator.step() {
-        for (_, line) in due {
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
-            written += 1;
+        for (p, line) in due {
+            f(p, &line);
+            n += 1;
         }
     }
-    Ok(written)
+    n
+}
+
+/// Like [`for_each_event`], paced live (event time follows the clock times `speed`) until `stop`.
+pub fn for_each_event_live(cfg: GeneratorConfig, stop: &std::sync::atomic::AtomicBool, mut f: impl FnMut(u32, &str)) -> u64 {
+    let mut generator = Generator::new(cfg, Pacing::Live);
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let due = generator.step().unwrap_or_default();
+        if due.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for (p, line) in due {
+            f(p, &line);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// SplitMix64: tiny, fast, and the same sequence on every platform.

@@ -108,15 +108,22 @@ impl KafkaSource {
             ])
             .create_with_context(GroupContext { events: events.clone() })
             .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot reach Kafka at {} (is the broker running?)", cluster.brokers))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
+        // A live run waits a minute for its topic to appear (a producer starting beside it).
+        let patience = if matches!(start, Start::Group { .. }) { 60 } else { 0 };
+        let mut partitions = 0;
+        for attempt in 0..=patience {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .with_context(|| format!("cannot reach Kafka at {} (is the broker running?)", cluster.brokers))?;
+            partitions = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+            if partitions > 0 || attempt == patience {
+                break;
+            }
+            if attempt == 0 {
+                eprintln!("waiting for the Kafka topic `{topic}` to exist on {}", cluster.brokers);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
         if partitions == 0 {
             bail!("the Kafka topic `{topic}` does not exist on {} (create it, or check [source] topic)", cluster.brokers);
         }

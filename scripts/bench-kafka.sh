@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Kafka replay benchmark: produce EVENTS generated telemetry events (JSON) to a topic, then
+# replay a tumbling job over the whole topic with Osprey, and read the same topic with a plain
+# rdkafka consumer (consume and discard) in the same script. Prints both rates and the ratio.
+#   EVENTS=2000000 ./scripts/bench-kafka.sh      (OSPREY_BENCH_BROKERS=host:port to use a running broker)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
+EVENTS="${EVENTS:-2000000}"
+cargo build --release --locked --quiet --bin osprey --example kafka_consume
+OSPREY="$CARGO_TARGET_DIR/release/osprey"
+if [ -z "${OSPREY_BENCH_BROKERS:-}" ]; then
+  export OSPREY_BROKER_PORT=29092
+  ./scripts/broker.sh start
+  trap './scripts/broker.sh stop' EXIT
+  OSPREY_BENCH_BROKERS="127.0.0.1:29092"
+fi
+TOPIC="bench-requests-$EVENTS-$$"
+DATA="${DATA:-bench-data}"
+mkdir -p "$DATA"
+"$OSPREY" generate --events "$EVENTS" --rate 2000 --brokers "$OSPREY_BENCH_BROKERS" --topic "$TOPIC" --partitions 3
+cat > "$DATA/bench-kafka.toml" <<TOML
+name = "bench_kafka"
+sql = """
+SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes,
+       approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms
+FROM events GROUP BY window_start, window_end, service
+"""
+[source]
+kind = "kafka"
+topic = "$TOPIC"
+[source.schema]
+ts = "timestamp"
+service = "string"
+duration_ms = "float64"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "5s"
+[window]
+kind = "tumbling"
+size = "1m"
+[dead_letter]
+kind = "file"
+path = "bench-kafka.dlq.jsonl"
+[late]
+kind = "file"
+path = "bench-kafka.late.jsonl"
+TOML
+raw=$("$CARGO_TARGET_DIR/release/examples/kafka_consume" "$OSPREY_BENCH_BROKERS" "$TOPIC")
+raw_rate=$(echo "$raw" | sed -E 's/.*messages_per_s=([0-9]+).*/\1/')
+start=$(date +%s.%N)
+"$OSPREY" replay "$DATA/bench-kafka.toml" --brokers "$OSPREY_BENCH_BROKERS" --output "$DATA/bench-kafka.out.jsonl" --quiet
+end=$(date +%s.%N)
+osprey_rate=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); broker $OSPREY_BENCH_BROKERS"
+echo "events: $EVENTS"
+echo "raw rdkafka consume:   $raw_rate messages/s"
+echo "osprey kafka replay:   $osprey_rate events/s"
+awk -v a="$osprey_rate" -v b="$raw_rate" 'BEGIN { printf "ratio osprey/raw: %.2f (target >= 0.7)\n", a / b }'
