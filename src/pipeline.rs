@@ -216,6 +216,7 @@ impl Pipeline {
                             let fired = self.operator.fire();
                             self.emit(fired)?;
                         }
+                        self.maybe_checkpoint()?;
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
                     }
@@ -255,10 +256,7 @@ impl Pipeline {
                 None if source_done || stopping => break,
                 None => {}
             }
-            let due = self.fired_since_commit > 0 || self.last_commit.elapsed() >= self.options.commit_interval;
-            if due && !self.source.is_bounded() {
-                self.checkpoint()?;
-            }
+            self.maybe_checkpoint()?;
         }
         let ended = source_done;
         let mut open_windows_at_stop = 0;
@@ -359,6 +357,15 @@ impl Pipeline {
             JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
             self.sink.write(&result)?;
             self.fired_since_commit += 1;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint a live source when windows fired or the commit interval passed.
+    fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
+        let due = self.fired_since_commit > 0 || self.last_commit.elapsed() >= self.options.commit_interval;
+        if due && !self.source.is_bounded() {
+            self.checkpoint()?;
         }
         Ok(())
     }
