@@ -18,7 +18,7 @@ fn main() {
         .set("group.id", "osprey-bench-raw")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", std::env::var("FETCH_WAIT_MAX_MS").unwrap_or_else(|_| "10".into()))
         .create()
         .expect("a consumer");
     let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
