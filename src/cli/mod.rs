@@ -75,7 +75,7 @@ pub fn report(job: &Job, s: &Summary) {
             eprintln!("{}: stopped; open windows were emitted with the rows they had (--flush-on-stop)", job.name);
         } else if s.open_windows_at_stop > 0 {
             eprintln!(
-                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (pass --flush-on-stop to emit them)",
+                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (`osprey run --flush-on-stop` emits them instead)",
                 job.name, s.open_windows_at_stop, s.rows_in_open_windows
             );
         } else {
