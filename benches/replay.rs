@@ -16,9 +16,7 @@ use osprey::pipeline::{Options, Pipeline};
 use osprey::source::file::FileSource;
 use osprey::source::generator::{write_json_lines, GeneratorConfig, Stream};
 
-pub const SQL: &str = "SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes, \
-    approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms \
-    FROM events GROUP BY window_start, window_end, service";
+pub const SQL: &str = include_str!("../sql/bench_tumbling.sql");
 
 fn data_file(events: u64) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
@@ -35,7 +33,7 @@ fn data_file(events: u64) -> PathBuf {
 
 fn job(file: &Path) -> osprey::job::Job {
     let text = format!(
-        "name = \"bench\"\nsql = \"{SQL}\"\n[source]\nkind = \"file\"\npath = \"{}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nduration_ms = \"float64\"\nbytes = \"int64\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"5s\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n",
+        "name = \"bench\"\nsql = \"\"\"\n{SQL}\"\"\"\n[source]\nkind = \"file\"\npath = \"{}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nduration_ms = \"float64\"\nbytes = \"int64\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"5s\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n",
         file.display()
     );
     osprey::job::parse(Path::new("bench.toml"), &text).unwrap()

@@ -21,11 +21,7 @@ mkdir -p "$DATA"
 "$OSPREY" generate --events "$EVENTS" --rate 2000 --brokers "$OSPREY_BENCH_BROKERS" --topic "$TOPIC" --partitions 3
 cat > "$DATA/bench-kafka.toml" <<TOML
 name = "bench_kafka"
-sql = """
-SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes,
-       approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms
-FROM events GROUP BY window_start, window_end, service
-"""
+sql_file = "$PWD/sql/bench_tumbling.sql"
 [source]
 kind = "kafka"
 topic = "$TOPIC"

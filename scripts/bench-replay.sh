@@ -18,11 +18,7 @@ if [ ! -f "$FILE" ]; then
 fi
 cat > "$DATA/bench.toml" <<TOML
 name = "bench"
-sql = """
-SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes,
-       approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms
-FROM events GROUP BY window_start, window_end, service
-"""
+sql_file = "$PWD/sql/bench_tumbling.sql"
 [source]
 kind = "file"
 path = "requests-$EVENTS.jsonl"
