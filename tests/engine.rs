@@ -55,10 +55,15 @@ watermark_delay = "3s"
 
 /// Run the job over `input` and return its JSON rows in output order.
 fn stream(job: &osprey::job::Job, input: &str, chunk_bytes: usize) -> Vec<Value> {
+    stream_with(job, input, chunk_bytes, Options::replay().decode_threads)
+}
+
+fn stream_with(job: &osprey::job::Job, input: &str, chunk_bytes: usize, decode_threads: usize) -> Vec<Value> {
     let out = job.path.with_extension("out.jsonl");
     let source = FileSource::open(input, osprey::job::FileFormat::Auto).unwrap().with_chunk_bytes(chunk_bytes);
     let sink = osprey::sink::build(job, Some(&out), None).unwrap();
-    let summary = Pipeline::new(job.clone(), Box::new(source), sink, Options::replay()).unwrap().run().unwrap();
+    let options = Options { decode_threads, ..Options::replay() };
+    let summary = Pipeline::new(job.clone(), Box::new(source), sink, options).unwrap().run().unwrap();
     assert_eq!(summary.counters.late_records, 0, "the watermark delay covers the disorder");
     assert_eq!(summary.counters.decode_errors, 0);
     std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -175,4 +180,19 @@ fn session_stream_equals_batch() {
     );
     assert!(expected.len() > 100, "many sessions: {}", expected.len());
     assert_eq!(by_window(streamed), by_window(expected));
+}
+
+#[test]
+fn decode_threads_and_chunk_sizes_do_not_change_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = generated(dir.path(), 8_000, 4);
+    // Row-level output in the order the engine produced it: the strictest comparison.
+    let sql = "SELECT window_start, service, status, bytes FROM events";
+    let j = job(dir.path(), "kind = \"tumbling\"\nsize = \"1m\"", sql);
+    let path = file.to_str().unwrap();
+    let reference = stream_with(&j, path, 64 << 10, 0);
+    assert_eq!(reference.len(), 8_000);
+    for (chunk, threads) in [(64 << 10, 3), (7_777, 2), (1 << 20, 1)] {
+        assert_eq!(stream_with(&j, path, chunk, threads), reference, "chunk {chunk}, {threads} decode threads");
+    }
 }
