@@ -109,16 +109,7 @@ impl KafkaProducer {
         if let Some(k) = key {
             record = record.key(k);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("cannot produce to the Kafka topic `{topic}` on {}: {e}", self.brokers),
-            }
-        }
+        self.enqueue(topic, record)
     }
 
     /// Queue one record to a given partition, with a message timestamp.
@@ -127,6 +118,10 @@ impl KafkaProducer {
         if let Some(t) = timestamp {
             record = record.timestamp(t);
         }
+        self.enqueue(topic, record)
+    }
+
+    fn enqueue(&self, topic: &str, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -213,6 +213,26 @@ fn distinct(rows: &[(Option<String>, Value)], close: i64) -> BTreeSet<((i64, Str
     real_rows(rows, close).into_iter().collect()
 }
 
+/// A 3-partition input topic with generated events already produced, an output topic, and a
+/// job between them.
+struct Scenario {
+    events: Vec<Event>,
+    close: i64,
+    want: BTreeMap<(i64, String), (i64, i64)>,
+    out: String,
+    job: std::path::PathBuf,
+}
+
+fn scenario(dir: &Path, name: &str, seed: u64) -> Scenario {
+    let (topic, out) = (unique("requests"), unique("red"));
+    create(&topic, 3);
+    let events = events(3_000, seed);
+    let close = produce(&topic, &events);
+    let want = expected(&events, 10_000);
+    let job = job(dir, name, &topic, &out);
+    Scenario { events, close, want, out, job }
+}
+
 fn real_rows(rows: &[(Option<String>, Value)], close: i64) -> Vec<((i64, String), (i64, i64))> {
     rows.iter().map(|(_, v)| row_key(v)).filter(|((w, _), _)| *w < close - close.rem_euclid(10_000)).collect()
 }
@@ -221,12 +241,7 @@ fn real_rows(rows: &[(Option<String>, Value)], close: i64) -> Vec<((i64, String)
 fn live_windows_from_three_partitions_match_a_batch_computation_and_a_replay_of_the_range() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (topic, out) = (unique("requests"), unique("red"));
-    create(&topic, 3);
-    let evs = events(3_000, 11);
-    let close = produce(&topic, &evs);
-    let want = expected(&evs, 10_000);
-    let job = job(d, "red", &topic, &out);
+    let Scenario { events: evs, close, want, out, job } = scenario(d, "red", 11);
     let child = spawn(d, &["run", job.to_str().unwrap(), "--brokers", &brokers()], &[], "run.log");
     let rows = consume(&out, |r| real_rows(r, close).len() >= want.len());
     let status = stop(child);
@@ -269,12 +284,7 @@ fn live_windows_from_three_partitions_match_a_batch_computation_and_a_replay_of_
 fn a_crash_between_output_and_commit_loses_no_window() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (topic, out) = (unique("requests"), unique("red"));
-    create(&topic, 3);
-    let evs = events(3_000, 12);
-    let close = produce(&topic, &evs);
-    let want = expected(&evs, 10_000);
-    let job = job(d, "crashy", &topic, &out);
+    let Scenario { close, want, out, job, .. } = scenario(d, "crashy", 12);
     let job = job.to_str().unwrap();
     // The first run dies once its first windows are acknowledged, before it commits them.
     let mut first = spawn(d, &["run", job, "--brokers", &brokers()], &[("OSPREY_FAULT_EXIT_BEFORE_COMMIT", "1")], "first.log");

@@ -373,14 +373,7 @@ fn leaf_array(batch: &RecordBatch, path: &[usize]) -> ArrayRef {
         nulls = NullBuffer::union(nulls.as_ref(), s.nulls());
         array = s.column(i).clone();
     }
-    match nulls {
-        None => array,
-        Some(n) => {
-            let merged = NullBuffer::union(Some(&n), array.nulls());
-            let data = array.to_data().into_builder().nulls(merged).build().expect("same length");
-            datafusion::arrow::array::make_array(data)
-        }
-    }
+    with_parent_nulls(array, nulls)
 }
 
 /// A column of an Arrow batch by declared name: top level, or a dotted path through structs.
@@ -396,9 +389,15 @@ fn find_column(batch: &RecordBatch, name: &str) -> Option<ArrayRef> {
         nulls = NullBuffer::union(nulls.as_ref(), s.nulls());
         array = s.column_by_name(part)?.clone();
     }
-    let merged = NullBuffer::union(nulls.as_ref(), array.nulls());
-    let data = array.to_data().into_builder().nulls(merged).build().ok()?;
-    Some(datafusion::arrow::array::make_array(data))
+    Some(with_parent_nulls(array, nulls))
+}
+
+/// A struct child is not null where its parent is: add the parents' nulls to the leaf's.
+fn with_parent_nulls(array: ArrayRef, parents: Option<NullBuffer>) -> ArrayRef {
+    let Some(parents) = parents else { return array };
+    let merged = NullBuffer::union(Some(&parents), array.nulls());
+    let data = array.to_data().into_builder().nulls(merged).build().expect("same length");
+    datafusion::arrow::array::make_array(data)
 }
 
 /// The tree of nested fields arrow-json reads.

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use toml::Spanned;
 
 pub use error::JobError;
 use error::closest;
-use spec::{JobFile, OneOrMany};
+use spec::JobFile;
 pub use types::{timestamp_type, ColumnType};
 
 use crate::source::generator::{GeneratorConfig, Incident, Stream};
@@ -681,15 +681,4 @@ pub fn parse_instant(text: &str) -> Result<Millis, String> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("bad instant `{text}` ({e}); write RFC 3339, for example 2026-01-05T09:00:00Z"))
-}
-
-impl From<OneOrMany> for Vec<String> {
-    fn from(v: OneOrMany) -> Self {
-        v.into_vec()
-    }
-}
-
-/// The Arrow type of a column of the `events` table, including engine-added columns.
-pub fn window_column_type() -> DataType {
-    timestamp_type()
 }

@@ -2,6 +2,8 @@
 //! `flush` returns once the broker acknowledged every row (acks=all, idempotent producer),
 //! which is what lets the pipeline commit the input offsets behind them.
 
+use datafusion::arrow::array::{Array, AsArray};
+
 use super::{Sink, WindowResult};
 use crate::kafka::KafkaProducer;
 use crate::output::json;
@@ -24,12 +26,11 @@ impl KafkaSink {
 pub fn key_of(batch: &datafusion::arrow::record_batch::RecordBatch, columns: &[usize], row: usize) -> Vec<u8> {
     let mut out = Vec::new();
     if let [single] = columns {
-        json::write_value(batch.column(*single).as_ref(), row, &mut out);
-        if out.len() >= 2 && out[0] == b'"' {
-            if let Ok(serde_json::Value::String(s)) = serde_json::from_slice(&out) {
-                return s.into_bytes();
-            }
+        let column = batch.column(*single);
+        if let Some(text) = column.as_string_opt::<i32>().filter(|t| t.is_valid(row)) {
+            return text.value(row).as_bytes().to_vec();
         }
+        json::write_value(column.as_ref(), row, &mut out);
         return out;
     }
     out.push(b'[');
