@@ -63,7 +63,11 @@ fn stream_with(job: &osprey::job::Job, input: &str, chunk_bytes: usize, decode_t
     let source = FileSource::open(input, osprey::job::FileFormat::Auto).unwrap().with_chunk_bytes(chunk_bytes);
     let sink = osprey::sink::build(job, Some(&out), None).unwrap();
     let options = Options { decode_threads, ..Options::replay() };
-    let summary = Pipeline::new(job.clone(), Box::new(source), sink, options).unwrap().run().unwrap();
+    // Each run its own dead-letter and late files: runs in parallel may not share one.
+    let mut job = job.clone();
+    job.dead_letter = osprey::job::RouteConfig::File(job.path.with_extension("dlq.jsonl"));
+    job.late = osprey::job::RouteConfig::File(job.path.with_extension("late.jsonl"));
+    let summary = Pipeline::new(job, Box::new(source), sink, options).unwrap().run().unwrap();
     assert_eq!(summary.counters.late_records, 0, "the watermark delay covers the disorder");
     assert_eq!(summary.counters.decode_errors, 0);
     std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()

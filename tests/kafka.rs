@@ -1,5 +1,5 @@
-//! Through a real Kafka-protocol broker: the one `scripts/broker.sh` starts (Tansu) or Apache
-//! Kafka from docker-compose.yml. The address comes from OSPREY_TEST_BROKERS;
+//! Through a real Kafka broker: the Apache Kafka that `scripts/broker.sh` starts (or Tansu with
+//! `OSPREY_BROKER=tansu`, or Apache Kafka from docker-compose.yml). The address comes from OSPREY_TEST_BROKERS;
 //! `./scripts/test.sh` starts a broker and sets it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -367,8 +367,20 @@ size = "1m"
     assert!(dead[1].1["reason"].as_str().unwrap().contains("many"), "{}", dead[1].1);
 }
 
+/// Waits until `log` (a process's stderr file) has a line containing `needle`; how long it took.
+fn wait_for_line(log: &Path, needle: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::fs::read_to_string(log).unwrap_or_default().contains(needle) {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 #[test]
-fn two_processes_in_one_group_give_the_single_process_result() {
+fn two_processes_in_one_group_give_the_single_process_result_and_rebalance_in_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (topic, out) = (unique("requests"), unique("red"));
@@ -376,21 +388,124 @@ fn two_processes_in_one_group_give_the_single_process_result() {
     let job = job(d, "shared", &topic, &out);
     let job = job.to_str().unwrap();
     let a = spawn(d, &["run", job, "--brokers", &brokers()], &[], "a.log");
-    std::thread::sleep(Duration::from_secs(3));
+    let joined = wait_for_line(&d.join("a.log"), "assigned", Duration::from_secs(60));
+    assert!(joined.is_some(), "the first process never got partitions\n{}", std::fs::read_to_string(d.join("a.log")).unwrap());
     let b = spawn(d, &["run", job, "--brokers", &brokers()], &[], "b.log");
-    std::thread::sleep(Duration::from_secs(8)); // both in the group
+    // The second member takes its share as soon as the group rebalances: seconds, not the tens
+    // of seconds of a session timeout.
+    let rebalance = wait_for_line(&d.join("b.log"), &format!("assigned {topic}"), Duration::from_secs(60));
+    let logs = || format!("{}\n{}", std::fs::read_to_string(d.join("a.log")).unwrap(), std::fs::read_to_string(d.join("b.log")).unwrap());
+    let rebalance = rebalance.unwrap_or_else(|| panic!("the second process never got a partition\n{}", logs()));
+    assert!(rebalance < Duration::from_secs(10), "the rebalance took {rebalance:?}\n{}", logs());
+    assert!(std::fs::read_to_string(d.join("a.log")).unwrap().contains("revoked"), "{}", logs());
+    wait_for_line(&d.join("a.log"), "assigned", Duration::from_secs(30)); // both settled
     let evs = events(3_000, 13);
     let close = produce(&topic, &evs);
     let want = expected(&evs, 10_000);
     let rows = consume(&out, |r| distinct(r, close).len() >= want.len());
     let (sa, sb) = (stop(a), stop(b));
-    let logs = format!("{}\n{}", std::fs::read_to_string(d.join("a.log")).unwrap(), std::fs::read_to_string(d.join("b.log")).unwrap());
+    let logs = logs();
     assert!(sa.success() && sb.success(), "{logs}");
     let distinct: BTreeMap<_, _> = real_rows(&rows, close).into_iter().collect();
     assert_eq!(distinct, want, "{logs}");
     // Both processes worked: each reports records in.
     let busy = logs.lines().filter(|l| l.contains("records in") && !l.contains(": 0 records")).count();
     assert_eq!(busy, 2, "{logs}");
+}
+
+/// A one-partition topic and a job that lists each record's `n` (the rows of one window).
+fn numbered_job(dir: &Path, topic: &str) -> std::path::PathBuf {
+    let name = unique("numbered");
+    let path = dir.join("numbered.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "{name}"
+sql = "SELECT n, _offset FROM events ORDER BY _offset"
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+n = "int64"
+[event_time]
+column = "ts"
+[window]
+kind = "tumbling"
+size = "1h"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn replay_numbers(dir: &Path, job: &Path, extra: &[&str]) -> (Vec<i64>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", job.to_str().unwrap(), "--brokers", &brokers(), "--output", "n.jsonl", "--quiet"])
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let text = std::fs::read_to_string(dir.join("n.jsonl")).unwrap_or_default();
+    let ns = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["n"].as_i64().unwrap()).collect();
+    (ns, err)
+}
+
+#[test]
+fn records_of_an_aborted_transaction_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("txn");
+    create(&topic, 1);
+    let p: ThreadedProducer<DefaultProducerContext> =
+        Cluster::new(brokers()).config(&[("transactional.id", &unique("txn-producer"))]).create().unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    let send = |n: i64| {
+        let line = format!("{{\"ts\":\"2026-01-05T09:00:{:02}Z\",\"n\":{n}}}", n % 60);
+        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(0)).map_err(|(e, _)| e).unwrap();
+    };
+    // Committed 1..=3, aborted 100..=104, committed 4..=5.
+    p.begin_transaction().unwrap();
+    (1..=3).for_each(send);
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    (100..=104).for_each(send);
+    p.flush(Duration::from_secs(30)).unwrap();
+    p.abort_transaction(Duration::from_secs(30)).unwrap();
+    p.begin_transaction().unwrap();
+    (4..=5).for_each(send);
+    p.commit_transaction(Duration::from_secs(30)).unwrap();
+    let job = numbered_job(d, &topic);
+    let (ns, err) = replay_numbers(d, &job, &[]);
+    assert_eq!(ns, vec![1, 2, 3, 4, 5], "only committed records, in order\n{err}");
+}
+
+#[test]
+fn a_replay_from_a_time_past_the_last_message_reads_nothing_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("past");
+    create(&topic, 1);
+    let p = producer();
+    let base = 1_767_603_600_000i64; // 2026-01-05T09:00:00Z
+    for n in 0..10i64 {
+        let line = format!("{{\"ts\":{},\"n\":{n}}}", base + n * 1000);
+        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(0).timestamp(base + n * 1000)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let job = numbered_job(d, &topic);
+    // From the middle: the messages at or after that timestamp.
+    let (ns, err) = replay_numbers(d, &job, &["--from", "2026-01-05T09:00:07Z"]);
+    assert_eq!(ns, vec![7, 8, 9], "{err}");
+    // Past the last message: nothing, and the replay ends (offsets-for-times answers "none").
+    let (ns, err) = replay_numbers(d, &job, &["--from", "2026-01-05T10:00:00Z"]);
+    assert!(ns.is_empty(), "{ns:?}\n{err}");
+    // Up to a time past the end: everything.
+    let (ns, err) = replay_numbers(d, &job, &["--to", "2027-01-01T00:00:00Z"]);
+    assert_eq!(ns, (0..10).collect::<Vec<_>>(), "{err}");
 }
 
 #[test]

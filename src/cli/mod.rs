@@ -32,6 +32,58 @@ pub fn cluster(job: &Job, flag: Option<&str>) -> Option<osprey::kafka::Cluster> 
     Some(cluster)
 }
 
+/// Refuses a run whose output, dead-letter or late file is one of its input files, or two of
+/// whose destinations are one file: writing would destroy the input (or mix two streams).
+/// `output` replaces the job's file sink when given.
+pub fn check_destinations(job: &Job, inputs: Option<&str>, output: Option<&Path>) -> anyhow::Result<()> {
+    use osprey::job::{RouteConfig, SinkConfig};
+    let mut destinations: Vec<(&str, std::path::PathBuf)> = Vec::new();
+    match (output, &job.sink) {
+        (Some(p), _) => destinations.push(("output", p.to_path_buf())),
+        (None, SinkConfig::File { path }) => destinations.push(("[sink] file", path.clone())),
+        _ => {}
+    }
+    if let RouteConfig::File(p) = &job.dead_letter {
+        destinations.push(("dead-letter file", p.clone()));
+    }
+    if let RouteConfig::File(p) = &job.late {
+        destinations.push(("late-record file", p.clone()));
+    }
+    let inputs = match inputs {
+        Some(pattern) => osprey::source::file::expand(pattern).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let inputs: Vec<std::path::PathBuf> = inputs.iter().filter_map(|p| std::fs::canonicalize(p).ok()).collect();
+    let mut seen: Vec<(&str, std::path::PathBuf)> = Vec::new();
+    for (what, path) in destinations {
+        let resolved = resolve(&path);
+        if inputs.contains(&resolved) {
+            anyhow::bail!(
+                "job `{}`: the {what} {} is also an input file; writing it would destroy the input. Choose another path.",
+                job.name,
+                path.display()
+            );
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == resolved) {
+            anyhow::bail!("job `{}`: the {what} and the {other} are the same file, {}; give each its own path.", job.name, path.display());
+        }
+        seen.push((what, resolved));
+    }
+    Ok(())
+}
+
+/// An absolute path with links resolved, for a file that may not exist yet.
+fn resolve(path: &Path) -> std::path::PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(parent), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
 /// A flag set by Ctrl-C or SIGTERM.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));

@@ -54,6 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         job.late = osprey::job::RouteConfig::File(p.clone());
     }
     let cluster = super::cluster(&job, args.brokers.as_deref());
+    let inputs = match (&args.input, &job.source) {
+        (Some(input), _) => Some(input.clone()),
+        (None, SourceConfig::File { pattern, .. }) => Some(pattern.clone()),
+        _ => None,
+    };
+    super::check_destinations(&job, inputs.as_deref(), args.output.as_deref())?;
     let source: Box<dyn Source> = match (&args.input, &job.source) {
         (Some(input), _) => Box::new(open_files(&job.name, input, FileFormat::Auto)?),
         (None, SourceConfig::File { pattern, format }) => Box::new(open_files(&job.name, pattern, *format)?),

@@ -27,6 +27,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let job = super::load_job(&args.job)?;
     let cluster = super::cluster(&job, args.brokers.as_deref());
+    let inputs = match &job.source {
+        SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
+        _ => None,
+    };
+    super::check_destinations(&job, inputs, args.output.as_deref())?;
     let source: Box<dyn Source> = match &job.source {
         SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), Pacing::Live)),
         SourceConfig::File { pattern, format } => Box::new(FileSource::open(pattern, *format)?),

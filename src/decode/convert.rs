@@ -19,6 +19,26 @@ pub fn parse_timestamp(text: &str) -> Result<Millis, String> {
         .map_err(|_| format!("`{t}` is neither an RFC 3339 time nor epoch milliseconds"))
 }
 
+/// An integer of a declared integer column from its JSON text, within `[min, max]`. A number
+/// with a fraction (`200.5`) is refused; one that is whole (`200.0`, `2e2`) is its value.
+pub fn parse_integer(text: &str, min: i128, max: i128, type_name: &str) -> Result<i128, String> {
+    let t = text.trim();
+    let value = match t.parse::<i64>() {
+        Ok(n) => n as i128,
+        Err(_) => match parse_decimal(t, 38, 0) {
+            Ok(n) => n,
+            Err(_) if t.parse::<f64>().is_ok() && t.bytes().any(|b| b.is_ascii_digit()) => {
+                return Err(format!("`{t}` is not a whole number; {type_name} would change its value"))
+            }
+            Err(_) => return Err(format!("`{t}` is not an integer")),
+        },
+    };
+    if value < min || value > max {
+        return Err(format!("`{t}` is out of the range of {type_name}"));
+    }
+    Ok(value)
+}
+
 /// The unscaled `i128` of a decimal with `scale` digits after the point, from its JSON text
 /// (`"12.5"`, `12.50`, `1.25e1`). Digits beyond the scale must be zero: money is never rounded
 /// silently.

@@ -2,9 +2,9 @@
 //!
 //! JSON goes through arrow-json's tape decoder in whole chunks. arrow-json fails a whole
 //! `decode()` call on one bad value, so a failing chunk is bisected until each bad record stands
-//! alone; good neighbours are decoded in bulk. Event times and decimals are decoded as text and
-//! converted here ([`convert`]), because arrow-json rejects epoch milliseconds in strings and
-//! cuts off extra decimal digits without a word.
+//! alone; good neighbours are decoded in bulk. Event times, decimals and integers are decoded as
+//! text and converted here ([`convert`]), because arrow-json rejects epoch milliseconds in
+//! strings, cuts off extra decimal digits without a word, and truncates `200.5` to an integer.
 
 pub mod convert;
 pub mod pool;
@@ -165,15 +165,20 @@ impl Decoder {
     }
 
     fn decode_together(&self, data: &[u8], records: &[RawRecord]) -> Result<RecordBatch, String> {
+        // One more than the records: the decoder stops taking bytes once a batch is full, and a
+        // record holding a second object must show up as two values, not lose its tail.
         let mut decoder = ReaderBuilder::new(self.read_schema.clone())
-            .with_batch_size(records.len())
+            .with_batch_size(records.len() + 1)
             .with_coerce_primitive(true)
             .build_decoder()
             .map_err(|e| e.to_string())?;
         for r in records {
             let bytes = &data[r.start as usize..r.end as usize];
             let before = decoder.len();
-            decoder.decode(bytes).map_err(|e| clean_arrow_error(&e.to_string()))?;
+            let taken = decoder.decode(bytes).map_err(|e| clean_arrow_error(&e.to_string()))?;
+            if taken < bytes.len() && !bytes[taken..].iter().all(u8::is_ascii_whitespace) {
+                return Err("trailing content after the JSON object (one object per record)".into());
+            }
             if decoder.has_partial_record() {
                 return Err("malformed JSON: the record ends before its value does (truncated line?)".into());
             }
@@ -259,6 +264,9 @@ impl Decoder {
                 ColumnType::Decimal { precision, scale } => {
                     *col = convert_decimals(col, &leaf.name, precision, scale, &mut errors)
                 }
+                ColumnType::Int32 | ColumnType::Int64 | ColumnType::UInt64 if col.data_type() == &DataType::Utf8 => {
+                    *col = convert_integers(col, &leaf.name, leaf.ty, &mut errors)
+                }
                 _ => {}
             }
         }
@@ -318,6 +326,7 @@ pub fn event_times(batch: &RecordBatch, column: usize) -> &[Millis] {
 fn read_type(ty: ColumnType) -> DataType {
     match ty {
         ColumnType::Timestamp | ColumnType::Decimal { .. } => DataType::Utf8,
+        ColumnType::Int32 | ColumnType::Int64 | ColumnType::UInt64 => DataType::Utf8,
         other => other.arrow_type(),
     }
 }
@@ -352,6 +361,31 @@ fn convert_decimals(col: &ArrayRef, name: &str, precision: u8, scale: i8, errors
         }
     }
     Arc::new(out.finish().with_precision_and_scale(precision, scale).expect("validated precision and scale"))
+}
+
+fn convert_integers(col: &ArrayRef, name: &str, ty: ColumnType, errors: &mut [Option<String>]) -> ArrayRef {
+    let text = col.as_string::<i32>();
+    let mut parsed: Vec<Option<i128>> = Vec::with_capacity(text.len());
+    let (min, max, type_name) = match ty {
+        ColumnType::Int32 => (i32::MIN as i128, i32::MAX as i128, "int32"),
+        ColumnType::Int64 => (i64::MIN as i128, i64::MAX as i128, "int64"),
+        _ => (0, u64::MAX as i128, "uint64"),
+    };
+    for (row, v) in text.iter().enumerate() {
+        match v.map(|t| convert::parse_integer(t, min, max, type_name)) {
+            None => parsed.push(None),
+            Some(Ok(n)) => parsed.push(Some(n)),
+            Some(Err(e)) => {
+                errors[row].get_or_insert_with(|| format!("column `{name}`: {e}"));
+                parsed.push(None);
+            }
+        }
+    }
+    match ty {
+        ColumnType::Int32 => Arc::new(Int32Array::from(parsed.iter().map(|v| v.map(|n| n as i32)).collect::<Vec<_>>())),
+        ColumnType::Int64 => Arc::new(Int64Array::from(parsed.iter().map(|v| v.map(|n| n as i64)).collect::<Vec<_>>())),
+        _ => Arc::new(datafusion::arrow::array::UInt64Array::from(parsed.iter().map(|v| v.map(|n| n as u64)).collect::<Vec<_>>())),
+    }
 }
 
 fn dead_letter(partition: usize, r: &RawRecord, data: &[u8], reason: String) -> DeadLetter {

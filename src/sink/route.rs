@@ -30,7 +30,12 @@ impl Route {
             (RouteConfig::Kafka { .. }, None) => (RouteConfig::File(PathBuf::from(format!("osprey-out/{job}.{suffix}.jsonl"))), None),
             (other, _) => (other, None),
         };
-        Ok(Route { config, file: None, producer, written: 0 })
+        // Opened now, not at the first record: an earlier run's file never looks like this one's.
+        let file = match &config {
+            RouteConfig::File(path) => Some(BufWriter::new(crate::sink::file::open_fresh(path, &format!("{} file", describe_suffix(suffix)))?)),
+            _ => None,
+        };
+        Ok(Route { config, file, producer, written: 0 })
     }
 
     /// Where records go, for the run summary.
@@ -53,10 +58,7 @@ impl Route {
         self.written += 1;
         match &self.config {
             RouteConfig::File(path) => {
-                if self.file.is_none() {
-                    self.file = Some(open(path)?);
-                }
-                let f = self.file.as_mut().expect("opened above");
+                let f = self.file.as_mut().expect("a file route opens its file when built");
                 f.write_all(&line).with_context(|| format!("cannot write {}", path.display()))
             }
             RouteConfig::Stdout => Ok(std::io::stdout().lock().write_all(&line)?),
@@ -79,12 +81,12 @@ impl Route {
     }
 }
 
-fn open(path: &PathBuf) -> anyhow::Result<BufWriter<File>> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
+fn describe_suffix(suffix: &str) -> &str {
+    match suffix {
+        "dlq" => "dead-letter",
+        "late" => "late-record",
+        other => other,
     }
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(BufWriter::new(f))
 }
 
 /// The raw bytes of a record as JSON: text when they are UTF-8, hex otherwise.

@@ -80,6 +80,7 @@ pub struct KafkaSource {
     ready: VecDeque<Poll>,
     total_records: Option<u64>,
     brokers: String,
+    group: String,
 }
 
 /// Messages taken per poll, at most.
@@ -100,8 +101,12 @@ impl KafkaSource {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "true"),
-                // Tansu holds a fetch for about half of this even when data is ready.
-                ("fetch.wait.max.ms", "10"),
+                // Apache Kafka answers a fetch as soon as data is there, so this bounds only
+                // the wait on an idle partition. (Tansu holds every fetch for about half of
+                // it even when data is ready: set 10 in `[source] properties` there.)
+                ("fetch.wait.max.ms", "100"),
+                // Records of aborted transactions, and of open ones, are never read.
+                ("isolation.level", "read_committed"),
                 // A dead member's partitions move on after this (the broker's minimum is 6 s).
                 ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
@@ -139,6 +144,7 @@ impl KafkaSource {
             ready: VecDeque::new(),
             total_records: None,
             brokers: cluster.brokers.clone(),
+            group: group.clone(),
         };
         match start {
             Start::Group { .. } => {
@@ -229,17 +235,32 @@ impl KafkaSource {
         Ok(None)
     }
 
+    fn group_label(&self) -> String {
+        format!("group `{}`", self.group)
+    }
+
+    fn partition_names(&self, ps: &[usize]) -> String {
+        if ps.is_empty() {
+            return "no partition".into();
+        }
+        ps.iter().map(|&p| format!("{}/{p}", self.topic)).collect::<Vec<_>>().join(", ")
+    }
+
     fn take_events(&mut self) {
         let events: Vec<GroupEvent> = std::mem::take(&mut *self.events.lock().expect("not poisoned"));
         for e in events {
             match e {
                 GroupEvent::Assigned(ps) => {
+                    eprintln!("{}: assigned {}", self.group_label(), self.partition_names(&ps));
                     for &p in &ps {
                         self.assigned[p] = true;
                     }
                     self.ready.push_back(Poll::Assigned(ps));
                 }
                 GroupEvent::Revoked(ps) => {
+                    if !ps.is_empty() {
+                        eprintln!("{}: revoked {}", self.group_label(), self.partition_names(&ps));
+                    }
                     for &p in &ps {
                         self.assigned[p] = false;
                     }
