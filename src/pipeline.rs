@@ -96,6 +96,9 @@ pub struct Summary {
     pub dead_letters_to: String,
     pub late_to: String,
     pub elapsed: Duration,
+    /// Declared columns that were absent or null in every decoded record (a schema that does
+    /// not match the input, when records were decoded at all).
+    pub never_present: Vec<String>,
 }
 
 pub struct Pipeline {
@@ -109,6 +112,8 @@ pub struct Pipeline {
     late: Route,
     counters: Arc<JobCounters>,
     options: Options,
+    /// Per declared column: a decoded record had a value for it.
+    columns_seen: Vec<bool>,
     /// Per partition, the offset of the last record processed.
     processed: Vec<Option<i64>>,
     /// What was last committed, per partition.
@@ -144,6 +149,7 @@ impl Pipeline {
             job.event_time.allowed_lateness,
         );
         let partitions = source.partitions().len();
+        let declared = job.columns.len();
         Ok(Pipeline {
             dead_letters: Route::new(job.dead_letter.clone(), options.cluster.as_ref(), &job.name, "dlq")?,
             late: Route::new(job.late.clone(), options.cluster.as_ref(), &job.name, "late")?,
@@ -161,6 +167,7 @@ impl Pipeline {
             query,
             sink,
             counters: Arc::new(JobCounters::new()),
+            columns_seen: vec![false; declared],
             options,
         })
     }
@@ -263,7 +270,8 @@ impl Pipeline {
         let mut rows_in_open_windows = 0;
         if ended || self.options.flush_on_stop {
             let fired = self.operator.finish();
-            self.emit(fired)?;
+            // At the end of bounded input every window is complete; at a stop it is not.
+            self.emit_marked(fired, !ended)?;
             self.checkpoint()?;
         } else {
             // Commit up to the first row of the windows about to be discarded: a restart
@@ -285,6 +293,13 @@ impl Pipeline {
             dead_letters_to: self.dead_letters.describe(),
             late_to: self.late.describe(),
             elapsed: started.elapsed(),
+            never_present: self
+                .columns_seen
+                .iter()
+                .zip(&self.job.columns)
+                .filter(|(seen, _)| !**seen)
+                .map(|(_, c)| c.name.clone())
+                .collect(),
         })
     }
 
@@ -303,9 +318,14 @@ impl Pipeline {
             self.dead_letters.write(&record)?;
         }
         JobCounters::add(&self.counters.decode_errors, decoded.dead_letters.len() as u64);
+        for (i, seen) in self.columns_seen.iter_mut().enumerate() {
+            if !*seen {
+                let column = decoded.batch.column(i);
+                *seen = column.null_count() < column.len();
+            }
+        }
         let processed = self.operator.process(partition, &decoded.batch);
         if !processed.late_rows.is_empty() {
-            let wm = self.operator.watermark();
             let late = take_record_batch(&decoded.batch, &UInt32Array::from(processed.late_rows.clone()))?;
             let ts = event_times(&late, self.job.event_time_index());
             for (i, &row) in processed.late_rows.iter().enumerate() {
@@ -317,7 +337,7 @@ impl Pipeline {
                     "partition": partition,
                     "offset": decoded.offsets[row as usize],
                     "event_time": format_ts(ts[i]),
-                    "watermark": format_ts(wm),
+                    "watermark": format_ts(processed.late_watermarks[i]),
                     "reason": format!(
                         "late: every window of this record closed more than allowed_lateness ({} ms) ago",
                         self.job.event_time.allowed_lateness
@@ -333,6 +353,11 @@ impl Pipeline {
 
     /// Run the SQL on each fired window and hand the result to the sink.
     fn emit(&mut self, fired: Vec<FiredWindow>) -> anyhow::Result<()> {
+        self.emit_marked(fired, false)
+    }
+
+    /// `incomplete`: the windows are emitted at a stop, before the watermark closed them.
+    fn emit_marked(&mut self, fired: Vec<FiredWindow>, incomplete: bool) -> anyhow::Result<()> {
         self.counters.set_watermark(self.operator.watermark());
         let schema = self.query.output_schema();
         for w in fired {
@@ -350,6 +375,8 @@ impl Pipeline {
                 start: w.start,
                 end: w.end,
                 update: w.update,
+                revision: w.revision,
+                incomplete,
                 schema: &schema,
                 batches: &batches,
             };

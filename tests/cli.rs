@@ -135,7 +135,8 @@ fn bad_records_are_dead_lettered_and_the_replay_goes_on() {
         "{\"ts\":\"2026-01-05T09:03:30Z\",\"service\":\"a\",\"sta".to_string(), // truncated last line
     ];
     std::fs::write(d.join("requests.jsonl"), lines.join("\n")).unwrap();
-    let o = osprey(&["replay", "red.toml", "--output", "out.jsonl", "--dead-letters", "dlq.jsonl"], d);
+    // Four bad records in seven: past the default --max-dead-letter-ratio of 0.5.
+    let o = osprey(&["replay", "red.toml", "--output", "out.jsonl", "--dead-letters", "dlq.jsonl", "--max-dead-letter-ratio", "0.6"], d);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("4 records did not decode"), "{}", stderr(&o));
     let out: Vec<Value> = std::fs::read_to_string(d.join("out.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -167,7 +168,7 @@ fn late_records_are_counted_and_routed() {
     std::fs::write(d.join("requests.jsonl"), lines.join("\n")).unwrap();
     let o = osprey(&["replay", "red.toml", "--output", "out.jsonl", "--late", "late.jsonl"], d);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("1 records were late"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 record was late"), "{}", stderr(&o));
     let late: Vec<Value> = std::fs::read_to_string(d.join("late.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(late.len(), 1);
     assert_eq!(late[0]["offset"], 4);
@@ -301,4 +302,144 @@ fn keys_in_order(line: &str) -> Vec<String> {
         }
     }
     serde_json::Deserializer::from_str(line).deserialize_map(Keys).unwrap()
+}
+
+fn rows_of(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    generate(d, "requests.jsonl", 2_000, &[]);
+    write_job(d, "red.toml", RED_JOB);
+    let before = std::fs::read(d.join("requests.jsonl")).unwrap();
+    for args in [
+        vec!["replay", "red.toml", "--output", "requests.jsonl"],
+        vec!["replay", "red.toml", "--output", "./sub/../requests.jsonl", "--quiet"],
+        vec!["replay", "red.toml", "--output", "out.jsonl", "--dead-letters", "requests.jsonl"],
+        vec!["replay", "red.toml", "--input", "*.jsonl", "--output", "out.jsonl", "--late", "requests.jsonl"],
+    ] {
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        let o = osprey(&args, d);
+        assert!(!o.status.success(), "{args:?} must be refused");
+        assert!(stderr(&o).contains("is also an input file"), "{}", stderr(&o));
+        assert_eq!(std::fs::read(d.join("requests.jsonl")).unwrap(), before, "{args:?} left the input as it was");
+    }
+    let o = osprey(&["replay", "red.toml", "--output", "same.jsonl", "--dead-letters", "same.jsonl"], d);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("are the same file"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_line_holding_two_objects_and_a_fraction_in_an_integer_column_are_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_job(d, "red.toml", RED_JOB);
+    let rec = |s: u32, status: &str| format!("{{\"ts\":\"2026-01-05T09:00:{s:02}Z\",\"service\":\"a\",\"status\":{status},\"duration_ms\":1,\"bytes\":1}}");
+    let lines = [
+        rec(1, "200"),
+        format!("{}{}", rec(2, "200"), rec(3, "200")),  // two objects, no space
+        format!("{} {}", rec(4, "200"), rec(5, "200")), // two objects, a space
+        rec(6, "200.5"),
+        rec(7, "200.9999"),
+        rec(8, "200.0"), // whole: its value
+        rec(9, "2e2"),
+        rec(10, "9223372036854775808"), // past int64
+        (11..61).map(|s| rec(s, "200")).collect::<Vec<_>>().join(""), // fifty on one line
+        rec(11, "201"),
+    ];
+    std::fs::write(d.join("requests.jsonl"), lines.join("\n") + "\n").unwrap();
+    let o = osprey(&["replay", "red.toml", "--output", "out.jsonl", "--dead-letters", "dlq.jsonl", "--max-dead-letter-ratio", "1"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = rows_of(&d.join("out.jsonl"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["requests"], 4, "lines 1, 6 (200.0), 7 (2e2) and 10");
+    let dlq = rows_of(&d.join("dlq.jsonl"));
+    let offsets: Vec<i64> = dlq.iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, vec![2, 3, 4, 5, 8, 9]);
+    assert!(dlq[0]["reason"].as_str().unwrap().contains("one JSON object per record") || dlq[0]["reason"].as_str().unwrap().contains("trailing"), "{}", dlq[0]);
+    assert!(dlq[2]["reason"].as_str().unwrap().contains("200.5"), "{}", dlq[2]);
+    assert!(dlq[4]["reason"].as_str().unwrap().contains("range"), "{}", dlq[4]);
+    assert_eq!(dlq[5]["raw"].as_str().unwrap(), lines[8]);
+    assert!(stderr(&o).contains("6 records did not decode"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_second_run_keeps_the_first_runs_files_and_a_concurrent_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_job(d, "red.toml", RED_JOB);
+    let good = "{\"ts\":\"2026-01-05T09:00:01Z\",\"service\":\"a\",\"status\":200,\"duration_ms\":1,\"bytes\":1}";
+    std::fs::write(d.join("requests.jsonl"), format!("{good}\nnot json\n")).unwrap();
+    let args = ["replay", "red.toml", "--output", "out.jsonl", "--dead-letters", "dlq.jsonl"];
+    assert!(osprey(&args, d).status.success());
+    let first_out = std::fs::read_to_string(d.join("out.jsonl")).unwrap();
+    // The second run has no bad record: its dead-letter file is empty, the first one's kept.
+    std::fs::write(d.join("requests.jsonl"), format!("{good}\n")).unwrap();
+    let o = osprey(&args, d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is kept as"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(d.join("dlq.jsonl")).unwrap(), "", "no dead letter in this run");
+    let names: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let kept_dlq = names.iter().find(|n| n.starts_with("dlq.jsonl.")).expect("the first run's dead letters are kept");
+    assert_eq!(rows_of(&d.join(kept_dlq)).len(), 1);
+    let kept_out = names.iter().find(|n| n.starts_with("out.jsonl.")).expect("the first run's results are kept");
+    assert_eq!(std::fs::read_to_string(d.join(kept_out)).unwrap(), first_out);
+
+    // A file another process holds is refused, not shared.
+    let holder = std::fs::OpenOptions::new().append(true).open(d.join("out.jsonl")).unwrap();
+    holder.lock().unwrap();
+    let o = osprey(&args, d);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("being written by another run"), "{}", stderr(&o));
+}
+
+#[test]
+fn losses_are_reported_even_when_quiet_and_a_replay_of_the_wrong_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_job(d, "red.toml", RED_JOB);
+    // A binary file: nothing decodes.
+    std::fs::write(d.join("archive.jsonl"), (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let o = osprey(&["replay", "red.toml", "--input", "archive.jsonl", "--output", "out.jsonl", "--quiet"], d);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("did not decode"), "quiet still says what was lost: {}", stderr(&o));
+    // Accepting every ratio lets it pass.
+    let o = osprey(&["replay", "red.toml", "--input", "archive.jsonl", "--output", "out2.jsonl", "--max-dead-letter-ratio", "1"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Records of another shape: they decode, but no declared column but the time is ever there.
+    let other = (0..20).map(|s| format!("{{\"ts\":\"2026-01-05T09:00:{s:02}Z\",\"symbol\":\"X\",\"qty\":1}}")).collect::<Vec<_>>().join("\n");
+    std::fs::write(d.join("orders.jsonl"), other).unwrap();
+    let o = osprey(&["replay", "red.toml", "--input", "orders.jsonl", "--output", "out3.jsonl", "--quiet"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("warning") && err.contains("`service`") && err.contains("`status`") && !err.contains("`ts`"), "{err}");
+}
+
+#[test]
+fn updated_and_incomplete_windows_are_marked_and_an_emptied_window_is_retracted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let job = RED_JOB
+        .replace("FROM events GROUP BY window_start, window_end, service ORDER BY service", "FROM events GROUP BY window_start, window_end, service HAVING sum(bytes) > 0 ORDER BY service")
+        .replace("watermark_delay = \"5s\"", "watermark_delay = \"0s\"\nallowed_lateness = \"10m\"");
+    write_job(d, "red.toml", &job);
+    let rec = |t: &str, bytes: i64| format!("{{\"ts\":\"2026-01-05T{t}Z\",\"service\":\"a\",\"status\":200,\"duration_ms\":1,\"bytes\":{bytes}}}");
+    // Window 09:00 fires at 09:01:05, is updated by 09:00:30 (+1 byte), then emptied by -6 bytes.
+    let lines = [rec("09:00:10", 5), rec("09:01:05", 1), rec("09:00:30", 1), rec("09:00:40", -6), rec("09:02:30", 1)];
+    std::fs::write(d.join("requests.jsonl"), lines.join("\n")).unwrap();
+    let o = osprey(&["replay", "red.toml", "--output", "out.jsonl"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = rows_of(&d.join("out.jsonl"));
+    let first: Vec<&Value> = out.iter().filter(|r| r["window_start"] == "2026-01-05T09:00:00Z").collect();
+    assert_eq!(first.len(), 3, "{out:?}");
+    assert_eq!(first[0]["bytes"], 5);
+    assert!(first[0].get("_revision").is_none(), "a first firing carries no marker");
+    assert_eq!(first[1]["bytes"], 6);
+    assert_eq!(first[1]["_revision"], 1);
+    assert_eq!(first[2]["_revision"], 2);
+    assert_eq!(first[2]["_rows"], 0, "the update removed the window's only row: {}", first[2]);
 }

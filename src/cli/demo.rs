@@ -131,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("── demo over ──");
     for (job, handle) in handles {
         let summary = handle.join().expect("a job thread ends")?;
-        super::report(&job, &summary);
+        super::report(&job, &summary, false);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -102,36 +102,70 @@ pub fn stop_on_signal() -> Arc<AtomicBool> {
     stop
 }
 
-/// The closing lines of a run, on stderr.
-pub fn report(job: &Job, s: &Summary) {
+/// The closing lines of a run, on stderr. `quiet` drops the throughput line, never what was
+/// lost or set aside.
+pub fn report(job: &Job, s: &Summary, quiet: bool) {
     let c = &s.counters;
     let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let decoded = c.records_in.saturating_sub(c.decode_errors);
+    if decoded > 0 && !s.never_present.is_empty() {
+        let list = s.never_present.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        eprintln!(
+            "{}: warning: declared column{} {list} {} absent or null in all {decoded} decoded records; \
+             does [source.schema] in {} match this input?",
+            job.name,
+            if s.never_present.len() == 1 { "" } else { "s" },
+            if s.never_present.len() == 1 { "was" } else { "were" },
+            job.path.display()
+        );
+    }
+    if quiet {
+        report_losses(job, s);
+        return;
+    }
     eprintln!(
-        "{}: {} records in {:.2}s ({:.0}/s); {} windows closed, {} updates, {} rows out",
+        "{}: {} in {:.2}s ({:.0}/s); {} closed, {}, {} out",
         job.name,
-        c.records_in,
+        plural(c.records_in, "record"),
         secs,
         c.records_in as f64 / secs,
-        c.windows_closed,
-        c.window_updates,
-        c.rows_out
+        plural(c.windows_closed, "window"),
+        plural(c.window_updates, "update"),
+        plural(c.rows_out, "row")
     );
-    if c.decode_errors > 0 {
-        eprintln!("{}: {} records did not decode; they are in {}", job.name, c.decode_errors, s.dead_letters_to);
-    }
-    if c.late_records > 0 {
-        eprintln!("{}: {} records were late; they are in {}", job.name, c.late_records, s.late_to);
-    }
+    report_losses(job, s);
     if s.stopped {
         if s.flushed_on_stop {
-            eprintln!("{}: stopped; open windows were emitted with the rows they had (--flush-on-stop)", job.name);
+            eprintln!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);
         } else if s.open_windows_at_stop > 0 {
             eprintln!(
-                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (`osprey run --flush-on-stop` emits them instead)",
+                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (run with --flush-on-stop to emit them instead)",
                 job.name, s.open_windows_at_stop, s.rows_in_open_windows
             );
         } else {
             eprintln!("{}: stopped; no window was open", job.name);
         }
+    }
+}
+
+/// "1 window", "2 windows".
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// Dead letters and late records: always said, even with `--quiet`.
+fn report_losses(job: &Job, s: &Summary) {
+    let c = &s.counters;
+    if c.decode_errors > 0 {
+        eprintln!("{}: {} did not decode; they are in {}", job.name, plural(c.decode_errors, "record"), s.dead_letters_to);
+    }
+    if c.late_records > 0 {
+        eprintln!(
+            "{}: {} late; {} in {}",
+            job.name,
+            if c.late_records == 1 { "1 record was".to_string() } else { format!("{} records were", c.late_records) },
+            if c.late_records == 1 { "it is" } else { "they are" },
+            s.late_to
+        );
     }
 }

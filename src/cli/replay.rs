@@ -40,9 +40,20 @@ pub struct Args {
     /// Write late records here (JSON lines) instead of the job's [late].
     #[arg(long)]
     pub late: Option<PathBuf>,
-    /// No progress bar.
+    /// No progress bar and no throughput line (what did not decode or was late is still said).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Exit with status 3 when more than this fraction of the records did not decode (a gzip
+    /// archive, a wrong file): the output is still written. 1 never fails.
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    pub max_dead_letter_ratio: f64,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -80,8 +91,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sink = osprey::sink::build(&job, args.output.as_deref(), cluster.as_ref())?;
     let options = Options { progress: !args.quiet, cluster, ..Options::replay() };
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
-    if !args.quiet {
-        super::report(&job, &summary);
+    super::report(&job, &summary, args.quiet);
+    let c = &summary.counters;
+    if c.records_in > 0 && c.decode_errors as f64 > args.max_dead_letter_ratio * c.records_in as f64 {
+        eprintln!(
+            "{}: {} of {} records ({:.0}%) did not decode, more than --max-dead-letter-ratio {}: is the input the right file, \
+             uncompressed JSON lines or Parquet? (exit status 3)",
+            job.name,
+            c.decode_errors,
+            c.records_in,
+            100.0 * c.decode_errors as f64 / c.records_in as f64,
+            args.max_dead_letter_ratio
+        );
+        return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };
     eprintln!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
-    super::report(&job, &summary);
+    super::report(&job, &summary, false);
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,52 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// Every row of `batch`, one JSON object per line.
+/// The rows of one fired window as JSON lines, with the markers that let a consumer fold
+/// updates: `"_revision": n` on every row of a window's n-th update (its rows replace those of
+/// every lower revision of the same window), `"_incomplete": true` on a window emitted at a
+/// stop before it closed. An update that leaves the window with no rows is one line,
+/// `{"window_start", "window_end", "_revision": n, "_rows": 0}`, so the retraction is seen.
+pub fn write_window(result: &crate::sink::WindowResult, out: &mut Vec<u8>) {
+    if result.update && result.rows() == 0 {
+        write_empty_update(result, out);
+        out.push(b'\n');
+        return;
+    }
+    for b in result.batches {
+        for row in 0..b.num_rows() {
+            write_row_marked(b, row, result.revision, result.incomplete, out);
+            out.push(b'\n');
+        }
+    }
+}
+
+/// A row with the window's markers (see [`write_window`]).
+pub fn write_row_marked(batch: &RecordBatch, row: usize, revision: u32, incomplete: bool, out: &mut Vec<u8>) {
+    write_row(batch, row, out);
+    if revision == 0 && !incomplete {
+        return;
+    }
+    out.pop();
+    if revision > 0 {
+        out.extend_from_slice(format!(",\"_revision\":{revision}").as_bytes());
+    }
+    if incomplete {
+        out.extend_from_slice(b",\"_incomplete\":true");
+    }
+    out.push(b'}');
+}
+
+/// The record that says an update removed every row of a window.
+pub fn write_empty_update(result: &crate::sink::WindowResult, out: &mut Vec<u8>) {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    let bounds = TimestampMillisecondArray::from(vec![result.start, result.end]).with_timezone("UTC");
+    out.extend_from_slice(b"{\"window_start\":");
+    write_value(&bounds, 0, out);
+    out.extend_from_slice(b",\"window_end\":");
+    write_value(&bounds, 1, out);
+    out.extend_from_slice(format!(",\"_revision\":{},\"_rows\":0}}", result.revision).as_bytes());
+}
+
 pub fn write_rows(batch: &RecordBatch, out: &mut Vec<u8>) {
     for row in 0..batch.num_rows() {
         write_row(batch, row, out);

@@ -28,9 +28,7 @@ impl FileSink {
 impl Sink for FileSink {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
         self.buf.clear();
-        for b in result.batches {
-            output::json::write_rows(b, &mut self.buf);
-        }
+        output::json::write_window(result, &mut self.buf);
         self.out.write_all(&self.buf).with_context(|| format!("cannot write {}", self.path.display()))
     }
 

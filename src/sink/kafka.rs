@@ -46,12 +46,17 @@ pub fn key_of(batch: &datafusion::arrow::record_batch::RecordBatch, columns: &[u
 
 impl Sink for KafkaSink {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
+        if result.update && result.rows() == 0 {
+            self.row.clear();
+            json::write_empty_update(result, &mut self.row);
+            return self.producer.send(&self.topic, None, &self.row);
+        }
         for batch in result.batches {
             let schema = batch.schema();
             let key_columns: Vec<usize> = self.key.iter().filter_map(|k| schema.index_of(k).ok()).collect();
             for row in 0..batch.num_rows() {
                 self.row.clear();
-                json::write_row(batch, row, &mut self.row);
+                json::write_row_marked(batch, row, result.revision, result.incomplete, &mut self.row);
                 let key = (!key_columns.is_empty()).then(|| key_of(batch, &key_columns, row));
                 self.producer.send(&self.topic, key.as_deref(), &self.row)?;
             }

@@ -20,6 +20,10 @@ pub struct WindowResult<'a> {
     pub end: Millis,
     /// The window fired before; these rows replace its earlier result.
     pub update: bool,
+    /// 0 the first time a window fires, n for its n-th update (`_revision` in JSON).
+    pub revision: u32,
+    /// Emitted at a stop (`--flush-on-stop`) before the watermark closed it (`_incomplete`).
+    pub incomplete: bool,
     pub schema: &'a SchemaRef,
     pub batches: &'a [RecordBatch],
 }

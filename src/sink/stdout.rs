@@ -19,9 +19,7 @@ impl JsonLines {
 
 impl Sink for JsonLines {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
-        for b in result.batches {
-            output::json::write_rows(b, &mut self.buf);
-        }
+        output::json::write_window(result, &mut self.buf);
         if self.buf.len() > 1 << 16 {
             self.flush()?;
         }

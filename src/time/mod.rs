@@ -34,6 +34,8 @@ pub struct FiredWindow {
     pub batches: Vec<RecordBatch>,
     /// True when the window fired before and late records changed it.
     pub update: bool,
+    /// 0 the first time the window fires, then 1, 2, ... for each update.
+    pub revision: u32,
 }
 
 impl FiredWindow {
@@ -49,6 +51,8 @@ pub struct Processed {
     pub fired: Vec<FiredWindow>,
     /// Rows of the batch that were too late for every window they belong to.
     pub late_rows: Vec<u32>,
+    /// For each late row, the watermark that made it late (the one in force when it arrived).
+    pub late_watermarks: Vec<Millis>,
 }
 
 /// How a record fits the windows, decided against the watermark before it.
@@ -175,6 +179,7 @@ impl WindowOperator {
             };
             if fate == Fate::Late {
                 out.late_rows.push(row as u32);
+                out.late_watermarks.push(wm);
             }
             let new_wm = self.watermarks.observe(partition, t);
             if fate == Fate::FireNow || (new_wm > wm && new_wm >= self.next_fire()) {

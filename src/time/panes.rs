@@ -25,7 +25,8 @@ pub struct Panes {
     /// Ends of windows that hold rows and have not fired.
     unfired: BTreeSet<Millis>,
     /// Ends of windows that fired and still accept late rows.
-    retained: BTreeSet<Millis>,
+    /// Ends of windows that fired and still accept late rows, with how often they fired.
+    retained: BTreeMap<Millis, u32>,
     /// Ends of windows to fire at once (late rows arrived after their end).
     due_now: BTreeSet<Millis>,
     /// Rows of the batch being processed, per pane, as runs of row numbers.
@@ -45,7 +46,7 @@ impl Panes {
             pane: gcd(size, slide),
             panes: BTreeMap::new(),
             unfired: BTreeSet::new(),
-            retained: BTreeSet::new(),
+            retained: BTreeMap::new(),
             due_now: BTreeSet::new(),
             pending: Vec::new(),
             last: None,
@@ -140,11 +141,13 @@ impl Panes {
             let start = end - self.size;
             let batches: Vec<RecordBatch> =
                 self.panes.range(start..end).flat_map(|(_, b)| b.0.iter().cloned()).collect();
-            let update = !self.retained.insert(end);
-            fired.push(FiredWindow { start, end, key: Vec::new(), batches, update });
+            let times = self.retained.entry(end).or_insert(0);
+            let revision = *times;
+            *times += 1;
+            fired.push(FiredWindow { start, end, key: Vec::new(), batches, update: revision > 0, revision });
         }
         // Forget windows past their lateness, and panes no window needs any more.
-        self.retained.retain(|end| end.saturating_add(lateness) > wm);
+        self.retained.retain(|end, _| end.saturating_add(lateness) > wm);
         let (size, slide) = (self.size, self.slide);
         self.panes.retain(|&p, _| (floor_to(p, slide) + size).saturating_add(lateness) > wm);
         self.last = None;

@@ -42,7 +42,8 @@ struct Session {
     start: Millis,
     end: Millis,
     batches: SerdeBatches,
-    fired: bool,
+    /// How often the session fired.
+    fired: u32,
     /// Rows of the batch being processed.
     #[serde(skip)]
     pending: Vec<u32>,
@@ -101,7 +102,7 @@ impl Sessions {
                 ids.push(id);
                 self.sessions.insert(
                     id,
-                    Session { key: key.to_vec(), start: t, end, batches: SerdeBatches::default(), fired: false, pending: Vec::new() },
+                    Session { key: key.to_vec(), start: t, end, batches: SerdeBatches::default(), fired: 0, pending: Vec::new() },
                 );
                 self.unfired.insert((end, id));
                 id
@@ -117,7 +118,7 @@ impl Sessions {
             s.start = s.start.min(gone.start);
             self.unfired.remove(&(s.end, id));
             s.end = s.end.max(gone.end);
-            s.fired |= gone.fired;
+            s.fired = s.fired.max(gone.fired);
             s.batches.0.extend(gone.batches.0);
             s.pending.extend(gone.pending);
         }
@@ -129,7 +130,7 @@ impl Sessions {
             self.touched.push(id); // duplicates are harmless: materialize empties pending once
         }
         s.pending.push(row);
-        if s.end <= wm || s.fired {
+        if s.end <= wm || s.fired > 0 {
             self.due_now.insert(id);
             Fate::FireNow
         } else {
@@ -172,9 +173,10 @@ impl Sessions {
                 end: s.end,
                 key: s.key.clone(),
                 batches: s.batches.0.clone(),
-                update: s.fired,
+                update: s.fired > 0,
+                revision: s.fired,
             });
-            s.fired = true;
+            s.fired += 1;
             self.retained.insert(id);
         }
         // Forget sessions past their lateness.
