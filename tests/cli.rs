@@ -198,6 +198,11 @@ fn bad_job_files_are_refused_with_line_and_reason() {
         ("event time missing", RED_JOB.replace("column = \"ts\"", "column = \"tss\""), "column = \"tss\"", vec!["not in [source.schema]", "did you mean `ts`"]),
         ("window without size", RED_JOB.replace("size = \"1m\"", ""), "kind = \"tumbling\"", vec!["needs `size`"]),
         ("unknown window kind", RED_JOB.replace("kind = \"tumbling\"", "kind = \"tumblin\""), "tumblin", vec!["did you mean `tumbling`"]),
+        ("unknown column, nothing near", RED_JOB.replace("max(duration_ms)", "max(nosuch)"), "max(nosuch)", vec!["unknown column `nosuch`", "the columns of `events` are"]),
+        ("unknown column in WHERE", RED_JOB.replace("FROM events GROUP", "FROM events\nWHERE zzz > 1 GROUP"), "WHERE zzz", vec!["unknown column `zzz`"]),
+        ("operator types in WHERE", RED_JOB.replace("FROM events GROUP", "FROM events\nWHERE status + 'abc' > 1 GROUP"), "WHERE status", vec!["`+` cannot combine"]),
+        ("column not grouped", RED_JOB.replace("GROUP BY window_start, window_end, service", "GROUP BY window_start, window_end"), "SELECT window_start", vec!["`service` must be in GROUP BY"]),
+        ("mixed case unquoted", RED_JOB.replace("service = \"string\"", "serviceName = \"string\"").replace(", service", ", serviceName").replace("BY service", "BY serviceName"), "SELECT window_start", vec!["\"serviceName\" in double quotes"]),
         ("slide longer than size", RED_JOB.replace("kind = \"tumbling\"\nsize = \"1m\"", "kind = \"hopping\"\nsize = \"1m\"\nslide = \"5m\""), "slide", vec!["longer than `size`"]),
     ];
     for (what, text, needle, words) in cases {

@@ -8,6 +8,22 @@ use crate::job::{JobError, SqlText};
 
 pub fn to_job_error(sql: &SqlText, schema: &Schema, e: &DataFusionError) -> JobError {
     let message = clean(&e.to_string());
+    // An unknown column, from the error itself rather than its text.
+    if let Some((name, valid)) = field_not_found(e) {
+        return unknown_column(sql, &name, &valid);
+    }
+    // A column neither grouped nor aggregated (DataFusion words it as a wildcard expansion).
+    if let Some(column) = between(&message, "column \"", "\" must appear in the GROUP BY clause") {
+        let short = column.rsplit('.').next().unwrap_or(&column).to_string();
+        return locate(sql, &short, format!("SQL: column `{short}` must be in GROUP BY or inside an aggregate function"))
+            .with_help(format!("add `{short}` to GROUP BY, or aggregate it, for example max({short})"));
+    }
+    // Operands of an operator that do not fit: point at the operator.
+    if let Some(expr) = between(&message, "Cannot coerce arithmetic expression ", " to valid types") {
+        let op = expr.split_whitespace().nth(1).unwrap_or("").to_string();
+        let text = format!("SQL: `{op}` cannot combine {}", expr.replacen(&format!(" {op} "), " and ", 1));
+        return locate_symbol(sql, &op, text).with_help("cast one side (CAST(x AS BIGINT)) so both have a type the operator takes");
+    }
     // A function given the wrong types: say which, and point at the call.
     if let Some(call) = between(&message, "No function matches the given name and argument types '", "'") {
         return function_error(sql, schema, &call, &message);
@@ -50,8 +66,51 @@ pub fn to_job_error(sql: &SqlText, schema: &Schema, e: &DataFusionError) -> JobE
     sql.error_at(1, 1, 1, format!("SQL: {message}"))
 }
 
+/// The unknown column and the valid ones, when the error (or one it wraps) says so.
+fn field_not_found(e: &DataFusionError) -> Option<(String, Vec<String>)> {
+    use datafusion::common::SchemaError;
+    let mut e = e;
+    loop {
+        match e {
+            DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => e = inner,
+            DataFusionError::Shared(inner) => e = inner,
+            DataFusionError::SchemaError(schema_error, _) => {
+                let SchemaError::FieldNotFound { field, valid_fields } = schema_error.as_ref() else { return None };
+                return Some((field.name.clone(), valid_fields.iter().map(|c| c.name.clone()).filter(|n| !n.contains('(')).collect()));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// `name` is not a column: point at it, and say what was meant. SQL folds unquoted names to
+/// lower case, so a mixed-case column must be quoted.
+fn unknown_column(sql: &SqlText, name: &str, valid: &[String]) -> JobError {
+    let err = locate(sql, name, format!("SQL: unknown column `{name}`"));
+    if let Some(exact) = valid.iter().find(|v| v.eq_ignore_ascii_case(name) && *v != name) {
+        return err.with_help(format!("column names are case-sensitive and SQL lower-cases unquoted names: write \"{exact}\" in double quotes"));
+    }
+    match closest(name, valid.iter().map(String::as_str)) {
+        Some(near) => err.with_help(format!("did you mean `{near}`? (columns: {})", valid.join(", "))),
+        None => err.with_help(format!("the columns of `events` are {}", valid.join(", "))),
+    }
+}
+
+/// An error at the first occurrence of an operator symbol in the SQL.
+fn locate_symbol(sql: &SqlText, symbol: &str, message: String) -> JobError {
+    if !symbol.is_empty() {
+        for (i, line) in sql.text.lines().enumerate() {
+            if let Some(at) = line.find(symbol) {
+                return sql.error_at(i + 1, line[..at].chars().count() + 1, symbol.chars().count(), message);
+            }
+        }
+    }
+    sql.error_at(1, 1, 1, message)
+}
+
 fn clean(m: &str) -> String {
     let m = m.trim();
+    let m = m.strip_prefix("type_coercion\ncaused by\n").unwrap_or(m);
     for prefix in ["Error during planning: ", "Schema error: ", "SQL error: ", "Execution error: ", "This feature is not implemented: "] {
         if let Some(rest) = m.strip_prefix(prefix) {
             return rest.to_string();
