@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Osprey: windowed SQL over telemetry streams, turned into alerts.
+/// Osprey: windowed SQL over telemetry streams, from files, Kafka or a generator.
 #[derive(Parser)]
 #[command(name = "osprey", version, about, long_about = None)]
 struct Cli {

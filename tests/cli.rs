@@ -203,6 +203,7 @@ fn bad_job_files_are_refused_with_line_and_reason() {
         ("operator types in WHERE", RED_JOB.replace("FROM events GROUP", "FROM events\nWHERE status + 'abc' > 1 GROUP"), "WHERE status", vec!["`+` cannot combine"]),
         ("column not grouped", RED_JOB.replace("GROUP BY window_start, window_end, service", "GROUP BY window_start, window_end"), "SELECT window_start", vec!["`service` must be in GROUP BY"]),
         ("mixed case unquoted", RED_JOB.replace("service = \"string\"", "serviceName = \"string\"").replace(", service", ", serviceName").replace("BY service", "BY serviceName"), "SELECT window_start", vec!["\"serviceName\" in double quotes"]),
+        ("sub-millisecond window", RED_JOB.replace("size = \"1m\"", "size = \"1500us\""), "size = \"1500us\"", vec!["not a whole number of milliseconds"]),
         ("slide longer than size", RED_JOB.replace("kind = \"tumbling\"\nsize = \"1m\"", "kind = \"hopping\"\nsize = \"1m\"\nslide = \"5m\""), "slide", vec!["longer than `size`"]),
     ];
     for (what, text, needle, words) in cases {
@@ -447,4 +448,57 @@ fn updated_and_incomplete_windows_are_marked_and_an_emptied_window_is_retracted(
     assert_eq!(first[1]["_revision"], 1);
     assert_eq!(first[2]["_revision"], 2);
     assert_eq!(first[2]["_rows"], 0, "the update removed the window's only row: {}", first[2]);
+}
+
+#[test]
+fn the_command_line_refuses_what_a_job_file_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, words) in [
+        (vec!["generate", "--rate", "0", "-n", "1"], "rate above 0"),
+        (vec!["generate", "--rate", "100000000", "-n", "1"], "at most"),
+        (vec!["generate", "--malformed", "1.5", "-n", "1"], "fraction between 0 and 1"),
+        (vec!["generate", "--partitions", "0", "-n", "1"], "partitions"),
+        (vec!["demo", "--speed", "0"], "speed above 0"),
+        (vec!["demo", "--duration", "0s"], "above zero"),
+        (vec!["replay", "x.toml", "--max-dead-letter-ratio", "2"], "fraction"),
+    ] {
+        let o = osprey(&args, d);
+        assert_eq!(o.status.code(), Some(2), "{args:?} is a usage error: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+    }
+    // --events counts events, whatever the stream makes per order.
+    let o = osprey(&["generate", "--stream", "trading-events", "--events", "100"], d);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 100);
+    // A reader that stops early is not an error.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["generate", "--events", "1000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_record_and_job_paths_are_relative_to_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("jobs")).unwrap();
+    let job = RED_JOB.replace("[event_time]", "[sink]\nkind = \"file\"\npath = \"out/red.jsonl\"\n[dead_letter]\nkind = \"file\"\npath = \"out/red.dlq.jsonl\"\n[event_time]");
+    write_job(&d.join("jobs"), "red.toml", &job);
+    let line = "{\"ts\":\"2026-01-05T09:00:01Z\",\"service\":\"a\",\"status\":200,\"duration_ms\":1,\"bytes\":1}";
+    let mut bytes = vec![0xEF, 0xBB, 0xBF];
+    bytes.extend_from_slice(format!("{line}\n{line}\n").as_bytes());
+    std::fs::write(d.join("jobs/requests.jsonl"), bytes).unwrap();
+    let o = osprey(&["replay", "jobs/red.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = rows_of(&d.join("jobs/out/red.jsonl"));
+    assert_eq!(out[0]["requests"], 2, "both records decode");
+    assert_eq!(std::fs::read_to_string(d.join("jobs/out/red.dlq.jsonl")).unwrap(), "");
 }

@@ -24,17 +24,20 @@ const EMBEDDED: &[(&str, &str)] = &[
 #[derive(clap::Args)]
 pub struct Args {
     /// Wall-clock running time.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::positive_duration)]
     pub duration: Duration,
     /// Generator seed: the same seed prints the same results.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Event-time seconds per wall-clock second.
-    #[arg(long, default_value_t = 40.0)]
+    #[arg(long, default_value_t = 40.0, value_parser = super::speed)]
     pub speed: f64,
     /// Folder of job files; defaults to ./jobs, or the bundled jobs when there is none.
     #[arg(long)]
     pub jobs: Option<PathBuf>,
+    /// At the end, print the windows still open (marked incomplete) instead of discarding them.
+    #[arg(long)]
+    pub flush_on_stop: bool,
 }
 
 /// Prints each window as a table, one window at a time across jobs.
@@ -105,12 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.duration,
         args.seed
     );
-    println!(
-        "Injected incident: `{}` errors and latency rise from {} to {}. Watch http_error_burst and the p99 column.\n",
-        incident.service,
-        format_ts(start + incident.at),
-        format_ts(start + incident.at + incident.duration)
-    );
+    let names: Vec<&str> = jobs.iter().map(|(j, _)| j.name.as_str()).collect();
+    let watch: Vec<&str> = [("http_error_burst", "http_error_burst"), ("http_red", "the p99_ms column of http_red")]
+        .iter()
+        .filter(|(job, _)| names.contains(job))
+        .map(|(_, what)| *what)
+        .collect();
+    if jobs.iter().any(|(_, s)| matches!(s, SourceConfig::Generator(g) if g.stream == Stream::HttpRequests)) {
+        println!(
+            "Injected incident: `{}` errors and latency rise from {} to {}.{}\n",
+            incident.service,
+            format_ts(start + incident.at),
+            format_ts(start + incident.at + incident.duration),
+            if watch.is_empty() { String::new() } else { format!(" Watch {}.", watch.join(" and ")) }
+        );
+    }
 
     let stop = super::stop_on_signal();
     let out = Arc::new(Mutex::new(()));
@@ -118,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (job, source) in jobs {
         let SourceConfig::Generator(g) = source else { unreachable!() };
         // Four jobs share two cores: each decodes on its own thread.
-        let options = Options { decode_threads: 0, ..Options::live(stop.clone()) };
+        let options = Options { decode_threads: 0, flush_on_stop: args.flush_on_stop, ..Options::live(stop.clone()) };
         let sink = Box::new(DemoSink { out: out.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
         handles.push((job, std::thread::spawn(move || pipeline.run())));

@@ -14,16 +14,16 @@ pub struct Args {
     /// How many events.
     #[arg(long, short = 'n', default_value_t = 100_000)]
     pub events: u64,
-    /// Events per second of event time.
-    #[arg(long, default_value_t = 200.0)]
+    /// Events per second of event time (above 0, at most 1,000,000).
+    #[arg(long, default_value_t = 200.0, value_parser = super::rate)]
     pub rate: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Share of malformed records (dead-letter practice).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::fraction)]
     pub malformed: f64,
     /// Share of records delivered minutes late.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::fraction)]
     pub late: f64,
     /// Output file (JSON lines); stdout when absent and no --brokers.
     #[arg(long, short)]
@@ -35,7 +35,7 @@ pub struct Args {
     /// The topic to produce to (created if missing, with --partitions).
     #[arg(long)]
     pub topic: Option<String>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
     /// With --brokers: produce in real time at --rate until Ctrl-C, instead of --events at once.
     #[arg(long, requires = "brokers")]
@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let written = match &args.output {
         Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file = osprey::sink::file::open_fresh(path, "output file")?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             let n = write_json_lines(cfg, args.events, &mut out)?;
             out.flush()?;
@@ -100,9 +100,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let n = write_json_lines(cfg, args.events, &mut out)?;
-            out.flush()?;
-            n
+            match write_json_lines(cfg, args.events, &mut out).and_then(|n| out.flush().map(|_| n)) {
+                Ok(n) => n,
+                // The reader has what it wanted (`osprey generate | head`): not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+                Err(e) => return Err(e).context("cannot write to stdout"),
+            }
         }
     };
     if let Some(path) = &args.output {

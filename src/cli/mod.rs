@@ -84,6 +84,40 @@ fn resolve(path: &Path) -> std::path::PathBuf {
     }
 }
 
+/// A command-line fraction, 0 to 1.
+pub fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
+    }
+}
+
+/// A generator rate: events per second of event time.
+pub fn rate(text: &str) -> Result<f64, String> {
+    let max = osprey::source::generator::MAX_RATE;
+    match text.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= max => Ok(r),
+        _ => Err(format!("`{text}` is not a rate above 0 and at most {max} events per second")),
+    }
+}
+
+/// A speed-up of event time: above 0.
+pub fn speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("`{text}` is not a speed above 0 (1 is real time, 60 a minute a second)")),
+    }
+}
+
+/// A duration above zero (humantime: "30s", "2m").
+pub fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("the duration must be above zero".into()),
+        Err(e) => Err(format!("`{text}` is not a duration ({e}); write one such as 30s or 2m")),
+    }
+}
+
 /// A flag set by Ctrl-C or SIGTERM.
 pub fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,7 +173,7 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
             eprintln!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);
         } else if s.open_windows_at_stop > 0 {
             eprintln!(
-                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (run with --flush-on-stop to emit them instead)",
+                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (--flush-on-stop emits them instead)",
                 job.name, s.open_windows_at_stop, s.rows_in_open_windows
             );
         } else {

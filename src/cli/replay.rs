@@ -45,15 +45,8 @@ pub struct Args {
     pub quiet: bool,
     /// Exit with status 3 when more than this fraction of the records did not decode (a gzip
     /// archive, a wrong file): the output is still written. 1 never fails.
-    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.5, value_parser = super::fraction)]
     pub max_dead_letter_ratio: f64,
-}
-
-fn fraction(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -19,13 +19,25 @@ pub struct Args {
     /// Write result rows here as JSON lines instead of the job's sink.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Write dead letters here (JSON lines) instead of the job's [dead_letter].
+    #[arg(long)]
+    pub dead_letters: Option<PathBuf>,
+    /// Write late records here (JSON lines) instead of the job's [late].
+    #[arg(long)]
+    pub late: Option<PathBuf>,
     /// When stopped, emit open windows with the rows they have instead of discarding them.
     #[arg(long)]
     pub flush_on_stop: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let job = super::load_job(&args.job)?;
+    let mut job = super::load_job(&args.job)?;
+    if let Some(p) = &args.dead_letters {
+        job.dead_letter = osprey::job::RouteConfig::File(p.clone());
+    }
+    if let Some(p) = &args.late {
+        job.late = osprey::job::RouteConfig::File(p.clone());
+    }
     let cluster = super::cluster(&job, args.brokers.as_deref());
     let inputs = match &job.source {
         SourceConfig::File { pattern, .. } => Some(pattern.as_str()),

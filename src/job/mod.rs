@@ -234,12 +234,16 @@ impl Checker<'_> {
         if raw == "0" {
             return Ok(0);
         }
-        humantime::parse_duration(raw)
-            .map(|d| d.as_millis() as Millis)
-            .map_err(|e| {
-                self.err(value, format!("bad duration for `{key}`: `{raw}` ({e})"))
-                    .with_help("write a duration such as \"250ms\", \"5s\", \"1m\", \"1h 30m\"")
-            })
+        let d = humantime::parse_duration(raw).map_err(|e| {
+            self.err(value, format!("bad duration for `{key}`: `{raw}` ({e})"))
+                .with_help("write a duration such as \"250ms\", \"5s\", \"1m\", \"1h 30m\"")
+        })?;
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(self
+                .err(value, format!("`{key}` = `{raw}` is not a whole number of milliseconds"))
+                .with_help("event time has millisecond resolution: write \"1ms\" or more, in whole milliseconds"));
+        }
+        Ok(d.as_millis() as Millis)
     }
 
     fn positive_duration(&self, value: &Spanned<String>, key: &str) -> Result<Millis, JobError> {
@@ -455,8 +459,12 @@ impl Checker<'_> {
         })?;
         let mut g = GeneratorConfig::new(stream);
         if let Some(rate) = &s.rate {
-            if !(*rate.get_ref() > 0.0 && rate.get_ref().is_finite()) {
-                return Err(self.err(rate, "`rate` (events per second) must be above zero"));
+            if !(*rate.get_ref() > 0.0 && *rate.get_ref() <= crate::source::generator::MAX_RATE) {
+                return Err(self.err(
+                    rate,
+                    format!("`rate` (events per second) must be above zero and at most {}", crate::source::generator::MAX_RATE),
+                )
+                .with_help("for more events, generate a file (osprey generate) and replay it"));
             }
             g.rate = *rate.get_ref();
         }
@@ -617,7 +625,7 @@ impl Checker<'_> {
                 let path = s.path.as_ref().ok_or_else(|| {
                     self.err(&s.kind, "a file sink needs `path`").with_help("add path = \"out/<job>.jsonl\" to [sink]")
                 })?;
-                Ok(SinkConfig::File { path: PathBuf::from(path.get_ref()) })
+                Ok(SinkConfig::File { path: relative_to_job(self.path, path.get_ref()) })
             }
             "kafka" => {
                 let topic = s.topic.as_ref().ok_or_else(|| {
@@ -650,9 +658,12 @@ impl Checker<'_> {
         };
         let r = r.get_ref();
         match r.kind.get_ref().as_str() {
-            "file" => Ok(RouteConfig::File(PathBuf::from(
-                r.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| format!("osprey-out/{job}.{suffix}.jsonl")),
-            ))),
+            // A path written in the job file is relative to it, like a source's; the default is
+            // relative to where osprey runs.
+            "file" => Ok(RouteConfig::File(match r.path.as_ref() {
+                Some(p) => relative_to_job(self.path, p.get_ref()),
+                None => PathBuf::from(format!("osprey-out/{job}.{suffix}.jsonl")),
+            })),
             "stdout" => Ok(RouteConfig::Stdout),
             "stderr" => Ok(RouteConfig::Stderr),
             "kafka" => Ok(RouteConfig::Kafka {

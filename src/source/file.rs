@@ -86,6 +86,7 @@ impl FileSource {
         let mut data = Vec::with_capacity(limit.min((f.len - f.next) as usize) + 1);
         (&mut file).take(limit as u64).read_to_end(&mut data)?;
         let at_eof = f.next + data.len() as u64 >= f.len;
+        let first = f.next == 0;
         // Keep whole lines; a line longer than the chunk is read on until its end.
         if !at_eof {
             match data.iter().rposition(|&b| b == b'\n') {
@@ -111,6 +112,10 @@ impl FileSource {
         f.next += data.len() as u64;
         if f.next >= f.len {
             f.ended = true;
+        }
+        // A UTF-8 byte-order mark (from Windows tools) is not part of the first record.
+        if first && data.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            data.drain(..3);
         }
         let records = split_lines(&data, &mut f.next_offset);
         Ok(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None } })

@@ -73,6 +73,10 @@ pub struct GeneratorConfig {
 /// Monday 2026-01-05 09:00:00 UTC: a fixed start, so a seed alone makes a run reproducible.
 pub const DEFAULT_START: Millis = 1_767_603_600_000;
 
+/// The highest event rate the generator takes (events per second of event time): beyond it,
+/// events a microsecond apart would share a millisecond timestamp and live pacing cannot keep up.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
 impl GeneratorConfig {
     pub fn new(stream: Stream) -> Self {
         GeneratorConfig {
@@ -188,6 +192,9 @@ impl Generator {
     }
 
     fn deliver(&mut self, ts: Millis, partition: u32, mut line: String) {
+        if self.exhausted() {
+            return; // an order's fills past the requested count are not made
+        }
         let mut delay = (self.rng.next_f64() * self.cfg.max_delay as f64) as Millis;
         if self.cfg.late_fraction > 0.0 && self.rng.next_f64() < self.cfg.late_fraction {
             delay += 120_000 + (self.rng.next_f64() * 60_000.0) as Millis;
