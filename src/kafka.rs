@@ -42,11 +42,24 @@ impl Cluster {
     /// Create the topics that do not exist yet (`partitions` each, replication 1 unless the
     /// broker says otherwise). Tansu, like many managed clusters, does not create on produce.
     pub fn ensure_topics(&self, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+        self.ensure_topics_with(topics, &[])
+    }
+
+    /// A compacted topic (`cleanup.policy=compact`): Kafka keeps the latest record per key.
+    pub fn ensure_compacted_topic(&self, topic: &str) -> anyhow::Result<()> {
+        self.ensure_topics_with(&[(topic, 1)], &[("cleanup.policy", "compact")])
+    }
+
+    /// Create missing topics with topic-level `config`.
+    pub fn ensure_topics_with(&self, topics: &[(&str, i32)], config: &[(&str, &str)]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self
             .config(&[])
             .create()
             .with_context(|| format!("cannot connect to Kafka at {}", self.brokers))?;
-        let new: Vec<NewTopic> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|(t, p)| config.iter().fold(NewTopic::new(t, *p, TopicReplication::Fixed(1)), |n, (k, v)| n.set(k, v)))
+            .collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = rt

@@ -8,8 +8,10 @@
 //!
 //! [`pipeline::Pipeline`] wires the stages for one job; [`job::Job`] is a validated job file.
 
+pub mod alert;
 pub mod decode;
 pub mod exec;
+pub mod invariant;
 pub mod job;
 pub mod kafka;
 pub mod metrics;

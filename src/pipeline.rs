@@ -17,8 +17,11 @@ use serde_json::json;
 
 use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
+use crate::alert::stage::AlertCounts;
+use crate::alert::{AlertStage, Evaluation, Evaluator};
 use crate::exec::WindowQuery;
-use crate::job::Job;
+use crate::invariant::InvariantEvaluator;
+use crate::job::{Job, JobKind};
 use crate::metrics::{CountersSnapshot, JobCounters};
 use crate::kafka::Cluster;
 use crate::progress::{Progress, Total};
@@ -99,6 +102,14 @@ pub struct Summary {
     /// Declared columns that were absent or null in every decoded record (a schema that does
     /// not match the input, when records were decoded at all).
     pub never_present: Vec<String>,
+    /// Alerting jobs: what the alert stage did, and where its records went.
+    pub alerts: Option<(AlertCounts, String)>,
+}
+
+/// An alerting job's operator and alert stage, after the SQL.
+struct Alerting {
+    evaluator: Box<dyn Evaluator>,
+    stage: AlertStage,
 }
 
 pub struct Pipeline {
@@ -114,6 +125,9 @@ pub struct Pipeline {
     options: Options,
     /// Per declared column: a decoded record had a value for it.
     columns_seen: Vec<bool>,
+    /// `None` for query jobs; their rows go to the sink. An alerting job's sink gets its
+    /// evaluated rows (`--rows`).
+    alerting: Option<Alerting>,
     /// Per partition, the offset of the last record processed.
     processed: Vec<Option<i64>>,
     /// What was last committed, per partition.
@@ -150,6 +164,7 @@ impl Pipeline {
         );
         let partitions = source.partitions().len();
         let declared = job.columns.len();
+        let alerting = Self::alerting(&job, &query, options.cluster.as_ref())?;
         Ok(Pipeline {
             dead_letters: Route::new(job.dead_letter.clone(), options.cluster.as_ref(), &job.name, "dlq")?,
             late: Route::new(job.late.clone(), options.cluster.as_ref(), &job.name, "late")?,
@@ -168,8 +183,22 @@ impl Pipeline {
             sink,
             counters: Arc::new(JobCounters::new()),
             columns_seen: vec![false; declared],
+            alerting,
             options,
         })
+    }
+
+    fn alerting(job: &Job, query: &WindowQuery, cluster: Option<&Cluster>) -> anyhow::Result<Option<Alerting>> {
+        let Some(config) = &job.alerts else { return Ok(None) };
+        let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
+            (JobKind::Invariant, Some(inv)) => Box::new(
+                InvariantEvaluator::new(&job.name, inv.clone(), &query.output_schema())
+                    .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
+            ),
+            (kind, _) => anyhow::bail!("job `{}`: kind {kind:?} raises no alerts in this version", job.name),
+        };
+        let stage = AlertStage::new(&job.name, evaluator.kind(), config, cluster)?;
+        Ok(Some(Alerting { evaluator, stage }))
     }
 
     /// The job's counters, readable while it runs.
@@ -284,7 +313,11 @@ impl Pipeline {
         self.sink.flush()?;
         self.dead_letters.flush()?;
         self.late.flush()?;
+        if let Some(a) = &mut self.alerting {
+            a.stage.finish()?;
+        }
         Ok(Summary {
+            alerts: self.alerting.as_ref().map(|a| (a.stage.counts(), a.stage.describe())),
             counters: self.counters.snapshot(),
             open_windows_at_stop,
             rows_in_open_windows,
@@ -383,6 +416,13 @@ impl Pipeline {
             JobCounters::add(&self.counters.rows_out, result.rows() as u64);
             JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
             self.sink.write(&result)?;
+            if let Some(a) = &mut self.alerting {
+                let names: Vec<String> = self.source.partitions().iter().map(|p| p.name.clone()).collect();
+                let evaluation =
+                    Evaluation { window_start: w.start, window_end: w.end, rows: &batches, input: &w.batches, partition_names: &names };
+                let holding = a.evaluator.evaluate(&evaluation)?;
+                a.stage.evaluate(w.end, holding)?;
+            }
             self.fired_since_commit += 1;
         }
         Ok(())
@@ -401,6 +441,9 @@ impl Pipeline {
     /// per partition, the first row still held in a window, or past the last processed record.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.sink.flush()?;
+        if let Some(a) = &mut self.alerting {
+            a.stage.flush()?; // no offset passes an alert the broker has not acknowledged
+        }
         self.dead_letters.flush()?;
         self.late.flush()?;
         let held = self.operator.held_offsets(self.partition_column, self.offset_column);

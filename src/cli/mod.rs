@@ -35,13 +35,24 @@ pub fn cluster(job: &Job, flag: Option<&str>) -> Option<osprey::kafka::Cluster> 
 /// Refuses a run whose output, dead-letter or late file is one of its input files, or two of
 /// whose destinations are one file: writing would destroy the input (or mix two streams).
 /// `output` replaces the job's file sink when given.
-pub fn check_destinations(job: &Job, inputs: Option<&str>, output: Option<&Path>) -> anyhow::Result<()> {
+pub fn check_destinations(job: &Job, inputs: Option<&str>, output: Option<&Path>, rows: Option<&Path>) -> anyhow::Result<()> {
     use osprey::job::{RouteConfig, SinkConfig};
     let mut destinations: Vec<(&str, std::path::PathBuf)> = Vec::new();
-    match (output, &job.sink) {
-        (Some(p), _) => destinations.push(("output", p.to_path_buf())),
-        (None, SinkConfig::File { path }) => destinations.push(("[sink] file", path.clone())),
+    match (output, &job.sink, &job.alerts) {
+        (Some(p), _, _) => destinations.push(("output", p.to_path_buf())),
+        (None, SinkConfig::File { path }, None) => destinations.push(("[sink] file", path.clone())),
         _ => {}
+    }
+    if let Some(p) = rows {
+        destinations.push(("rows file", p.to_path_buf()));
+    }
+    if let Some(a) = &job.alerts {
+        if let Some(p) = &a.file {
+            destinations.push(("alert file", p.clone()));
+        }
+        if let Some(p) = &a.notifications {
+            destinations.push(("notifications file", p.clone()));
+        }
     }
     if let RouteConfig::File(p) = &job.dead_letter {
         destinations.push(("dead-letter file", p.clone()));
@@ -70,6 +81,28 @@ pub fn check_destinations(job: &Job, inputs: Option<&str>, output: Option<&Path>
         seen.push((what, resolved));
     }
     Ok(())
+}
+
+/// For an alerting job, `--output` takes the place of its alert destinations and `--rows`
+/// gets its evaluated rows: returns (the query sink's `--output`, the rows file).
+pub fn alert_outputs(
+    job: &mut Job,
+    output: Option<&Path>,
+    rows: Option<&Path>,
+) -> anyhow::Result<(Option<std::path::PathBuf>, Option<std::path::PathBuf>)> {
+    match &mut job.alerts {
+        Some(alerts) => {
+            if let Some(p) = output {
+                alerts.only_file(p.to_path_buf());
+            }
+            Ok((None, rows.map(Path::to_path_buf)))
+        }
+        None if rows.is_some() => anyhow::bail!(
+            "job `{}` is a query job: its rows are its output (--output); --rows is for alerting jobs",
+            job.name
+        ),
+        None => Ok((output.map(Path::to_path_buf), None)),
+    }
 }
 
 /// An absolute path with links resolved, for a file that may not exist yet.
@@ -168,6 +201,20 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
         plural(c.rows_out, "row")
     );
     report_losses(job, s);
+    if let Some((a, to)) = &s.alerts {
+        eprintln!(
+            "{}: {} fired, {} resolved (to {to}); {} repeats deduplicated, {} suppressed by inhibition, {} folded into {}, {} from {} transitions",
+            job.name,
+            plural(a.fired, "alert"),
+            a.resolved,
+            a.deduplicated,
+            a.suppressed,
+            a.folded,
+            plural(a.storms, "storm alert"),
+            plural(a.notifications, "notification"),
+            a.grouped
+        );
+    }
     if s.stopped {
         if s.flushed_on_stop {
             eprintln!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);

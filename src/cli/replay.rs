@@ -31,9 +31,13 @@ pub struct Args {
     /// Kafka: end offsets (exclusive), PARTITION:OFFSET,... (unlisted partitions end at the end).
     #[arg(long)]
     pub to_offsets: Option<String>,
-    /// Write result rows here as JSON lines instead of the job's sink.
+    /// Write result rows here as JSON lines instead of the job's sink; for an alerting job
+    /// (slo, invariant, anomaly), its alert records instead of its [alerts] destinations.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// An alerting job's evaluated rows (the SQL's result per window), as JSON lines.
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
     /// Write dead letters here (JSON lines) instead of the job's [dead_letter].
     #[arg(long)]
     pub dead_letters: Option<PathBuf>,
@@ -57,13 +61,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.late {
         job.late = osprey::job::RouteConfig::File(p.clone());
     }
+    let (sink_output, rows) = super::alert_outputs(&mut job, args.output.as_deref(), args.rows.as_deref())?;
     let cluster = super::cluster(&job, args.brokers.as_deref());
     let inputs = match (&args.input, &job.source) {
         (Some(input), _) => Some(input.clone()),
         (None, SourceConfig::File { pattern, .. }) => Some(pattern.clone()),
         _ => None,
     };
-    super::check_destinations(&job, inputs.as_deref(), args.output.as_deref())?;
+    super::check_destinations(&job, inputs.as_deref(), sink_output.as_deref(), rows.as_deref())?;
     let source: Box<dyn Source> = match (&args.input, &job.source) {
         (Some(input), _) => Box::new(open_files(&job.name, input, FileFormat::Auto)?),
         (None, SourceConfig::File { pattern, format }) => Box::new(open_files(&job.name, pattern, *format)?),
@@ -81,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.job.display()
         ),
     };
-    let sink = osprey::sink::build(&job, args.output.as_deref(), cluster.as_ref())?;
+    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let options = Options { progress: !args.quiet, cluster, ..Options::replay() };
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary, args.quiet);

@@ -16,9 +16,13 @@ pub struct Args {
     /// Kafka bootstrap servers (HOST:PORT,...); also OSPREY_BROKERS, or [source] brokers.
     #[arg(long)]
     pub brokers: Option<String>,
-    /// Write result rows here as JSON lines instead of the job's sink.
+    /// Write result rows here as JSON lines instead of the job's sink; for an alerting job
+    /// (slo, invariant, anomaly), its alert records instead of its [alerts] destinations.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// An alerting job's evaluated rows (the SQL's result per window), as JSON lines.
+    #[arg(long)]
+    pub rows: Option<PathBuf>,
     /// Write dead letters here (JSON lines) instead of the job's [dead_letter].
     #[arg(long)]
     pub dead_letters: Option<PathBuf>,
@@ -38,12 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.late {
         job.late = osprey::job::RouteConfig::File(p.clone());
     }
+    let (sink_output, rows) = super::alert_outputs(&mut job, args.output.as_deref(), args.rows.as_deref())?;
     let cluster = super::cluster(&job, args.brokers.as_deref());
     let inputs = match &job.source {
         SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
         _ => None,
     };
-    super::check_destinations(&job, inputs, args.output.as_deref())?;
+    super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
     let source: Box<dyn Source> = match &job.source {
         SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), Pacing::Live)),
         SourceConfig::File { pattern, format } => Box::new(FileSource::open(pattern, *format)?),
@@ -59,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Box::new(KafkaSource::open(cluster, &k.topic, Start::Group { group: k.group.clone() })?)
         }
     };
-    let sink = osprey::sink::build(&job, args.output.as_deref(), cluster.as_ref())?;
+    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };
     eprintln!("{}: running; Ctrl-C stops", job.name);

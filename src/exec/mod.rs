@@ -5,6 +5,7 @@
 //! partition keeps row order, and so the output, the same from run to run.
 
 mod errors;
+pub mod predicate;
 mod table;
 mod wildcard;
 

@@ -4,6 +4,7 @@
 //! the event time and the window. [`validate`] also plans the SQL with DataFusion against the
 //! declared schema, so a job that validates will plan when it runs.
 
+mod alerting;
 pub mod error;
 mod spec;
 pub mod types;
@@ -52,8 +53,15 @@ pub struct Job {
     pub sink: SinkConfig,
     pub dead_letter: RouteConfig,
     pub late: RouteConfig,
+    /// Alerting jobs (slo, invariant, anomaly): where alerts go and how they behave.
+    pub alerts: Option<crate::alert::AlertsConfig>,
+    /// `kind = "invariant"`
+    pub invariant: Option<crate::invariant::InvariantConfig>,
     /// The job file, for error messages.
     pub path: PathBuf,
+    /// The job file's text, and where some keys sit in it, for errors found after parsing.
+    pub file_text: String,
+    pub spans: std::collections::BTreeMap<&'static str, std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +164,12 @@ impl Job {
         ))
     }
 
+    /// An error at a key of the job file (`"invariant.violation"`), or its start.
+    pub fn error_at_key(&self, key: &str, message: impl Into<String>) -> JobError {
+        let span = self.spans.get(key).cloned().unwrap_or(0..0);
+        JobError::at_span(&self.path, &self.file_text, span, message)
+    }
+
     pub fn event_time_index(&self) -> usize {
         self.columns
             .iter()
@@ -167,8 +181,18 @@ impl Job {
 /// Load and check a job file, then plan its SQL: what `osprey validate` runs.
 pub fn validate(path: &Path) -> Result<Job, JobError> {
     let job = load(path)?;
-    crate::exec::WindowQuery::plan(&job)?;
+    let query = crate::exec::WindowQuery::plan(&job)?;
+    check_against_result(&job, &query.output_schema())?;
     Ok(job)
+}
+
+/// What can be checked only once the SQL's result columns are known.
+pub fn check_against_result(job: &Job, output: &SchemaRef) -> Result<(), JobError> {
+    if let Some(inv) = &job.invariant {
+        crate::invariant::InvariantEvaluator::new(&job.name, inv.clone(), output)
+            .map_err(|e| job.error_at_key(&format!("invariant.{}", e.key), format!("[invariant] {}: {}", e.key, e.message)))?;
+    }
+    Ok(())
 }
 
 /// Load and check a job file without planning the SQL.
@@ -277,12 +301,14 @@ impl Checker<'_> {
                 }
             },
         };
-        if kind != JobKind::Query {
+        if matches!(kind, JobKind::Slo | JobKind::Anomaly) {
             let k = f.kind.as_ref().expect("non-default kind was written");
             return Err(self
                 .err(k, format!("job kind `{}` is not built yet in this version of Osprey", k.get_ref()))
-                .with_help("only kind = \"query\" jobs run today; see the README's \"What is not built yet\""));
+                .with_help("kind = \"query\" and \"invariant\" jobs run today; see the README's \"What is not built yet\""));
         }
+        let mut spans = std::collections::BTreeMap::new();
+        let invariant = self.invariant(kind, &f, &mut spans)?;
 
         let columns = self.columns(&f.source.get_ref().schema)?;
         let sql = self.sql(&f)?;
@@ -296,6 +322,7 @@ impl Checker<'_> {
         let kafka_source = matches!(source, SourceConfig::Kafka(_));
         let dead_letter = self.route(f.dead_letter.as_ref(), &name, "dlq", kafka_source)?;
         let late = self.route(f.late.as_ref(), &name, "late", kafka_source)?;
+        let alerts = self.alerts(kind, &f, kafka_source)?;
         let source = match source {
             SourceConfig::Kafka(mut k) => {
                 if k.group.is_empty() {
@@ -317,7 +344,11 @@ impl Checker<'_> {
             sink,
             dead_letter,
             late,
+            alerts,
+            invariant,
             path: self.path.to_path_buf(),
+            file_text: self.text.to_string(),
+            spans,
         })
     }
 

@@ -20,6 +20,65 @@ pub struct JobFile {
     pub sink: Option<Spanned<SinkFile>>,
     pub dead_letter: Option<Spanned<RouteFile>>,
     pub late: Option<Spanned<RouteFile>>,
+    /// Alerting jobs: where alerts go, their timing, grouping and storm control.
+    pub alerts: Option<Spanned<AlertsFile>>,
+    /// `kind = "invariant"`
+    pub invariant: Option<Spanned<InvariantFile>>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// Kafka topic (keyed by fingerprint, compacted); default for a Kafka job: `osprey-alerts`.
+    pub topic: Option<Spanned<String>>,
+    /// Alertmanager base URLs (API v2).
+    pub alertmanager: Option<Spanned<OneOrMany>>,
+    /// JSON lines file, relative to the job file.
+    pub file: Option<Spanned<String>>,
+    pub stdout: Option<bool>,
+    /// Grouped notifications as JSON lines, relative to the job file.
+    pub notifications: Option<Spanned<String>>,
+    #[serde(rename = "for")]
+    pub for_: Option<Spanned<String>>,
+    pub keep_firing_for: Option<Spanned<String>>,
+    pub group_by: Option<Vec<String>>,
+    pub group_wait: Option<Spanned<String>>,
+    pub group_interval: Option<Spanned<String>>,
+    pub repeat_interval: Option<Spanned<String>>,
+    /// Firings shown per `storm_interval` before they fold into one storm alert; 0: no limit.
+    pub storm_limit: Option<u64>,
+    pub storm_interval: Option<Spanned<String>>,
+    /// Alertmanager: how often firing alerts are sent again (wall clock).
+    pub resend_interval: Option<Spanned<String>>,
+    pub inhibit: Option<Vec<InhibitFile>>,
+    /// Base of `generatorURL` in Alertmanager (the job name is appended).
+    pub generator_url: Option<String>,
+    /// How long a resolved alert's sequence is remembered (event time).
+    pub retention: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitFile {
+    pub source_severity: String,
+    pub target_severity: String,
+    pub equal: Option<Vec<String>>,
+}
+
+/// `[invariant]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvariantFile {
+    pub key: Spanned<OneOrMany>,
+    pub violation: Option<Spanned<String>>,
+    pub severity: Option<String>,
+    pub summary: Option<Spanned<String>>,
+    /// The result column whose value is the alert's `value`.
+    pub value: Option<Spanned<String>>,
+    /// The limit, for the alert's `threshold` (a number or a decimal string).
+    pub threshold: Option<Spanned<toml::Value>>,
+    pub runbook_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

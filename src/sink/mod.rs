@@ -39,9 +39,28 @@ pub trait Sink: Send {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
+/// Drops the rows: an alerting job's rows when no `--rows` file asks for them.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn write(&mut self, _: &WindowResult) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// The sink a job's `[sink]` names; `output`, when given, replaces it with a JSON-lines file.
 /// A Kafka sink needs `cluster` (from `--brokers`, OSPREY_BROKERS or the job).
 pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Sink>> {
+    if job.alerts.is_some() {
+        // An alerting job's output is its alerts ([alerts]); its rows go only where --rows says.
+        return Ok(match output {
+            Some(path) => Box::new(file::FileSink::create(path)?),
+            None => Box::new(Discard),
+        });
+    }
     if let Some(path) = output {
         return Ok(Box::new(file::FileSink::create(path)?));
     }

@@ -1,0 +1,122 @@
+//! Inhibition, as Alertmanager means it: while a `source` alert fires (a `page`), new firings
+//! of `target` alerts (`ticket`s) whose `equal` labels match it are held back. A held alert that
+//! resolves under the page was never shown and is dropped; one still firing when the page
+//! resolves is released then. Both are counted.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Alert, Status};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InhibitRule {
+    pub source_severity: String,
+    pub target_severity: String,
+    /// Labels that must be equal on both (absent on both counts as equal).
+    pub equal: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inhibitor {
+    rules: Vec<InhibitRule>,
+    /// Source alerts firing now (shown), by fingerprint.
+    sources: BTreeMap<String, Alert>,
+    /// Target alerts firing but held back, by fingerprint.
+    held: BTreeMap<String, Alert>,
+    /// Transitions held back (a held firing, and a held alert's resolve).
+    pub suppressed: u64,
+    /// Held alerts shown once their source resolved.
+    pub released: u64,
+}
+
+impl Inhibitor {
+    pub fn new(rules: Vec<InhibitRule>) -> Self {
+        Inhibitor { rules, ..Default::default() }
+    }
+
+    /// The transitions of one evaluation that are shown, in order; releases come last.
+    pub fn apply(&mut self, transitions: Vec<Alert>) -> Vec<Alert> {
+        if self.rules.is_empty() {
+            return transitions;
+        }
+        // Sources first: a page firing in the same evaluation as a ticket inhibits it.
+        for a in &transitions {
+            if self.rules.iter().any(|r| r.source_severity == a.severity) {
+                match a.status {
+                    Status::Firing => self.sources.insert(a.fingerprint.clone(), a.clone()),
+                    Status::Resolved => self.sources.remove(&a.fingerprint),
+                };
+            }
+        }
+        let mut out = Vec::with_capacity(transitions.len());
+        for a in transitions {
+            match a.status {
+                Status::Firing if self.inhibited(&a) => {
+                    self.suppressed += 1;
+                    self.held.insert(a.fingerprint.clone(), a);
+                }
+                Status::Resolved if self.held.remove(&a.fingerprint).is_some() => self.suppressed += 1,
+                _ => out.push(a),
+            }
+        }
+        let free: Vec<String> = self.held.iter().filter(|(_, a)| !self.inhibited(a)).map(|(f, _)| f.clone()).collect();
+        for f in free {
+            self.released += 1;
+            out.push(self.held.remove(&f).expect("listed"));
+        }
+        out
+    }
+
+    fn inhibited(&self, target: &Alert) -> bool {
+        self.rules.iter().filter(|r| r.target_severity == target.severity).any(|r| {
+            self.sources.values().any(|s| {
+                s.severity == r.source_severity
+                    && s.fingerprint != target.fingerprint
+                    && r.equal.iter().all(|l| s.labels.get(l) == target.labels.get(l))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::lifecycle::{Lifecycle, Timing};
+    use crate::alert::Observation;
+
+    fn obs(severity: &str, service: &str) -> Observation {
+        Observation {
+            rule: format!("{severity}-rule"),
+            severity: severity.into(),
+            labels: [("service".to_string(), service.to_string())].into(),
+            annotations: Default::default(),
+            value: 1.into(),
+            threshold: 0.into(),
+            evidence: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_firing_page_holds_back_tickets_of_the_same_service_only() {
+        let mut l = Lifecycle::new("slo", "slo", Timing::default());
+        let mut inh = Inhibitor::new(vec![InhibitRule {
+            source_severity: "page".into(),
+            target_severity: "ticket".into(),
+            equal: vec!["alertname".into(), "service".into()],
+        }]);
+        let mut shown = |t, o: Vec<Observation>| {
+            inh.apply(l.evaluate(t, o)).into_iter().map(|a| format!("{}:{}:{:?}", a.severity, a.labels["service"], a.status)).collect::<Vec<_>>()
+        };
+        // Page and ticket on api at once, a ticket on web: the api ticket is held.
+        assert_eq!(shown(1, vec![obs("page", "api"), obs("ticket", "api"), obs("ticket", "web")]), ["page:api:Firing", "ticket:web:Firing"]);
+        // The page resolves while the api ticket still fires: released.
+        assert_eq!(shown(2, vec![obs("ticket", "api"), obs("ticket", "web")]), ["page:api:Resolved", "ticket:api:Firing"]);
+        // A ticket that fires and resolves under a page is never shown.
+        let mut third = shown(3, vec![obs("page", "db"), obs("ticket", "db")]);
+        third.sort();
+        assert_eq!(third, ["page:db:Firing", "ticket:api:Resolved", "ticket:web:Resolved"]);
+        assert_eq!(shown(4, vec![obs("page", "db")]), Vec::<String>::new());
+        assert_eq!((inh.suppressed, inh.released), (3, 1));
+    }
+}

