@@ -36,6 +36,9 @@ enum Command {
     Run(cli::run::Args),
     /// Write generated telemetry as JSON lines (for replays and benchmarks).
     Generate(cli::generate::Args),
+    /// Read the alert stream: `tail` it, or `stats` on alert fatigue.
+    #[command(subcommand)]
+    Alerts(cli::alerts::Command),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => cli::replay::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Generate(args) => cli::generate::run(args),
+        Command::Alerts(c) => cli::alerts::run(c),
     };
     match result {
         Ok(code) => code,

@@ -624,6 +624,17 @@ fn an_invariant_fires_once_per_violating_key_with_evidence_and_resolves_when_it_
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(d.join("again.jsonl")).unwrap(), std::fs::read(d.join("alerts.jsonl")).unwrap());
 
+    // People read the stream: a line per record, and the fatigue figures.
+    let o = osprey(&["alerts", "tail", "--input", "alerts.jsonl"], d);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().next().unwrap().starts_with("FIRING") && text.contains("account=ACC-1 symbol=AAPL") && text.contains("value 12000 (threshold 10000)"), "{text}");
+    let o = osprey(&["alerts", "stats", "--input", "alerts.jsonl", "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((stats["total"]["fired"].as_u64(), stats["total"]["resolved"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(stats["total"]["deduplicated"], 1, "ACC-1 held at 09:02 without a repeat");
+    assert_eq!(stats["total"]["median_firing_seconds"], 120.0);
+
     // Where the invariant holds, nothing fires.
     std::fs::write(d.join("trades.jsonl"), [fill("09:00:05", "ACC-1", "AAPL", "buy", 600), fill("09:01:05", "ACC-1", "AAPL", "sell", 600)].join("\n")).unwrap();
     let o = osprey(&["replay", "pos.toml", "--output", "none.jsonl"], d);
@@ -662,4 +673,101 @@ fn an_alert_storm_folds_into_one_alert_and_for_holds_an_alert_pending() {
     assert_eq!(resolved_storm["evidence"]["folded"], 4);
     assert!(!alerts.iter().any(|a| a["labels"]["account"] == "ACC-7"), "ACC-7 never held for `for`");
     assert!(stderr(&o).contains("8 folded into 1 storm alert"), "{}", stderr(&o));
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager) on a free loopback port.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("am.yml"), "route:\n  receiver: devnull\nreceivers:\n  - name: devnull\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = ["prometheus-alertmanager", "alertmanager"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("Alertmanager is not installed: ./scripts/test.sh installs prometheus-alertmanager");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", dir.path().join("am.yml").display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("am.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if matches!(osprey::alert::dest::alertmanager::request("GET", &format!("{url}/-/ready"), None), Ok((200, _))) {
+                return Alertmanager { child, url, _dir: dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("Alertmanager did not become ready: {}", std::fs::read_to_string(dir.path().join("am.log")).unwrap_or_default());
+    }
+
+    /// Alerts Alertmanager holds as active (not resolved), by their Osprey fingerprint.
+    fn active(&self) -> Vec<Value> {
+        let (status, body) = osprey::alert::dest::alertmanager::request("GET", &format!("{}/api/v2/alerts", self.url), None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+        all.into_iter().filter(|a| a["status"]["state"] != "resolved").collect()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn alerts_reach_a_real_alertmanager_and_later_show_as_resolved_and_an_unreachable_one_loses_nothing() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let job = POSITION_JOB.replace("file = \"alerts.jsonl\"", &format!("file = \"alerts.jsonl\"\nalertmanager = [\"{}\"]", am.url));
+    write_job(d, "pos.toml", &job);
+    // ACC-3 breaks the limit in the last window: it fires and stays firing.
+    std::fs::write(d.join("trades.jsonl"), [fill("09:00:05", "ACC-1", "AAPL", "buy", 60), fill("09:01:10", "ACC-3", "TSLA", "sell", 20000)].join("\n")).unwrap();
+    let o = osprey(&["replay", "pos.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fired = rows_of(&d.join("alerts.jsonl"));
+    assert_eq!(fired.len(), 1);
+    let fp = fired[0]["fingerprint"].as_str().unwrap().to_string();
+    let active = am.active();
+    let ours: Vec<&Value> = active.iter().filter(|a| a["annotations"]["osprey_fingerprint"] == fp.as_str()).collect();
+    assert_eq!(ours.len(), 1, "{active:?}");
+    assert_eq!(ours[0]["labels"]["account"], "ACC-3");
+    assert_eq!(ours[0]["labels"]["alertname"], "position_burst");
+    assert_eq!(ours[0]["labels"]["severity"], "critical");
+    assert_eq!(ours[0]["startsAt"].as_str().unwrap().get(..19), Some("2026-01-05T09:02:00"));
+    assert!(ours[0]["generatorURL"].as_str().unwrap().contains("position_burst"));
+
+    // The same key, then a window where it holds: the resolved record reaches Alertmanager.
+    std::fs::write(
+        d.join("trades.jsonl"),
+        [fill("09:01:10", "ACC-3", "TSLA", "sell", 20000), fill("09:02:10", "ACC-3", "TSLA", "buy", 5), fill("09:03:10", "ACC-1", "AAPL", "buy", 1)].join("\n"),
+    )
+    .unwrap();
+    let o = osprey(&["replay", "pos.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = rows_of(&d.join("alerts.jsonl"));
+    assert_eq!(records.iter().map(|r| r["status"].as_str().unwrap()).collect::<Vec<_>>(), ["firing", "resolved"]);
+    assert!(am.active().iter().all(|a| a["annotations"]["osprey_fingerprint"] != fp.as_str()), "resolved: {:?}", am.active());
+
+    // Nobody listens: the replay still ends, the file has every record, and the loss is said.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let job = POSITION_JOB.replace("file = \"alerts.jsonl\"", &format!("file = \"alerts.jsonl\"\nalertmanager = [\"http://127.0.0.1:{closed}\"]"));
+    write_job(d, "pos.toml", &job);
+    let o = osprey(&["replay", "pos.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(rows_of(&d.join("alerts.jsonl")).len(), 2);
+    assert!(stderr(&o).contains("cannot deliver to Alertmanager"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("did not take 1 alert updates"), "{}", stderr(&o));
 }

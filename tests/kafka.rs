@@ -522,3 +522,91 @@ fn generate_produces_keyed_telemetry_with_event_time_timestamps() {
         assert_eq!(key.as_deref(), v["service"].as_str(), "keyed by service");
     }
 }
+
+#[test]
+fn alerts_land_on_a_compacted_topic_keyed_by_fingerprint_whose_latest_record_is_the_alert_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("trading"), unique("alerts"));
+    create(&topic, 1);
+    let name = format!("pos_{}", std::process::id());
+    std::fs::write(
+        d.join("pos.toml"),
+        format!(
+            r#"name = "{name}"
+kind = "invariant"
+sql = """
+SELECT window_start, window_end, account, sum(CASE WHEN side = 'buy' THEN qty ELSE -qty END) AS net
+FROM events GROUP BY window_start, window_end, account
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+account = "string"
+side = "string"
+qty = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "0s"
+[window]
+kind = "tumbling"
+size = "1m"
+[invariant]
+key = "account"
+violation = "abs(net) > 10000"
+[alerts]
+topic = "{alerts}"
+"#
+        ),
+    )
+    .unwrap();
+    let child = spawn(d, &["run", "pos.toml", "--brokers", &brokers()], &[], "run.log");
+    let p = producer();
+    let fill = |t: &str, account: &str, side: &str, qty: i64| format!("{{\"ts\":\"2026-01-05T{t}Z\",\"account\":\"{account}\",\"side\":\"{side}\",\"qty\":{qty}}}");
+    // ACC-1 breaks the limit in 09:00 and holds in 09:01; ACC-2 breaks it in 09:01.
+    for line in [
+        fill("09:00:10", "ACC-1", "buy", 20000),
+        fill("09:01:10", "ACC-1", "sell", 100),
+        fill("09:01:20", "ACC-2", "sell", 30000),
+        fill("09:02:30", "ACC-9", "buy", 1),
+    ] {
+        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(0)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let got = consume(&alerts, |r| r.len() >= 3);
+    let status = stop(child);
+    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert_eq!(got.len(), 3, "{got:?}\n{log}");
+    let schema: Value = serde_json::from_str(include_str!("../schema/alert-v1.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (key, v) in &got {
+        assert_eq!(key.as_deref(), v["fingerprint"].as_str(), "keyed by fingerprint");
+        assert!(validator.is_valid(v), "{v} does not follow schema/alert-v1.json");
+    }
+    // Fold the topic as a compacted topic keeps it: the latest record per key.
+    let latest: BTreeMap<String, Value> = got.iter().map(|(k, v)| (k.clone().unwrap(), v.clone())).collect();
+    let state: BTreeMap<String, (String, u64)> = latest
+        .values()
+        .map(|v| (v["labels"]["account"].as_str().unwrap().to_string(), (v["status"].as_str().unwrap().to_string(), v["sequence"].as_u64().unwrap())))
+        .collect();
+    assert_eq!(state, BTreeMap::from([("ACC-1".to_string(), ("resolved".to_string(), 2)), ("ACC-2".to_string(), ("firing".to_string(), 1))]));
+    // The fatigue figures straight from the topic.
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["alerts", "stats", "--brokers", &brokers(), "--topic", &alerts, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((stats["total"]["fired"].as_u64(), stats["total"]["resolved"].as_u64()), (Some(2), Some(1)));
+    // The topic is compacted, so Kafka keeps exactly that.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = Cluster::new(brokers()).config(&[]).create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let configs = rt
+        .block_on(admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Topic(&alerts)], &rdkafka::admin::AdminOptions::new()))
+        .unwrap();
+    let policy = configs[0].as_ref().unwrap().get("cleanup.policy").and_then(|e| e.value.clone());
+    assert_eq!(policy.as_deref(), Some("compact"));
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod alerts;
 pub mod demo;
 pub mod generate;
 pub mod replay;
