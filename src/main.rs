@@ -36,6 +36,20 @@ enum Command {
     Run(cli::run::Args),
     /// Write generated telemetry as JSON lines (for replays and benchmarks).
     Generate(cli::generate::Args),
+    /// Print a job's plan (optimised once, run per window) and its result columns.
+    Explain {
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Print a job's declared, metadata, window and result columns, and where its output goes.
+    Describe {
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Print a shell completion script: osprey completions bash > /etc/bash_completion.d/osprey
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Read the alert stream: `tail` it, or `stats` on alert fatigue.
     #[command(subcommand)]
     Alerts(cli::alerts::Command),
@@ -50,6 +64,13 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Generate(args) => cli::generate::run(args),
         Command::Alerts(c) => cli::alerts::run(c),
+        Command::Explain { job } => cli::explain::explain(&job),
+        Command::Describe { job } => cli::explain::describe(&job),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "osprey", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -771,3 +771,22 @@ fn alerts_reach_a_real_alertmanager_and_later_show_as_resolved_and_an_unreachabl
     assert!(stderr(&o).contains("cannot deliver to Alertmanager"), "{}", stderr(&o));
     assert!(stderr(&o).contains("did not take 1 alert updates"), "{}", stderr(&o));
 }
+
+#[test]
+fn explain_describe_and_completions_tell_what_a_job_will_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_job(d, "pos.toml", POSITION_JOB);
+    let o = osprey(&["explain", "pos.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Aggregate: groupBy") && text.contains("Filter: events.event = Utf8(\"fill\")"), "{text}");
+    assert!(text.contains("net                      Int64"), "{text}");
+    let o = osprey(&["describe", "pos.toml"], d);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("price                    Decimal { precision: 18, scale: 4 }") || text.contains("price"), "{text}");
+    assert!(text.contains("one alert per [account, symbol] where abs(net) > 10000"), "{text}");
+    assert!(text.contains("alerts to:") && text.contains("alerts.jsonl"), "{text}");
+    let o = osprey(&["completions", "bash"], d);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("replay"));
+}

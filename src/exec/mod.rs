@@ -97,6 +97,16 @@ impl WindowQuery {
         Ok(query)
     }
 
+    /// The columns the SQL sees in `events`.
+    pub fn input_schema(&self) -> SchemaRef {
+        self.input_schema.clone()
+    }
+
+    /// The optimised logical plan, as DataFusion prints it.
+    pub fn explain(&self) -> String {
+        self.plan.display_indent_schema().to_string()
+    }
+
     /// The columns of the SQL result.
     pub fn output_schema(&self) -> SchemaRef {
         self.output_schema.clone()

@@ -1,0 +1,94 @@
+//! `osprey explain JOB` (the plan and the output schema) and `osprey describe JOB` (the
+//! declared and derived columns): what a job will do, before running it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use datafusion::arrow::datatypes::Schema;
+use osprey::exec::WindowQuery;
+use osprey::job::{JobKind, SourceConfig, WindowConfig};
+
+pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
+    let job = super::load_job(path)?;
+    let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("job `{}` ({:?}), per {}:", job.name, job.kind, window(&job.window));
+    println!("\nplan (optimised once, run on each window's rows):\n{}", query.explain());
+    println!("\noutput columns:");
+    print_schema(&query.output_schema());
+    match job.kind {
+        JobKind::Query => println!("\nrows go to {}", sink(&job)),
+        _ => println!("\neach window's rows are evaluated into alerts (see `osprey describe`)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn describe(path: &Path) -> anyhow::Result<ExitCode> {
+    let job = super::load_job(path)?;
+    let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let source = match &job.source {
+        SourceConfig::Kafka(k) => format!("Kafka topic `{}` (group `{}`)", k.topic, k.group),
+        SourceConfig::File { pattern, .. } => format!("files {pattern}"),
+        SourceConfig::Generator(g) => format!("the built-in `{}` generator", g.stream.name()),
+    };
+    println!("job `{}`: {:?}, from {source}", job.name, job.kind);
+    if let Some(d) = &job.description {
+        println!("  {d}");
+    }
+    println!("\ndeclared columns (event time: `{}`):", job.event_time.column);
+    for c in &job.columns {
+        println!("  {:<24} {:?}", c.name, c.ty);
+    }
+    println!("\nthe SQL's `events` table (declared, named metadata, window columns):");
+    print_schema(&query.input_schema());
+    println!("\nresult columns:");
+    print_schema(&query.output_schema());
+    println!("\nwindow: {}; watermark delay {} ms, allowed lateness {} ms", window(&job.window), job.event_time.watermark_delay, job.event_time.allowed_lateness);
+    if let Some(inv) = &job.invariant {
+        println!(
+            "invariant: one alert per [{}] where {} (severity {})",
+            inv.key.join(", "),
+            inv.violation.as_deref().unwrap_or("every row"),
+            inv.severity
+        );
+    }
+    if let Some(a) = &job.alerts {
+        let mut to = Vec::new();
+        if let Some(t) = &a.topic {
+            to.push(format!("Kafka topic {t}"));
+        }
+        to.extend(a.alertmanager.iter().map(|u| format!("Alertmanager {u}")));
+        if let Some(f) = &a.file {
+            to.push(f.display().to_string());
+        }
+        if a.stdout {
+            to.push("stdout".into());
+        }
+        println!("alerts to: {}", to.join(", "));
+    } else {
+        println!("rows to: {}", sink(&job));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_schema(schema: &Schema) {
+    for f in schema.fields() {
+        println!("  {:<24} {}{}", f.name(), f.data_type(), if f.is_nullable() { "" } else { " (never null)" });
+    }
+}
+
+fn window(w: &WindowConfig) -> String {
+    let d = |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64)).to_string();
+    match w {
+        WindowConfig::Tumbling { size } => format!("tumbling {}", d(*size)),
+        WindowConfig::Hopping { size, slide } => format!("hopping {} every {}", d(*size), d(*slide)),
+        WindowConfig::Session { gap, key } => format!("session, gap {}, per [{}]", d(*gap), key.join(", ")),
+    }
+}
+
+fn sink(job: &osprey::job::Job) -> String {
+    match &job.sink {
+        osprey::job::SinkConfig::Stdout { .. } => "stdout".into(),
+        osprey::job::SinkConfig::File { path } => path.display().to_string(),
+        osprey::job::SinkConfig::Kafka { topic, .. } => format!("Kafka topic {topic}"),
+    }
+}
