@@ -14,6 +14,7 @@ pub mod exec;
 pub mod invariant;
 pub mod job;
 pub mod kafka;
+pub mod log;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

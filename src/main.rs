@@ -18,6 +18,12 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Messages on stderr as text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: osprey::log::Format,
+    /// Show messages at this level and above (error, warn, info).
+    #[arg(long, global = true, value_enum, default_value = "info")]
+    log_level: osprey::log::Level,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +63,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    osprey::log::init(cli.log_format, cli.log_level);
     let result = match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Validate { jobs } => cli::validate::run(&jobs),
@@ -76,7 +83,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let text = format!("{e:#}");
-            if text.starts_with("error:") { eprintln!("{text}") } else { eprintln!("error: {text}") }
+            if text.starts_with("error:") || osprey::log::json() {
+                osprey::log_error!("{text}")
+            } else {
+                osprey::log_error!("error: {text}")
+            }
             ExitCode::FAILURE
         }
     }

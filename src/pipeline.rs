@@ -460,7 +460,7 @@ impl Pipeline {
                 if let Some(n) = self.exit_before_commit.as_mut() {
                     *n -= 1;
                     if *n == 0 {
-                        eprintln!("{}: OSPREY_FAULT_EXIT_BEFORE_COMMIT: exiting after the output, before the commit", self.job.name);
+                        crate::log_warn!("{}: OSPREY_FAULT_EXIT_BEFORE_COMMIT: exiting after the output, before the commit", self.job.name);
                         std::process::exit(137);
                     }
                 }

@@ -790,3 +790,24 @@ fn explain_describe_and_completions_tell_what_a_job_will_do() {
     let o = osprey(&["completions", "bash"], d);
     assert!(String::from_utf8_lossy(&o.stdout).contains("replay"));
 }
+
+#[test]
+fn messages_can_be_json_lines_and_filtered_by_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_job(d, "red.toml", RED_JOB);
+    let good = "{\"ts\":\"2026-01-05T09:00:01Z\",\"service\":\"a\",\"status\":200,\"duration_ms\":1,\"bytes\":1}";
+    std::fs::write(d.join("requests.jsonl"), format!("{good}\n{good}\nnot json\n")).unwrap();
+    let o = osprey(&["replay", "red.toml", "--output", "out.jsonl", "--log-format", "json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stderr(&o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["level"] == "info" && l["message"].as_str().unwrap().contains("3 records in")));
+    assert!(lines.iter().any(|l| l["level"] == "warn" && l["message"].as_str().unwrap().contains("1 record did not decode")));
+    // warn hides the summary, never the loss.
+    let o = osprey(&["replay", "red.toml", "--output", "out2.jsonl", "--log-level", "warn"], d);
+    assert!(!stderr(&o).contains("records in") && stderr(&o).contains("did not decode"), "{}", stderr(&o));
+    // An error is JSON too.
+    let o = osprey(&["replay", "nope.toml", "--log-format", "json"], d);
+    let err: Value = serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(err["level"], "error");
+}

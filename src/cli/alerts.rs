@@ -174,7 +174,7 @@ fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
     let brokers = brokers(a.brokers)?;
     let c = consumer(&brokers, &a.topic, a.from_beginning)?;
     let stop = super::stop_on_signal();
-    eprintln!("following {} on {brokers}; Ctrl-C stops", a.topic);
+    osprey::log_info!("following {} on {brokers}; Ctrl-C stops", a.topic);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
             match m.payload().map(serde_json::from_slice::<Alert>) {
@@ -183,7 +183,7 @@ fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
                         break;
                     }
                 }
-                Some(Err(e)) => eprintln!("{}/{} offset {}: not an alert record ({e})", a.topic, m.partition(), m.offset()),
+                Some(Err(e)) => osprey::log_warn!("{}/{} offset {}: not an alert record ({e})", a.topic, m.partition(), m.offset()),
                 None => {}
             }
         }

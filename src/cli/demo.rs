@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &paths {
         let job = super::load_job(path)?;
         let SourceConfig::Generator(mut g) = job.source.clone() else {
-            eprintln!("demo: skipping {} (its source is not the generator)", path.display());
+            osprey::log_info!("demo: skipping {} (its source is not the generator)", path.display());
             continue;
         };
         g.speed = args.speed;

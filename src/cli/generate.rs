@@ -68,10 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.live {
             let stop = super::stop_on_signal();
             cfg.start = chrono::Utc::now().timestamp_millis();
-            eprintln!("producing {} events/s to {topic} on {brokers}; Ctrl-C stops", args.rate);
+            osprey::log_info!("producing {} events/s to {topic} on {brokers}; Ctrl-C stops", args.rate);
             let n = for_each_event_live(cfg, &stop, |p, line| send(p, line, &mut error));
             producer.flush()?;
-            eprintln!("produced {n} events");
+            osprey::log_info!("produced {n} events");
             return error.map_or(Ok(ExitCode::SUCCESS), Err);
         }
         let n = for_each_event(cfg, args.events, |partition, line| {
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         producer.flush()?;
         let secs = started.elapsed().as_secs_f64();
-        eprintln!("produced {n} {} events to {topic} on {brokers} in {secs:.1}s ({:.0}/s)", args.stream, n as f64 / secs);
+        osprey::log_info!("produced {n} {} events to {topic} on {brokers} in {secs:.1}s ({:.0}/s)", args.stream, n as f64 / secs);
         return Ok(ExitCode::SUCCESS);
     }
     let written = match &args.output {
@@ -109,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(path) = &args.output {
-        eprintln!("wrote {written} {} events to {}", args.stream, path.display());
+        osprey::log_info!("wrote {written} {} events to {}", args.stream, path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

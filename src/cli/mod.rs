@@ -179,7 +179,7 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
     let decoded = c.records_in.saturating_sub(c.decode_errors);
     if decoded > 0 && !s.never_present.is_empty() {
         let list = s.never_present.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-        eprintln!(
+        osprey::log_warn!(
             "{}: warning: declared column{} {list} {} absent or null in all {decoded} decoded records; \
              does [source.schema] in {} match this input?",
             job.name,
@@ -192,7 +192,7 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
         report_losses(job, s);
         return;
     }
-    eprintln!(
+    osprey::log_info!(
         "{}: {} in {:.2}s ({:.0}/s); {} closed, {}, {} out",
         job.name,
         plural(c.records_in, "record"),
@@ -204,7 +204,7 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
     );
     report_losses(job, s);
     if let Some((a, to)) = &s.alerts {
-        eprintln!(
+        osprey::log_info!(
             "{}: {} fired, {} resolved (to {to}); {} repeats deduplicated, {} suppressed by inhibition, {} folded into {}, {} from {} transitions",
             job.name,
             plural(a.fired, "alert"),
@@ -219,14 +219,14 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
     }
     if s.stopped {
         if s.flushed_on_stop {
-            eprintln!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);
+            osprey::log_warn!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);
         } else if s.open_windows_at_stop > 0 {
-            eprintln!(
+            osprey::log_warn!(
                 "{}: stopped; {} open windows ({} rows) were not complete and were discarded (--flush-on-stop emits them instead)",
                 job.name, s.open_windows_at_stop, s.rows_in_open_windows
             );
         } else {
-            eprintln!("{}: stopped; no window was open", job.name);
+            osprey::log_info!("{}: stopped; no window was open", job.name);
         }
     }
 }
@@ -240,10 +240,10 @@ pub fn plural(n: u64, word: &str) -> String {
 fn report_losses(job: &Job, s: &Summary) {
     let c = &s.counters;
     if c.decode_errors > 0 {
-        eprintln!("{}: {} did not decode; they are in {}", job.name, plural(c.decode_errors, "record"), s.dead_letters_to);
+        osprey::log_warn!("{}: {} did not decode; they are in {}", job.name, plural(c.decode_errors, "record"), s.dead_letters_to);
     }
     if c.late_records > 0 {
-        eprintln!(
+        osprey::log_warn!(
             "{}: {} late; {} in {}",
             job.name,
             if c.late_records == 1 { "1 record was".to_string() } else { format!("{} records were", c.late_records) },

@@ -87,12 +87,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
-    let options = Options { progress: !args.quiet, cluster, ..Options::replay() };
+    let options = Options { progress: !args.quiet && !osprey::log::json(), cluster, ..Options::replay() };
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary, args.quiet);
     let c = &summary.counters;
     if c.records_in > 0 && c.decode_errors as f64 > args.max_dead_letter_ratio * c.records_in as f64 {
-        eprintln!(
+        osprey::log_error!(
             "{}: {} of {} records ({:.0}%) did not decode, more than --max-dead-letter-ratio {}: is the input the right file, \
              uncompressed JSON lines or Parquet? (exit status 3)",
             job.name,

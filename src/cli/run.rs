@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };
-    eprintln!("{}: running; Ctrl-C stops", job.name);
+    osprey::log_info!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary, false);
     Ok(ExitCode::SUCCESS)

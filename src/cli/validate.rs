@@ -21,13 +21,13 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 println!("ok: {} — job `{}`, {} columns from {source}, {window}", path.display(), j.name, j.columns.len());
             }
             Err(e) => {
-                eprintln!("{e}\n");
+                osprey::log_error!("{e}\n");
                 failed += 1;
             }
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} job files have errors", paths.len());
+        osprey::log_error!("{failed} of {} job files have errors", paths.len());
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -61,7 +61,7 @@ pub fn open_fresh(path: &Path, what: &str) -> anyhow::Result<File> {
     let kept = kept_name(path);
     std::fs::rename(path, &kept)
         .with_context(|| format!("cannot move the earlier {what} {} aside to {}", path.display(), kept.display()))?;
-    eprintln!("the earlier {what} {} ({len} bytes) is kept as {}", path.display(), kept.display());
+    crate::log_info!("the earlier {what} {} ({len} bytes) is kept as {}", path.display(), kept.display());
     let fresh = OpenOptions::new()
         .create_new(true)
         .append(true)

@@ -125,7 +125,7 @@ impl KafkaSource {
                 break;
             }
             if attempt == 0 {
-                eprintln!("waiting for the Kafka topic `{topic}` to exist on {}", cluster.brokers);
+                crate::log_info!("waiting for the Kafka topic `{topic}` to exist on {}", cluster.brokers);
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -251,7 +251,7 @@ impl KafkaSource {
         for e in events {
             match e {
                 GroupEvent::Assigned(ps) => {
-                    eprintln!("{}: assigned {}", self.group_label(), self.partition_names(&ps));
+                    crate::log_info!("{}: assigned {}", self.group_label(), self.partition_names(&ps));
                     for &p in &ps {
                         self.assigned[p] = true;
                     }
@@ -259,7 +259,7 @@ impl KafkaSource {
                 }
                 GroupEvent::Revoked(ps) => {
                     if !ps.is_empty() {
-                        eprintln!("{}: revoked {}", self.group_label(), self.partition_names(&ps));
+                        crate::log_info!("{}: revoked {}", self.group_label(), self.partition_names(&ps));
                     }
                     for &p in &ps {
                         self.assigned[p] = false;

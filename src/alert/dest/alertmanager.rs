@@ -85,7 +85,7 @@ impl AlertDestination for Alertmanager {
         if self.tx.send(Msg::Finish(tx)).is_ok() {
             if let Ok(left) = rx.recv() {
                 if left > 0 {
-                    eprintln!(
+                    crate::log_warn!(
                         "alerts: Alertmanager at {} did not take {left} alert updates (they are in the other alert destinations)",
                         self.urls.join(", ")
                     );
@@ -195,7 +195,7 @@ impl Delivering {
                 Err(e) => {
                     let n = self.delivery.failed_posts.fetch_add(1, Relaxed);
                     if n == 0 || (n + 1).is_power_of_two() {
-                        eprintln!("alerts: cannot deliver to Alertmanager at {url} (attempt {}): {e}; retrying", n + 1);
+                        crate::log_warn!("alerts: cannot deliver to Alertmanager at {url} (attempt {}): {e}; retrying", n + 1);
                     }
                     ok = false;
                 }
