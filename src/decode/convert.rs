@@ -7,8 +7,20 @@ use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
 
 use crate::Millis;
 
+/// The event times Osprey takes: years 0000 to 9999 as RFC 3339 writes them, with a day to
+/// spare at the end so that every window end is printable too.
+pub const EVENT_TIME_RANGE: std::ops::RangeInclusive<Millis> = -62_167_219_200_000..=253_402_214_400_000;
+
 /// Epoch milliseconds from a JSON value decoded as text.
 pub fn parse_timestamp(text: &str) -> Result<Millis, String> {
+    let ms = parse_timestamp_unchecked(text)?;
+    if !EVENT_TIME_RANGE.contains(&ms) {
+        return Err(format!("event time `{}` is outside the years 0000 to 9999-12-30", text.trim()));
+    }
+    Ok(ms)
+}
+
+fn parse_timestamp_unchecked(text: &str) -> Result<Millis, String> {
     let t = text.trim();
     let digits = t.strip_prefix('-').unwrap_or(t);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -101,6 +113,10 @@ mod tests {
         assert_eq!(parse_timestamp("1767603600000").unwrap(), 1_767_603_600_000);
         assert!(parse_timestamp("yesterday").is_err());
         assert!(parse_timestamp("").is_err());
+        // Past what RFC 3339 can write (a window end in year 10000 could not be printed).
+        assert!(parse_timestamp("9999-12-31T12:00:00Z").unwrap_err().contains("outside the years"));
+        assert!(parse_timestamp("253402300799999").is_err());
+        assert!(parse_timestamp("9999-12-30T23:59:59Z").is_ok());
     }
 
     #[test]
