@@ -36,7 +36,7 @@ enum Command {
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
     },
-    /// Run a job over archived files (JSON lines or Parquet) as fast as possible, closing every window at the end.
+    /// Run a job over archived files (JSON lines, Parquet) or a range of its Kafka topic as fast as possible, closing every window at the end.
     Replay(cli::replay::Args),
     /// Run a job on its source until Ctrl-C or SIGTERM.
     Run(cli::run::Args),
