@@ -24,6 +24,9 @@
 #   share coordinator topics (defaults of 3 fail), a 16 MiB cleaner dedupe buffer (the 128 MiB
 #   default does not fit a 512 MiB heap), no initial rebalance delay (group joins in
 #   milliseconds instead of 3 s).
+# - No time-based retention (log.retention.ms=-1): test and benchmark data carries event times
+#   months in the past as message timestamps, and the default 7 days would delete a rolled
+#   segment of it minutes after it was written.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${OSPREY_CACHE:-$HOME/.cache/osprey}"
@@ -106,6 +109,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.cleaner.dedupe.buffer.size=16777216
+log.retention.ms=-1
 PROPS
   local log4j="-Dlog4j2.configurationFile=$KAFKA_ROOT/log4j2.properties"
   java "$log4j" -cp "$KAFKA_ROOT/lib/*" kafka.tools.StorageTool format \

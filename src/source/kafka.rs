@@ -107,6 +107,10 @@ impl KafkaSource {
                 ("fetch.wait.max.ms", "100"),
                 // Records of aborted transactions, and of open ones, are never read.
                 ("isolation.level", "read_committed"),
+                // While the pipeline decodes a burst, librdkafka's queue passes
+                // queued.min.messages and fetching pauses for this long; the default 1 s left a
+                // replay waiting on an empty queue two thirds of the time (4x slower).
+                ("fetch.queue.backoff.ms", "10"),
                 // A dead member's partitions move on after this (the broker's minimum is 6 s).
                 ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
