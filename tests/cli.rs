@@ -552,9 +552,17 @@ fn schema_validator() -> jsonschema::Validator {
     jsonschema::validator_for(&schema).unwrap()
 }
 
-/// Every record validates against the shipped schema.
+/// Every record validates against the shipped schema (which does refuse a broken one).
 fn assert_valid_alerts(records: &[Value]) {
     let v = schema_validator();
+    if let Some(first) = records.first() {
+        let mut broken = first.clone();
+        broken["status"] = Value::from("open");
+        assert!(!v.is_valid(&broken), "the schema must refuse an unknown status");
+        let mut broken = first.clone();
+        broken.as_object_mut().unwrap().remove("fingerprint");
+        assert!(!v.is_valid(&broken), "the schema must refuse a record without a fingerprint");
+    }
     for r in records {
         let errors: Vec<String> = v.iter_errors(r).map(|e| format!("{e} at {}", e.instance_path())).collect();
         assert!(errors.is_empty(), "{r}\n{errors:?}");
@@ -758,6 +766,8 @@ fn alerts_reach_a_real_alertmanager_and_later_show_as_resolved_and_an_unreachabl
     let o = osprey(&["replay", "pos.toml"], d);
     assert!(o.status.success(), "{}", stderr(&o));
     let records = rows_of(&d.join("alerts.jsonl"));
+    assert_valid_alerts(&fired);
+    assert_valid_alerts(&records);
     assert_eq!(records.iter().map(|r| r["status"].as_str().unwrap()).collect::<Vec<_>>(), ["firing", "resolved"]);
     assert!(am.active().iter().all(|a| a["annotations"]["osprey_fingerprint"] != fp.as_str()), "resolved: {:?}", am.active());
 
@@ -810,4 +820,73 @@ fn messages_can_be_json_lines_and_filtered_by_level() {
     let o = osprey(&["replay", "nope.toml", "--log-format", "json"], d);
     let err: Value = serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
     assert_eq!(err["level"], "error");
+}
+
+/// Replays a bundled Knight check over `lines` (its Kafka source replaced by a file); its alerts.
+fn knight(check: &str, lines: &[String]) -> (Vec<Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("trading.jsonl"), lines.join("\n") + "\n").unwrap();
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("jobs/knight/{check}.toml"));
+    let o = osprey(&["replay", job.to_str().unwrap(), "--input", "trading.jsonl", "--output", "alerts.jsonl"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let alerts = rows_of(&d.join("alerts.jsonl"));
+    assert_valid_alerts(&alerts);
+    (alerts, stderr(&o))
+}
+
+fn heartbeat(t: &str, service: &str, host: &str, build: &str) -> String {
+    format!("{{\"ts\":\"2026-01-05T{t}Z\",\"event\":\"heartbeat\",\"service\":\"{service}\",\"host\":\"{host}\",\"build\":\"{build}\"}}")
+}
+
+fn cash(t: &str, batch: &str, account: &str, amount: &str) -> String {
+    format!("{{\"ts\":\"2026-01-05T{t}Z\",\"event\":\"cash\",\"batch_id\":\"{batch}\",\"account\":\"{account}\",\"amount\":\"{amount}\"}}")
+}
+
+#[test]
+fn knight_version_skew_fires_for_a_service_on_two_builds_and_not_for_one_on_a_single_build() {
+    let mut lines = Vec::new();
+    for s in (0..60).step_by(10) {
+        for h in 1..=8 {
+            // Router: host 8 still on the old build. Gateway: all on one build.
+            let build = if h == 8 { "v2.13.9" } else { "v2.14.1" };
+            lines.push(heartbeat(&format!("09:00:{s:02}"), "router", &format!("trade-{h}"), build));
+            lines.push(heartbeat(&format!("09:00:{s:02}"), "gateway", &format!("gw-{h}"), "v5.0.0"));
+        }
+    }
+    // The next minute: the router fixed.
+    lines.push(heartbeat("09:01:10", "router", "trade-8", "v2.14.1"));
+    lines.push(heartbeat("09:02:10", "gateway", "gw-1", "v5.0.0"));
+    let (alerts, err) = knight("version_skew", &lines);
+    let fired: Vec<&Value> = alerts.iter().filter(|a| a["status"] == "firing").collect();
+    assert_eq!(fired.len(), 1, "{alerts:?}\n{err}");
+    assert_eq!(fired[0]["labels"]["service"], "router");
+    assert_eq!(fired[0]["value"], 2);
+    assert_eq!(fired[0]["annotations"]["summary"], "router runs 2 builds at once (from v2.13.9 and v2.14.1) across 8 hosts");
+    assert_eq!(fired[0]["starts_at"], "2026-01-05T09:01:00Z");
+    assert!(alerts.iter().any(|a| a["status"] == "resolved" && a["labels"]["service"] == "router"), "resolved once fixed");
+}
+
+#[test]
+fn knight_cash_conservation_sums_exact_decimals_that_floats_get_wrong() {
+    let lines = vec![
+        // 0.1 + 0.2 - 0.3: zero exactly, 5.55e-17 in binary floating point: must hold.
+        cash("09:00:01", "B-1", "ACC-1", "0.1"),
+        cash("09:00:02", "B-1", "ACC-2", "0.2"),
+        cash("09:00:03", "B-1", "ACC-3", "-0.3"),
+        // One ten-thousandth created from nothing: must fire.
+        cash("09:00:10", "B-2", "ACC-1", "1000000.0001"),
+        cash("09:00:11", "B-2", "ACC-2", "-1000000.0000"),
+        // Balanced, in the next minute.
+        cash("09:01:10", "B-3", "ACC-1", "12.5000"),
+        cash("09:01:11", "B-3", "ACC-2", "-12.5"),
+    ];
+    let (alerts, err) = knight("cash_conservation", &lines);
+    let fired: Vec<&Value> = alerts.iter().filter(|a| a["status"] == "firing").collect();
+    assert_eq!(fired.len(), 1, "{alerts:?}\n{err}");
+    assert_eq!(fired[0]["labels"]["batch_id"], "B-2");
+    assert_eq!(fired[0]["value"], "0.0001", "the exact decimal, as a string");
+    assert_eq!(fired[0]["threshold"], "0");
+    let records = fired[0]["evidence"]["records"].as_array().unwrap();
+    assert_eq!(records.iter().map(|r| r["offset"].as_i64().unwrap()).collect::<Vec<_>>(), vec![4, 5]);
 }
