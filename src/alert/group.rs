@@ -140,15 +140,7 @@ mod tests {
     use crate::alert::Observation;
 
     fn obs(service: &str, key: &str) -> Observation {
-        Observation {
-            rule: "r".into(),
-            severity: "page".into(),
-            labels: [("service".to_string(), service.to_string()), ("key".to_string(), key.to_string())].into(),
-            annotations: Default::default(),
-            value: 1.into(),
-            threshold: 0.into(),
-            evidence: serde_json::Value::Null,
-        }
+        crate::alert::observation("r", "page", &[("service", service), ("key", key)])
     }
 
     #[test]

@@ -86,15 +86,7 @@ mod tests {
     use crate::alert::Observation;
 
     fn obs(severity: &str, service: &str) -> Observation {
-        Observation {
-            rule: format!("{severity}-rule"),
-            severity: severity.into(),
-            labels: [("service".to_string(), service.to_string())].into(),
-            annotations: Default::default(),
-            value: 1.into(),
-            threshold: 0.into(),
-            evidence: serde_json::Value::Null,
-        }
+        crate::alert::observation(&format!("{severity}-rule"), severity, &[("service", service)])
     }
 
     #[test]

@@ -204,15 +204,7 @@ mod tests {
     use super::*;
 
     fn obs(key: &str) -> Observation {
-        Observation {
-            rule: "r".into(),
-            severity: "page".into(),
-            labels: [("key".to_string(), key.to_string())].into(),
-            annotations: Default::default(),
-            value: Value::from(1),
-            threshold: Value::from(0),
-            evidence: Value::Null,
-        }
+        crate::alert::observation("r", "page", &[("key", key)])
     }
 
     /// (t, holding keys) per evaluation → "t:key:status:seq" per transition.

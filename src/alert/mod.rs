@@ -134,6 +134,20 @@ pub fn parse_time(text: &str) -> Option<Millis> {
     chrono::DateTime::parse_from_rfc3339(text).ok().map(|d| d.timestamp_millis())
 }
 
+/// An observation for the stage's tests: rule, severity, labels; value 1 over threshold 0.
+#[cfg(test)]
+pub(crate) fn observation(rule: &str, severity: &str, labels: &[(&str, &str)]) -> Observation {
+    Observation {
+        rule: rule.into(),
+        severity: severity.into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations: Default::default(),
+        value: 1.into(),
+        threshold: 0.into(),
+        evidence: Value::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

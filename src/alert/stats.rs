@@ -136,15 +136,7 @@ mod tests {
     use crate::alert::Observation;
 
     fn obs(key: &str) -> Observation {
-        Observation {
-            rule: "r".into(),
-            severity: "page".into(),
-            labels: [("key".to_string(), key.to_string())].into(),
-            annotations: Default::default(),
-            value: 1.into(),
-            threshold: 0.into(),
-            evidence: serde_json::Value::Null,
-        }
+        crate::alert::observation("r", "page", &[("key", key)])
     }
 
     #[test]

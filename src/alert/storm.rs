@@ -138,15 +138,7 @@ mod tests {
     use crate::alert::Observation;
 
     fn obs(key: usize) -> Observation {
-        Observation {
-            rule: "r".into(),
-            severity: "ticket".into(),
-            labels: [("key".to_string(), key.to_string())].into(),
-            annotations: Default::default(),
-            value: 1.into(),
-            threshold: 0.into(),
-            evidence: serde_json::Value::Null,
-        }
+        crate::alert::observation("r", "ticket", &[("key", &key.to_string())])
     }
 
     #[test]

@@ -85,6 +85,38 @@ pub fn check_destinations(job: &Job, inputs: Option<&str>, output: Option<&Path>
     Ok(())
 }
 
+/// Where `replay` and `run` write, when the command line overrides the job file.
+#[derive(clap::Args)]
+pub struct Outputs {
+    /// Write result rows here as JSON lines instead of the job's sink; for an alerting job
+    /// (slo, invariant, anomaly), its alert records instead of its [alerts] destinations.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
+    /// An alerting job's evaluated rows (the SQL's result per window), as JSON lines.
+    #[arg(long)]
+    pub rows: Option<std::path::PathBuf>,
+    /// Write dead letters here (JSON lines) instead of the job's [dead_letter].
+    #[arg(long)]
+    pub dead_letters: Option<std::path::PathBuf>,
+    /// Write late records here (JSON lines) instead of the job's [late].
+    #[arg(long)]
+    pub late: Option<std::path::PathBuf>,
+}
+
+impl Outputs {
+    /// Point the job's routes and alert destinations at these files; returns (the query
+    /// sink's output, the rows file).
+    pub fn apply(&self, job: &mut Job) -> anyhow::Result<(Option<std::path::PathBuf>, Option<std::path::PathBuf>)> {
+        if let Some(p) = &self.dead_letters {
+            job.dead_letter = osprey::job::RouteConfig::File(p.clone());
+        }
+        if let Some(p) = &self.late {
+            job.late = osprey::job::RouteConfig::File(p.clone());
+        }
+        alert_outputs(job, self.output.as_deref(), self.rows.as_deref())
+    }
+}
+
 /// For an alerting job, `--output` takes the place of its alert destinations and `--rows`
 /// gets its evaluated rows: returns (the query sink's `--output`, the rows file).
 pub fn alert_outputs(

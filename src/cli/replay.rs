@@ -31,19 +31,8 @@ pub struct Args {
     /// Kafka: end offsets (exclusive), PARTITION:OFFSET,... (unlisted partitions end at the end).
     #[arg(long)]
     pub to_offsets: Option<String>,
-    /// Write result rows here as JSON lines instead of the job's sink; for an alerting job
-    /// (slo, invariant, anomaly), its alert records instead of its [alerts] destinations.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
-    /// An alerting job's evaluated rows (the SQL's result per window), as JSON lines.
-    #[arg(long)]
-    pub rows: Option<PathBuf>,
-    /// Write dead letters here (JSON lines) instead of the job's [dead_letter].
-    #[arg(long)]
-    pub dead_letters: Option<PathBuf>,
-    /// Write late records here (JSON lines) instead of the job's [late].
-    #[arg(long)]
-    pub late: Option<PathBuf>,
+    #[command(flatten)]
+    pub outputs: super::Outputs,
     /// No progress bar and no throughput line (what did not decode or was late is still said).
     #[arg(long, short)]
     pub quiet: bool,
@@ -55,13 +44,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut job = super::load_job(&args.job)?;
-    if let Some(p) = &args.dead_letters {
-        job.dead_letter = osprey::job::RouteConfig::File(p.clone());
-    }
-    if let Some(p) = &args.late {
-        job.late = osprey::job::RouteConfig::File(p.clone());
-    }
-    let (sink_output, rows) = super::alert_outputs(&mut job, args.output.as_deref(), args.rows.as_deref())?;
+    let (sink_output, rows) = args.outputs.apply(&mut job)?;
     let cluster = super::cluster(&job, args.brokers.as_deref());
     let inputs = match (&args.input, &job.source) {
         (Some(input), _) => Some(input.clone()),
