@@ -81,11 +81,22 @@ pub struct KafkaSource {
     total_records: Option<u64>,
     brokers: String,
     group: String,
+    /// Messages read from librdkafka and not yet handed out, per partition.
+    buffers: Vec<Gather>,
+    /// Range mode: a partition has handed out a chunk; its end was reported; it is paused.
+    started: Vec<bool>,
+    end_sent: Vec<bool>,
+    paused: Vec<bool>,
 }
 
 /// Messages taken per poll, at most.
 const MAX_MESSAGES: usize = 16_384;
 const MAX_BYTES: usize = 8 << 20;
+/// Range replays hand out chunks of exactly this many records per partition (fewer only at a
+/// partition's end), so chunk boundaries never depend on how fetches were cut.
+const RANGE_CHUNK: usize = 8_192;
+/// A partition whose buffer holds this many records stops fetching until it is drained.
+const RANGE_BUFFER: usize = 4 * RANGE_CHUNK;
 
 impl KafkaSource {
     pub fn open(cluster: &Cluster, topic: &str, start: Start) -> anyhow::Result<KafkaSource> {
@@ -149,6 +160,10 @@ impl KafkaSource {
             total_records: None,
             brokers: cluster.brokers.clone(),
             group: group.clone(),
+            buffers: (0..partitions).map(|_| Gather::default()).collect(),
+            started: vec![false; partitions],
+            end_sent: vec![false; partitions],
+            paused: vec![false; partitions],
         };
         match start {
             Start::Group { .. } => {
@@ -189,6 +204,7 @@ impl KafkaSource {
                 self.assigned[p] = true;
             } else {
                 self.done[p] = true;
+                self.end_sent[p] = true;
                 self.ready.push_back(Poll::PartitionEnd(p));
             }
         }
@@ -250,6 +266,111 @@ impl KafkaSource {
         ps.iter().map(|&p| format!("{}/{p}", self.topic)).collect::<Vec<_>>().join(", ")
     }
 
+    /// Read what librdkafka has (waiting up to `wait` for the first message) into the
+    /// partition buffers; in range mode, mark partitions that reached their end.
+    fn fetch(&mut self, wait: Duration) -> anyhow::Result<usize> {
+        let (mut count, mut bytes) = (0usize, 0usize);
+        let mut wait = wait;
+        while count < MAX_MESSAGES && bytes < MAX_BYTES {
+            let Some(result) = self.consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
+            let m = match result {
+                Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if self.ends.is_some() && (p as usize) < self.done.len() {
+                        self.done[p as usize] = true;
+                    }
+                    continue;
+                }
+                Err(e) => bail!("reading the Kafka topic `{}`: {e}", self.topic),
+            };
+            let p = m.partition() as usize;
+            let offset = m.offset();
+            if let Some(ends) = &self.ends {
+                if self.done[p] || offset >= ends[p] {
+                    self.done[p] = true;
+                    continue;
+                }
+                if offset + 1 >= ends[p] {
+                    self.done[p] = true;
+                }
+            }
+            let g = &mut self.buffers[p];
+            let payload = m.payload().unwrap_or(&[]);
+            let start = g.data.len() as u32;
+            g.data.extend_from_slice(payload);
+            g.records.push(RawRecord { start, end: g.data.len() as u32, offset });
+            g.timestamps.push(m.timestamp().to_millis());
+            g.trace_ids.push(
+                m.headers()
+                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent")).and_then(|h| h.value.and_then(trace_id))),
+            );
+            count += 1;
+            bytes += payload.len();
+        }
+        Ok(count)
+    }
+
+    fn chunk(&self, p: usize, g: Gather) -> Poll {
+        let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
+        Poll::Chunk(Chunk {
+            partition: p,
+            bytes: g.data.len() as u64,
+            payload: Payload::Json { data: g.data, records: g.records, meta: Some(meta) },
+        })
+    }
+
+    /// A range replay reads like a file replay: the partition not yet started, else the one
+    /// furthest behind in event time, in chunks of exactly [`RANGE_CHUNK`] records, so the
+    /// output never depends on fetch timing. Others' messages wait in their buffers (a full
+    /// buffer pauses its partition).
+    fn poll_range(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll> {
+        loop {
+            let next = (0..self.buffers.len())
+                .filter(|&p| !self.end_sent[p])
+                .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
+            let Some(p) = next else { return Ok(Poll::End) };
+            let have = self.buffers[p].records.len();
+            if have >= RANGE_CHUNK || (self.done[p] && have > 0) {
+                let g = self.buffers[p].split_front(have.min(RANGE_CHUNK));
+                self.started[p] = true;
+                self.flow(p)?;
+                return Ok(self.chunk(p, g));
+            }
+            if self.done[p] {
+                self.end_sent[p] = true;
+                return Ok(Poll::PartitionEnd(p));
+            }
+            self.flow(p)?;
+            if self.fetch(Duration::from_millis(100))? == 0 && !self.done[p] {
+                return Ok(Poll::Idle);
+            }
+        }
+    }
+
+    /// Pause partitions with full buffers, resume the rest (always `wanted`).
+    fn flow(&mut self, wanted: usize) -> anyhow::Result<()> {
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for p in 0..self.buffers.len() {
+            let full = p != wanted && self.buffers[p].records.len() >= RANGE_BUFFER && !self.done[p];
+            if full && !self.paused[p] {
+                pause.add_partition(&self.topic, p as i32);
+                self.paused[p] = true;
+            } else if !full && self.paused[p] {
+                resume.add_partition(&self.topic, p as i32);
+                self.paused[p] = false;
+            }
+        }
+        if pause.count() > 0 {
+            self.consumer.pause(&pause).context("cannot pause a partition")?;
+        }
+        if resume.count() > 0 {
+            self.consumer.resume(&resume).context("cannot resume a partition")?;
+        }
+        Ok(())
+    }
+
     fn take_events(&mut self) {
         let events: Vec<GroupEvent> = std::mem::take(&mut *self.events.lock().expect("not poisoned"));
         for e in events {
@@ -284,87 +405,49 @@ struct Gather {
     trace_ids: Vec<Option<String>>,
 }
 
+impl Gather {
+    /// The first `n` records as a gather of their own; the rest stay, rebased.
+    fn split_front(&mut self, n: usize) -> Gather {
+        if n >= self.records.len() {
+            return std::mem::take(self);
+        }
+        let cut = self.records[n].start;
+        let data = self.data.drain(..cut as usize).collect();
+        let records: Vec<RawRecord> = self.records.drain(..n).collect();
+        for r in &mut self.records {
+            r.start -= cut;
+            r.end -= cut;
+        }
+        Gather {
+            data,
+            records,
+            timestamps: self.timestamps.drain(..n).collect(),
+            trace_ids: self.trace_ids.drain(..n).collect(),
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn partitions(&self) -> &[PartitionInfo] {
         &self.infos
     }
 
-    fn poll(&mut self, _watermarks: &[Millis]) -> anyhow::Result<Poll> {
+    fn poll(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll> {
         if let Some(p) = self.ready.pop_front() {
             return Ok(p);
         }
-        if self.ends.is_some() && self.done.iter().all(|d| *d) {
-            return Ok(Poll::End);
+        if self.ends.is_some() {
+            return self.poll_range(watermarks);
         }
-        let mut gathered: Vec<Gather> = (0..self.infos.len()).map(|_| Gather::default()).collect();
-        let mut finished: Vec<usize> = Vec::new();
-        let (mut count, mut bytes) = (0usize, 0usize);
-        let mut wait = Duration::from_millis(100);
-        while count < MAX_MESSAGES && bytes < MAX_BYTES {
-            let Some(result) = self.consumer.poll(wait) else { break };
-            wait = Duration::ZERO;
-            let m = match result {
-                Ok(m) => m,
-                Err(KafkaError::PartitionEOF(p)) => {
-                    let p = p as usize;
-                    if let Some(ends) = &self.ends {
-                        if !self.done[p] && p < ends.len() {
-                            self.done[p] = true;
-                            finished.push(p);
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => bail!("reading the Kafka topic `{}`: {e}", self.topic),
-            };
-            let p = m.partition() as usize;
-            let offset = m.offset();
-            if let Some(ends) = &self.ends {
-                if self.done[p] || offset >= ends[p] {
-                    if !self.done[p] {
-                        self.done[p] = true;
-                        finished.push(p);
-                    }
-                    continue;
-                }
-                if offset + 1 >= ends[p] {
-                    self.done[p] = true;
-                    finished.push(p);
-                }
-            }
-            let g = &mut gathered[p];
-            let payload = m.payload().unwrap_or(&[]);
-            let start = g.data.len() as u32;
-            g.data.extend_from_slice(payload);
-            g.records.push(RawRecord { start, end: g.data.len() as u32, offset });
-            g.timestamps.push(m.timestamp().to_millis());
-            g.trace_ids.push(
-                m.headers()
-                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent")).and_then(|h| h.value.and_then(trace_id))),
-            );
-            count += 1;
-            bytes += payload.len();
-        }
+        self.fetch(Duration::from_millis(100))?;
         self.take_events();
-        for (p, g) in gathered.into_iter().enumerate() {
-            if g.records.is_empty() {
-                continue;
+        for p in 0..self.buffers.len() {
+            if !self.buffers[p].records.is_empty() {
+                let g = std::mem::take(&mut self.buffers[p]);
+                self.ready.push_back(self.chunk(p, g));
             }
-            let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
-            self.ready.push_back(Poll::Chunk(Chunk {
-                partition: p,
-                bytes: g.data.len() as u64,
-                payload: Payload::Json { data: g.data, records: g.records, meta: Some(meta) },
-            }));
         }
-        for p in finished {
-            self.ready.push_back(Poll::PartitionEnd(p));
-        }
-        match self.ready.pop_front() {
-            Some(p) => Ok(p),
-            None if self.ends.is_some() && self.done.iter().all(|d| *d) => Ok(Poll::End),
-            None => Ok(Poll::Idle),
-        }
+        Ok(self.ready.pop_front().unwrap_or(Poll::Idle))
     }
 
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
