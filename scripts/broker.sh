@@ -70,7 +70,11 @@ install_kafka() {
   echo "broker: installing Apache Kafka $KAFKA_VERSION jars into $KAFKA_ROOT (once)" >&2
   rm -rf "$KAFKA_ROOT" && mkdir -p "$KAFKA_ROOT"
   cp "$HERE/kafka/pom.xml" "$HERE/kafka/log4j2.properties" "$KAFKA_ROOT/"
-  (cd "$KAFKA_ROOT" && mvn -B -q dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime) >&2
+  if ! (cd "$KAFKA_ROOT" && mvn -B -q dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime) > "$KAFKA_ROOT/maven.log" 2>&1; then
+    echo "broker: Maven could not fetch Apache Kafka's jars; its output:" >&2
+    cat "$KAFKA_ROOT/maven.log" >&2
+    exit 1
+  fi
   touch "$KAFKA_ROOT/installed"
 }
 
