@@ -254,8 +254,10 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
             osprey::log_warn!("{}: stopped; open windows were emitted with the rows they had (marked \"_incomplete\")", job.name);
         } else if s.open_windows_at_stop > 0 {
             osprey::log_warn!(
-                "{}: stopped; {} open windows ({} rows) were not complete and were discarded (--flush-on-stop emits them instead)",
-                job.name, s.open_windows_at_stop, s.rows_in_open_windows
+                "{}: stopped; {} ({}) not complete, discarded (--flush-on-stop emits them instead)",
+                job.name,
+                plural(s.open_windows_at_stop as u64, "open window"),
+                plural(s.rows_in_open_windows as u64, "row")
             );
         } else {
             osprey::log_info!("{}: stopped; no window was open", job.name);
