@@ -110,6 +110,8 @@ pub struct Summary {
 struct Alerting {
     evaluator: Box<dyn Evaluator>,
     stage: AlertStage,
+    /// Source partition names for evidence, taken once (partitions never change).
+    partition_names: Vec<String>,
 }
 
 pub struct Pipeline {
@@ -164,7 +166,8 @@ impl Pipeline {
         );
         let partitions = source.partitions().len();
         let declared = job.columns.len();
-        let alerting = Self::alerting(&job, &query, options.cluster.as_ref())?;
+        let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
+        let alerting = Self::alerting(&job, &query, options.cluster.as_ref(), names)?;
         Ok(Pipeline {
             dead_letters: Route::new(job.dead_letter.clone(), options.cluster.as_ref(), &job.name, "dlq")?,
             late: Route::new(job.late.clone(), options.cluster.as_ref(), &job.name, "late")?,
@@ -188,7 +191,7 @@ impl Pipeline {
         })
     }
 
-    fn alerting(job: &Job, query: &WindowQuery, cluster: Option<&Cluster>) -> anyhow::Result<Option<Alerting>> {
+    fn alerting(job: &Job, query: &WindowQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
         let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
             (JobKind::Invariant, Some(inv)) => Box::new(
@@ -198,7 +201,7 @@ impl Pipeline {
             (kind, _) => anyhow::bail!("job `{}`: kind {kind:?} raises no alerts in this version", job.name),
         };
         let stage = AlertStage::new(&job.name, evaluator.kind(), config, cluster)?;
-        Ok(Some(Alerting { evaluator, stage }))
+        Ok(Some(Alerting { evaluator, stage, partition_names }))
     }
 
     /// The job's counters, readable while it runs.
@@ -417,9 +420,13 @@ impl Pipeline {
             JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
             self.sink.write(&result)?;
             if let Some(a) = &mut self.alerting {
-                let names: Vec<String> = self.source.partitions().iter().map(|p| p.name.clone()).collect();
-                let evaluation =
-                    Evaluation { window_start: w.start, window_end: w.end, rows: &batches, input: &w.batches, partition_names: &names };
+                let evaluation = Evaluation {
+                    window_start: w.start,
+                    window_end: w.end,
+                    rows: &batches,
+                    input: &w.batches,
+                    partition_names: &a.partition_names,
+                };
                 let holding = a.evaluator.evaluate(&evaluation)?;
                 a.stage.evaluate(w.end, holding)?;
             }
