@@ -20,6 +20,7 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod sink;
+pub mod slo;
 pub mod source;
 pub mod state;
 pub mod time;

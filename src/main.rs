@@ -56,6 +56,9 @@ enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// SLO jobs: `rules` prints the equivalent Prometheus recording and alerting rules.
+    #[command(subcommand)]
+    Slo(cli::slo::Command),
     /// Read the alert stream: `tail` it, or `stats` on alert fatigue.
     #[command(subcommand)]
     Alerts(cli::alerts::Command),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Generate(args) => cli::generate::run(args),
         Command::Alerts(c) => cli::alerts::run(c),
+        Command::Slo(c) => cli::slo::run(c),
         Command::Explain { job } => cli::explain::explain(&job),
         Command::Describe { job } => cli::explain::describe(&job),
         Command::Completions { shell } => {

@@ -104,6 +104,8 @@ pub struct Summary {
     pub never_present: Vec<String>,
     /// Alerting jobs: what the alert stage did, and where its records went.
     pub alerts: Option<(AlertCounts, String)>,
+    /// Alerting jobs: the job kind's own counters (SLO series, folded label sets, ...).
+    pub evaluator: Vec<(&'static str, u64)>,
 }
 
 /// An alerting job's operator and alert stage, after the SQL.
@@ -147,7 +149,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(job: Job, source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
-        let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let query = crate::job::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
         let decoder = Arc::new(Decoder::new(&job));
         let schema = decoder.schema();
         let key_columns = match &job.window {
@@ -194,6 +196,7 @@ impl Pipeline {
     fn alerting(job: &Job, query: &WindowQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
         let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
+            (JobKind::Slo, _) => Box::new(crate::slo::SloEvaluator::new(&job.name, job.slo.clone().expect("an SLO job has [slo]"))),
             (JobKind::Invariant, Some(inv)) => Box::new(
                 InvariantEvaluator::new(&job.name, inv.clone(), &query.output_schema())
                     .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
@@ -321,6 +324,7 @@ impl Pipeline {
         }
         Ok(Summary {
             alerts: self.alerting.as_ref().map(|a| (a.stage.counts(), a.stage.describe())),
+            evaluator: self.alerting.as_ref().map(|a| a.evaluator.stats()).unwrap_or_default(),
             counters: self.counters.snapshot(),
             open_windows_at_stop,
             rows_in_open_windows,
@@ -416,19 +420,39 @@ impl Pipeline {
                 schema: &schema,
                 batches: &batches,
             };
-            JobCounters::add(&self.counters.rows_out, result.rows() as u64);
             JobCounters::add(if w.update { &self.counters.window_updates } else { &self.counters.windows_closed }, 1);
-            self.sink.write(&result)?;
-            if let Some(a) = &mut self.alerting {
-                let evaluation = Evaluation {
-                    window_start: w.start,
-                    window_end: w.end,
-                    rows: &batches,
-                    input: &w.batches,
-                    partition_names: &a.partition_names,
-                };
-                let holding = a.evaluator.evaluate(&evaluation)?;
-                a.stage.evaluate(w.end, holding)?;
+            let Some(a) = &mut self.alerting else {
+                JobCounters::add(&self.counters.rows_out, result.rows() as u64);
+                self.sink.write(&result)?;
+                self.fired_since_commit += 1;
+                continue;
+            };
+            let evaluation = Evaluation {
+                window_start: w.start,
+                window_end: w.end,
+                rows: &batches,
+                input: &w.batches,
+                partition_names: &a.partition_names,
+                update: w.update,
+                want_rows: !self.sink.discards(),
+            };
+            let verdicts = a.evaluator.evaluate(&evaluation)?;
+            match (&verdicts.rows, a.evaluator.rows_schema()) {
+                // The evaluator's own rows (burn rates): each row names its own pane.
+                (Some(rows), Some(schema)) => {
+                    let own = WindowResult { schema: &schema, batches: rows, update: false, revision: 0, ..result };
+                    JobCounters::add(&self.counters.rows_out, own.rows() as u64);
+                    if own.rows() > 0 {
+                        self.sink.write(&own)?;
+                    }
+                }
+                _ => {
+                    JobCounters::add(&self.counters.rows_out, result.rows() as u64);
+                    self.sink.write(&result)?;
+                }
+            }
+            for (t, holding) in verdicts.evaluations {
+                a.stage.evaluate(t, holding)?;
             }
             self.fired_since_commit += 1;
         }

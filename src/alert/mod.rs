@@ -91,12 +91,35 @@ pub struct Evaluation<'a> {
     pub input: &'a [datafusion::arrow::record_batch::RecordBatch],
     /// Source partition names (file, or topic/partition), by `_partition`.
     pub partition_names: &'a [String],
+    /// The window fired before: a late record within the allowed lateness updated it.
+    pub update: bool,
+    /// Someone reads the evaluator's rows (`--rows`); otherwise it need not build them.
+    pub want_rows: bool,
+}
+
+/// What an evaluator made of one fired window.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    /// Evaluations in event-time order: at each time, the label sets whose condition holds
+    /// (every other alert of the job is clear then). A fired window may hold none (a late
+    /// update), one, or several (an SLO evaluates every pane end, also empty ones).
+    pub evaluations: Vec<(Millis, Vec<Observation>)>,
+    /// The evaluator's own rows, in [`Evaluator::rows_schema`]; `None`: the SQL's rows.
+    pub rows: Option<Vec<datafusion::arrow::record_batch::RecordBatch>>,
 }
 
 /// A job kind that raises alerts: turns each evaluation into the label sets that hold.
 pub trait Evaluator: Send {
     fn kind(&self) -> &'static str;
-    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Vec<Observation>>;
+    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts>;
+    /// The columns of the evaluator's own rows, when it makes them (SLO burn rates).
+    fn rows_schema(&self) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+        None
+    }
+    /// Counters for the run's summary and `/metrics`.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)

@@ -6,6 +6,7 @@ pub mod explain;
 pub mod generate;
 pub mod replay;
 pub mod run;
+pub mod slo;
 pub mod validate;
 
 use std::path::Path;
@@ -248,6 +249,10 @@ pub fn report(job: &Job, s: &Summary, quiet: bool) {
             plural(a.notifications, "notification"),
             a.grouped
         );
+    }
+    if !s.evaluator.is_empty() {
+        let parts: Vec<String> = s.evaluator.iter().map(|(k, v)| format!("{} {v}", k.replace('_', " "))).collect();
+        osprey::log_info!("{}: {}", job.name, parts.join(", "));
     }
     if s.stopped {
         if s.flushed_on_stop {

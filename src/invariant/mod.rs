@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Map, Value};
 
-use crate::alert::{Evaluation, Evaluator, Observation};
+use crate::alert::{Evaluation, Evaluator, Observation, Verdicts};
 use crate::exec::predicate::RowPredicate;
 use crate::output::json::{write_row, write_value};
 
@@ -80,7 +80,15 @@ impl Evaluator for InvariantEvaluator {
         "invariant"
     }
 
-    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Vec<Observation>> {
+    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
+        let holding = self.holding(e)?;
+        Ok(Verdicts { evaluations: vec![(e.window_end, holding)], rows: None })
+    }
+}
+
+impl InvariantEvaluator {
+    /// The violations among one window's rows.
+    fn holding(&mut self, e: &Evaluation) -> anyhow::Result<Vec<Observation>> {
         let mut out = Vec::new();
         let mut samples: Option<HashMap<Vec<String>, Vec<Value>>> = None;
         for batch in e.rows {

@@ -1,14 +1,18 @@
-//! `[alerts]` and the alerting kinds' tables (`[invariant]`), checked.
+//! `[alerts]` and the alerting kinds' tables (`[invariant]`, `[slo]`), checked.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use super::spec::JobFile;
-use super::{relative_to_job, Checker, JobError, JobKind};
+use rust_decimal::Decimal;
+
+use super::spec::{JobFile, WindowFile};
+use super::{relative_to_job, Checker, JobError, JobKind, WindowConfig};
 use crate::alert::group::GroupConfig;
 use crate::alert::inhibit::InhibitRule;
 use crate::alert::AlertsConfig;
 use crate::invariant::InvariantConfig;
+use crate::slo::{BurnAlert, Condition, SloConfig};
+use crate::Millis;
 
 impl Checker<'_> {
     pub(super) fn alerts(&self, kind: JobKind, f: &JobFile, kafka_job: bool) -> Result<Option<AlertsConfig>, JobError> {
@@ -20,6 +24,10 @@ impl Checker<'_> {
             return Ok(None);
         }
         let mut c = AlertsConfig::defaults(kafka_job);
+        if kind == JobKind::Slo {
+            // Every pair's record, as Prometheus evaluates them; inhibition is the reader's choice.
+            c.inhibit.clear();
+        }
         let Some(a) = &f.alerts else { return Ok(Some(c)) };
         let a = a.get_ref();
         let named = a.topic.is_some() || a.alertmanager.is_some() || a.file.is_some() || a.stdout.is_some();
@@ -146,5 +154,165 @@ impl Checker<'_> {
             threshold,
             runbook_url: t.runbook_url.clone(),
         }))
+    }
+}
+
+impl Checker<'_> {
+    pub(super) fn slo(
+        &self,
+        kind: JobKind,
+        f: &JobFile,
+        spans: &mut BTreeMap<&'static str, Range<usize>>,
+    ) -> Result<Option<SloConfig>, JobError> {
+        let table = match (kind, f.slo.as_ref()) {
+            (JobKind::Slo, Some(t)) => t,
+            (JobKind::Slo, None) => {
+                let k = f.kind.as_ref().expect("written");
+                return Err(self.err(k, "an SLO job needs an [slo] table").with_help(
+                    "add [slo] with objective = 0.999 and good = \"<SQL boolean over one event>\" (or bad = \"...\")",
+                ));
+            }
+            (_, Some(t)) => {
+                return Err(JobError::at_span(self.path, self.text, t.span(), "[slo] belongs to kind = \"slo\" jobs")
+                    .with_help("set kind = \"slo\" before the first [table]"));
+            }
+            (_, None) => return Ok(None),
+        };
+        let t = table.get_ref();
+        let objective = crate::slo::exact(t.objective.get_ref())
+            .filter(|o| *o > Decimal::ZERO && *o < Decimal::ONE)
+            .ok_or_else(|| {
+                self.err(&t.objective, "`objective` must be a fraction between 0 and 1 (exclusive)")
+                    .with_help("objective = 0.999 means 99.9% of events are good; the error budget is the other 0.1%")
+            })?;
+        let condition = match (&t.good, &t.bad) {
+            (Some(g), None) => {
+                spans.insert("slo.good", g.span());
+                Condition::Good(g.get_ref().clone())
+            }
+            (None, Some(b)) => {
+                spans.insert("slo.bad", b.span());
+                Condition::Bad(b.get_ref().clone())
+            }
+            (Some(g), Some(_)) => {
+                return Err(self.err(g, "[slo] has both `good` and `bad`").with_help("keep one: bad events are the ones that are not good"));
+            }
+            (None, None) => {
+                return Err(JobError::at_span(self.path, self.text, table.span(), "[slo] needs `good` or `bad`")
+                    .with_help("good = \"status < 500\": an SQL boolean over one event"));
+            }
+        };
+        let labels = match &t.labels {
+            Some(l) => {
+                spans.insert("slo.labels", l.span());
+                l.get_ref().clone().into_vec()
+            }
+            None => Vec::new(),
+        };
+        let pane_text = t.pane.as_ref().map(|p| (p, "pane")).or_else(|| {
+            f.window.as_ref().and_then(|w| w.get_ref().size.as_ref()).map(|s| (s, "size"))
+        });
+        let pane = match pane_text {
+            Some((p, key)) => {
+                if let Some(p) = &t.pane {
+                    spans.insert("slo.pane", p.span());
+                }
+                self.positive_duration(p, key)?
+            }
+            None => 60_000,
+        };
+        let period = match &t.period {
+            Some(p) => self.positive_duration(p, "period")?,
+            None => 30 * 86_400_000,
+        };
+        let period_text = t.period.as_ref().map(|p| p.get_ref().trim().to_string()).unwrap_or_else(|| "30d".into());
+        let multiple = |d: Millis, at: &toml::Spanned<String>, key: &str| -> Result<(), JobError> {
+            if d % pane != 0 {
+                return Err(self
+                    .err(at, format!("`{key}` = `{}` is not a whole number of panes ({})", at.get_ref(), humantime::format_duration(std::time::Duration::from_millis(pane as u64))))
+                    .with_help("windows are sums of panes: use a multiple of the pane, or a shorter pane"));
+            }
+            Ok(())
+        };
+        if let Some(p) = &t.period {
+            multiple(period, p, "period")?;
+        }
+        let alerts = match &t.alert {
+            None => crate::slo::default_alerts(),
+            Some(list) if list.is_empty() => {
+                return Err(JobError::at_span(self.path, self.text, table.span(), "[slo] has an empty list of alerts")
+                    .with_help("remove `alert = []` for the SRE workbook's four pairs, or add [[slo.alert]] tables"));
+            }
+            Some(list) => {
+                let mut out = Vec::new();
+                for a in list {
+                    let a = a.get_ref();
+                    let long = self.positive_duration(&a.long, "long")?;
+                    let short = self.positive_duration(&a.short, "short")?;
+                    multiple(long, &a.long, "long")?;
+                    multiple(short, &a.short, "short")?;
+                    if long / pane > 100_000 {
+                        return Err(self.err(&a.long, "`long` spans more than 100,000 panes").with_help("use a longer pane"));
+                    }
+                    let burn_rate = crate::slo::exact(a.burn_rate.get_ref()).filter(|r| *r > Decimal::ZERO).ok_or_else(|| {
+                        self.err(&a.burn_rate, "`burn_rate` must be a number above 0")
+                            .with_help("14.4 pages when a 30-day budget would last about two days")
+                    })?;
+                    out.push(BurnAlert {
+                        severity: a.severity.clone().unwrap_or_else(|| "page".into()),
+                        long,
+                        short,
+                        long_text: a.long.get_ref().trim().to_string(),
+                        short_text: a.short.get_ref().trim().to_string(),
+                        burn_rate,
+                    });
+                }
+                out
+            }
+        };
+        for a in &alerts {
+            if alerts.iter().filter(|b| b.rule() == a.rule()).count() > 1 {
+                return Err(JobError::at_span(self.path, self.text, table.span(), format!("two [[slo.alert]] pairs are both `{}`", a.rule()))
+                    .with_help("give each pair its own severity or windows"));
+            }
+        }
+        let count = |v: &Option<toml::Spanned<i64>>, key: &str, default: i64, min: i64| -> Result<i64, JobError> {
+            match v {
+                None => Ok(default),
+                Some(n) if *n.get_ref() >= min => Ok(*n.get_ref()),
+                Some(n) => Err(self.err(n, format!("`{key}` must be at least {min}"))),
+            }
+        };
+        Ok(Some(SloConfig {
+            objective,
+            period,
+            period_text,
+            condition,
+            labels,
+            pane,
+            min_events: count(&t.min_events, "min_events", 0, 0)? as u64,
+            max_series: count(&t.max_series, "max_series", 10_000, 1)? as usize,
+            alerts,
+            summary: t.summary.clone(),
+            runbook_url: t.runbook_url.clone(),
+        }))
+    }
+
+    /// An SLO job's `[window]`, when written: tumbling, one pane long.
+    pub(super) fn slo_window(&self, w: &toml::Spanned<WindowFile>, slo: &SloConfig, pane_written: bool) -> Result<WindowConfig, JobError> {
+        let w = w.get_ref();
+        let size = w.size.as_ref().map(|s| self.positive_duration(s, "size")).transpose()?;
+        if w.kind.get_ref() != "tumbling" || size.is_none() || w.slide.is_some() || w.gap.is_some() || w.key.is_some() {
+            return Err(self
+                .err(&w.kind, "an SLO job's window is its pane: kind = \"tumbling\" with size = the pane")
+                .with_help("remove [window] (the pane is [slo] pane, 1m by default); sliding windows come from [[slo.alert]] long and short"));
+        }
+        let size = size.expect("checked");
+        if pane_written && size != slo.pane {
+            return Err(self
+                .err(w.size.as_ref().expect("checked"), "[window] size differs from [slo] pane")
+                .with_help("remove [window]: an SLO job's window is its pane"));
+        }
+        Ok(WindowConfig::Tumbling { size })
     }
 }

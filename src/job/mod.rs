@@ -57,6 +57,8 @@ pub struct Job {
     pub alerts: Option<crate::alert::AlertsConfig>,
     /// `kind = "invariant"`
     pub invariant: Option<crate::invariant::InvariantConfig>,
+    /// `kind = "slo"`
+    pub slo: Option<crate::slo::SloConfig>,
     /// The job file, for error messages.
     pub path: PathBuf,
     /// The job file's text, and where some keys sit in it, for errors found after parsing.
@@ -181,9 +183,20 @@ impl Job {
 /// Load and check a job file, then plan its SQL: what `osprey validate` runs.
 pub fn validate(path: &Path) -> Result<Job, JobError> {
     let job = load(path)?;
-    let query = crate::exec::WindowQuery::plan(&job)?;
-    check_against_result(&job, &query.output_schema())?;
+    plan(&job)?;
     Ok(job)
+}
+
+/// Plan the SQL a job runs per window, checking what needs its result columns. An SLO job
+/// runs its SQL inside the pane aggregation ([`crate::slo::pane_sql`]); its own SQL is
+/// planned alone first, so that an error points into the text the user wrote.
+pub fn plan(job: &Job) -> Result<crate::exec::WindowQuery, JobError> {
+    let query = crate::exec::WindowQuery::plan(job)?;
+    check_against_result(job, &query.output_schema())?;
+    let Some(slo) = &job.slo else { return Ok(query) };
+    let mut pane_job = job.clone();
+    pane_job.sql.text = crate::slo::pane_sql(&job.sql.text, slo);
+    crate::exec::WindowQuery::plan(&pane_job).map_err(|e| job.error_at_key("slo.labels", format!("[slo]: the pane aggregation does not plan: {}", e.message)))
 }
 
 /// What can be checked only once the SQL's result columns are known.
@@ -192,7 +205,35 @@ pub fn check_against_result(job: &Job, output: &SchemaRef) -> Result<(), JobErro
         crate::invariant::InvariantEvaluator::new(&job.name, inv.clone(), output)
             .map_err(|e| job.error_at_key(&format!("invariant.{}", e.key), format!("[invariant] {}: {}", e.key, e.message)))?;
     }
+    if let Some(slo) = &job.slo {
+        let columns = || output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+        for l in &slo.labels {
+            if output.index_of(l).is_err() {
+                let mut e = job.error_at_key("slo.labels", format!("[slo] label `{l}` is not a column of the SQL result (its columns: {})", columns()));
+                if let Some(near) = closest(l, output.fields().iter().map(|f| f.name().as_str())) {
+                    e = e.with_help(format!("did you mean `{near}`?"));
+                }
+                return Err(e);
+            }
+            if crate::slo::evaluator::ROW_COLUMNS.contains(&l.as_str()) || l.starts_with("burn_rate_") {
+                return Err(job.error_at_key("slo.labels", format!("[slo] label `{l}` has the name of a column of the SLO's rows"))
+                    .with_help("rename it in the SQL (SELECT *, x AS my_label FROM events)"));
+            }
+        }
+        let (key, text) = match &slo.condition {
+            crate::slo::Condition::Good(g) => ("slo.good", g),
+            crate::slo::Condition::Bad(b) => ("slo.bad", b),
+        };
+        crate::exec::predicate::RowPredicate::compile(text, output).map_err(|e| {
+            job.error_at_key(key, format!("[slo] {}: {}", &key[4..], first_line(&e.to_string())))
+                .with_help(format!("an SQL boolean over one event; the columns are: {}", columns()))
+        })?;
+    }
     Ok(())
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
 }
 
 /// Load and check a job file without planning the SQL.
@@ -301,7 +342,7 @@ impl Checker<'_> {
                 }
             },
         };
-        if matches!(kind, JobKind::Slo | JobKind::Anomaly) {
+        if matches!(kind, JobKind::Anomaly) {
             let k = f.kind.as_ref().expect("non-default kind was written");
             return Err(self
                 .err(k, format!("job kind `{}` is not built yet in this version of Osprey", k.get_ref()))
@@ -309,12 +350,37 @@ impl Checker<'_> {
         }
         let mut spans = std::collections::BTreeMap::new();
         let invariant = self.invariant(kind, &f, &mut spans)?;
+        let slo = self.slo(kind, &f, &mut spans)?;
 
         let columns = self.columns(&f.source.get_ref().schema)?;
-        let sql = self.sql(&f)?;
+        let sql = match (&slo, &f.sql, &f.sql_file) {
+            // An SLO counts every event unless its SQL says which.
+            (Some(_), None, None) => SqlText {
+                text: crate::slo::DEFAULT_SQL.into(),
+                file: self.path.to_path_buf(),
+                file_text: self.text.to_string(),
+                origin: (1, 1),
+            },
+            _ => self.sql(&f)?,
+        };
         let source = self.source(f.source.get_ref())?;
         let event_time = self.event_time(f.event_time.get_ref(), &columns)?;
-        let window = self.window(f.window.get_ref(), &columns)?;
+        let window = match (&f.window, &slo) {
+            (Some(w), None) => self.window(w.get_ref(), &columns)?,
+            (Some(w), Some(slo)) => self.slo_window(w, slo, spans.contains_key("slo.pane"))?,
+            (None, Some(slo)) => WindowConfig::Tumbling { size: slo.pane },
+            (None, None) => {
+                return Err(JobError::at_line_col(self.path, self.text, 1, 1, 1, "missing key `window`")
+                    .with_help(missing_key_help("window")));
+            }
+        };
+        let slo = match (slo, &window) {
+            (Some(mut s), WindowConfig::Tumbling { size }) => {
+                s.pane = *size;
+                Some(s)
+            }
+            (s, _) => s,
+        };
         let sink = match &f.sink {
             None => SinkConfig::Stdout { format: StdoutFormat::Json },
             Some(s) => self.sink(s.get_ref())?,
@@ -346,6 +412,7 @@ impl Checker<'_> {
             late,
             alerts,
             invariant,
+            slo,
             path: self.path.to_path_buf(),
             file_text: self.text.to_string(),
             spans,

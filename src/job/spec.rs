@@ -16,7 +16,8 @@ pub struct JobFile {
     pub sql_file: Option<Spanned<String>>,
     pub source: Spanned<SourceFile>,
     pub event_time: Spanned<EventTimeFile>,
-    pub window: Spanned<WindowFile>,
+    /// Required but for SLO jobs, whose window is their pane.
+    pub window: Option<Spanned<WindowFile>>,
     pub sink: Option<Spanned<SinkFile>>,
     pub dead_letter: Option<Spanned<RouteFile>>,
     pub late: Option<Spanned<RouteFile>>,
@@ -24,6 +25,37 @@ pub struct JobFile {
     pub alerts: Option<Spanned<AlertsFile>>,
     /// `kind = "invariant"`
     pub invariant: Option<Spanned<InvariantFile>>,
+    /// `kind = "slo"`
+    pub slo: Option<Spanned<SloFile>>,
+}
+
+/// `[slo]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloFile {
+    /// Fraction of good events, for example 0.999.
+    pub objective: Spanned<toml::Value>,
+    pub period: Option<Spanned<String>>,
+    pub good: Option<Spanned<String>>,
+    pub bad: Option<Spanned<String>>,
+    pub labels: Option<Spanned<OneOrMany>>,
+    pub pane: Option<Spanned<String>>,
+    pub min_events: Option<Spanned<i64>>,
+    pub max_series: Option<Spanned<i64>>,
+    pub alert: Option<Vec<Spanned<SloAlertFile>>>,
+    /// The alert's summary; `{label}`, `{long_window}`, `{burn_rate_long}`... from the evaluation.
+    pub summary: Option<String>,
+    pub runbook_url: Option<String>,
+}
+
+/// `[[slo.alert]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloAlertFile {
+    pub severity: Option<String>,
+    pub long: Spanned<String>,
+    pub short: Spanned<String>,
+    pub burn_rate: Spanned<toml::Value>,
 }
 
 /// `[alerts]`

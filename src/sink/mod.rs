@@ -37,6 +37,10 @@ impl WindowResult<'_> {
 pub trait Sink: Send {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()>;
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// Nothing written here is kept: rows need not be built for it.
+    fn discards(&self) -> bool {
+        false
+    }
 }
 
 /// Drops the rows: an alerting job's rows when no `--rows` file asks for them.
@@ -45,6 +49,9 @@ pub struct Discard;
 impl Sink for Discard {
     fn write(&mut self, _: &WindowResult) -> anyhow::Result<()> {
         Ok(())
+    }
+    fn discards(&self) -> bool {
+        true
     }
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())

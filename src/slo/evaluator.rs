@@ -1,0 +1,453 @@
+//! The SLO operator: pane counts in, burn-rate evaluations and rows out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::series::{Counts, Layout, Series};
+use super::{compact, SloConfig};
+use crate::alert::{rfc3339, Evaluation, Evaluator, Observation, Verdicts};
+use crate::job::timestamp_type;
+use crate::Millis;
+
+/// Columns of an SLO's rows besides its labels and `burn_rate_<window>`.
+pub const ROW_COLUMNS: &[&str] =
+    &["window_start", "window_end", "events", "bad_events", "error_budget_remaining", "time_to_exhaustion_s", "firing"];
+
+/// The label value of the series that label sets past `max_series` fold into.
+pub const OVERFLOW: &str = "__overflow__";
+
+/// What the operator remembers (checkpointed with the job).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SloState {
+    /// By label values, in the order of `labels`.
+    pub series: BTreeMap<Vec<String>, Series>,
+    /// The newest pane evaluated.
+    pub last: Option<i64>,
+    /// Pane rows of new label sets folded into the overflow series, and their events.
+    pub folded_rows: u64,
+    pub folded_events: u64,
+    pub evaluations: u64,
+}
+
+pub struct SloEvaluator {
+    job: String,
+    config: SloConfig,
+    layout: Layout,
+    /// Per alert pair: its long and short window's index in the layout, and its threshold
+    /// on the bad fraction (`burn_rate × (1 - objective)`), exact and as a float.
+    pairs: Vec<Pair>,
+    /// Column name suffix per layout window (`5m`, `1h`, `30d`).
+    window_names: Vec<String>,
+    /// The window `time_to_exhaustion` takes the current burn from: the fastest pair's long one.
+    current_window: usize,
+    budget: f64,
+    schema: SchemaRef,
+    state: SloState,
+    logged_overflow: bool,
+}
+
+struct Pair {
+    /// Index into the config's alerts.
+    alert: usize,
+    long: usize,
+    short: usize,
+    threshold: Decimal,
+    threshold_f: f64,
+    rule: String,
+}
+
+impl SloEvaluator {
+    pub fn new(job: &str, config: SloConfig) -> SloEvaluator {
+        let pane = config.pane;
+        let mut windows: Vec<(Millis, String)> = Vec::new();
+        for a in &config.alerts {
+            for (w, text) in [(a.long, &a.long_text), (a.short, &a.short_text)] {
+                if !windows.iter().any(|(d, _)| *d == w) {
+                    windows.push((w, compact(text)));
+                }
+            }
+        }
+        windows.sort_by_key(|(d, _)| *d);
+        let panes = |d: Millis| (d / pane).max(1) as u32;
+        let layout = Layout::new(windows.iter().map(|(d, _)| panes(*d)).collect(), panes(config.period));
+        // Burn-rate columns: every alert window, then the period's (in the ring, or in blocks).
+        let mut window_names: Vec<String> = windows.iter().map(|(_, n)| n.clone()).collect();
+        if !windows.iter().any(|(d, _)| panes(*d) == panes(config.period)) {
+            window_names.push(compact(&config.period_text));
+        }
+        let index = |d: Millis| layout.windows.iter().position(|&w| w == panes(d)).expect("every alert window is in the layout");
+        let budget = config.budget();
+        let pairs: Vec<Pair> = config
+            .alerts
+            .iter()
+            .enumerate()
+            .map(|(alert, a)| {
+                let threshold = a.burn_rate * budget;
+                let threshold_f = threshold.to_f64().unwrap_or(f64::MAX);
+                Pair { alert, long: index(a.long), short: index(a.short), threshold, threshold_f, rule: a.rule() }
+            })
+            .collect();
+        let current_window = config.alerts.iter().min_by_key(|a| a.long).map(|a| index(a.long)).unwrap_or(0);
+        let mut fields = vec![
+            Field::new("window_start", timestamp_type(), false),
+            Field::new("window_end", timestamp_type(), false),
+        ];
+        fields.extend(config.labels.iter().map(|l| Field::new(l, DataType::Utf8, false)));
+        fields.push(Field::new("events", DataType::Int64, false));
+        fields.push(Field::new("bad_events", DataType::Int64, false));
+        fields.extend(window_names.iter().map(|n| Field::new(format!("burn_rate_{n}"), DataType::Float64, true)));
+        fields.push(Field::new("error_budget_remaining", DataType::Float64, false));
+        fields.push(Field::new("time_to_exhaustion_s", DataType::Float64, true));
+        fields.push(Field::new("firing", DataType::Utf8, true));
+        SloEvaluator {
+            job: job.into(),
+            budget: budget.to_f64().unwrap_or(0.0),
+            config,
+            layout,
+            pairs,
+            window_names,
+            current_window,
+            schema: Arc::new(Schema::new(fields)),
+            state: SloState::default(),
+            logged_overflow: false,
+        }
+    }
+
+    /// Heap bytes one series takes, whatever its traffic.
+    pub fn bytes_per_series(&self) -> usize {
+        self.layout.bytes_per_series()
+    }
+
+    pub fn state(&self) -> &SloState {
+        &self.state
+    }
+
+    pub fn restore(&mut self, state: SloState) {
+        self.state = state;
+    }
+
+    /// The pane counts of one SQL result, by label values, with new label sets past
+    /// `max_series` folded into the overflow series.
+    fn pane_counts(&mut self, rows: &[RecordBatch]) -> BTreeMap<Vec<String>, Counts> {
+        let n = self.config.labels.len();
+        let mut out: BTreeMap<Vec<String>, Counts> = BTreeMap::new();
+        // Label sets tracked, the overflow series aside.
+        let overflow = vec![OVERFLOW.to_string(); n];
+        let mut tracked = self.state.series.len() - (n > 0 && self.state.series.contains_key(&overflow)) as usize;
+        for batch in rows {
+            // Strings may come as views and counts as other integer types: one form for all.
+            let as_type = |c: usize, t: &DataType| datafusion::arrow::compute::cast(batch.column(c), t).expect("labels cast to text, counts to Int64");
+            let label_columns: Vec<ArrayRef> = (0..n).map(|c| as_type(c, &DataType::Utf8)).collect();
+            let events = as_type(n, &DataType::Int64);
+            let good = as_type(n + 1, &DataType::Int64);
+            let (events, good) = (events.as_primitive::<Int64Type>(), good.as_primitive::<Int64Type>());
+            for row in 0..batch.num_rows() {
+                let labels: Vec<String> = label_columns
+                    .iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        if s.is_valid(row) { s.value(row).to_string() } else { String::new() }
+                    })
+                    .collect();
+                let total = events.value(row).max(0) as u64;
+                let good = if good.is_valid(row) { good.value(row).clamp(0, total as i64) as u64 } else { 0 };
+                let labels = self.admit(labels, total, &out, &mut tracked);
+                let c = out.entry(labels).or_default();
+                c.total += total;
+                c.bad += total - good;
+            }
+        }
+        out
+    }
+
+    /// The label set a pane row counts under: its own, or the overflow series once
+    /// `max_series` label sets are tracked.
+    fn admit(&mut self, labels: Vec<String>, events: u64, pending: &BTreeMap<Vec<String>, Counts>, tracked: &mut usize) -> Vec<String> {
+        if self.state.series.contains_key(&labels) || pending.contains_key(&labels) {
+            return labels;
+        }
+        if *tracked < self.config.max_series || is_overflow(&labels) {
+            *tracked += !is_overflow(&labels) as usize;
+            return labels;
+        }
+        self.state.folded_rows += 1;
+        self.state.folded_events += events;
+        if !self.logged_overflow {
+            self.logged_overflow = true;
+            crate::log_warn!(
+                "{}: more than max_series = {} label sets; new ones fold into one series with every label `{OVERFLOW}`{}. \
+                 Drop the exploding label from [slo] labels, or raise max_series",
+                self.job,
+                self.config.max_series,
+                self.exploding_label(pending).map(|(l, n)| format!(" (`{l}` has {n} distinct values)")).unwrap_or_default()
+            );
+        }
+        vec![OVERFLOW.to_string(); self.config.labels.len()]
+    }
+
+    /// The label with the most distinct values among the tracked series.
+    fn exploding_label(&self, pending: &BTreeMap<Vec<String>, Counts>) -> Option<(String, usize)> {
+        let keys = || self.state.series.keys().chain(pending.keys()).filter(|k| !is_overflow(k));
+        (0..self.config.labels.len())
+            .map(|i| (self.config.labels[i].clone(), keys().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
+            .max_by_key(|(_, n)| *n)
+    }
+
+    /// Fold pane `p` in (with `counts` for the series that had events) and evaluate its end.
+    fn evaluate_pane(&mut self, p: i64, mut counts: BTreeMap<Vec<String>, Counts>, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
+        for (labels, series) in self.state.series.iter_mut() {
+            let c = counts.remove(labels).unwrap_or_default();
+            if series.head() < p {
+                series.advance(&self.layout, p, c);
+            }
+        }
+        for (labels, c) in counts {
+            let mut s = Series::new(&self.layout, p - 1);
+            s.advance(&self.layout, p, c);
+            self.state.series.insert(labels, s);
+        }
+        self.state.series.retain(|_, s| !s.is_empty(&self.layout));
+        self.state.last = Some(p);
+        self.state.evaluations += 1;
+        let t = (p + 1) * self.config.pane;
+        let mut out = Vec::new();
+        for (labels, series) in &self.state.series {
+            let mut firing: Vec<&str> = Vec::new();
+            for pair in &self.pairs {
+                let (long, short) = (series.window(pair.long), series.window(pair.short));
+                if !(self.burns(long, pair) && self.burns(short, pair)) {
+                    continue;
+                }
+                firing.push(&pair.rule);
+                out.push(self.observation(t, labels, series, pair, long, short));
+            }
+            if want_rows {
+                rows.push(self, t, labels, series, &firing);
+            }
+        }
+        out
+    }
+
+    /// The window burns faster than the pair's rate, with enough events to say so.
+    fn burns(&self, c: Counts, pair: &Pair) -> bool {
+        if c.total == 0 || c.total < self.config.min_events {
+            return false;
+        }
+        let fraction = c.bad as f64 / c.total as f64;
+        if (fraction - pair.threshold_f).abs() > 1e-9 * pair.threshold_f.abs() {
+            return fraction > pair.threshold_f;
+        }
+        // Close to the threshold: compare exactly, bad > threshold × total.
+        match pair.threshold.checked_mul(Decimal::from(c.total)) {
+            Some(limit) => Decimal::from(c.bad) > limit,
+            None => fraction > pair.threshold_f,
+        }
+    }
+
+    fn burn_rate(&self, c: Counts) -> Option<f64> {
+        (c.total > 0 && self.budget > 0.0).then(|| c.bad as f64 / c.total as f64 / self.budget)
+    }
+
+    /// Budget left over the period: 1 when nothing was bad, below 0 when overspent.
+    fn budget_remaining(&self, series: &Series) -> f64 {
+        let p = series.period(&self.layout);
+        if p.total == 0 || self.budget <= 0.0 {
+            return 1.0;
+        }
+        1.0 - (p.bad as f64 / p.total as f64) / self.budget
+    }
+
+    /// Seconds until the budget is gone at the current burn; `None` when it is not burning.
+    fn time_to_exhaustion(&self, series: &Series) -> Option<f64> {
+        let remaining = self.budget_remaining(series);
+        if remaining <= 0.0 {
+            return Some(0.0);
+        }
+        let burn = self.burn_rate(series.window(self.current_window))?;
+        (burn > 0.0).then(|| remaining * (self.config.period as f64 / 1000.0) / burn)
+    }
+
+    fn observation(&self, t: Millis, labels: &[String], series: &Series, pair: &Pair, long: Counts, short: Counts) -> Observation {
+        let alert = &self.config.alerts[pair.alert];
+        let mut out_labels: BTreeMap<String, String> = self.config.labels.iter().cloned().zip(labels.iter().cloned()).collect();
+        out_labels.insert("long_window".into(), alert.long_text.clone());
+        out_labels.insert("short_window".into(), alert.short_text.clone());
+        let burn_long = self.burn_rate(long).unwrap_or(0.0);
+        let burn_short = self.burn_rate(short).unwrap_or(0.0);
+        let threshold = alert.burn_rate.normalize().to_f64().unwrap_or(0.0);
+        let remaining = self.budget_remaining(series);
+        let mut values = Map::new();
+        for (l, v) in self.config.labels.iter().zip(labels) {
+            values.insert(l.clone(), Value::String(v.clone()));
+        }
+        values.insert("long_window".into(), alert.long_text.clone().into());
+        values.insert("short_window".into(), alert.short_text.clone().into());
+        values.insert("burn_rate_long".into(), format!("{burn_long:.2}").into());
+        values.insert("burn_rate_short".into(), format!("{burn_short:.2}").into());
+        values.insert("burn_rate".into(), threshold.into());
+        values.insert("error_budget_remaining".into(), format!("{:.1}%", remaining * 100.0).into());
+        let who = if labels.is_empty() { String::new() } else { format!(" ({})", labels.join(", ")) };
+        let summary = match &self.config.summary {
+            Some(s) => crate::invariant::interpolate(s, &values),
+            None => format!(
+                "{}{who} burns its error budget {burn_long:.1}x over {} and {burn_short:.1}x over {} (alert above {threshold}x); {:.1}% of the {} budget left",
+                self.job,
+                alert.long_text,
+                alert.short_text,
+                remaining * 100.0,
+                self.config.period_text
+            ),
+        };
+        let mut annotations = BTreeMap::from([("summary".to_string(), summary)]);
+        if let Some(r) = &self.config.runbook_url {
+            annotations.insert("runbook_url".into(), r.clone());
+        }
+        let window = |text: &str, c: Counts, burn: f64| json!({"window": text, "events": c.total, "bad_events": c.bad, "burn_rate": burn});
+        Observation {
+            rule: pair.rule.clone(),
+            severity: alert.severity.clone(),
+            labels: out_labels,
+            annotations,
+            value: json_number(burn_long),
+            threshold: json_number(threshold),
+            evidence: json!({
+                "evaluated_at": rfc3339(t),
+                "objective": self.config.objective.normalize().to_string(),
+                "long": window(&alert.long_text, long, burn_long),
+                "short": window(&alert.short_text, short, burn_short),
+                "error_budget_remaining": json_number(remaining),
+                "period": self.config.period_text,
+                "time_to_exhaustion_s": self.time_to_exhaustion(series).map(json_number),
+            }),
+        }
+    }
+}
+
+fn is_overflow(labels: &[String]) -> bool {
+    !labels.is_empty() && labels.iter().all(|l| l == OVERFLOW)
+}
+
+fn json_number(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+}
+
+impl Evaluator for SloEvaluator {
+    fn kind(&self) -> &'static str {
+        "slo"
+    }
+
+    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
+        let pane = self.config.pane;
+        let p = e.window_start.div_euclid(pane);
+        let counts = self.pane_counts(e.rows);
+        let mut verdicts = Verdicts::default();
+        if e.update || self.state.last.is_some_and(|last| p <= last) {
+            // A late record corrected a pane already evaluated: later evaluations see it.
+            for (labels, c) in counts {
+                let head = self.state.last.unwrap_or(p);
+                self.state.series.entry(labels).or_insert_with(|| Series::new(&self.layout, head)).correct(&self.layout, p, c);
+            }
+            return Ok(verdicts);
+        }
+        let mut rows = RowsBuilder::new(self);
+        let mut q = self.state.last.map(|l| l + 1).unwrap_or(p);
+        // Pane ends with no events are evaluated too; once no series has anything left in
+        // any window, the rest of a gap would say nothing.
+        while q < p {
+            if self.state.series.is_empty() {
+                break;
+            }
+            let holding = self.evaluate_pane(q, BTreeMap::new(), e.want_rows, &mut rows);
+            verdicts.evaluations.push(((q + 1) * pane, holding));
+            q += 1;
+        }
+        let holding = self.evaluate_pane(p, counts, e.want_rows, &mut rows);
+        verdicts.evaluations.push(((p + 1) * pane, holding));
+        if e.want_rows {
+            verdicts.rows = Some(vec![rows.finish(&self.schema)?]);
+        } else {
+            verdicts.rows = Some(Vec::new());
+        }
+        Ok(verdicts)
+    }
+
+    fn rows_schema(&self) -> Option<SchemaRef> {
+        Some(self.schema.clone())
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("series", self.state.series.len() as u64),
+            ("evaluations", self.state.evaluations),
+            ("folded_label_sets", self.state.folded_rows),
+            ("folded_events", self.state.folded_events),
+        ]
+    }
+}
+
+/// The rows of one or more evaluations, column by column.
+struct RowsBuilder {
+    start: TimestampMillisecondBuilder,
+    end: TimestampMillisecondBuilder,
+    labels: Vec<StringBuilder>,
+    events: Int64Builder,
+    bad: Int64Builder,
+    burn: Vec<Float64Builder>,
+    remaining: Float64Builder,
+    exhaustion: Float64Builder,
+    firing: StringBuilder,
+}
+
+impl RowsBuilder {
+    fn new(e: &SloEvaluator) -> Self {
+        RowsBuilder {
+            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            labels: e.config.labels.iter().map(|_| StringBuilder::new()).collect(),
+            events: Int64Builder::new(),
+            bad: Int64Builder::new(),
+            burn: e.window_names.iter().map(|_| Float64Builder::new()).collect(),
+            remaining: Float64Builder::new(),
+            exhaustion: Float64Builder::new(),
+            firing: StringBuilder::new(),
+        }
+    }
+
+    fn push(&mut self, e: &SloEvaluator, t: Millis, labels: &[String], series: &Series, firing: &[&str]) {
+        self.start.append_value(t - e.config.pane);
+        self.end.append_value(t);
+        for (b, v) in self.labels.iter_mut().zip(labels) {
+            b.append_value(v);
+        }
+        let pane = series.pane(&e.layout);
+        self.events.append_value(pane.total as i64);
+        self.bad.append_value(pane.bad as i64);
+        for (i, b) in self.burn.iter_mut().enumerate() {
+            let c = if i < e.layout.windows.len() { series.window(i) } else { series.period(&e.layout) };
+            b.append_option(e.burn_rate(c));
+        }
+        self.remaining.append_value(e.budget_remaining(series));
+        self.exhaustion.append_option(e.time_to_exhaustion(series));
+        if firing.is_empty() { self.firing.append_null() } else { self.firing.append_value(firing.join(",")) }
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> anyhow::Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.start.finish()), Arc::new(self.end.finish())];
+        columns.extend(self.labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.events.finish()));
+        columns.push(Arc::new(self.bad.finish()));
+        columns.extend(self.burn.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(self.remaining.finish()));
+        columns.push(Arc::new(self.exhaustion.finish()));
+        columns.push(Arc::new(self.firing.finish()));
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
