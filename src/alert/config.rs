@@ -14,6 +14,8 @@ pub struct AlertsConfig {
     pub alertmanager: Vec<String>,
     pub file: Option<PathBuf>,
     pub stdout: bool,
+    /// Lines people read on stdout (the demo), not JSON.
+    pub console: bool,
     pub notifications: Option<PathBuf>,
     pub timing: Timing,
     pub group: GroupConfig,
@@ -36,6 +38,7 @@ impl AlertsConfig {
             alertmanager: Vec::new(),
             file: None,
             stdout: !kafka_job,
+            console: false,
             notifications: None,
             timing: Timing::default(),
             group: GroupConfig::default(),
@@ -57,6 +60,7 @@ impl AlertsConfig {
         self.topic = None;
         self.alertmanager.clear();
         self.stdout = false;
+        self.console = false;
         self.file = Some(path);
     }
 }

@@ -72,6 +72,9 @@ impl AlertStage {
         if config.stdout {
             destinations.push(Box::new(JsonLines::stdout()));
         }
+        if config.console {
+            destinations.push(Box::new(super::dest::console::Console));
+        }
         let notifications = config.notifications.as_deref().map(JsonLines::file).transpose()?;
         let state = StageState {
             lifecycle: Lifecycle::new(job, kind, config.timing).with_retention(config.retention),

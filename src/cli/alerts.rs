@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use osprey::alert::stats::{compute, StatsOptions};
-use osprey::alert::{Alert, Status};
+use osprey::alert::Alert;
 use osprey::kafka::Cluster;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -121,39 +121,7 @@ fn consumer(brokers: &str, topic: &str, from_beginning: bool) -> anyhow::Result<
     Ok(c)
 }
 
-/// One record as a line people read.
-pub fn line(a: &Alert) -> String {
-    let labels: Vec<String> = a
-        .labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "alertname" && k.as_str() != "severity")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let value = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let when = match a.status {
-        Status::Firing => format!("since {}", a.starts_at),
-        Status::Resolved => format!("{} → {}", a.starts_at, a.ends_at.as_deref().unwrap_or("?")),
-    };
-    let summary = a.annotations.get("summary").map(|s| format!("  {s}")).unwrap_or_default();
-    format!(
-        "{:<8} {:<9} {}  {}  value {} (threshold {})  {when}  [{} #{}]{summary}",
-        match a.status {
-            Status::Firing => "FIRING",
-            Status::Resolved => "resolved",
-        },
-        a.severity,
-        a.labels.get("alertname").map(String::as_str).unwrap_or(&a.job),
-        if labels.is_empty() { "-".to_string() } else { labels.join(" ") },
-        value(&a.value),
-        value(&a.threshold),
-        a.fingerprint,
-        a.sequence
-    )
-}
+pub use osprey::alert::dest::console::line;
 
 /// A line on stdout; false when the reader went away (`| head`).
 fn print(text: &str) -> bool {

@@ -18,6 +18,8 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("jobs/http_error_burst.toml", include_str!("../../jobs/http_error_burst.toml")),
     ("jobs/trading_flow.toml", include_str!("../../jobs/trading_flow.toml")),
     ("jobs/build_drift.toml", include_str!("../../jobs/build_drift.toml")),
+    ("jobs/api_availability.toml", include_str!("../../jobs/api_availability.toml")),
+    ("jobs/api_latency.toml", include_str!("../../jobs/api_latency.toml")),
     ("sql/http_error_burst.sql", include_str!("../../sql/http_error_burst.sql")),
 ];
 
@@ -40,14 +42,23 @@ pub struct Args {
     pub flush_on_stop: bool,
 }
 
-/// Prints each window as a table, one window at a time across jobs.
+/// Prints each window as a table, one window at a time across jobs; an alerting job's rows
+/// (burn rates) are kept for the closing summary instead, its alerts print as they happen.
 struct DemoSink {
     out: Arc<Mutex<()>>,
+    keep: Option<Arc<Mutex<Vec<serde_json::Value>>>>,
 }
 
 impl Sink for DemoSink {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
         if result.rows() == 0 {
+            return Ok(());
+        }
+        if let Some(keep) = &self.keep {
+            let mut bytes = Vec::new();
+            osprey::output::json::write_window(result, &mut bytes);
+            let mut rows = keep.lock().expect("not poisoned");
+            rows.extend(bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| serde_json::from_slice(l).ok()));
             return Ok(());
         }
         let _guard = self.out.lock().expect("not poisoned");
@@ -87,8 +98,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let incident_at = ((event_minutes * 0.4) as i64).max(1) * 60_000;
     let incident = Incident { at: incident_at, duration: 4 * 60_000, service: "checkout".into() };
     let mut jobs: Vec<(Job, SourceConfig)> = Vec::new();
+    let alert_dir = tempdir()?.join("alerts");
     for path in &paths {
-        let job = super::load_job(path)?;
+        let mut job = super::load_job(path)?;
+        if let Some(a) = &mut job.alerts {
+            // Alerts as lines people read while it runs, and a file for the closing summary.
+            a.only_file(alert_dir.join(format!("{}.jsonl", job.name)));
+            a.console = true;
+        }
         let SourceConfig::Generator(mut g) = job.source.clone() else {
             osprey::log_info!("demo: skipping {} (its source is not the generator)", path.display());
             continue;
@@ -109,7 +126,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.seed
     );
     let names: Vec<&str> = jobs.iter().map(|(j, _)| j.name.as_str()).collect();
-    let watch: Vec<&str> = [("http_error_burst", "http_error_burst"), ("http_red", "the p99_ms column of http_red")]
+    let watch: Vec<&str> = [
+        ("http_error_burst", "http_error_burst"),
+        ("http_red", "the p99_ms column of http_red"),
+        ("api_availability", "the api_availability SLO page (FIRING lines)"),
+    ]
         .iter()
         .filter(|(job, _)| names.contains(job))
         .map(|(_, what)| *what)
@@ -131,9 +152,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let SourceConfig::Generator(g) = source else { unreachable!() };
         // Four jobs share two cores: each decodes on its own thread.
         let options = Options { decode_threads: 0, flush_on_stop: args.flush_on_stop, ..Options::live(stop.clone()) };
-        let sink = Box::new(DemoSink { out: out.clone() });
+        let keep = job.alerts.is_some().then(|| Arc::new(Mutex::new(Vec::new())));
+        let sink = Box::new(DemoSink { out: out.clone(), keep: keep.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
-        handles.push((job, std::thread::spawn(move || pipeline.run())));
+        handles.push((job, keep, std::thread::spawn(move || pipeline.run())));
     }
     let deadline = std::time::Instant::now() + args.duration;
     while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
@@ -141,11 +163,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     stop.store(true, Ordering::Relaxed);
     println!("── demo over ──");
-    for (job, handle) in handles {
+    let mut closing = Vec::new();
+    for (job, keep, handle) in handles {
         let summary = handle.join().expect("a job thread ends")?;
         super::report(&job, &summary, false);
+        if let (Some(slo), Some(rows), Some(alerts)) = (&job.slo, keep, job.alerts.as_ref().and_then(|a| a.file.clone())) {
+            closing.extend(slo_summary(&job.name, slo, &rows.lock().expect("not poisoned"), &alerts));
+        }
+    }
+    if !closing.is_empty() {
+        println!("\n── SLO alerts: when they fired and what they cost ──");
+        for line in closing {
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per SLO alert: when it fired and resolved, and how much of the period's error
+/// budget the bad events in between cost, at the traffic the run saw.
+fn slo_summary(job: &str, slo: &osprey::slo::SloConfig, rows: &[serde_json::Value], alerts: &Path) -> Vec<String> {
+    use rust_decimal::prelude::ToPrimitive;
+    let Ok(text) = std::fs::read_to_string(alerts) else { return Vec::new() };
+    let records: Vec<osprey::alert::Alert> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let time = |v: &serde_json::Value| v.as_str().and_then(osprey::alert::parse_time);
+    let budget = slo.budget().to_f64().unwrap_or(0.0);
+    let label_values = |r: &serde_json::Value| slo.labels.iter().map(|l| r[l].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    for a in records.iter().filter(|a| a.status == osprey::alert::Status::Firing) {
+        let start = osprey::alert::parse_time(&a.starts_at).unwrap_or(0);
+        let end = records
+            .iter()
+            .find(|r| r.fingerprint == a.fingerprint && r.status == osprey::alert::Status::Resolved && r.starts_at == a.starts_at)
+            .and_then(|r| r.ends_at.as_deref().and_then(osprey::alert::parse_time));
+        let series: Vec<String> = slo.labels.iter().map(|l| a.labels.get(l).cloned().unwrap_or_default()).collect();
+        let mine: Vec<&serde_json::Value> = rows.iter().filter(|r| label_values(r) == series).collect();
+        // Bad events from the pane before it fired to its end (or the end of the run).
+        let bad: u64 = mine
+            .iter()
+            .filter(|r| time(&r["window_end"]).is_some_and(|t| t >= start - slo.pane && end.is_none_or(|e| t <= e)))
+            .map(|r| r["bad_events"].as_u64().unwrap_or(0))
+            .sum();
+        let events: u64 = mine.iter().map(|r| r["events"].as_u64().unwrap_or(0)).sum();
+        let panes = mine.len().max(1) as f64;
+        let per_period = events as f64 / panes * (slo.period as f64 / slo.pane as f64);
+        let cost = if per_period > 0.0 && budget > 0.0 { 100.0 * bad as f64 / (budget * per_period) } else { 0.0 };
+        let who = if series.is_empty() { String::new() } else { format!(" {}", series.join(",")) };
+        out.push(format!(
+            "{job}{who}: {} ({}) fired {}, {}; {bad} bad events in that time: {cost:.2}% of the {} error budget at this traffic",
+            a.rule,
+            a.severity,
+            a.starts_at,
+            match end {
+                Some(e) => format!("resolved {}", osprey::alert::rfc3339(e)),
+                None => "still firing at the end".into(),
+            },
+            slo.period_text
+        ));
+    }
+    out
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

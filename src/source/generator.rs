@@ -229,7 +229,7 @@ impl Generator {
         if self.rng.next_f64() < 0.01 {
             latency *= 8.0 + self.rng.next_f64() * 20.0; // the long tail: GC pauses, cold caches
         }
-        let error_rate = if incident { 0.30 } else { 0.004 };
+        let error_rate = if incident { 0.30 } else { 0.001 };
         let status = if self.rng.next_f64() < error_rate {
             [500, 502, 503, 504][self.rng.below(4) as usize]
         } else if self.rng.next_f64() < 0.03 {

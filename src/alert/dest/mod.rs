@@ -3,6 +3,7 @@
 //! offsets behind the alerts.
 
 pub mod alertmanager;
+pub mod console;
 pub mod file;
 pub mod kafka;
 
