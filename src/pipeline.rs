@@ -19,7 +19,7 @@ use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
 use crate::alert::stage::AlertCounts;
 use crate::alert::{AlertStage, Evaluation, Evaluator};
-use crate::exec::WindowQuery;
+use crate::exec::JobQuery;
 use crate::invariant::InvariantEvaluator;
 use crate::job::{Job, JobKind};
 use crate::metrics::{CountersSnapshot, JobCounters};
@@ -121,7 +121,7 @@ pub struct Pipeline {
     source: Box<dyn Source>,
     decoder: Arc<Decoder>,
     operator: WindowOperator,
-    query: WindowQuery,
+    query: JobQuery,
     sink: Box<dyn Sink>,
     dead_letters: Route,
     late: Route,
@@ -193,10 +193,17 @@ impl Pipeline {
         })
     }
 
-    fn alerting(job: &Job, query: &WindowQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
+    fn alerting(job: &Job, query: &JobQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
         let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
             (JobKind::Slo, _) => Box::new(crate::slo::SloEvaluator::new(&job.name, job.slo.clone().expect("an SLO job has [slo]"))),
+            (JobKind::Invariant, Some(inv)) if inv.deadline.is_some() => {
+                let decoded = crate::decode::Decoder::new(job).schema();
+                Box::new(
+                    crate::invariant::DeadlineEvaluator::new(&job.name, inv.clone(), &decoded, job.event_time_index())
+                        .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
+                )
+            }
             (JobKind::Invariant, Some(inv)) => Box::new(
                 InvariantEvaluator::new(&job.name, inv.clone(), &query.output_schema())
                     .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
@@ -306,7 +313,7 @@ impl Pipeline {
         if ended || self.options.flush_on_stop {
             let fired = self.operator.finish();
             // At the end of bounded input every window is complete; at a stop it is not.
-            self.emit_marked(fired, !ended)?;
+            self.emit_marked(fired, !ended, ended)?;
             self.checkpoint()?;
         } else {
             // Commit up to the first row of the windows about to be discarded: a restart
@@ -393,11 +400,12 @@ impl Pipeline {
 
     /// Run the SQL on each fired window and hand the result to the sink.
     fn emit(&mut self, fired: Vec<FiredWindow>) -> anyhow::Result<()> {
-        self.emit_marked(fired, false)
+        self.emit_marked(fired, false, false)
     }
 
     /// `incomplete`: the windows are emitted at a stop, before the watermark closed them.
-    fn emit_marked(&mut self, fired: Vec<FiredWindow>, incomplete: bool) -> anyhow::Result<()> {
+    /// `end_of_input`: bounded input ended; these are its last windows.
+    fn emit_marked(&mut self, fired: Vec<FiredWindow>, incomplete: bool, end_of_input: bool) -> anyhow::Result<()> {
         self.counters.set_watermark(self.operator.watermark());
         let schema = self.query.output_schema();
         for w in fired {
@@ -435,6 +443,7 @@ impl Pipeline {
                 partition_names: &a.partition_names,
                 update: w.update,
                 want_rows: !self.sink.discards(),
+                end_of_input,
             };
             let verdicts = a.evaluator.evaluate(&evaluation)?;
             match (&verdicts.rows, a.evaluator.rows_schema()) {

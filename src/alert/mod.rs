@@ -95,6 +95,8 @@ pub struct Evaluation<'a> {
     pub update: bool,
     /// Someone reads the evaluator's rows (`--rows`); otherwise it need not build them.
     pub want_rows: bool,
+    /// The input ended: event time reached the newest event and goes no further.
+    pub end_of_input: bool,
 }
 
 /// What an evaluator made of one fired window.

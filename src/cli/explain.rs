@@ -82,6 +82,9 @@ fn window(w: &WindowConfig) -> String {
         WindowConfig::Tumbling { size } => format!("tumbling {}", d(*size)),
         WindowConfig::Hopping { size, slide } => format!("hopping {} every {}", d(*size), d(*slide)),
         WindowConfig::Session { gap, key } => format!("session, gap {}, per [{}]", d(*gap), key.join(", ")),
+        WindowConfig::Cumulative { size, ttl } => {
+            format!("cumulative since the start, every {}{}", d(*size), ttl.map(|t| format!(", groups idle {} dropped", d(t))).unwrap_or_default())
+        }
     }
 }
 

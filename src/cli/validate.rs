@@ -12,6 +12,9 @@ pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
                     WindowConfig::Tumbling { size } => format!("tumbling {}", ms(*size)),
                     WindowConfig::Hopping { size, slide } => format!("hopping {} every {}", ms(*size), ms(*slide)),
                     WindowConfig::Session { gap, key } => format!("session gap {} by [{}]", ms(*gap), key.join(", ")),
+                    WindowConfig::Cumulative { size, ttl } => {
+                        format!("cumulative, evaluated every {}{}", ms(*size), ttl.map(|t| format!(", idle groups dropped after {}", ms(t))).unwrap_or_default())
+                    }
                 };
                 let source = match &j.source {
                     SourceConfig::Kafka(k) => format!("kafka topic {}", k.topic),

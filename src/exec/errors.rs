@@ -108,7 +108,7 @@ fn locate_symbol(sql: &SqlText, symbol: &str, message: String) -> JobError {
     sql.error_at(1, 1, 1, message)
 }
 
-fn clean(m: &str) -> String {
+pub(super) fn clean(m: &str) -> String {
     let m = m.trim();
     let m = m.strip_prefix("type_coercion\ncaused by\n").unwrap_or(m);
     for prefix in ["Error during planning: ", "Schema error: ", "SQL error: ", "Execution error: ", "This feature is not implemented: "] {

@@ -4,6 +4,7 @@
 //! `window_end`; each window then only gets a physical plan over its own rows. One target
 //! partition keeps row order, and so the output, the same from run to run.
 
+pub mod cumulative;
 mod errors;
 pub mod predicate;
 mod table;
@@ -25,6 +26,29 @@ use crate::job::{timestamp_type, Job, JobError, SinkConfig, WINDOW_END, WINDOW_S
 use crate::time::FiredWindow;
 use crate::Millis;
 use table::WindowTable;
+
+/// What a job runs on each fired window: its SQL over the window's rows, or (a cumulative
+/// window) over running aggregates since the start.
+pub enum JobQuery {
+    Windowed(WindowQuery),
+    Cumulative(Box<cumulative::CumulativeQuery>),
+}
+
+impl JobQuery {
+    pub fn output_schema(&self) -> SchemaRef {
+        match self {
+            JobQuery::Windowed(q) => q.output_schema(),
+            JobQuery::Cumulative(q) => q.output_schema(),
+        }
+    }
+
+    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<Vec<RecordBatch>> {
+        match self {
+            JobQuery::Windowed(q) => q.run(window),
+            JobQuery::Cumulative(q) => q.run(window),
+        }
+    }
+}
 
 /// A job's SQL, planned and ready to run on windows.
 pub struct WindowQuery {

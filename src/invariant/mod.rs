@@ -18,6 +18,9 @@ use crate::alert::{Evaluation, Evaluator, Observation, Verdicts};
 use crate::exec::predicate::RowPredicate;
 use crate::output::json::{write_row, write_value};
 
+pub mod deadline;
+pub use deadline::{DeadlineConfig, DeadlineEvaluator};
+
 /// `[invariant]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvariantConfig {
@@ -28,6 +31,8 @@ pub struct InvariantConfig {
     pub value: Option<String>,
     pub threshold: Value,
     pub runbook_url: Option<String>,
+    /// `[invariant.deadline]`: keys that must close within a time of opening.
+    pub deadline: Option<DeadlineConfig>,
 }
 
 /// Input records of one key kept as evidence, at most.
@@ -166,7 +171,7 @@ pub fn interpolate(summary: &str, values: &Map<String, Value>) -> String {
 }
 
 /// A row as a JSON object, in the result format (decimals exact, as strings).
-fn row_object(batch: &RecordBatch, row: usize) -> Map<String, Value> {
+pub(crate) fn row_object(batch: &RecordBatch, row: usize) -> Map<String, Value> {
     let mut bytes = Vec::new();
     write_row(batch, row, &mut bytes);
     match serde_json::from_slice(&bytes) {
@@ -176,7 +181,7 @@ fn row_object(batch: &RecordBatch, row: usize) -> Map<String, Value> {
 }
 
 /// A value as label text: strings as they are, anything else as its JSON.
-fn text(array: &dyn Array, row: usize) -> String {
+pub(crate) fn text(array: &dyn Array, row: usize) -> String {
     if let Some(s) = array.as_string_opt::<i32>() {
         if s.is_valid(row) {
             return s.value(row).to_string();

@@ -118,11 +118,51 @@ impl Checker<'_> {
             (_, None) => return Ok(None),
         }
         let t = table.expect("matched").get_ref();
-        spans.insert("invariant.key", t.key.span());
-        let key = t.key.get_ref().clone().into_vec();
-        if key.is_empty() {
-            return Err(self.err(&t.key, "`key` names no column").with_help("key = [\"account\", \"symbol\"]: the columns naming one violation"));
-        }
+        let deadline = match &t.deadline {
+            None => None,
+            Some(d) => {
+                let d = d.get_ref();
+                spans.insert("invariant.deadline.key", d.key.span());
+                spans.insert("invariant.deadline.opens", d.opens.span());
+                spans.insert("invariant.deadline.closes", d.closes.span());
+                let key = d.key.get_ref().clone().into_vec();
+                if key.is_empty() {
+                    return Err(self.err(&d.key, "`key` names no column").with_help("key = [\"order_id\"]: the events' columns naming one timer"));
+                }
+                if let Some(v) = &t.violation {
+                    return Err(self
+                        .err(v, "a deadline job has no `violation`: missing the deadline is the violation")
+                        .with_help("remove `violation`, or put the check in a job of its own"));
+                }
+                Some(crate::invariant::DeadlineConfig {
+                    key,
+                    opens: d.opens.get_ref().clone(),
+                    closes: d.closes.get_ref().clone(),
+                    within: self.positive_duration(&d.within, "within")?,
+                    within_text: d.within.get_ref().trim().to_string(),
+                })
+            }
+        };
+        let key = match (&t.key, &deadline) {
+            (Some(k), _) => {
+                spans.insert("invariant.key", k.span());
+                let key = k.get_ref().clone().into_vec();
+                if key.is_empty() {
+                    return Err(self.err(k, "`key` names no column").with_help("key = [\"account\", \"symbol\"]: the columns naming one violation"));
+                }
+                if let Some(d) = &deadline {
+                    if d.key != key {
+                        return Err(self.err(k, "[invariant] key differs from [invariant.deadline] key").with_help("remove [invariant] key: a deadline's alerts are keyed by its own key"));
+                    }
+                }
+                key
+            }
+            (None, Some(d)) => d.key.clone(),
+            (None, None) => {
+                return Err(JobError::at_span(self.path, self.text, table.expect("matched").span(), "[invariant] needs `key`")
+                    .with_help("key = [\"account\", \"symbol\"]: the result columns naming one violation"));
+            }
+        };
         if let Some(v) = &t.violation {
             spans.insert("invariant.violation", v.span());
         }
@@ -153,6 +193,7 @@ impl Checker<'_> {
             value: t.value.as_ref().map(|v| v.get_ref().clone()),
             threshold,
             runbook_url: t.runbook_url.clone(),
+            deadline,
         }))
     }
 }

@@ -131,6 +131,9 @@ pub enum WindowConfig {
     Tumbling { size: Millis },
     Hopping { size: Millis, slide: Millis },
     Session { gap: Millis, key: Vec<String> },
+    /// Running aggregates per group since the start, evaluated every `size`; groups idle
+    /// for `ttl` (event time) are dropped.
+    Cumulative { size: Millis, ttl: Option<Millis> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,18 +193,34 @@ pub fn validate(path: &Path) -> Result<Job, JobError> {
 /// Plan the SQL a job runs per window, checking what needs its result columns. An SLO job
 /// runs its SQL inside the pane aggregation ([`crate::slo::pane_sql`]); its own SQL is
 /// planned alone first, so that an error points into the text the user wrote.
-pub fn plan(job: &Job) -> Result<crate::exec::WindowQuery, JobError> {
+pub fn plan(job: &Job) -> Result<crate::exec::JobQuery, JobError> {
+    use crate::exec::JobQuery;
+    if let WindowConfig::Cumulative { size, .. } = job.window {
+        // The SQL as the user wrote it plans over one window first: its errors point into it.
+        let mut windowed = job.clone();
+        windowed.window = WindowConfig::Tumbling { size };
+        crate::exec::WindowQuery::plan(&windowed)?;
+        let query = crate::exec::cumulative::CumulativeQuery::plan(job)?;
+        check_against_result(job, &query.output_schema())?;
+        return Ok(JobQuery::Cumulative(Box::new(query)));
+    }
     let query = crate::exec::WindowQuery::plan(job)?;
     check_against_result(job, &query.output_schema())?;
-    let Some(slo) = &job.slo else { return Ok(query) };
+    let Some(slo) = &job.slo else { return Ok(JobQuery::Windowed(query)) };
     let mut pane_job = job.clone();
     pane_job.sql.text = crate::slo::pane_sql(&job.sql.text, slo);
-    crate::exec::WindowQuery::plan(&pane_job).map_err(|e| job.error_at_key("slo.labels", format!("[slo]: the pane aggregation does not plan: {}", e.message)))
+    crate::exec::WindowQuery::plan(&pane_job)
+        .map(JobQuery::Windowed)
+        .map_err(|e| job.error_at_key("slo.labels", format!("[slo]: the pane aggregation does not plan: {}", e.message)))
 }
 
 /// What can be checked only once the SQL's result columns are known.
 pub fn check_against_result(job: &Job, output: &SchemaRef) -> Result<(), JobError> {
-    if let Some(inv) = &job.invariant {
+    if let Some(inv) = job.invariant.as_ref().filter(|i| i.deadline.is_some()) {
+        let decoded = crate::decode::Decoder::new(job).schema();
+        crate::invariant::DeadlineEvaluator::new(&job.name, inv.clone(), &decoded, job.event_time_index())
+            .map_err(|e| job.error_at_key(&format!("invariant.{}", e.key), format!("[invariant.{}]: {}", e.key.replace('.', "] "), e.message)))?;
+    } else if let Some(inv) = &job.invariant {
         crate::invariant::InvariantEvaluator::new(&job.name, inv.clone(), output)
             .map_err(|e| job.error_at_key(&format!("invariant.{}", e.key), format!("[invariant] {}: {}", e.key, e.message)))?;
     }
@@ -353,9 +372,10 @@ impl Checker<'_> {
         let slo = self.slo(kind, &f, &mut spans)?;
 
         let columns = self.columns(&f.source.get_ref().schema)?;
-        let sql = match (&slo, &f.sql, &f.sql_file) {
-            // An SLO counts every event unless its SQL says which.
-            (Some(_), None, None) => SqlText {
+        let events_only = slo.is_some() || invariant.as_ref().is_some_and(|i| i.deadline.is_some());
+        let sql = match (events_only, &f.sql, &f.sql_file) {
+            // An SLO counts, and a deadline watches, every event unless its SQL says which.
+            (true, None, None) => SqlText {
                 text: crate::slo::DEFAULT_SQL.into(),
                 file: self.path.to_path_buf(),
                 file_text: self.text.to_string(),
@@ -374,6 +394,12 @@ impl Checker<'_> {
                     .with_help(missing_key_help("window")));
             }
         };
+        if matches!(window, WindowConfig::Cumulative { .. }) && event_time.allowed_lateness > 0 {
+            let at = f.window.as_ref().expect("a cumulative window is written");
+            return Err(self
+                .err(&at.get_ref().kind, "a cumulative window takes no allowed_lateness: its panes fold into running totals once")
+                .with_help("remove allowed_lateness (late records go to [late]), or raise watermark_delay"));
+        }
         let slo = match (slo, &window) {
             (Some(mut s), WindowConfig::Tumbling { size }) => {
                 s.pane = *size;
@@ -651,6 +677,10 @@ impl Checker<'_> {
         };
         let span_of = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.span());
         match kind {
+            _ if kind != "cumulative" && w.ttl.is_some() => {
+                let t = w.ttl.as_ref().expect("checked");
+                Err(self.err(t, format!("`ttl` does not apply to a {kind} window")).with_help("ttl drops idle groups of a cumulative window"))
+            }
             "tumbling" => {
                 forbid(span_of(&w.slide), "slide")?;
                 forbid(span_of(&w.gap), "gap")?;
@@ -671,6 +701,14 @@ impl Checker<'_> {
                         .with_help("use a slide no longer than the size"));
                 }
                 Ok(WindowConfig::Hopping { size, slide })
+            }
+            "cumulative" => {
+                forbid(span_of(&w.slide), "slide")?;
+                forbid(span_of(&w.gap), "gap")?;
+                forbid(w.key.as_ref().map(|k| k.span()), "key")?;
+                let size = self.positive_duration(require(&w.size, "size", "1m")?, "size")?;
+                let ttl = w.ttl.as_ref().map(|t| self.positive_duration(t, "ttl")).transpose()?;
+                Ok(WindowConfig::Cumulative { size, ttl })
             }
             "session" => {
                 forbid(span_of(&w.size), "size")?;
@@ -696,9 +734,9 @@ impl Checker<'_> {
             }
             other => {
                 let e = self.err(&w.kind, format!("unknown window kind `{other}`"));
-                Err(match closest(other, ["tumbling", "hopping", "session"]) {
+                Err(match closest(other, ["tumbling", "hopping", "session", "cumulative"]) {
                     Some(near) => e.with_help(format!("did you mean `{near}`?")),
-                    None => e.with_help("the window kinds are tumbling, hopping and session"),
+                    None => e.with_help("the window kinds are tumbling, hopping, session and cumulative"),
                 })
             }
         }

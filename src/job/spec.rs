@@ -102,7 +102,8 @@ pub struct InhibitFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InvariantFile {
-    pub key: Spanned<OneOrMany>,
+    /// Required but for deadline jobs, whose key is the deadline's.
+    pub key: Option<Spanned<OneOrMany>>,
     pub violation: Option<Spanned<String>>,
     pub severity: Option<String>,
     pub summary: Option<Spanned<String>>,
@@ -111,6 +112,19 @@ pub struct InvariantFile {
     /// The limit, for the alert's `threshold` (a number or a decimal string).
     pub threshold: Option<Spanned<toml::Value>>,
     pub runbook_url: Option<String>,
+    pub deadline: Option<Spanned<DeadlineFile>>,
+}
+
+/// `[invariant.deadline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineFile {
+    pub key: Spanned<OneOrMany>,
+    /// SQL boolean over one event: it opens a timer for its key.
+    pub opens: Spanned<String>,
+    /// SQL boolean over one event: it closes its key's timer.
+    pub closes: Spanned<String>,
+    pub within: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +207,8 @@ pub struct WindowFile {
     pub slide: Option<Spanned<String>>,
     pub gap: Option<Spanned<String>>,
     pub key: Option<Spanned<OneOrMany>>,
+    /// cumulative: groups idle this long (event time) are dropped
+    pub ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -389,6 +389,7 @@ impl Evaluator for SloEvaluator {
             ("evaluations", self.state.evaluations),
             ("folded_label_sets", self.state.folded_rows),
             ("folded_events", self.state.folded_events),
+            ("state_bytes_per_series", self.bytes_per_series() as u64),
         ]
     }
 }

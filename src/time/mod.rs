@@ -88,7 +88,7 @@ impl WindowOperator {
     /// column indices too.
     pub fn new(window: &WindowConfig, key_columns: Vec<usize>, event_time: usize, partitions: usize, delay: Millis, lateness: Millis) -> Self {
         let assigner = match window {
-            WindowConfig::Tumbling { size } => Assigner::Panes(Panes::new(*size, *size)),
+            WindowConfig::Tumbling { size } | WindowConfig::Cumulative { size, .. } => Assigner::Panes(Panes::new(*size, *size)),
             WindowConfig::Hopping { size, slide } => Assigner::Panes(Panes::new(*size, *slide)),
             WindowConfig::Session { gap, .. } => Assigner::Sessions(Sessions::new(*gap, key_columns)),
         };

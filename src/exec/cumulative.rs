@@ -1,0 +1,396 @@
+//! Cumulative windows: running aggregates per group since the start, evaluated every pane.
+//!
+//! The job's SQL is split the way DataFusion splits an aggregate into partial and final
+//! states, but across panes instead of partitions, so state grows with groups, not events:
+//!
+//! ```text
+//! pane rows ──► partial:  SELECT g, sum(x) AS a0, count(*) AS a1, max(ts) AS last FROM events WHERE w GROUP BY g
+//! state ∪ partial ──► merge: SELECT g, sum(a0) AS a0, sum(a1) AS a1, max(last) AS last FROM state GROUP BY g
+//! state ──► final: the job's SQL with sum(x) → sum(a0), count(*) → sum(a1), over `state`
+//! ```
+//!
+//! An aggregate is kept only if its partial merges exactly (count, sum, min, max, avg as sum
+//! and count, bool_and/or, bit_and/or/xor); one whose state is every value (median,
+//! count(DISTINCT), percentiles) is refused at validation with the reason. Decimals are
+//! widened to 38 digits in the state, so sums stay exact `Decimal128` (never a float). Groups
+//! whose last event is older than `ttl` are dropped after each merge.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArguments, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use serde::{Deserialize, Serialize};
+
+use super::table::TableQuery;
+use super::WindowQuery;
+use crate::job::{timestamp_type, Job, JobError, WindowConfig, WINDOW_END, WINDOW_START};
+use crate::time::FiredWindow;
+use crate::Millis;
+
+/// Aggregates whose partial states merge exactly, and how: the merge function.
+const MERGEABLE: &[(&str, &str)] = &[
+    ("count", "sum"),
+    ("sum", "sum"),
+    ("min", "min"),
+    ("max", "max"),
+    ("bool_and", "bool_and"),
+    ("bool_or", "bool_or"),
+    ("bit_and", "bit_and"),
+    ("bit_or", "bit_or"),
+    ("bit_xor", "bit_xor"),
+];
+
+/// Aggregates whose state is every value seen: no running partial keeps them.
+const UNMERGEABLE: &[&str] = &[
+    "median", "approx_median", "approx_distinct", "approx_percentile_cont", "approx_percentile_cont_with_weight",
+    "percentile_cont", "array_agg", "string_agg", "stddev", "stddev_pop", "stddev_samp", "var", "var_pop", "var_samp",
+    "variance", "var_population", "var_sample", "covar", "covar_pop", "covar_samp", "corr", "first_value", "last_value",
+    "nth_value", "grouping", "regr_slope", "regr_intercept", "regr_count", "regr_r2", "regr_avgx", "regr_avgy",
+    "regr_sxx", "regr_syy", "regr_sxy",
+];
+
+const LAST: &str = "__osprey_last";
+
+/// The three queries a cumulative job runs, planned from its SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub partial: String,
+    pub merge: String,
+    pub final_: String,
+}
+
+/// Why a job's SQL cannot run cumulatively.
+fn refuse(job: &Job, message: impl Into<String>, help: &str) -> JobError {
+    job.sql.error_at(1, 1, 1, message).with_help(help)
+}
+
+/// Split the job's SQL into partial, merge and final queries.
+pub fn split(job: &Job) -> Result<Split, JobError> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, &job.sql.text)
+        .map_err(|e| refuse(job, format!("SQL syntax: {e}"), "fix the SQL"))?;
+    let one = "a cumulative window runs one SELECT ... FROM events GROUP BY <columns>";
+    if statements.len() != 1 {
+        return Err(refuse(job, "a cumulative window runs one SQL statement", one));
+    }
+    let Statement::Query(query) = &mut statements[0] else {
+        return Err(refuse(job, "a cumulative window runs a query", one));
+    };
+    if query.with.is_some() {
+        return Err(refuse(job, "a cumulative window's SQL cannot have WITH", one));
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(refuse(job, "a cumulative window's SQL is one SELECT (no UNION)", one));
+    };
+    let from_events = select.from.len() == 1
+        && select.from[0].joins.is_empty()
+        && matches!(&select.from[0].relation, TableFactor::Table { name, .. } if name.to_string().eq_ignore_ascii_case("events"));
+    if !from_events {
+        return Err(refuse(job, "a cumulative window's SQL reads `events` alone (no joins or subqueries)", one));
+    }
+    if select.distinct.is_some() || select.qualify.is_some() || !select.named_window.is_empty() {
+        return Err(refuse(job, "a cumulative window's SQL cannot use DISTINCT, QUALIFY or WINDOW", one));
+    }
+    let group: Vec<String> = match &select.group_by {
+        GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {
+            let mut out = Vec::new();
+            for e in exprs {
+                match e {
+                    Expr::Identifier(_) | Expr::CompoundIdentifier(_) => out.push(e.to_string()),
+                    other => {
+                        return Err(refuse(
+                            job,
+                            format!("a cumulative window groups by columns; `{other}` is an expression"),
+                            "group by the columns themselves (GROUP BY account, symbol)",
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        _ => return Err(refuse(job, "a cumulative window groups by a list of columns (no GROUP BY ALL, ROLLUP or CUBE)", one)),
+    };
+    // The window columns are the same for every group of an evaluation: not part of the state.
+    let state_group: Vec<String> =
+        group.iter().filter(|g| !g.eq_ignore_ascii_case(WINDOW_START) && !g.eq_ignore_ascii_case(WINDOW_END)).cloned().collect();
+    let selection = select.selection.take();
+
+    // Replace every aggregate call with its merge over a state column, noting its partial.
+    struct Rewrite {
+        partials: Vec<(String, String)>, // (partial expression, merge function) per state column
+        error: Option<(String, String)>,
+    }
+    impl Rewrite {
+        fn column(&mut self, partial: String, merge: &str) -> String {
+            let name = format!("__osprey_a{}", self.partials.len());
+            self.partials.push((partial, merge.to_string()));
+            name
+        }
+    }
+    impl VisitorMut for Rewrite {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = expr else { return ControlFlow::Continue(()) };
+            let name = f.name.to_string().to_ascii_lowercase();
+            let name = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_string();
+            let distinct = matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some_and(|d| d.to_string().eq_ignore_ascii_case("DISTINCT")));
+            let aggregate = MERGEABLE.iter().any(|(n, _)| *n == name) || name == "avg" || name == "mean" || UNMERGEABLE.contains(&name.as_str());
+            if !aggregate {
+                return ControlFlow::Continue(());
+            }
+            if f.over.is_some() {
+                self.error = Some((format!("`{f}` is a window function"), "window functions have no running partial; aggregate with count, sum, min, max, avg".into()));
+                return ControlFlow::Break(());
+            }
+            if distinct || UNMERGEABLE.contains(&name.as_str()) || !f.within_group.is_empty() {
+                self.error = Some((
+                    format!("`{f}` cannot be kept as a running partial in a cumulative window: its state is every value seen"),
+                    "use count, sum, min, max, avg, bool_and or bool_or (they merge exactly), or a tumbling or hopping window".into(),
+                ));
+                return ControlFlow::Break(());
+            }
+            let replacement = if name == "avg" || name == "mean" {
+                let mut sum = f.clone();
+                sum.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("sum")]);
+                let mut count = f.clone();
+                count.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("count")]);
+                let s = self.column(sum.to_string(), "sum");
+                let c = self.column(count.to_string(), "sum");
+                format!("(CAST(sum({s}) AS DOUBLE) / CAST(sum({c}) AS DOUBLE))")
+            } else {
+                let merge = MERGEABLE.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).expect("mergeable");
+                let column = self.column(f.to_string(), merge);
+                format!("{merge}({column})")
+            };
+            match Parser::new(&GenericDialect {}).try_with_sql(&replacement).and_then(|mut p| p.parse_expr()) {
+                Ok(e) => *expr = e,
+                Err(e) => {
+                    self.error = Some((format!("cannot rewrite `{f}`: {e}"), String::new()));
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut rewrite = Rewrite { partials: Vec::new(), error: None };
+    // Only what is evaluated over groups: the projection, HAVING and ORDER BY.
+    for item in &mut select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                let _ = e.visit(&mut rewrite);
+            }
+            _ => {
+                return Err(refuse(job, "a cumulative window's SQL names its columns (no SELECT *)", "SELECT account, sum(qty) AS net FROM events GROUP BY account"));
+            }
+        }
+    }
+    if let Some(h) = &mut select.having {
+        let _ = h.visit(&mut rewrite);
+    }
+    // FROM events becomes FROM state; the WHERE moved into the partial query.
+    if let TableFactor::Table { name, .. } = &mut select.from[0].relation {
+        *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("state")]);
+    }
+    if let Some(order) = &mut query.order_by {
+        let _ = order.visit(&mut rewrite);
+    }
+    if let Some((message, help)) = rewrite.error {
+        return Err(refuse(job, message, &help));
+    }
+    if rewrite.partials.is_empty() {
+        return Err(refuse(
+            job,
+            "a cumulative window runs aggregates since the start; this SQL has none",
+            "aggregate per group (SELECT account, sum(qty) AS net FROM events GROUP BY account), or use a tumbling window",
+        ));
+    }
+    let event_time = crate::slo::quote_ident(&job.event_time.column);
+    let mut partial: Vec<String> = state_group.clone();
+    let mut merge: Vec<String> = state_group.clone();
+    for (i, (p, m)) in rewrite.partials.iter().enumerate() {
+        partial.push(format!("{p} AS __osprey_a{i}"));
+        merge.push(format!("{m}(__osprey_a{i}) AS __osprey_a{i}"));
+    }
+    partial.push(format!("max({event_time}) AS {LAST}"));
+    merge.push(format!("max({LAST}) AS {LAST}"));
+    let group_by = if state_group.is_empty() { String::new() } else { format!(" GROUP BY {}", state_group.join(", ")) };
+    let where_ = selection.map(|w| format!(" WHERE {w}")).unwrap_or_default();
+    Ok(Split {
+        partial: format!("SELECT {} FROM events{where_}{group_by}", partial.join(", ")),
+        merge: format!("SELECT {} FROM state{group_by}", merge.join(", ")),
+        final_: statements[0].to_string(),
+    })
+}
+
+/// A cumulative job's queries and its running state.
+pub struct CumulativeQuery {
+    partial: WindowQuery,
+    merge: TableQuery,
+    final_: TableQuery,
+    /// The state's columns: group columns, partials (decimals widened), last event time.
+    state_schema: SchemaRef,
+    /// `state_schema` plus `window_start` and `window_end`, what the final query reads.
+    final_input: SchemaRef,
+    state: CumulativeState,
+    ttl: Option<Millis>,
+}
+
+/// What a cumulative query remembers: one row per live group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CumulativeState {
+    pub rows: crate::state::SerdeBatches,
+    /// The first pane's start: `window_start` of every evaluation.
+    pub since: Option<Millis>,
+    pub dropped_groups: u64,
+}
+
+impl CumulativeQuery {
+    pub fn plan(job: &Job) -> Result<CumulativeQuery, JobError> {
+        let WindowConfig::Cumulative { size, ttl } = job.window else { unreachable!("a cumulative job") };
+        let split = split(job)?;
+        let mut partial_job = job.clone();
+        partial_job.sql.text = split.partial.clone();
+        partial_job.window = WindowConfig::Tumbling { size };
+        let partial = WindowQuery::plan(&partial_job)?;
+        let widened: Vec<Field> = partial
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Decimal128(_, s) => Field::new(f.name(), DataType::Decimal128(38, *s), true),
+                DataType::Decimal256(_, s) => Field::new(f.name(), DataType::Decimal256(76, *s), true),
+                t => Field::new(f.name(), t.clone(), true),
+            })
+            .collect();
+        let state_schema = Arc::new(Schema::new(widened.clone()));
+        let internal = |e: datafusion::error::DataFusionError| refuse(job, format!("cumulative window: {e}"), "simplify the SQL, or use a tumbling window");
+        let merge = TableQuery::plan("state", state_schema.clone(), &split.merge).map_err(internal)?;
+        let mut with_window = widened;
+        with_window.push(Field::new(WINDOW_START, timestamp_type(), false));
+        with_window.push(Field::new(WINDOW_END, timestamp_type(), false));
+        let final_input = Arc::new(Schema::new(with_window));
+        let final_ = TableQuery::plan("state", final_input.clone(), &split.final_).map_err(|e| {
+            refuse(job, format!("SQL over the running aggregates: {}", super::errors::clean(&e.to_string())), "columns outside aggregates must be in GROUP BY")
+        })?;
+        Ok(CumulativeQuery { partial, merge, final_, state_schema, final_input, state: CumulativeState::default(), ttl })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.final_.output_schema()
+    }
+
+    pub fn input_schema(&self) -> SchemaRef {
+        self.partial.input_schema()
+    }
+
+    pub fn state(&self) -> &CumulativeState {
+        &self.state
+    }
+
+    pub fn restore(&mut self, state: CumulativeState) {
+        self.state = state;
+    }
+
+    /// Groups kept now.
+    pub fn groups(&self) -> usize {
+        self.state.rows.0.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// Fold one pane in and evaluate: the job's SQL over everything since the start.
+    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<Vec<RecordBatch>> {
+        let since = *self.state.since.get_or_insert(window.start);
+        let partials = self.partial.run(window)?;
+        let mut input: Vec<RecordBatch> = std::mem::take(&mut self.state.rows.0);
+        for b in partials {
+            input.push(self.conform(&b, &self.state_schema)?);
+        }
+        let merged = self.merge.run(input)?;
+        let mut rows = Vec::new();
+        for b in merged {
+            let b = self.conform(&b, &self.state_schema)?;
+            let b = match self.ttl {
+                Some(ttl) => self.fresh(&b, window.end - ttl)?,
+                None => b,
+            };
+            if b.num_rows() > 0 {
+                rows.push(b);
+            }
+        }
+        let rows = if rows.len() > 1 { vec![concat_batches(&self.state_schema, &rows)?] } else { rows };
+        self.state.rows = crate::state::SerdeBatches(rows);
+        let evaluated: Vec<RecordBatch> = self
+            .state
+            .rows
+            .0
+            .iter()
+            .map(|b| {
+                let n = b.num_rows();
+                let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+                columns.push(Arc::new(TimestampMillisecondArray::from_value(since, n).with_timezone("UTC")));
+                columns.push(Arc::new(TimestampMillisecondArray::from_value(window.end, n).with_timezone("UTC")));
+                RecordBatch::try_new(self.final_input.clone(), columns)
+            })
+            .collect::<Result<_, _>>()?;
+        self.final_.run(evaluated)
+    }
+
+    /// A batch cast to the state's column types (decimals widened; names from the schema).
+    fn conform(&self, b: &RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
+        let columns = b
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+
+    /// Rows whose last event is at or after `cutoff`; the others' groups are dropped.
+    fn fresh(&mut self, b: &RecordBatch, cutoff: Millis) -> datafusion::error::Result<RecordBatch> {
+        let last = b.column(b.num_columns() - 1);
+        let last = cast(last, &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None))?;
+        let last = last.as_primitive::<TimestampMillisecondType>();
+        let keep: datafusion::arrow::array::BooleanArray = (0..last.len()).map(|i| Some(last.is_valid(i) && last.value(i) >= cutoff)).collect();
+        self.state.dropped_groups += (keep.len() - keep.true_count()) as u64;
+        Ok(filter_record_batch(b, &keep)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(sql: &str) -> Job {
+        let text = format!(
+            "name = \"t\"\nkind = \"invariant\"\nsql = \"\"\"{sql}\"\"\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\naccount = \"string\"\nqty = \"decimal(18,4)\"\nside = \"string\"\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"cumulative\"\nsize = \"1m\"\n[invariant]\nkey = [\"account\"]\n"
+        );
+        crate::job::parse(std::path::Path::new("t.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn an_aggregate_query_splits_into_partial_merge_and_final() {
+        let s = split(&job("SELECT account, sum(CASE WHEN side = 'buy' THEN qty ELSE -qty END) AS net, avg(qty) AS mean, count(*) AS n FROM events WHERE side <> 'x' GROUP BY account HAVING count(*) > 1")).unwrap();
+        assert_eq!(
+            s.partial,
+            "SELECT account, sum(CASE WHEN side = 'buy' THEN qty ELSE -qty END) AS __osprey_a0, sum(qty) AS __osprey_a1, count(qty) AS __osprey_a2, count(*) AS __osprey_a3, count(*) AS __osprey_a4, max(\"ts\") AS __osprey_last FROM events WHERE side <> 'x' GROUP BY account"
+        );
+        assert!(s.merge.starts_with("SELECT account, sum(__osprey_a0) AS __osprey_a0"), "{}", s.merge);
+        assert!(s.final_.contains("FROM state") && s.final_.contains("HAVING sum(__osprey_a4) > 1") && !s.final_.contains("WHERE"), "{}", s.final_);
+    }
+
+    #[test]
+    fn aggregates_without_a_running_partial_are_refused_with_the_reason() {
+        for sql in ["SELECT account, median(qty) AS m FROM events GROUP BY account", "SELECT account, count(DISTINCT side) AS n FROM events GROUP BY account"] {
+            let e = split(&job(sql)).unwrap_err();
+            assert!(e.message.contains("its state is every value seen"), "{sql}: {}", e.message);
+        }
+        assert!(split(&job("SELECT * FROM events")).unwrap_err().message.contains("names its columns"));
+    }
+}

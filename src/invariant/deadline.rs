@@ -1,0 +1,256 @@
+//! Deadlines: "every order is resolved within 30 s". An event matching `opens` starts a timer
+//! for its key; one matching `closes` before the deadline stops it. When event time passes a
+//! deadline with the key still open, the key violates (the alert fires at the deadline), until
+//! a closing event arrives (it resolves then).
+//!
+//! The timers live in the job's state and run in event time, over each fired pane's events in
+//! event-time order, so a replay fires them at the same event times as the live run.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{interpolate, row_object, text, InvariantConfig, InvariantError};
+use crate::alert::{rfc3339, Evaluation, Evaluator, Observation, Verdicts};
+use crate::decode::event_times;
+use crate::exec::predicate::RowPredicate;
+use crate::Millis;
+
+/// `[invariant.deadline]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineConfig {
+    pub key: Vec<String>,
+    pub opens: String,
+    pub closes: String,
+    pub within: Millis,
+    /// As written ("30s"), for summaries and evidence.
+    pub within_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Timer {
+    opened_at: Millis,
+    deadline: Millis,
+    /// The opening event, with its source position.
+    record: Value,
+}
+
+/// The timers (checkpointed with the job).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeadlineState {
+    open: BTreeMap<Vec<String>, Timer>,
+    /// Open past their deadline, until a closing event.
+    overdue: BTreeMap<Vec<String>, Timer>,
+    /// Evaluated up to here (event time).
+    until: Option<Millis>,
+    /// The newest event time seen: at the end of input, time has reached it and no further.
+    newest: Option<Millis>,
+    pub opened: u64,
+    pub closed_in_time: u64,
+    pub missed: u64,
+}
+
+pub struct DeadlineEvaluator {
+    job: String,
+    invariant: InvariantConfig,
+    config: DeadlineConfig,
+    opens: RowPredicate,
+    closes: RowPredicate,
+    key_columns: Vec<usize>,
+    event_time: usize,
+    state: DeadlineState,
+}
+
+/// Changes in one pane past this many distinct times are evaluated at the pane's end.
+const MAX_EVALUATIONS_PER_PANE: usize = 256;
+
+impl DeadlineEvaluator {
+    /// `input`: the decoded events' schema (declared and metadata columns).
+    pub fn new(job: &str, invariant: InvariantConfig, input: &SchemaRef, event_time: usize) -> Result<Self, InvariantError> {
+        let config = invariant.deadline.clone().expect("a deadline job");
+        let key_columns = config
+            .key
+            .iter()
+            .map(|k| {
+                input.index_of(k).map_err(|_| InvariantError {
+                    key: "deadline.key",
+                    message: format!("`{k}` is not a declared column (the deadline's key is over the events)"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let predicate = |sql: &str, key: &'static str| {
+            RowPredicate::compile(sql, input).map_err(|e| InvariantError { key, message: format!("{}", e.to_string().lines().next().unwrap_or("")) })
+        };
+        let opens = predicate(&config.opens, "deadline.opens")?;
+        let closes = predicate(&config.closes, "deadline.closes")?;
+        Ok(DeadlineEvaluator { job: job.into(), invariant, config, opens, closes, key_columns, event_time, state: DeadlineState::default() })
+    }
+
+    pub fn state(&self) -> &DeadlineState {
+        &self.state
+    }
+
+    pub fn restore(&mut self, state: DeadlineState) {
+        self.state = state;
+    }
+
+    /// Move every open timer whose deadline is before `t` to overdue, in deadline order, with
+    /// an evaluation at each deadline holding what is overdue then.
+    fn expire_before(&mut self, t: Millis, changes: &mut Vec<(Millis, Vec<Observation>)>) {
+        let mut due: Vec<(Millis, Vec<String>)> =
+            self.state.open.iter().filter(|(_, timer)| timer.deadline < t).map(|(k, timer)| (timer.deadline, k.clone())).collect();
+        due.sort();
+        for (i, (deadline, k)) in due.iter().enumerate() {
+            let timer = self.state.open.remove(k).expect("listed");
+            self.state.missed += 1;
+            self.state.overdue.insert(k.clone(), timer);
+            if due.get(i + 1).is_none_or(|(next, _)| next != deadline) {
+                self.record(*deadline, changes);
+            }
+        }
+    }
+
+    /// An evaluation at `t` holding what is overdue now (replacing one already at `t`).
+    fn record(&self, t: Millis, changes: &mut Vec<(Millis, Vec<Observation>)>) {
+        if changes.last().is_some_and(|(last, _)| *last == t) {
+            changes.pop();
+        }
+        changes.push((t, self.holding()));
+    }
+
+    fn holding(&self) -> Vec<Observation> {
+        self.state.overdue.iter().map(|(key, timer)| self.observation(key, timer)).collect()
+    }
+
+    fn observation(&self, key: &[String], timer: &Timer) -> Observation {
+        let labels: BTreeMap<String, String> = self.config.key.iter().cloned().zip(key.iter().cloned()).collect();
+        let mut values: Map<String, Value> = timer.record.get("record").and_then(|r| r.as_object()).cloned().unwrap_or_default();
+        values.insert("opened_at".into(), rfc3339(timer.opened_at).into());
+        values.insert("deadline".into(), rfc3339(timer.deadline).into());
+        values.insert("within".into(), self.config.within_text.clone().into());
+        let summary = match &self.invariant.summary {
+            Some(s) => interpolate(s, &values),
+            None => format!(
+                "{} {} opened at {} and not closed within {}",
+                self.config.key.join(","),
+                key.join(","),
+                rfc3339(timer.opened_at),
+                self.config.within_text
+            ),
+        };
+        let mut annotations = BTreeMap::from([("summary".to_string(), summary)]);
+        if let Some(r) = &self.invariant.runbook_url {
+            annotations.insert("runbook_url".into(), r.clone());
+        }
+        let within_s = self.config.within as f64 / 1000.0;
+        Observation {
+            rule: self.job.clone(),
+            severity: self.invariant.severity.clone(),
+            labels: labels.clone(),
+            annotations,
+            value: json!(within_s),
+            threshold: json!(within_s),
+            evidence: json!({
+                "key": labels,
+                "opened_at": rfc3339(timer.opened_at),
+                "deadline": rfc3339(timer.deadline),
+                "within": self.config.within_text,
+                "opens": self.config.opens,
+                "closes": self.config.closes,
+                "records": [timer.record],
+            }),
+        }
+    }
+}
+
+impl Evaluator for DeadlineEvaluator {
+    fn kind(&self) -> &'static str {
+        "invariant"
+    }
+
+    fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
+        // Every event of the pane, in event-time order; an opening before a closing at one time.
+        let mut events: Vec<(Millis, bool, usize, usize)> = Vec::new(); // (ts, closes, batch, row)
+        for (b, batch) in e.input.iter().enumerate() {
+            let opens = self.opens.eval(batch).with_context(|| format!("job `{}`: evaluating deadline `opens`", self.job))?;
+            let closes = self.closes.eval(batch).with_context(|| format!("job `{}`: evaluating deadline `closes`", self.job))?;
+            let ts = event_times(batch, self.event_time);
+            for row in 0..batch.num_rows() {
+                if opens.value(row) {
+                    events.push((ts[row], false, b, row));
+                }
+                if closes.value(row) {
+                    events.push((ts[row], true, b, row));
+                }
+            }
+        }
+        events.sort_by_key(|&(ts, closes, b, row)| (ts, closes, b, row));
+        if let Some(&(last, ..)) = events.last() {
+            self.state.newest = Some(self.state.newest.map_or(last, |n| n.max(last)));
+        }
+        let mut verdicts = Verdicts::default();
+        let mut changes: Vec<(Millis, Vec<Observation>)> = Vec::new();
+        for &(ts, closes, b, row) in &events {
+            let batch = &e.input[b];
+            let key: Vec<String> = self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row)).collect();
+            self.expire_before(ts, &mut changes);
+            if closes {
+                if self.state.open.remove(&key).is_some() {
+                    self.state.closed_in_time += 1;
+                } else if self.state.overdue.remove(&key).is_some() {
+                    self.record(ts, &mut changes); // closed late: resolves now
+                }
+            } else if !self.state.open.contains_key(&key) && !self.state.overdue.contains_key(&key) {
+                self.state.opened += 1;
+                let timer = Timer { opened_at: ts, deadline: ts + self.config.within, record: sample(e, b, row) };
+                self.state.open.insert(key, timer);
+            }
+        }
+        // Time has passed the pane's end, or at the end of input, the newest event.
+        let until = if e.end_of_input { e.window_end.min(self.state.newest.unwrap_or(e.window_end)) } else { e.window_end };
+        self.expire_before(until, &mut changes);
+        self.state.until = Some(until);
+        if changes.len() > MAX_EVALUATIONS_PER_PANE {
+            let last = changes.pop().expect("many");
+            changes = vec![(e.window_end.min(last.0.max(e.window_start)), last.1)];
+        }
+        verdicts.evaluations = changes;
+        Ok(verdicts)
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("opened", self.state.opened),
+            ("closed in time", self.state.closed_in_time),
+            ("missed deadlines", self.state.missed),
+            ("open now", self.state.open.len() as u64),
+            ("overdue now", self.state.overdue.len() as u64),
+        ]
+    }
+}
+
+/// The event as evidence: its values and its source position and trace id.
+fn sample(e: &Evaluation, b: usize, row: usize) -> Value {
+    let batch = &e.input[b];
+    let schema = batch.schema();
+    let mut record = row_object(batch, row);
+    record.retain(|name, _| !name.starts_with('_'));
+    let partition = schema.index_of("_partition").ok().map(|c| batch.column(c).as_primitive::<Int32Type>().value(row) as usize);
+    let offset = schema.index_of("_offset").ok().map(|c| batch.column(c).as_primitive::<Int64Type>().value(row));
+    let mut out = json!({
+        "source": partition.and_then(|p| e.partition_names.get(p)).cloned().unwrap_or_default(),
+        "offset": offset,
+        "record": record,
+    });
+    if let Some(c) = schema.index_of("_trace_id").ok() {
+        let column = batch.column(c);
+        if column.is_valid(row) {
+            out["trace_id"] = Value::String(text(column.as_ref(), row));
+        }
+    }
+    out
+}
