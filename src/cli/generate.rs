@@ -40,6 +40,11 @@ pub struct Args {
     /// With --brokers: produce in real time at --rate until Ctrl-C, instead of --events at once.
     #[arg(long, requires = "brokers")]
     pub live: bool,
+    /// trading-events: from this far into event time, old code on host trade-8 trades against
+    /// the firm (the Knight scenario: self-trades, a runaway position, orders left open,
+    /// overfills, a second build in its heartbeats).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub knight_at: Option<std::time::Duration>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -51,6 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     cfg.malformed_fraction = args.malformed;
     cfg.late_fraction = args.late;
     cfg.partitions = args.partitions;
+    if let Some(k) = args.knight_at {
+        anyhow::ensure!(stream == Stream::TradingEvents, "--knight-at is for --stream trading-events");
+        cfg.knight_at = Some(k.as_millis() as i64);
+    }
     if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
         let cluster = Cluster::new(brokers.clone());
         cluster.ensure_topics(&[(topic.as_str(), args.partitions as i32)])?;

@@ -4,11 +4,15 @@
 //! Two streams:
 //! - `http-requests`: request spans of a handful of services (status codes, long-tailed
 //!   latencies, trace ids, hosts, build versions; one host runs an older build).
-//! - `trading-events`: orders and fills of a small trading desk, prices as exact decimals.
+//! - `trading-events`: orders, fills, cancels, heartbeats and cash settlements of a small
+//!   trading desk, prices and amounts as exact decimals ([`trading`]; the Knight scenario).
 //!
 //! Events are made in event-time order and delivered after a random transport delay, so each
 //! partition sees them slightly out of order, as a real topic does. An optional incident raises
 //! one service's error rate and latency for a while. The same seed gives the same bytes.
+
+mod trading;
+pub use trading::KNIGHT_ACCOUNT;
 
 use std::collections::BinaryHeap;
 use std::cmp::Reverse;
@@ -68,6 +72,8 @@ pub struct GeneratorConfig {
     /// Largest ordinary transport delay: events arrive out of order by up to this much.
     pub max_delay: Millis,
     pub incident: Option<Incident>,
+    /// trading-events: old code on one host from this offset on (the Knight scenario).
+    pub knight_at: Option<Millis>,
 }
 
 /// Monday 2026-01-05 09:00:00 UTC: a fixed start, so a seed alone makes a run reproducible.
@@ -90,6 +96,7 @@ impl GeneratorConfig {
             late_fraction: 0.0,
             max_delay: 2_000,
             incident: None,
+            knight_at: None,
         }
     }
 }
@@ -116,7 +123,7 @@ pub struct Generator {
     delivered: u64,
     started: Option<Instant>,
     prices: Vec<i64>,
-    next_order: u64,
+    desk: trading::Desk,
     ended: bool,
     partitions_ended: u32,
 }
@@ -130,8 +137,8 @@ const SERVICES: &[(&str, &[&str], f64)] = &[
     ("inventory", &["/stock", "/reserve"], 15.0),
 ];
 const SYMBOLS: &[(&str, i64)] = &[("AAPL", 1_872_300), ("MSFT", 4_151_000), ("NVDA", 1_390_500), ("TSLA", 2_480_700), ("AMZN", 2_218_800)];
-const BUILD: &str = "v2.14.1";
-const OLD_BUILD: &str = "v2.13.9";
+pub const BUILD: &str = "v2.14.1";
+pub const OLD_BUILD: &str = "v2.13.9";
 
 impl Generator {
     pub fn new(cfg: GeneratorConfig, pacing: Pacing) -> Self {
@@ -149,7 +156,7 @@ impl Generator {
             made: 0,
             delivered: 0,
             started: None,
-            next_order: 1,
+            desk: trading::Desk::default(),
             ended: false,
             partitions_ended: 0,
         }
@@ -186,7 +193,7 @@ impl Generator {
             let ts = self.cursor as Millis;
             match self.cfg.stream {
                 Stream::HttpRequests => self.make_request(ts),
-                Stream::TradingEvents => self.make_order(ts),
+                Stream::TradingEvents => self.make_trading(ts),
             }
         }
     }
@@ -255,35 +262,13 @@ impl Generator {
         self.deliver(ts, partition, line);
     }
 
-    fn make_order(&mut self, ts: Millis) {
-        let s = self.rng.below(SYMBOLS.len() as u64) as usize;
-        // Random walk in ten-thousandths; prices stay on a cent grid.
-        let walk = (self.rng.normal() * 300.0) as i64 / 100 * 100;
-        self.prices[s] = (self.prices[s] + walk).max(10_000);
-        let price = self.prices[s];
-        let order_id = self.next_order;
-        self.next_order += 1;
-        let side = if self.rng.below(2) == 0 { "buy" } else { "sell" };
-        let account = format!("ACC-{}", 1 + self.rng.below(5));
-        let qty = 100 * (1 + self.rng.below(20) as i64);
-        let host_n = 1 + self.rng.below(4);
-        let build = if host_n == 4 { OLD_BUILD } else { BUILD };
-        let partition = (order_id % self.cfg.partitions as u64) as u32;
-        let symbol = SYMBOLS[s].0;
-        let line = trading_line(ts, "order", order_id, &account, symbol, side, qty, price, host_n, build);
-        self.deliver(ts, partition, line);
-        // Most orders fill, in one or two parts, within a few seconds; some never do.
-        if self.rng.next_f64() < 0.92 {
-            let parts = if self.rng.below(3) == 0 { 2 } else { 1 };
-            let mut left = qty;
-            for i in 0..parts {
-                let q = if i + 1 == parts { left } else { (left / 200).max(1) * 100 };
-                left -= q;
-                let fill_ts = ts + 5 + (self.rng.next_f64() * 3_000.0) as Millis;
-                let fill_price = price + (self.rng.below(3) as i64 - 1) * 100;
-                let line = trading_line(fill_ts, "fill", order_id, &account, symbol, side, q, fill_price, host_n, build);
-                self.deliver(fill_ts, partition, line);
-            }
+    fn make_trading(&mut self, ts: Millis) {
+        let knight = self.cfg.knight_at.map(|k| self.cfg.start + k);
+        let mut made = Vec::new();
+        self.desk.make(&mut self.rng, &mut self.prices, ts, knight, &mut made);
+        for (t, key, line) in made {
+            let partition = (key % self.cfg.partitions as u64) as u32;
+            self.deliver(t, partition, line);
         }
     }
 
@@ -314,16 +299,6 @@ impl Generator {
         }
         Some(due)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn trading_line(ts: Millis, event: &str, order_id: u64, account: &str, symbol: &str, side: &str, qty: i64, price: i64, host: u64, build: &str) -> String {
-    format!(
-        "{{\"ts\":\"{}\",\"event\":\"{event}\",\"order_id\":\"O-{order_id:07}\",\"account\":\"{account}\",\"symbol\":\"{symbol}\",\"side\":\"{side}\",\"qty\":{qty},\"price\":\"{}.{:04}\",\"host\":\"trade-{host}\",\"build\":\"{build}\"}}",
-        format_ts(ts),
-        price / 10_000,
-        price % 10_000
-    )
 }
 
 /// RFC 3339 with milliseconds, UTC.
