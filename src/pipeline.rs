@@ -331,7 +331,7 @@ impl Pipeline {
         }
         Ok(Summary {
             alerts: self.alerting.as_ref().map(|a| (a.stage.counts(), a.stage.describe())),
-            evaluator: self.alerting.as_ref().map(|a| a.evaluator.stats()).unwrap_or_default(),
+            evaluator: self.query.stats().into_iter().chain(self.alerting.as_ref().map(|a| a.evaluator.stats()).unwrap_or_default()).collect(),
             counters: self.counters.snapshot(),
             open_windows_at_stop,
             rows_in_open_windows,
@@ -461,7 +461,7 @@ impl Pipeline {
                 }
             }
             for (t, holding) in verdicts.evaluations {
-                a.stage.evaluate(t, holding)?;
+                a.stage.judge(t, holding)?;
             }
             self.fired_since_commit += 1;
         }

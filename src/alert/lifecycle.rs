@@ -101,6 +101,19 @@ impl Lifecycle {
     /// every other alert of the job is clear. Returns the transitions, firing ones in the order
     /// of `holding`, then resolved ones by fingerprint.
     pub fn evaluate(&mut self, t: Millis, holding: Vec<Observation>) -> Vec<Alert> {
+        self.evaluate_some(t, holding, None)
+    }
+
+    /// An evaluation that speaks only of some alerts: `holding` hold, those of `cleared`
+    /// (rule, labels) are clear, every other alert stays as it is. What an evaluator whose
+    /// conditions change one at a time (deadlines) sends between full evaluations.
+    pub fn evaluate_changes(&mut self, t: Millis, holding: Vec<Observation>, cleared: &[(String, BTreeMap<String, String>)]) -> Vec<Alert> {
+        let cleared: std::collections::BTreeSet<String> = cleared.iter().map(|(rule, labels)| fingerprint(&self.job, rule, labels)).collect();
+        self.evaluate_some(t, holding, Some(cleared))
+    }
+
+    /// `only_cleared`: `None`, every alert not holding is clear; `Some(set)`, only those.
+    fn evaluate_some(&mut self, t: Millis, holding: Vec<Observation>, only_cleared: Option<std::collections::BTreeSet<String>>) -> Vec<Alert> {
         if self.last_evaluation.is_some_and(|last| t < last) {
             self.stale_evaluations += 1;
             return Vec::new();
@@ -138,7 +151,8 @@ impl Lifecycle {
             }
         }
         let mut forget = Vec::new();
-        for (fp, tracked) in self.alerts.iter_mut().filter(|(fp, _)| !seen.contains(*fp)) {
+        let clear = |fp: &String| !seen.contains(fp) && only_cleared.as_ref().is_none_or(|c| c.contains(fp));
+        for (fp, tracked) in self.alerts.iter_mut().filter(|(fp, _)| clear(fp)) {
             let timing = self.per_rule.get(&tracked.latest.rule).copied().unwrap_or(self.default);
             match tracked.state {
                 State::Pending { .. } => tracked.state = State::Inactive { since: t },

@@ -102,12 +102,27 @@ pub struct Evaluation<'a> {
 /// What an evaluator made of one fired window.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    /// Evaluations in event-time order: at each time, the label sets whose condition holds
-    /// (every other alert of the job is clear then). A fired window may hold none (a late
-    /// update), one, or several (an SLO evaluates every pane end, also empty ones).
-    pub evaluations: Vec<(Millis, Vec<Observation>)>,
+    /// Evaluations in event-time order. A fired window may hold none (a late update), one, or
+    /// several (an SLO evaluates every pane end, also empty ones).
+    pub evaluations: Vec<(Millis, Holding)>,
     /// The evaluator's own rows, in [`Evaluator::rows_schema`]; `None`: the SQL's rows.
     pub rows: Option<Vec<datafusion::arrow::record_batch::RecordBatch>>,
+}
+
+/// What one evaluation says.
+#[derive(Debug)]
+pub enum Holding {
+    /// The label sets whose condition holds; every other alert of the job is clear.
+    All(Vec<Observation>),
+    /// Only changes: these hold now, these (rule, labels) are clear now, the rest as before.
+    Changes { holding: Vec<Observation>, cleared: Vec<(String, BTreeMap<String, String>)> },
+}
+
+impl Verdicts {
+    /// One full evaluation at `t`.
+    pub fn one(t: Millis, holding: Vec<Observation>) -> Verdicts {
+        Verdicts { evaluations: vec![(t, Holding::All(holding))], rows: None }
+    }
 }
 
 /// A job kind that raises alerts: turns each evaluation into the label sets that hold.

@@ -87,7 +87,15 @@ impl AlertStage {
 
     /// One evaluation at event time `t`: the records it produced, already sent.
     pub fn evaluate(&mut self, t: Millis, holding: Vec<Observation>) -> anyhow::Result<Vec<Alert>> {
-        let transitions = self.state.lifecycle.evaluate(t, holding);
+        self.judge(t, super::Holding::All(holding))
+    }
+
+    /// One evaluation at event time `t`, full or of changes only.
+    pub fn judge(&mut self, t: Millis, holding: super::Holding) -> anyhow::Result<Vec<Alert>> {
+        let transitions = match holding {
+            super::Holding::All(h) => self.state.lifecycle.evaluate(t, h),
+            super::Holding::Changes { holding, cleared } => self.state.lifecycle.evaluate_changes(t, holding, &cleared),
+        };
         let shown = self.state.inhibitor.apply(transitions);
         let shown = self.state.storm.apply(t, shown);
         for a in &shown {

@@ -249,6 +249,7 @@ pub struct CumulativeState {
     /// The first pane's start: `window_start` of every evaluation.
     pub since: Option<Millis>,
     pub dropped_groups: u64,
+    pub peak_groups: u64,
 }
 
 impl CumulativeQuery {
@@ -325,6 +326,7 @@ impl CumulativeQuery {
         }
         let rows = if rows.len() > 1 { vec![concat_batches(&self.state_schema, &rows)?] } else { rows };
         self.state.rows = crate::state::SerdeBatches(rows);
+        self.state.peak_groups = self.state.peak_groups.max(self.groups() as u64);
         let evaluated: Vec<RecordBatch> = self
             .state
             .rows

@@ -48,6 +48,17 @@ impl JobQuery {
             JobQuery::Cumulative(q) => q.run(window),
         }
     }
+
+    /// Counters for the run's summary: a cumulative window's groups.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            JobQuery::Windowed(_) => Vec::new(),
+            JobQuery::Cumulative(q) => {
+                let s = q.state();
+                vec![("groups", q.groups() as u64), ("peak groups", s.peak_groups), ("groups dropped after ttl", s.dropped_groups)]
+            }
+        }
+    }
 }
 
 /// A job's SQL, planned and ready to run on windows.

@@ -4,7 +4,10 @@
 //! a closing event arrives (it resolves then).
 //!
 //! The timers live in the job's state and run in event time, over each fired pane's events in
-//! event-time order, so a replay fires them at the same event times as the live run.
+//! event-time order, so a replay fires them at the same event times as the live run. Each
+//! evaluation names only what changed (one key past its deadline, one closed late), so a
+//! thousand overdue orders cost nothing per event; `[alerts] for` and `keep_firing_for` do
+//! not apply (the deadline is the wait).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{interpolate, row_object, text, InvariantConfig, InvariantError};
-use crate::alert::{rfc3339, Evaluation, Evaluator, Observation, Verdicts};
+use crate::alert::{rfc3339, Evaluation, Evaluator, Holding, Observation, Verdicts};
 use crate::decode::event_times;
 use crate::exec::predicate::RowPredicate;
 use crate::Millis;
@@ -65,9 +68,6 @@ pub struct DeadlineEvaluator {
     state: DeadlineState,
 }
 
-/// Changes in one pane past this many distinct times are evaluated at the pane's end.
-const MAX_EVALUATIONS_PER_PANE: usize = 256;
-
 impl DeadlineEvaluator {
     /// `input`: the decoded events' schema (declared and metadata columns).
     pub fn new(job: &str, invariant: InvariantConfig, input: &SchemaRef, event_time: usize) -> Result<Self, InvariantError> {
@@ -98,32 +98,19 @@ impl DeadlineEvaluator {
         self.state = state;
     }
 
-    /// Move every open timer whose deadline is before `t` to overdue, in deadline order, with
-    /// an evaluation at each deadline holding what is overdue then.
-    fn expire_before(&mut self, t: Millis, changes: &mut Vec<(Millis, Vec<Observation>)>) {
+    /// Move every open timer whose deadline is before `t` to overdue, in deadline order: each
+    /// fires at its deadline.
+    fn expire_before(&mut self, t: Millis, changes: &mut Vec<(Millis, Holding)>) {
         let mut due: Vec<(Millis, Vec<String>)> =
             self.state.open.iter().filter(|(_, timer)| timer.deadline < t).map(|(k, timer)| (timer.deadline, k.clone())).collect();
         due.sort();
-        for (i, (deadline, k)) in due.iter().enumerate() {
-            let timer = self.state.open.remove(k).expect("listed");
+        for (deadline, k) in due {
+            let timer = self.state.open.remove(&k).expect("listed");
             self.state.missed += 1;
-            self.state.overdue.insert(k.clone(), timer);
-            if due.get(i + 1).is_none_or(|(next, _)| next != deadline) {
-                self.record(*deadline, changes);
-            }
+            let observation = self.observation(&k, &timer);
+            change(changes, deadline).0.push(observation);
+            self.state.overdue.insert(k, timer);
         }
-    }
-
-    /// An evaluation at `t` holding what is overdue now (replacing one already at `t`).
-    fn record(&self, t: Millis, changes: &mut Vec<(Millis, Vec<Observation>)>) {
-        if changes.last().is_some_and(|(last, _)| *last == t) {
-            changes.pop();
-        }
-        changes.push((t, self.holding()));
-    }
-
-    fn holding(&self) -> Vec<Observation> {
-        self.state.overdue.iter().map(|(key, timer)| self.observation(key, timer)).collect()
     }
 
     fn observation(&self, key: &[String], timer: &Timer) -> Observation {
@@ -193,7 +180,7 @@ impl Evaluator for DeadlineEvaluator {
             self.state.newest = Some(self.state.newest.map_or(last, |n| n.max(last)));
         }
         let mut verdicts = Verdicts::default();
-        let mut changes: Vec<(Millis, Vec<Observation>)> = Vec::new();
+        let mut changes: Vec<(Millis, Holding)> = Vec::new();
         for &(ts, closes, b, row) in &events {
             let batch = &e.input[b];
             let key: Vec<String> = self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row)).collect();
@@ -202,7 +189,9 @@ impl Evaluator for DeadlineEvaluator {
                 if self.state.open.remove(&key).is_some() {
                     self.state.closed_in_time += 1;
                 } else if self.state.overdue.remove(&key).is_some() {
-                    self.record(ts, &mut changes); // closed late: resolves now
+                    // Closed late: resolves now.
+                    let labels = self.config.key.iter().cloned().zip(key.iter().cloned()).collect();
+                    change(&mut changes, ts).1.push((self.job.clone(), labels));
                 }
             } else if !self.state.open.contains_key(&key) && !self.state.overdue.contains_key(&key) {
                 self.state.opened += 1;
@@ -214,10 +203,6 @@ impl Evaluator for DeadlineEvaluator {
         let until = if e.end_of_input { e.window_end.min(self.state.newest.unwrap_or(e.window_end)) } else { e.window_end };
         self.expire_before(until, &mut changes);
         self.state.until = Some(until);
-        if changes.len() > MAX_EVALUATIONS_PER_PANE {
-            let last = changes.pop().expect("many");
-            changes = vec![(e.window_end.min(last.0.max(e.window_start)), last.1)];
-        }
         verdicts.evaluations = changes;
         Ok(verdicts)
     }
@@ -230,6 +215,17 @@ impl Evaluator for DeadlineEvaluator {
             ("open now", self.state.open.len() as u64),
             ("overdue now", self.state.overdue.len() as u64),
         ]
+    }
+}
+
+/// The evaluation of changes at `t` (the last one, or a new one): what holds and what clears.
+fn change(changes: &mut Vec<(Millis, Holding)>, t: Millis) -> (&mut Vec<Observation>, &mut Vec<(String, BTreeMap<String, String>)>) {
+    if changes.last().is_none_or(|(last, _)| *last != t) {
+        changes.push((t, Holding::Changes { holding: Vec::new(), cleared: Vec::new() }));
+    }
+    match &mut changes.last_mut().expect("pushed").1 {
+        Holding::Changes { holding, cleared } => (holding, cleared),
+        Holding::All(_) => unreachable!("a deadline sends changes only"),
     }
 }
 

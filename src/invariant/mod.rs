@@ -87,7 +87,7 @@ impl Evaluator for InvariantEvaluator {
 
     fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
         let holding = self.holding(e)?;
-        Ok(Verdicts { evaluations: vec![(e.window_end, holding)], rows: None })
+        Ok(Verdicts::one(e.window_end, holding))
     }
 }
 

@@ -415,6 +415,13 @@ impl Checker<'_> {
         let dead_letter = self.route(f.dead_letter.as_ref(), &name, "dlq", kafka_source)?;
         let late = self.route(f.late.as_ref(), &name, "late", kafka_source)?;
         let alerts = self.alerts(kind, &f, kafka_source)?;
+        if let (Some(inv), Some(a)) = (&invariant, &alerts) {
+            if inv.deadline.is_some() && (a.timing.for_ > 0 || a.timing.keep_firing_for > 0) {
+                let at = f.alerts.as_ref().expect("timing is written in [alerts]");
+                return Err(JobError::at_span(self.path, self.text, at.span(), "a deadline job takes no `for` or `keep_firing_for`")
+                    .with_help("the deadline is the wait: lengthen [invariant.deadline] within instead"));
+            }
+        }
         let source = match source {
             SourceConfig::Kafka(mut k) => {
                 if k.group.is_empty() {

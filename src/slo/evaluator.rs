@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::series::{Counts, Layout, Series};
 use super::{compact, SloConfig};
-use crate::alert::{rfc3339, Evaluation, Evaluator, Observation, Verdicts};
+use crate::alert::{rfc3339, Evaluation, Evaluator, Holding, Observation, Verdicts};
 use crate::job::timestamp_type;
 use crate::Millis;
 
@@ -366,11 +366,11 @@ impl Evaluator for SloEvaluator {
                 break;
             }
             let holding = self.evaluate_pane(q, BTreeMap::new(), e.want_rows, &mut rows);
-            verdicts.evaluations.push(((q + 1) * pane, holding));
+            verdicts.evaluations.push(((q + 1) * pane, Holding::All(holding)));
             q += 1;
         }
         let holding = self.evaluate_pane(p, counts, e.want_rows, &mut rows);
-        verdicts.evaluations.push(((p + 1) * pane, holding));
+        verdicts.evaluations.push(((p + 1) * pane, Holding::All(holding)));
         if e.want_rows {
             verdicts.rows = Some(vec![rows.finish(&self.schema)?]);
         } else {
