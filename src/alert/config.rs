@@ -14,8 +14,10 @@ pub struct AlertsConfig {
     pub alertmanager: Vec<String>,
     pub file: Option<PathBuf>,
     pub stdout: bool,
-    /// Lines people read on stdout (the demo), not JSON.
+    /// Lines people read on stdout (the demo), not JSON; past `console_limit` firings of the
+    /// job, the rest are only counted.
     pub console: bool,
+    pub console_limit: Option<u64>,
     pub notifications: Option<PathBuf>,
     pub timing: Timing,
     pub group: GroupConfig,
@@ -39,6 +41,7 @@ impl AlertsConfig {
             file: None,
             stdout: !kafka_job,
             console: false,
+            console_limit: None,
             notifications: None,
             timing: Timing::default(),
             group: GroupConfig::default(),

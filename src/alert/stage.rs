@@ -73,7 +73,7 @@ impl AlertStage {
             destinations.push(Box::new(JsonLines::stdout()));
         }
         if config.console {
-            destinations.push(Box::new(super::dest::console::Console));
+            destinations.push(Box::new(super::dest::console::Console::new(config.console_limit)));
         }
         let notifications = config.notifications.as_deref().map(JsonLines::file).transpose()?;
         let state = StageState {

@@ -21,7 +21,23 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("jobs/api_availability.toml", include_str!("../../jobs/api_availability.toml")),
     ("jobs/api_latency.toml", include_str!("../../jobs/api_latency.toml")),
     ("sql/http_error_burst.sql", include_str!("../../sql/http_error_burst.sql")),
+    ("jobs/knight/self_trade.toml", include_str!("../../jobs/knight/self_trade.toml")),
+    ("jobs/knight/position_limit.toml", include_str!("../../jobs/knight/position_limit.toml")),
+    ("jobs/knight/overfill.toml", include_str!("../../jobs/knight/overfill.toml")),
+    ("jobs/knight/order_deadline.toml", include_str!("../../jobs/knight/order_deadline.toml")),
+    ("jobs/knight/version_skew.toml", include_str!("../../jobs/knight/version_skew.toml")),
+    ("jobs/knight/cash_conservation.toml", include_str!("../../jobs/knight/cash_conservation.toml")),
 ];
+
+/// What the demo shows.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// A 5xx burst and a latency rise on `checkout`: the RED view, the SLO pages.
+    Incident,
+    /// Knight Capital, 2012: old code on one of 8 trading hosts trades against the others. The
+    /// business checks in jobs/knight/ fire while the RED view stays normal.
+    Knight,
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,6 +56,8 @@ pub struct Args {
     /// At the end, print the windows still open (marked incomplete) instead of discarding them.
     #[arg(long)]
     pub flush_on_stop: bool,
+    #[arg(long, value_enum, default_value = "incident")]
+    pub scenario: Scenario,
 }
 
 /// Prints each window as a table, one window at a time across jobs; an alerting job's rows
@@ -87,16 +105,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tmp.join("jobs")
         }
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read the jobs folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
+    let toml_files = |dir: &Path| -> anyhow::Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the jobs folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        Ok(paths)
+    };
+    let paths = match args.scenario {
+        Scenario::Incident => toml_files(&dir)?,
+        // The business checks, and the RED view of the same services.
+        Scenario::Knight => {
+            let mut p = toml_files(&dir.join("knight"))?;
+            p.push(dir.join("http_red.toml"));
+            p
+        }
+    };
 
     let event_minutes = args.duration.as_secs_f64() * args.speed / 60.0;
     let incident_at = ((event_minutes * 0.4) as i64).max(1) * 60_000;
     let incident = Incident { at: incident_at, duration: 4 * 60_000, service: "checkout".into() };
+    let knight_at = ((event_minutes * 0.2) as i64).max(1) * 60_000;
     let mut jobs: Vec<(Job, SourceConfig)> = Vec::new();
     let alert_dir = tempdir()?.join("alerts");
     for path in &paths {
@@ -105,6 +136,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Alerts as lines people read while it runs, and a file for the closing summary.
             a.only_file(alert_dir.join(format!("{}.jsonl", job.name)));
             a.console = true;
+            a.console_limit = Some(3);
+        }
+        if args.scenario == Scenario::Knight && matches!(job.source, SourceConfig::Kafka(_)) {
+            // The checks read the topic trading-events; here, the generator's desk.
+            let mut g = osprey::source::generator::GeneratorConfig::new(Stream::TradingEvents);
+            g.rate = 40.0;
+            job.source = SourceConfig::Generator(g);
+            job.dead_letter = osprey::job::RouteConfig::Stderr;
+            job.late = osprey::job::RouteConfig::Stderr;
         }
         let SourceConfig::Generator(mut g) = job.source.clone() else {
             osprey::log_info!("demo: skipping {} (its source is not the generator)", path.display());
@@ -112,8 +152,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         g.speed = args.speed;
         g.seed = args.seed;
-        if g.stream == Stream::HttpRequests {
-            g.incident = Some(incident.clone());
+        match (args.scenario, g.stream) {
+            (Scenario::Incident, Stream::HttpRequests) => g.incident = Some(incident.clone()),
+            (Scenario::Knight, Stream::TradingEvents) => g.knight_at = Some(knight_at),
+            _ => {}
         }
         jobs.push((job, SourceConfig::Generator(g)));
     }
@@ -135,7 +177,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|(job, _)| names.contains(job))
         .map(|(_, what)| *what)
         .collect();
-    if jobs.iter().any(|(_, s)| matches!(s, SourceConfig::Generator(g) if g.stream == Stream::HttpRequests)) {
+    if args.scenario == Scenario::Knight {
+        println!(
+            "Knight Capital, 2012: from {} host trade-8 runs the old build {} and trades against the firm.\n\
+             Watch the FIRING lines of the checks in jobs/knight/ while http_red (latency, errors) stays normal.\n",
+            format_ts(start + knight_at),
+            osprey::source::generator::OLD_BUILD
+        );
+    } else if jobs.iter().any(|(_, s)| matches!(s, SourceConfig::Generator(g) if g.stream == Stream::HttpRequests)) {
         println!(
             "Injected incident: `{}` errors and latency rise from {} to {}.{}\n",
             incident.service,
@@ -164,11 +213,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     println!("── demo over ──");
     let mut closing = Vec::new();
+    let mut business: Vec<(String, u64)> = Vec::new();
     for (job, keep, handle) in handles {
         let summary = handle.join().expect("a job thread ends")?;
         super::report(&job, &summary, false);
+        if job.invariant.is_some() {
+            business.push((job.name.clone(), summary.alerts.as_ref().map(|(a, _)| a.fired).unwrap_or(0)));
+        }
         if let (Some(slo), Some(rows), Some(alerts)) = (&job.slo, keep, job.alerts.as_ref().and_then(|a| a.file.clone())) {
             closing.extend(slo_summary(&job.name, slo, &rows.lock().expect("not poisoned"), &alerts));
+        }
+    }
+    if args.scenario == Scenario::Knight {
+        println!("\n── infrastructure green, business red ──");
+        println!("http_red: latency and error rates of every service stayed at their usual levels (the tables above).");
+        for (name, fired) in &business {
+            let verdict = if *fired > 0 { "RED" } else { "ok" };
+            println!("{name:<18} {verdict:<4} {fired} alert{}", if *fired == 1 { "" } else { "s" });
         }
     }
     if !closing.is_empty() {

@@ -5,10 +5,26 @@ use std::io::Write;
 use super::AlertDestination;
 use crate::alert::{Alert, Status};
 
-pub struct Console;
+pub struct Console {
+    /// Firings shown at most; the records past it are counted, not printed.
+    limit: Option<u64>,
+    firings: u64,
+}
+
+impl Console {
+    pub fn new(limit: Option<u64>) -> Self {
+        Console { limit, firings: 0 }
+    }
+}
 
 impl AlertDestination for Console {
     fn send(&mut self, alert: &Alert, _: &[u8]) -> anyhow::Result<()> {
+        if alert.status == Status::Firing {
+            self.firings += 1;
+        }
+        if self.limit.is_some_and(|l| self.firings > l) {
+            return Ok(());
+        }
         let mut out = std::io::stdout().lock();
         // A reader that went away (`| head`) is not an error of the job's.
         let _ = writeln!(out, "{}", line(alert)).and_then(|_| out.flush());
