@@ -409,7 +409,7 @@ impl Pipeline {
         self.counters.set_watermark(self.operator.watermark());
         let schema = self.query.output_schema();
         for w in fired {
-            let batches = self.query.run(&w).map_err(|e| {
+            let out = self.query.run(&w).map_err(|e| {
                 anyhow::anyhow!(
                     "job `{}` ({}): the SQL failed on window {} → {}: {e}\n  fix the SQL (for example a cast of a bad value), then run it again",
                     self.job.name,
@@ -418,6 +418,7 @@ impl Pipeline {
                     format_ts(w.end)
                 )
             })?;
+            let batches = out.rows;
             let result = WindowResult {
                 job: &self.job.name,
                 start: w.start,
@@ -442,6 +443,8 @@ impl Pipeline {
                 input: &w.batches,
                 partition_names: &a.partition_names,
                 update: w.update,
+                dropped: &out.dropped,
+                changes_only: out.changes_only,
                 want_rows: !self.sink.discards(),
                 end_of_input,
             };

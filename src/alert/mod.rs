@@ -93,6 +93,10 @@ pub struct Evaluation<'a> {
     pub partition_names: &'a [String],
     /// The window fired before: a late record within the allowed lateness updated it.
     pub update: bool,
+    /// `rows` are only the groups that changed (a cumulative window): the others hold as
+    /// before; `dropped` are the rows of groups dropped after `ttl` (they no longer hold).
+    pub changes_only: bool,
+    pub dropped: &'a [datafusion::arrow::record_batch::RecordBatch],
     /// Someone reads the evaluator's rows (`--rows`); otherwise it need not build them.
     pub want_rows: bool,
     /// The input ended: event time reached the newest event and goes no further.

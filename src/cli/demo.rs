@@ -64,12 +64,17 @@ pub struct Args {
 /// (burn rates) are kept for the closing summary instead, its alerts print as they happen.
 struct DemoSink {
     out: Arc<Mutex<()>>,
+    /// Tables for query jobs; an invariant's rows are not shown (its alerts are).
+    print: bool,
     keep: Option<Arc<Mutex<Vec<serde_json::Value>>>>,
 }
 
 impl Sink for DemoSink {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()> {
         if result.rows() == 0 {
+            return Ok(());
+        }
+        if !self.print {
             return Ok(());
         }
         if let Some(keep) = &self.keep {
@@ -201,8 +206,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let SourceConfig::Generator(g) = source else { unreachable!() };
         // Four jobs share two cores: each decodes on its own thread.
         let options = Options { decode_threads: 0, flush_on_stop: args.flush_on_stop, ..Options::live(stop.clone()) };
-        let keep = job.alerts.is_some().then(|| Arc::new(Mutex::new(Vec::new())));
-        let sink = Box::new(DemoSink { out: out.clone(), keep: keep.clone() });
+        let keep = job.slo.is_some().then(|| Arc::new(Mutex::new(Vec::new())));
+        let sink = Box::new(DemoSink { out: out.clone(), print: job.invariant.is_none(), keep: keep.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
         handles.push((job, keep, std::thread::spawn(move || pipeline.run())));
     }

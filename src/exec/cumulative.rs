@@ -4,10 +4,13 @@
 //! states, but across panes instead of partitions, so state grows with groups, not events:
 //!
 //! ```text
-//! pane rows ──► partial:  SELECT g, sum(x) AS a0, count(*) AS a1, max(ts) AS last FROM events WHERE w GROUP BY g
-//! state ∪ partial ──► merge: SELECT g, sum(a0) AS a0, sum(a1) AS a1, max(last) AS last FROM state GROUP BY g
-//! state ──► final: the job's SQL with sum(x) → sum(a0), count(*) → sum(a1), over `state`
+//! pane rows ──► partial (DataFusion): SELECT g, sum(x) AS a0, count(*) AS a1, max(ts) AS last FROM events WHERE w GROUP BY g
+//! partial rows ──► merge (per group, in place): a0 += , a1 += , last = max
+//! changed groups ──► final (DataFusion): the job's SQL with sum(x) → sum(a0), count(*) → sum(a1), over `state`
 //! ```
+//!
+//! Only the groups a pane changed are evaluated (and those `ttl` dropped, so their alerts
+//! resolve): a pane costs what its events cost, not what the state holds.
 //!
 //! An aggregate is kept only if its partial merges exactly (count, sum, min, max, avg as sum
 //! and count, bool_and/or, bit_and/or/xor); one whose state is every value (median,
@@ -18,17 +21,19 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArguments, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use serde::{Deserialize, Serialize};
-
 use super::table::TableQuery;
 use super::WindowQuery;
 use crate::job::{timestamp_type, Job, JobError, WindowConfig, WINDOW_END, WINDOW_START};
@@ -43,9 +48,6 @@ const MERGEABLE: &[(&str, &str)] = &[
     ("max", "max"),
     ("bool_and", "bool_and"),
     ("bool_or", "bool_or"),
-    ("bit_and", "bit_and"),
-    ("bit_or", "bit_or"),
-    ("bit_xor", "bit_xor"),
 ];
 
 /// Aggregates whose state is every value seen: no running partial keeps them.
@@ -54,16 +56,18 @@ const UNMERGEABLE: &[&str] = &[
     "percentile_cont", "array_agg", "string_agg", "stddev", "stddev_pop", "stddev_samp", "var", "var_pop", "var_samp",
     "variance", "var_population", "var_sample", "covar", "covar_pop", "covar_samp", "corr", "first_value", "last_value",
     "nth_value", "grouping", "regr_slope", "regr_intercept", "regr_count", "regr_r2", "regr_avgx", "regr_avgy",
-    "regr_sxx", "regr_syy", "regr_sxy",
+    "regr_sxx", "regr_syy", "regr_sxy", "bit_and", "bit_or", "bit_xor",
 ];
 
 const LAST: &str = "__osprey_last";
 
-/// The three queries a cumulative job runs, planned from its SQL.
+/// What a cumulative job runs, from its SQL: the partial query per pane, how each partial
+/// column merges, and the final query over the merged values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub partial: String,
     pub merge: String,
+    pub merges: Vec<String>,
     pub final_: String,
 }
 
@@ -225,31 +229,91 @@ pub fn split(job: &Job) -> Result<Split, JobError> {
     Ok(Split {
         partial: format!("SELECT {} FROM events{where_}{group_by}", partial.join(", ")),
         merge: format!("SELECT {} FROM state{group_by}", merge.join(", ")),
+        merges: rewrite.partials.iter().map(|(_, m)| m.clone()).collect(),
         final_: statements[0].to_string(),
     })
+}
+
+/// How a partial column merges into a group's running value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    Sum,
+    Min,
+    Max,
+    And,
+    Or,
+}
+
+impl Merge {
+    fn of(name: &str) -> Merge {
+        match name {
+            "sum" => Merge::Sum,
+            "min" => Merge::Min,
+            "max" => Merge::Max,
+            "bool_and" => Merge::And,
+            "bool_or" => Merge::Or,
+            other => unreachable!("no merge for {other}"),
+        }
+    }
+
+    fn apply(self, acc: &mut ScalarValue, v: &ScalarValue, ty: &DataType) -> datafusion::error::Result<()> {
+        if v.is_null() {
+            return Ok(());
+        }
+        if acc.is_null() {
+            *acc = v.clone();
+            return Ok(());
+        }
+        match self {
+            // Exact: integers and Decimal128 add without rounding (an overflow is an error).
+            Merge::Sum => *acc = acc.add_checked(v)?.cast_to(ty)?,
+            Merge::Min if v < acc => *acc = v.clone(),
+            Merge::Max if v > acc => *acc = v.clone(),
+            Merge::And => *acc = ScalarValue::Boolean(Some(acc == &ScalarValue::Boolean(Some(true)) && v == &ScalarValue::Boolean(Some(true)))),
+            Merge::Or => *acc = ScalarValue::Boolean(Some(acc == &ScalarValue::Boolean(Some(true)) || v == &ScalarValue::Boolean(Some(true)))),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// One group's running partials and the event time of its last event.
+#[derive(Debug, Clone)]
+struct Group {
+    values: Vec<ScalarValue>,
+    last: Millis,
 }
 
 /// A cumulative job's queries and its running state.
 pub struct CumulativeQuery {
     partial: WindowQuery,
-    merge: TableQuery,
     final_: TableQuery,
-    /// The state's columns: group columns, partials (decimals widened), last event time.
+    /// The partial query's columns: group columns, partials (decimals widened), last event.
     state_schema: SchemaRef,
     /// `state_schema` plus `window_start` and `window_end`, what the final query reads.
     final_input: SchemaRef,
+    groups_n: usize,
+    merges: Vec<Merge>,
+    converter: RowConverter,
     state: CumulativeState,
     ttl: Option<Millis>,
 }
 
-/// What a cumulative query remembers: one row per live group.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What a cumulative query remembers: the running partials of every live group, in the
+/// order of their keys (so output never depends on hashing).
+#[derive(Debug, Default)]
 pub struct CumulativeState {
-    pub rows: crate::state::SerdeBatches,
+    groups: BTreeMap<OwnedRow, Group>,
     /// The first pane's start: `window_start` of every evaluation.
     pub since: Option<Millis>,
     pub dropped_groups: u64,
     pub peak_groups: u64,
+}
+
+/// One evaluation: the final rows of the groups this pane changed, and of those `ttl` dropped.
+pub struct CumulativeRows {
+    pub changed: Vec<RecordBatch>,
+    pub dropped: Vec<RecordBatch>,
 }
 
 impl CumulativeQuery {
@@ -271,8 +335,9 @@ impl CumulativeQuery {
             })
             .collect();
         let state_schema = Arc::new(Schema::new(widened.clone()));
-        let internal = |e: datafusion::error::DataFusionError| refuse(job, format!("cumulative window: {e}"), "simplify the SQL, or use a tumbling window");
-        let merge = TableQuery::plan("state", state_schema.clone(), &split.merge).map_err(internal)?;
+        let groups_n = widened.len() - split.merges.len() - 1;
+        let converter = RowConverter::new(widened[..groups_n].iter().map(|f| SortField::new(f.data_type().clone())).collect())
+            .map_err(|e| refuse(job, format!("cumulative window: the group columns: {e}"), "group by plain columns"))?;
         let mut with_window = widened;
         with_window.push(Field::new(WINDOW_START, timestamp_type(), false));
         with_window.push(Field::new(WINDOW_END, timestamp_type(), false));
@@ -280,7 +345,8 @@ impl CumulativeQuery {
         let final_ = TableQuery::plan("state", final_input.clone(), &split.final_).map_err(|e| {
             refuse(job, format!("SQL over the running aggregates: {}", super::errors::clean(&e.to_string())), "columns outside aggregates must be in GROUP BY")
         })?;
-        Ok(CumulativeQuery { partial, merge, final_, state_schema, final_input, state: CumulativeState::default(), ttl })
+        let merges = split.merges.iter().map(|m| Merge::of(m)).collect();
+        Ok(CumulativeQuery { partial, final_, state_schema, final_input, groups_n, merges, converter, state: CumulativeState::default(), ttl })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -295,74 +361,90 @@ impl CumulativeQuery {
         &self.state
     }
 
-    pub fn restore(&mut self, state: CumulativeState) {
-        self.state = state;
-    }
-
     /// Groups kept now.
     pub fn groups(&self) -> usize {
-        self.state.rows.0.iter().map(|b| b.num_rows()).sum()
+        self.state.groups.len()
     }
 
-    /// Fold one pane in and evaluate: the job's SQL over everything since the start.
-    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<Vec<RecordBatch>> {
+    /// Fold one pane in and evaluate the groups it changed, and those `ttl` dropped.
+    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<CumulativeRows> {
         let since = *self.state.since.get_or_insert(window.start);
-        let partials = self.partial.run(window)?;
-        let mut input: Vec<RecordBatch> = std::mem::take(&mut self.state.rows.0);
-        for b in partials {
-            input.push(self.conform(&b, &self.state_schema)?);
-        }
-        let merged = self.merge.run(input)?;
-        let mut rows = Vec::new();
-        for b in merged {
-            let b = self.conform(&b, &self.state_schema)?;
-            let b = match self.ttl {
-                Some(ttl) => self.fresh(&b, window.end - ttl)?,
-                None => b,
-            };
-            if b.num_rows() > 0 {
-                rows.push(b);
+        let mut changed: BTreeSet<OwnedRow> = BTreeSet::new();
+        for b in self.partial.run(window)? {
+            let b = conform(&b, &self.state_schema)?;
+            let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
+            let last = cast(b.column(b.num_columns() - 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+            let last = last.as_primitive::<TimestampMillisecondType>();
+            for row in 0..b.num_rows() {
+                let key = keys.row(row).owned();
+                let t = if last.is_valid(row) { last.value(row) } else { window.start };
+                let values = (0..self.merges.len())
+                    .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                match self.state.groups.get_mut(&key) {
+                    Some(g) => {
+                        for (i, v) in values.iter().enumerate() {
+                            let ty = self.state_schema.field(self.groups_n + i).data_type();
+                            self.merges[i].apply(&mut g.values[i], v, ty)?;
+                        }
+                        g.last = g.last.max(t);
+                    }
+                    None => {
+                        self.state.groups.insert(key.clone(), Group { values, last: t });
+                    }
+                }
+                changed.insert(key);
             }
         }
-        let rows = if rows.len() > 1 { vec![concat_batches(&self.state_schema, &rows)?] } else { rows };
-        self.state.rows = crate::state::SerdeBatches(rows);
-        self.state.peak_groups = self.state.peak_groups.max(self.groups() as u64);
-        let evaluated: Vec<RecordBatch> = self
-            .state
-            .rows
-            .0
-            .iter()
-            .map(|b| {
-                let n = b.num_rows();
-                let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-                columns.push(Arc::new(TimestampMillisecondArray::from_value(since, n).with_timezone("UTC")));
-                columns.push(Arc::new(TimestampMillisecondArray::from_value(window.end, n).with_timezone("UTC")));
-                RecordBatch::try_new(self.final_input.clone(), columns)
-            })
-            .collect::<Result<_, _>>()?;
-        self.final_.run(evaluated)
+        let mut dropped: Vec<(OwnedRow, Group)> = Vec::new();
+        if let Some(ttl) = self.ttl {
+            let cutoff = window.end - ttl;
+            let idle: Vec<OwnedRow> = self.state.groups.iter().filter(|(_, g)| g.last < cutoff).map(|(k, _)| k.clone()).collect();
+            for k in idle {
+                let g = self.state.groups.remove(&k).expect("listed");
+                dropped.push((k, g));
+            }
+            self.state.dropped_groups += dropped.len() as u64;
+        }
+        self.state.peak_groups = self.state.peak_groups.max(self.state.groups.len() as u64);
+        let changed: Vec<(&OwnedRow, &Group)> = changed.iter().filter_map(|k| self.state.groups.get_key_value(k)).collect();
+        let changed = self.evaluate(&changed, since, window.end)?;
+        let dropped: Vec<(&OwnedRow, &Group)> = dropped.iter().map(|(k, g)| (k, g)).collect();
+        let dropped = self.evaluate(&dropped, since, window.end)?;
+        Ok(CumulativeRows { changed, dropped })
     }
 
-    /// A batch cast to the state's column types (decimals widened; names from the schema).
-    fn conform(&self, b: &RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
-        let columns = b
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    /// The job's SQL over some groups' running values.
+    fn evaluate(&self, groups: &[(&OwnedRow, &Group)], since: Millis, end: Millis) -> datafusion::error::Result<Vec<RecordBatch>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = groups.len();
+        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| k.row()))?;
+        for i in 0..self.merges.len() {
+            let ty = self.state_schema.field(self.groups_n + i).data_type();
+            let array = ScalarValue::iter_to_array(groups.iter().map(|(_, g)| g.values[i].clone()))?;
+            columns.push(if array.data_type() == ty { array } else { cast(&array, ty)? });
+        }
+        let last_field = self.state_schema.field(self.state_schema.fields().len() - 1);
+        let last: ArrayRef = Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>()));
+        columns.push(cast(&last, last_field.data_type())?);
+        columns.push(Arc::new(TimestampMillisecondArray::from_value(since, n).with_timezone("UTC")));
+        columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
+        let batch = RecordBatch::try_new(self.final_input.clone(), columns)?;
+        self.final_.run(vec![batch])
     }
+}
 
-    /// Rows whose last event is at or after `cutoff`; the others' groups are dropped.
-    fn fresh(&mut self, b: &RecordBatch, cutoff: Millis) -> datafusion::error::Result<RecordBatch> {
-        let last = b.column(b.num_columns() - 1);
-        let last = cast(last, &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None))?;
-        let last = last.as_primitive::<TimestampMillisecondType>();
-        let keep: datafusion::arrow::array::BooleanArray = (0..last.len()).map(|i| Some(last.is_valid(i) && last.value(i) >= cutoff)).collect();
-        self.state.dropped_groups += (keep.len() - keep.true_count()) as u64;
-        Ok(filter_record_batch(b, &keep)?)
-    }
+/// A batch cast to `schema`'s column types (decimals widened; names from the schema).
+fn conform(b: &RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
+    let columns = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]

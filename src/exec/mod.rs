@@ -42,10 +42,13 @@ impl JobQuery {
         }
     }
 
-    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<Vec<RecordBatch>> {
+    pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<QueryRows> {
         match self {
-            JobQuery::Windowed(q) => q.run(window),
-            JobQuery::Cumulative(q) => q.run(window),
+            JobQuery::Windowed(q) => Ok(QueryRows { rows: q.run(window)?, dropped: Vec::new(), changes_only: false }),
+            JobQuery::Cumulative(q) => {
+                let r = q.run(window)?;
+                Ok(QueryRows { rows: r.changed, dropped: r.dropped, changes_only: true })
+            }
         }
     }
 
@@ -59,6 +62,15 @@ impl JobQuery {
             }
         }
     }
+}
+
+/// One fired window's result.
+pub struct QueryRows {
+    pub rows: Vec<RecordBatch>,
+    /// A cumulative window: the rows of groups `ttl` dropped (their last values).
+    pub dropped: Vec<RecordBatch>,
+    /// `rows` are only the groups that changed (a cumulative window); others are as before.
+    pub changes_only: bool,
 }
 
 /// A job's SQL, planned and ready to run on windows.

@@ -87,11 +87,31 @@ impl Evaluator for InvariantEvaluator {
 
     fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
         let holding = self.holding(e)?;
-        Ok(Verdicts::one(e.window_end, holding))
+        if !e.changes_only {
+            return Ok(Verdicts::one(e.window_end, holding));
+        }
+        // Only changed groups were evaluated: those not violating now, and dropped ones, clear.
+        let violating: std::collections::BTreeSet<&BTreeMap<String, String>> = holding.iter().map(|o| &o.labels).collect();
+        let mut cleared = Vec::new();
+        for batch in e.rows.iter().chain(e.dropped) {
+            for row in 0..batch.num_rows() {
+                let labels = self.labels(batch, row);
+                if !violating.contains(&labels) || e.dropped.iter().any(|d| std::ptr::eq(d, batch)) {
+                    cleared.push((self.job.clone(), labels));
+                }
+            }
+        }
+        let holding = holding.into_iter().filter(|o| !cleared.iter().any(|(_, l)| l == &o.labels)).collect();
+        Ok(Verdicts { evaluations: vec![(e.window_end, crate::alert::Holding::Changes { holding, cleared })], rows: None })
     }
 }
 
 impl InvariantEvaluator {
+    /// A row's alert labels: its key columns.
+    fn labels(&self, batch: &RecordBatch, row: usize) -> BTreeMap<String, String> {
+        self.config.key.iter().cloned().zip(self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row))).collect()
+    }
+
     /// The violations among one window's rows.
     fn holding(&mut self, e: &Evaluation) -> anyhow::Result<Vec<Observation>> {
         let mut out = Vec::new();
@@ -107,7 +127,7 @@ impl InvariantEvaluator {
                 }
                 let values = row_object(batch, row);
                 let key: Vec<String> = self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row)).collect();
-                let labels: BTreeMap<String, String> = self.config.key.iter().cloned().zip(key.iter().cloned()).collect();
+                let labels = self.labels(batch, row);
                 let samples = samples.get_or_insert_with(|| sample_by_key(e, &self.config.key));
                 let mut annotations = BTreeMap::new();
                 if let Some(s) = &self.config.summary {
