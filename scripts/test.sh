@@ -8,13 +8,21 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
 ./scripts/setup.sh --tests
 
-# The Alertmanager tests run Debian's prometheus-alertmanager (started by the tests themselves).
+# The Alertmanager tests run Debian's prometheus-alertmanager (started by the tests themselves);
+# the SLO tests check Osprey's alerts with promtool (Debian's prometheus).
+missing=()
 if ! command -v prometheus-alertmanager >/dev/null 2>&1 && ! command -v alertmanager >/dev/null 2>&1; then
-  echo "tests: installing prometheus-alertmanager"
+  missing+=(prometheus-alertmanager)
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  missing+=(prometheus)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests: installing ${missing[*]}"
   if command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y -qq prometheus-alertmanager || (apt-get update -qq && apt-get install -y -qq prometheus-alertmanager)) >/dev/null
+    (apt-get install -y -qq "${missing[@]}" || (apt-get update -qq && apt-get install -y -qq "${missing[@]}")) >/dev/null
   else
-    echo "tests: install Alertmanager (prometheus-alertmanager) and run this again" >&2
+    echo "tests: install ${missing[*]} (Alertmanager, promtool) and run this again" >&2
     exit 1
   fi
 fi

@@ -53,6 +53,7 @@ pub struct DeadlineState {
     /// The newest event time seen: at the end of input, time has reached it and no further.
     newest: Option<Millis>,
     pub opened: u64,
+    pub peak_open: u64,
     pub closed_in_time: u64,
     pub missed: u64,
 }
@@ -197,6 +198,7 @@ impl Evaluator for DeadlineEvaluator {
                 self.state.opened += 1;
                 let timer = Timer { opened_at: ts, deadline: ts + self.config.within, record: sample(e, b, row) };
                 self.state.open.insert(key, timer);
+                self.state.peak_open = self.state.peak_open.max(self.state.open.len() as u64);
             }
         }
         // Time has passed the pane's end, or at the end of input, the newest event.
@@ -213,6 +215,7 @@ impl Evaluator for DeadlineEvaluator {
             ("closed in time", self.state.closed_in_time),
             ("missed deadlines", self.state.missed),
             ("open now", self.state.open.len() as u64),
+            ("peak open", self.state.peak_open),
             ("overdue now", self.state.overdue.len() as u64),
         ]
     }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Invariant benchmark: 5 million trading events (the generator's desk) replayed by the bundled
+# overfill (cumulative, ttl 10m) and order_deadline (deadline within 10m) checks, so about
+# 100,000 orders are open at once, next to a plain query job over the same file, in the same
+# script. Prints events/s, the ratios, and state bytes per open key (peak memory over the
+# query job's, divided by the peak of open keys).
+#   EVENTS=5000000 ./scripts/bench-invariants.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
+EVENTS="${EVENTS:-5000000}"
+DATA="${DATA:-bench-data}"
+mkdir -p "$DATA"
+cargo build --release --locked --quiet --bin osprey
+OSPREY="$CARGO_TARGET_DIR/release/osprey"
+FILE="$DATA/trading-$EVENTS.jsonl"
+if [ ! -f "$FILE" ]; then
+  echo "generating $EVENTS trading events into $FILE"
+  "$OSPREY" generate --stream trading-events --events "$EVENTS" --rate 200 --output "$FILE"
+fi
+sed -e 's/ttl = "6h"/ttl = "10m"/' jobs/knight/overfill.toml > "$DATA/overfill.toml"
+sed -e 's/within = "30s"/within = "10m"/' jobs/knight/order_deadline.toml > "$DATA/order_deadline.toml"
+cat > "$DATA/plain.toml" <<TOML
+name = "plain"
+sql = "SELECT symbol, count(*) AS events, sum(qty) AS qty FROM events WHERE event IN ('order', 'fill') GROUP BY symbol"
+$(sed -n '/^\[source\]/,/^watermark_delay/p' jobs/knight/overfill.toml)
+[window]
+kind = "tumbling"
+size = "10s"
+TOML
+run() { # job -> "seconds peak_kib"; its stderr in $DATA/<job>.err
+  /usr/bin/time -f '%e %M' -o "$DATA/$1.time" "$OSPREY" replay "$DATA/$1.toml" --input "$FILE" --output "$DATA/$1.out.jsonl" 2> "$DATA/$1.err" >/dev/null
+  cat "$DATA/$1.time"
+}
+figure() { grep -o "$2 [0-9]*" "$DATA/$1.err" | tail -1 | awk '{print $NF}'; }
+read -r p_s p_kib < <(run plain)
+read -r o_s o_kib < <(run overfill)
+read -r d_s d_kib < <(run order_deadline)
+lines=$(wc -l < "$FILE")
+o_keys=$(figure overfill "peak groups")
+d_keys=$(figure order_deadline "peak open")
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "events: $lines"
+awk -v n="$lines" -v p="$p_s" -v o="$o_s" -v d="$d_s" 'BEGIN {
+  printf "plain query job:                 %8.0f events/s (%.2fs)\n", n / p, p
+  printf "overfill (cumulative, ttl 10m):  %8.0f events/s (%.2fs), ratio %.2f\n", n / o, o, p / o
+  printf "order_deadline (within 10m):     %8.0f events/s (%.2fs), ratio %.2f\n", n / d, d, p / d }'
+awk -v a="$o_kib" -v b="$p_kib" -v k="$o_keys" 'BEGIN { printf "overfill: peak %d groups, %.0f MiB over the plain job: %.0f bytes per group\n", k, (a-b)/1024, (a-b)*1024/k }'
+echo "order_deadline: $(grep -o 'opened [0-9]*.*' "$DATA/order_deadline.err" | tail -1)"
+awk -v a="$d_kib" -v b="$p_kib" -v k="$d_keys" 'BEGIN { printf "order_deadline: peak %d open orders, %.0f MiB over the plain job: %.0f bytes per open order\n", k, (a-b)/1024, (a-b)*1024/k }'
