@@ -11,8 +11,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
 EVENTS="${EVENTS:-5000000}"
 DATA="${DATA:-bench-data}"
 mkdir -p "$DATA"
-cargo build --release --locked --quiet --bin osprey
-OSPREY="$CARGO_TARGET_DIR/release/osprey"
+# OSPREY_BIN=path runs that binary instead of building the release one.
+if [ -z "${OSPREY_BIN:-}" ]; then
+  cargo build --release --locked --quiet --bin osprey
+fi
+OSPREY="${OSPREY_BIN:-$CARGO_TARGET_DIR/release/osprey}"
 FILE="$DATA/trading-$EVENTS.jsonl"
 if [ ! -f "$FILE" ]; then
   echo "generating $EVENTS trading events into $FILE"

@@ -11,8 +11,11 @@ EVENTS="${EVENTS:-2000000}"
 SERIES="${SERIES:-10000}"
 DATA="${DATA:-bench-data}"
 mkdir -p "$DATA"
-cargo build --release --locked --quiet --bin osprey
-OSPREY="$CARGO_TARGET_DIR/release/osprey"
+# OSPREY_BIN=path runs that binary instead of building the release one.
+if [ -z "${OSPREY_BIN:-}" ]; then
+  cargo build --release --locked --quiet --bin osprey
+fi
+OSPREY="${OSPREY_BIN:-$CARGO_TARGET_DIR/release/osprey}"
 FILE="$DATA/slo-$EVENTS-$SERIES.jsonl"
 if [ ! -f "$FILE" ]; then
   echo "generating $EVENTS events over $SERIES series into $FILE"

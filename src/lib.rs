@@ -9,6 +9,7 @@
 //! [`pipeline::Pipeline`] wires the stages for one job; [`job::Job`] is a validated job file.
 
 pub mod alert;
+pub mod anomaly;
 pub mod decode;
 pub mod exec;
 pub mod invariant;

@@ -56,6 +56,9 @@ enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Score the anomaly detectors: `nab` runs them over a Numenta Anomaly Benchmark folder.
+    #[command(subcommand)]
+    Eval(cli::eval::Command),
     /// SLO jobs: `rules` prints the equivalent Prometheus recording and alerting rules.
     #[command(subcommand)]
     Slo(cli::slo::Command),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(args),
         Command::Alerts(c) => cli::alerts::run(c),
         Command::Slo(c) => cli::slo::run(c),
+        Command::Eval(c) => cli::eval::run(c),
         Command::Explain { job } => cli::explain::explain(&job),
         Command::Describe { job } => cli::explain::describe(&job),
         Command::Completions { shell } => {

@@ -196,6 +196,10 @@ impl Pipeline {
     fn alerting(job: &Job, query: &JobQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
         let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
+            (JobKind::Anomaly, _) => Box::new(
+                crate::anomaly::AnomalyEvaluator::new(&job.name, job.anomaly.clone().expect("an anomaly job has [anomaly]"), &query.output_schema())
+                    .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("anomaly.{}", e.key), e.message)))?,
+            ),
             (JobKind::Slo, _) => Box::new(crate::slo::SloEvaluator::new(&job.name, job.slo.clone().expect("an SLO job has [slo]"))),
             (JobKind::Invariant, Some(inv)) if inv.deadline.is_some() => {
                 let decoded = crate::decode::Decoder::new(job).schema();

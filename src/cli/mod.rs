@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod demo;
+pub mod eval;
 pub mod explain;
 pub mod generate;
 pub mod replay;

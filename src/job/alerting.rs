@@ -357,3 +357,96 @@ impl Checker<'_> {
         Ok(WindowConfig::Tumbling { size })
     }
 }
+
+impl Checker<'_> {
+    pub(super) fn anomaly(
+        &self,
+        kind: JobKind,
+        f: &JobFile,
+        spans: &mut BTreeMap<&'static str, Range<usize>>,
+    ) -> Result<Option<crate::anomaly::AnomalyConfig>, JobError> {
+        use crate::anomaly::{defaults, DetectorKind};
+        let table = match (kind, f.anomaly.as_ref()) {
+            (JobKind::Anomaly, Some(t)) => t,
+            (JobKind::Anomaly, None) => {
+                let k = f.kind.as_ref().expect("written");
+                return Err(self.err(k, "an anomaly job needs an [anomaly] table").with_help(
+                    "add [anomaly] with series = [\"service\"] and features = [\"p99_ms\"]: result columns of the SQL",
+                ));
+            }
+            (_, Some(t)) => {
+                return Err(JobError::at_span(self.path, self.text, t.span(), "[anomaly] belongs to kind = \"anomaly\" jobs")
+                    .with_help("set kind = \"anomaly\" before the first [table]"));
+            }
+            (_, None) => return Ok(None),
+        };
+        let t = table.get_ref();
+        spans.insert("anomaly.series", t.series.span());
+        spans.insert("anomaly.features", t.features.span());
+        let features = t.features.get_ref().clone().into_vec();
+        if features.is_empty() {
+            return Err(self.err(&t.features, "`features` names no column").with_help("features = [\"p99_ms\", \"error_rate\"]"));
+        }
+        let detectors = match &t.detectors {
+            None => defaults::DETECTORS.to_vec(),
+            Some(d) => {
+                let mut out = Vec::new();
+                for name in d.get_ref().clone().into_vec() {
+                    let kind = DetectorKind::parse(&name).ok_or_else(|| {
+                        let e = self.err(d, format!("unknown detector `{name}`"));
+                        match super::error::closest(&name, DetectorKind::NAMES.iter().copied()) {
+                            Some(near) => e.with_help(format!("did you mean `{near}`?")),
+                            None => e.with_help(format!("the detectors are {}", DetectorKind::NAMES.join(", "))),
+                        }
+                    })?;
+                    if !out.contains(&kind) {
+                        out.push(kind);
+                    }
+                }
+                if out.is_empty() {
+                    return Err(self.err(d, "`detectors` is empty").with_help("remove it for the default (mad)"));
+                }
+                out
+            }
+        };
+        let threshold = match &t.threshold {
+            Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => return Err(self.err(v, "`threshold` must be between 0 and 1 (scores are in [0, 1])")),
+            None => defaults::THRESHOLD,
+        };
+        let count = |v: &Option<toml::Spanned<i64>>, key: &str, default: usize, min: i64| -> Result<usize, JobError> {
+            match v {
+                None => Ok(default),
+                Some(n) if *n.get_ref() >= min => Ok(*n.get_ref() as usize),
+                Some(n) => Err(self.err(n, format!("`{key}` must be at least {min}"))),
+            }
+        };
+        let baseline = count(&t.baseline, "baseline", defaults::BASELINE, 8)?;
+        let warmup = count(&t.warmup, "warmup", defaults::WARMUP.min(baseline), 2)?;
+        let (eps, min_points) = match &t.cluster {
+            None => (defaults::EPS, defaults::MIN_POINTS),
+            Some(c) => {
+                let c = c.get_ref();
+                let eps = match &c.eps {
+                    Some(e) if *e.get_ref() > 0.0 => *e.get_ref(),
+                    Some(e) => return Err(self.err(e, "`eps` must be above 0")),
+                    None => defaults::EPS,
+                };
+                (eps, count(&c.min_points, "min_points", defaults::MIN_POINTS, 1)?)
+            }
+        };
+        Ok(Some(crate::anomaly::AnomalyConfig {
+            series: t.series.get_ref().clone().into_vec(),
+            features,
+            detectors,
+            threshold,
+            baseline,
+            warmup,
+            eps,
+            min_points,
+            severity: t.severity.clone().unwrap_or_else(|| "warning".into()),
+            summary: t.summary.clone(),
+            runbook_url: t.runbook_url.clone(),
+        }))
+    }
+}

@@ -59,6 +59,8 @@ pub struct Job {
     pub invariant: Option<crate::invariant::InvariantConfig>,
     /// `kind = "slo"`
     pub slo: Option<crate::slo::SloConfig>,
+    /// `kind = "anomaly"`
+    pub anomaly: Option<crate::anomaly::AnomalyConfig>,
     /// The job file, for error messages.
     pub path: PathBuf,
     /// The job file's text, and where some keys sit in it, for errors found after parsing.
@@ -224,6 +226,10 @@ pub fn check_against_result(job: &Job, output: &SchemaRef) -> Result<(), JobErro
         crate::invariant::InvariantEvaluator::new(&job.name, inv.clone(), output)
             .map_err(|e| job.error_at_key(&format!("invariant.{}", e.key), format!("[invariant] {}: {}", e.key, e.message)))?;
     }
+    if let Some(a) = &job.anomaly {
+        crate::anomaly::AnomalyEvaluator::new(&job.name, a.clone(), output)
+            .map_err(|e| job.error_at_key(&format!("anomaly.{}", e.key), format!("[anomaly] {}: {}", e.key, e.message)))?;
+    }
     if let Some(slo) = &job.slo {
         let columns = || output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
         for l in &slo.labels {
@@ -361,15 +367,10 @@ impl Checker<'_> {
                 }
             },
         };
-        if matches!(kind, JobKind::Anomaly) {
-            let k = f.kind.as_ref().expect("non-default kind was written");
-            return Err(self
-                .err(k, format!("job kind `{}` is not built yet in this version of Osprey", k.get_ref()))
-                .with_help("kind = \"query\" and \"invariant\" jobs run today; see the README's \"What is not built yet\""));
-        }
         let mut spans = std::collections::BTreeMap::new();
         let invariant = self.invariant(kind, &f, &mut spans)?;
         let slo = self.slo(kind, &f, &mut spans)?;
+        let anomaly = self.anomaly(kind, &f, &mut spans)?;
 
         let columns = self.columns(&f.source.get_ref().schema)?;
         let events_only = slo.is_some() || invariant.as_ref().is_some_and(|i| i.deadline.is_some());
@@ -446,6 +447,7 @@ impl Checker<'_> {
             alerts,
             invariant,
             slo,
+            anomaly,
             path: self.path.to_path_buf(),
             file_text: self.text.to_string(),
             spans,

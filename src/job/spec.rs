@@ -27,6 +27,34 @@ pub struct JobFile {
     pub invariant: Option<Spanned<InvariantFile>>,
     /// `kind = "slo"`
     pub slo: Option<Spanned<SloFile>>,
+    /// `kind = "anomaly"`
+    pub anomaly: Option<Spanned<AnomalyFile>>,
+}
+
+/// `[anomaly]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyFile {
+    pub series: Spanned<OneOrMany>,
+    pub features: Spanned<OneOrMany>,
+    pub detectors: Option<Spanned<OneOrMany>>,
+    pub threshold: Option<Spanned<f64>>,
+    /// Windows of history each detector keeps per series.
+    pub baseline: Option<Spanned<i64>>,
+    /// Windows of history before a detector scores.
+    pub warmup: Option<Spanned<i64>>,
+    pub severity: Option<String>,
+    pub summary: Option<String>,
+    pub runbook_url: Option<String>,
+    pub cluster: Option<Spanned<ClusterFile>>,
+}
+
+/// `[anomaly.cluster]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub eps: Option<Spanned<f64>>,
+    pub min_points: Option<Spanned<i64>>,
 }
 
 /// `[slo]`

@@ -1,6 +1,7 @@
 //! The alerting job kinds end to end, through the `osprey` binary as users run it: SLO burn
 //! rates checked against Prometheus's own rule evaluation (promtool), and more to come.
 
+mod anomaly;
 mod knight;
 mod slo;
 

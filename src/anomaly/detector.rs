@@ -1,0 +1,104 @@
+//! The `Detector` trait, and the detectors a job names, as one serialisable enum.
+
+use serde::{Deserialize, Serialize};
+
+use super::forest::IsolationForest;
+use super::ks::KsShift;
+use super::mad::RobustZ;
+
+/// Scores one series' feature vectors against its own past.
+pub trait Detector: Send {
+    fn name(&self) -> &'static str;
+    /// The score of `x` against the baseline so far, in [0, 1]; `None` while warming up.
+    /// Then `x` joins the baseline.
+    fn observe(&mut self, x: &[f64]) -> Option<f64>;
+    /// Per feature, how far the last observed vector was from the baseline, in robust
+    /// standard deviations (signed), when the detector can say; for evidence and clustering.
+    fn deviations(&self) -> Option<&[f64]> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Rolling median and MAD: a robust z-score per feature.
+    Mad,
+    /// Two-sample Kolmogorov-Smirnov test: the recent values against the baseline's.
+    Ks,
+    /// Isolation forest over the feature vectors (Liu, Ting and Zhou 2008).
+    IsolationForest,
+}
+
+impl DetectorKind {
+    pub const NAMES: &'static [&'static str] = &["mad", "ks", "isolation_forest"];
+
+    pub fn parse(name: &str) -> Option<DetectorKind> {
+        match name {
+            "mad" => Some(DetectorKind::Mad),
+            "ks" => Some(DetectorKind::Ks),
+            "isolation_forest" => Some(DetectorKind::IsolationForest),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectorKind::Mad => "mad",
+            DetectorKind::Ks => "ks",
+            DetectorKind::IsolationForest => "isolation_forest",
+        }
+    }
+
+    /// A fresh detector for one series; `seed` makes the forest's choices the same every run.
+    pub fn build(self, baseline: usize, warmup: usize, seed: u64) -> AnyDetector {
+        match self {
+            DetectorKind::Mad => AnyDetector::Mad(RobustZ::new(baseline, warmup)),
+            DetectorKind::Ks => AnyDetector::Ks(KsShift::new(baseline, warmup)),
+            DetectorKind::IsolationForest => AnyDetector::IsolationForest(IsolationForest::new(baseline, warmup, seed)),
+        }
+    }
+}
+
+/// Every detector, as one type whose state serialises with the job's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AnyDetector {
+    Mad(RobustZ),
+    Ks(KsShift),
+    IsolationForest(IsolationForest),
+}
+
+impl Detector for AnyDetector {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyDetector::Mad(d) => d.name(),
+            AnyDetector::Ks(d) => d.name(),
+            AnyDetector::IsolationForest(d) => d.name(),
+        }
+    }
+
+    fn observe(&mut self, x: &[f64]) -> Option<f64> {
+        match self {
+            AnyDetector::Mad(d) => d.observe(x),
+            AnyDetector::Ks(d) => d.observe(x),
+            AnyDetector::IsolationForest(d) => d.observe(x),
+        }
+    }
+
+    fn deviations(&self) -> Option<&[f64]> {
+        match self {
+            AnyDetector::Mad(d) => d.deviations(),
+            AnyDetector::Ks(d) => d.deviations(),
+            AnyDetector::IsolationForest(d) => d.deviations(),
+        }
+    }
+}
+
+/// A score in [0, 1] from a deviation in robust standard deviations: 0.5 at `half`, rising
+/// like a logistic curve (0.12 at `half - 2`, 0.88 at `half + 2`).
+pub fn logistic(z: f64, half: f64) -> f64 {
+    if !z.is_finite() {
+        return if z > 0.0 { 1.0 } else { 0.0 };
+    }
+    1.0 / (1.0 + (-(z - half)).exp())
+}

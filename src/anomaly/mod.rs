@@ -1,0 +1,50 @@
+//! Anomaly jobs: per-series detectors over window features, DBSCAN incidents.
+//!
+//! The job's SQL gives one row per series per window: the features. Each series has its own
+//! detectors ([`Detector`]); each scores the series' feature vector against the series' own
+//! baseline, in [0, 1], and says it is warming up (raises nothing) until it has one. A series
+//! whose score (the highest of its detectors) is at or above `threshold` is anomalous at that
+//! evaluation. The anomalous series of one evaluation are clustered with DBSCAN over their
+//! scores, the direction their features moved, and their labels, so anomalies that occur
+//! together become one incident, and one alert: see [`cluster`].
+
+pub mod cluster;
+pub mod detector;
+pub mod evaluator;
+pub mod forest;
+pub mod ks;
+pub mod mad;
+pub mod nab;
+
+pub use detector::{AnyDetector, Detector, DetectorKind};
+pub use evaluator::AnomalyEvaluator;
+
+/// `[anomaly]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyConfig {
+    pub series: Vec<String>,
+    pub features: Vec<String>,
+    pub detectors: Vec<DetectorKind>,
+    pub threshold: f64,
+    pub baseline: usize,
+    pub warmup: usize,
+    pub eps: f64,
+    pub min_points: usize,
+    pub severity: String,
+    pub summary: Option<String>,
+    pub runbook_url: Option<String>,
+}
+
+/// One set of defaults for every series (what `osprey eval nab` scores).
+pub mod defaults {
+    use super::DetectorKind;
+    /// The robust z-score: the best of the three on NAB's series (the README has each one's).
+    pub const DETECTORS: &[DetectorKind] = &[DetectorKind::Mad];
+    pub const THRESHOLD: f64 = 0.5;
+    /// Windows of history a detector keeps per series.
+    pub const BASELINE: usize = 256;
+    /// Windows of history before a detector scores.
+    pub const WARMUP: usize = 32;
+    pub const EPS: f64 = 0.5;
+    pub const MIN_POINTS: usize = 2;
+}
