@@ -20,6 +20,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("jobs/build_drift.toml", include_str!("../../jobs/build_drift.toml")),
     ("jobs/api_availability.toml", include_str!("../../jobs/api_availability.toml")),
     ("jobs/api_latency.toml", include_str!("../../jobs/api_latency.toml")),
+    ("jobs/http_anomaly.toml", include_str!("../../jobs/http_anomaly.toml")),
     ("sql/http_error_burst.sql", include_str!("../../sql/http_error_burst.sql")),
     ("jobs/knight/self_trade.toml", include_str!("../../jobs/knight/self_trade.toml")),
     ("jobs/knight/position_limit.toml", include_str!("../../jobs/knight/position_limit.toml")),
@@ -64,7 +65,7 @@ pub struct Args {
 /// (burn rates) are kept for the closing summary instead, its alerts print as they happen.
 struct DemoSink {
     out: Arc<Mutex<()>>,
-    /// Tables for query jobs; an invariant's rows are not shown (its alerts are).
+    /// Tables for query jobs; an alerting job's rows are not shown (its alerts are).
     print: bool,
     keep: Option<Arc<Mutex<Vec<serde_json::Value>>>>,
 }
@@ -74,14 +75,14 @@ impl Sink for DemoSink {
         if result.rows() == 0 {
             return Ok(());
         }
-        if !self.print {
-            return Ok(());
-        }
         if let Some(keep) = &self.keep {
             let mut bytes = Vec::new();
             osprey::output::json::write_window(result, &mut bytes);
             let mut rows = keep.lock().expect("not poisoned");
             rows.extend(bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).filter_map(|l| serde_json::from_slice(l).ok()));
+            return Ok(());
+        }
+        if !self.print {
             return Ok(());
         }
         let _guard = self.out.lock().expect("not poisoned");
@@ -177,6 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("http_error_burst", "http_error_burst"),
         ("http_red", "the p99_ms column of http_red"),
         ("api_availability", "the api_availability SLO page (FIRING lines)"),
+        ("http_anomaly", "the http_anomaly incident grouping checkout's endpoints"),
     ]
         .iter()
         .filter(|(job, _)| names.contains(job))
@@ -207,7 +209,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Four jobs share two cores: each decodes on its own thread.
         let options = Options { decode_threads: 0, flush_on_stop: args.flush_on_stop, ..Options::live(stop.clone()) };
         let keep = job.slo.is_some().then(|| Arc::new(Mutex::new(Vec::new())));
-        let sink = Box::new(DemoSink { out: out.clone(), print: job.invariant.is_none(), keep: keep.clone() });
+        let sink = Box::new(DemoSink { out: out.clone(), print: job.alerts.is_none(), keep: keep.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
         handles.push((job, keep, std::thread::spawn(move || pipeline.run())));
     }
