@@ -16,7 +16,7 @@ if [ -z "${OSPREY_BIN:-}" ]; then
   cargo build --release --locked --quiet --bin osprey
 fi
 OSPREY="${OSPREY_BIN:-$CARGO_TARGET_DIR/release/osprey}"
-FILE="$DATA/slo-$EVENTS-$SERIES.jsonl"
+FILE="$DATA/slo-$EVENTS-$SERIES-v2.jsonl"
 if [ ! -f "$FILE" ]; then
   echo "generating $EVENTS events over $SERIES series into $FILE"
   python3 - "$EVENTS" "$SERIES" "$FILE" <<'PY'
@@ -28,7 +28,7 @@ step = 6 * 3600 * 1000 / n           # six hours of event time
 with open(path, "w") as f:
     for i in range(n):
         s = random.randrange(series)
-        status = 503 if random.random() < (0.2 if s % 100 == 0 else 0.001) else 200
+        status = 503 if random.random() < (0.2 if s % 1000 == 0 else 0.001) else 200
         f.write('{"ts":%d,"series":"s-%d","status":%d}\n' % (t0 + int(i * step), s, status))
 PY
 fi

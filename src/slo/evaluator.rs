@@ -24,11 +24,24 @@ pub const ROW_COLUMNS: &[&str] =
 /// The label value of the series that label sets past `max_series` fold into.
 pub const OVERFLOW: &str = "__overflow__";
 
+/// Joins label values into a series key (a character no label value is expected to hold).
+const SEPARATOR: &str = "\u{1f}";
+
+/// One series: its label values and its counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub labels: Vec<String>,
+    pub series: Series,
+    /// Counts of the pane being folded in, not yet in the ring.
+    #[serde(default)]
+    pending: Counts,
+}
+
 /// What the operator remembers (checkpointed with the job).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SloState {
-    /// By label values, in the order of `labels`.
-    pub series: BTreeMap<Vec<String>, Series>,
+    /// By label values (joined by U+001F), in the order of `labels`.
+    pub series: BTreeMap<String, Tracked>,
     /// The newest pane evaluated.
     pub last: Option<i64>,
     /// Pane rows of new label sets folded into the overflow series, and their events.
@@ -134,14 +147,15 @@ impl SloEvaluator {
         self.state = state;
     }
 
-    /// The pane counts of one SQL result, by label values, with new label sets past
-    /// `max_series` folded into the overflow series.
-    fn pane_counts(&mut self, rows: &[RecordBatch]) -> BTreeMap<Vec<String>, Counts> {
+    /// Fold one SQL result's pane counts into the series: into `pending` for the pane being
+    /// evaluated, or (`late`) as corrections of an evaluated pane. New label sets past
+    /// `max_series` fold into the overflow series. `head`: where a new series starts.
+    fn fold(&mut self, rows: &[RecordBatch], head: i64, late: Option<&mut BTreeMap<String, Counts>>) {
         let n = self.config.labels.len();
-        let mut out: BTreeMap<Vec<String>, Counts> = BTreeMap::new();
-        // Label sets tracked, the overflow series aside.
-        let overflow = vec![OVERFLOW.to_string(); n];
-        let mut tracked = self.state.series.len() - (n > 0 && self.state.series.contains_key(&overflow)) as usize;
+        let overflow_key = vec![OVERFLOW; n].join(SEPARATOR);
+        let mut tracked = self.state.series.len() - (n > 0 && self.state.series.contains_key(&overflow_key)) as usize;
+        let mut late = late;
+        let mut key = String::new();
         for batch in rows {
             // Strings may come as views and counts as other integer types: one form for all.
             let as_type = |c: usize, t: &DataType| datafusion::arrow::compute::cast(batch.column(c), t).expect("labels cast to text, counts to Int64");
@@ -150,76 +164,88 @@ impl SloEvaluator {
             let good = as_type(n + 1, &DataType::Int64);
             let (events, good) = (events.as_primitive::<Int64Type>(), good.as_primitive::<Int64Type>());
             for row in 0..batch.num_rows() {
-                let labels: Vec<String> = label_columns
-                    .iter()
-                    .map(|c| {
-                        let s = c.as_string::<i32>();
-                        if s.is_valid(row) { s.value(row).to_string() } else { String::new() }
-                    })
-                    .collect();
+                key.clear();
+                for (i, c) in label_columns.iter().enumerate() {
+                    if i > 0 {
+                        key.push_str(SEPARATOR);
+                    }
+                    let s = c.as_string::<i32>();
+                    if s.is_valid(row) {
+                        key.push_str(s.value(row));
+                    }
+                }
                 let total = events.value(row).max(0) as u64;
                 let good = if good.is_valid(row) { good.value(row).clamp(0, total as i64) as u64 } else { 0 };
-                let labels = self.admit(labels, total, &out, &mut tracked);
-                let c = out.entry(labels).or_default();
-                c.total += total;
-                c.bad += total - good;
+                let counts = Counts { bad: total - good, total };
+                if !self.state.series.contains_key(key.as_str()) {
+                    if tracked >= self.config.max_series && key != overflow_key {
+                        self.state.folded_rows += 1;
+                        self.state.folded_events += total;
+                        self.log_overflow_once();
+                        key.clone_from(&overflow_key);
+                    } else if key != overflow_key {
+                        tracked += 1;
+                    }
+                    if !self.state.series.contains_key(key.as_str()) {
+                        let labels = if n == 0 { Vec::new() } else { key.split(SEPARATOR).map(str::to_string).collect() };
+                        let series = Series::new(&self.layout, head);
+                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default() });
+                    }
+                }
+                match late.as_deref_mut() {
+                    Some(corrections) => {
+                        let c = corrections.entry(key.clone()).or_default();
+                        c.bad += counts.bad;
+                        c.total += counts.total;
+                    }
+                    None => {
+                        let t = self.state.series.get_mut(key.as_str()).expect("inserted");
+                        t.pending.bad += counts.bad;
+                        t.pending.total += counts.total;
+                    }
+                }
             }
         }
-        out
     }
 
-    /// The label set a pane row counts under: its own, or the overflow series once
-    /// `max_series` label sets are tracked.
-    fn admit(&mut self, labels: Vec<String>, events: u64, pending: &BTreeMap<Vec<String>, Counts>, tracked: &mut usize) -> Vec<String> {
-        if self.state.series.contains_key(&labels) || pending.contains_key(&labels) {
-            return labels;
+    fn log_overflow_once(&mut self) {
+        if self.logged_overflow {
+            return;
         }
-        if *tracked < self.config.max_series || is_overflow(&labels) {
-            *tracked += !is_overflow(&labels) as usize;
-            return labels;
-        }
-        self.state.folded_rows += 1;
-        self.state.folded_events += events;
-        if !self.logged_overflow {
-            self.logged_overflow = true;
-            crate::log_warn!(
-                "{}: more than max_series = {} label sets; new ones fold into one series with every label `{OVERFLOW}`{}. \
-                 Drop the exploding label from [slo] labels, or raise max_series",
-                self.job,
-                self.config.max_series,
-                self.exploding_label(pending).map(|(l, n)| format!(" (`{l}` has {n} distinct values)")).unwrap_or_default()
-            );
-        }
-        vec![OVERFLOW.to_string(); self.config.labels.len()]
+        self.logged_overflow = true;
+        crate::log_warn!(
+            "{}: more than max_series = {} label sets; new ones fold into one series with every label `{OVERFLOW}`{}. \
+             Drop the exploding label from [slo] labels, or raise max_series",
+            self.job,
+            self.config.max_series,
+            self.exploding_label().map(|(l, n)| format!(" (`{l}` has {n} distinct values)")).unwrap_or_default()
+        );
     }
 
     /// The label with the most distinct values among the tracked series.
-    fn exploding_label(&self, pending: &BTreeMap<Vec<String>, Counts>) -> Option<(String, usize)> {
-        let keys = || self.state.series.keys().chain(pending.keys()).filter(|k| !is_overflow(k));
+    fn exploding_label(&self) -> Option<(String, usize)> {
+        let labels = || self.state.series.values().map(|t| &t.labels).filter(|l| !is_overflow(l));
         (0..self.config.labels.len())
-            .map(|i| (self.config.labels[i].clone(), keys().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
+            .map(|i| (self.config.labels[i].clone(), labels().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
             .max_by_key(|(_, n)| *n)
     }
 
-    /// Fold pane `p` in (with `counts` for the series that had events) and evaluate its end.
-    fn evaluate_pane(&mut self, p: i64, mut counts: BTreeMap<Vec<String>, Counts>, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
-        for (labels, series) in self.state.series.iter_mut() {
-            let c = counts.remove(labels).unwrap_or_default();
-            if series.head() < p {
-                series.advance(&self.layout, p, c);
+    /// Move every series to pane `p` (with its pending counts when `fold`, else none) and
+    /// evaluate the pane's end.
+    fn evaluate_pane(&mut self, p: i64, fold: bool, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
+        for t in self.state.series.values_mut() {
+            let c = if fold { std::mem::take(&mut t.pending) } else { Counts::default() };
+            if t.series.head() < p {
+                t.series.advance(&self.layout, p, c);
             }
         }
-        for (labels, c) in counts {
-            let mut s = Series::new(&self.layout, p - 1);
-            s.advance(&self.layout, p, c);
-            self.state.series.insert(labels, s);
-        }
-        self.state.series.retain(|_, s| !s.is_empty(&self.layout));
+        self.state.series.retain(|_, t| !t.series.is_empty(&self.layout));
         self.state.last = Some(p);
         self.state.evaluations += 1;
         let t = (p + 1) * self.config.pane;
         let mut out = Vec::new();
-        for (labels, series) in &self.state.series {
+        for tracked in self.state.series.values() {
+            let (labels, series) = (&tracked.labels, &tracked.series);
             let mut firing: Vec<&str> = Vec::new();
             for pair in &self.pairs {
                 let (long, short) = (series.window(pair.long), series.window(pair.short));
@@ -332,6 +358,7 @@ impl SloEvaluator {
 }
 
 fn is_overflow(labels: &[String]) -> bool {
+    // (a series whose every label is the overflow value)
     !labels.is_empty() && labels.iter().all(|l| l == OVERFLOW)
 }
 
@@ -347,13 +374,16 @@ impl Evaluator for SloEvaluator {
     fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
         let pane = self.config.pane;
         let p = e.window_start.div_euclid(pane);
-        let counts = self.pane_counts(e.rows);
         let mut verdicts = Verdicts::default();
         if e.update || self.state.last.is_some_and(|last| p <= last) {
             // A late record corrected a pane already evaluated: later evaluations see it.
-            for (labels, c) in counts {
-                let head = self.state.last.unwrap_or(p);
-                self.state.series.entry(labels).or_insert_with(|| Series::new(&self.layout, head)).correct(&self.layout, p, c);
+            let mut corrections = BTreeMap::new();
+            let head = self.state.last.unwrap_or(p);
+            self.fold(e.rows, head, Some(&mut corrections));
+            for (key, c) in corrections {
+                if let Some(t) = self.state.series.get_mut(&key) {
+                    t.series.correct(&self.layout, p, c);
+                }
             }
             return Ok(verdicts);
         }
@@ -365,11 +395,12 @@ impl Evaluator for SloEvaluator {
             if self.state.series.is_empty() {
                 break;
             }
-            let holding = self.evaluate_pane(q, BTreeMap::new(), e.want_rows, &mut rows);
+            let holding = self.evaluate_pane(q, false, e.want_rows, &mut rows);
             verdicts.evaluations.push(((q + 1) * pane, Holding::All(holding)));
             q += 1;
         }
-        let holding = self.evaluate_pane(p, counts, e.want_rows, &mut rows);
+        self.fold(e.rows, p - 1, None);
+        let holding = self.evaluate_pane(p, true, e.want_rows, &mut rows);
         verdicts.evaluations.push(((p + 1) * pane, Holding::All(holding)));
         if e.want_rows {
             verdicts.rows = Some(vec![rows.finish(&self.schema)?]);
