@@ -722,3 +722,74 @@ fn a_knight_check_runs_live_on_kafka_to_the_alert_topic_and_a_replay_of_the_topi
         assert!(v["evidence"]["records"][0]["record"]["host"] == "trade-8", "only the old code's orders: {v}");
     }
 }
+
+#[test]
+fn an_slo_runs_live_on_kafka_and_pages_at_the_event_times_a_replay_of_the_topic_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("requests"), unique("slo-alerts"));
+    create(&topic, 3);
+    let name = format!("availability_{}", std::process::id());
+    std::fs::write(
+        d.join("slo.toml"),
+        format!(
+            r#"name = "{name}"
+kind = "slo"
+[slo]
+objective = 0.995
+good = "status < 500"
+labels = ["service"]
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+service = "string"
+status = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "5s"
+[alerts]
+topic = "{alerts}"
+"#
+        ),
+    )
+    .unwrap();
+    // Forty minutes of requests; checkout burns its budget from minute 20 to 30.
+    let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
+    cfg.rate = 40.0;
+    cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
+    let mut lines: Vec<(u32, String)> = Vec::new();
+    osprey::source::generator::for_each_event(cfg, 96_000, |p, l| lines.push((p, l.to_string())));
+    let p = producer();
+    let mut newest = 0;
+    for (part, line) in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().timestamp_millis();
+        newest = newest.max(ts);
+        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(*part as i32).timestamp(ts)).map_err(|(e, _)| e).unwrap();
+    }
+    for part in 0..3 {
+        let t = newest + 120_000;
+        let line = format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}");
+        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(part).timestamp(t)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", "slo.toml", "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed: Vec<Value> = std::fs::read_to_string(d.join("replay.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
+    let child = spawn(d, &["run", "slo.toml", "--brokers", &brokers()], &[], "run.log");
+    let got = consume(&alerts, |r| r.len() >= replayed.len());
+    let status = stop(child);
+    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
+    assert!(status.success(), "{log}");
+    let identity = |v: &Value| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string());
+    let live: BTreeSet<_> = got.iter().map(|(_, v)| identity(v)).collect();
+    let batch: BTreeSet<_> = replayed.iter().map(identity).collect();
+    assert_eq!(live, batch, "live and replay page at the same event times\n{log}");
+}
