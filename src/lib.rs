@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod server;
 pub mod sink;
 pub mod slo;
 pub mod source;

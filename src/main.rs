@@ -56,6 +56,31 @@ enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Run many jobs in one process with an HTTP API (submit, list, stop, restart, delete; /metrics).
+    Serve(cli::serve::ServeArgs),
+    /// Submit a job file to a running `osprey serve`.
+    Submit {
+        file: PathBuf,
+        #[command(flatten)]
+        client: cli::serve::Client,
+    },
+    /// List a server's jobs with their status and counters.
+    Jobs {
+        #[command(flatten)]
+        client: cli::serve::Client,
+    },
+    /// Stop a job on a server.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        client: cli::serve::Client,
+    },
+    /// A server's job: status, counters, last error.
+    Logs {
+        name: String,
+        #[command(flatten)]
+        client: cli::serve::Client,
+    },
     /// Score the anomaly detectors: `nab` runs them over a Numenta Anomaly Benchmark folder.
     #[command(subcommand)]
     Eval(cli::eval::Command),
@@ -79,6 +104,11 @@ fn main() -> ExitCode {
         Command::Alerts(c) => cli::alerts::run(c),
         Command::Slo(c) => cli::slo::run(c),
         Command::Eval(c) => cli::eval::run(c),
+        Command::Serve(a) => cli::serve::serve(a),
+        Command::Submit { file, client } => cli::serve::submit(client, file),
+        Command::Jobs { client } => cli::serve::jobs(client),
+        Command::Stop { name, client } => cli::serve::stop(client, name),
+        Command::Logs { name, client } => cli::serve::logs(client, name),
         Command::Explain { job } => cli::explain::explain(&job),
         Command::Describe { job } => cli::explain::describe(&job),
         Command::Completions { shell } => {

@@ -7,6 +7,7 @@ pub mod explain;
 pub mod generate;
 pub mod replay;
 pub mod run;
+pub mod serve;
 pub mod slo;
 pub mod validate;
 

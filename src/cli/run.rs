@@ -1,13 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use osprey::job::SourceConfig;
 use osprey::pipeline::{Options, Pipeline};
-use osprey::source::file::FileSource;
-use osprey::source::generator::{GeneratorSource, Pacing};
-use osprey::source::kafka::{KafkaSource, Start};
-use osprey::source::Source;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,21 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
-    let source: Box<dyn Source> = match &job.source {
-        SourceConfig::Generator(g) => Box::new(GeneratorSource::new(g.clone(), Pacing::Live)),
-        SourceConfig::File { pattern, format } => Box::new(FileSource::open(pattern, *format)?),
-        SourceConfig::Kafka(k) => {
-            let Some(cluster) = &cluster else {
-                bail!(
-                    "job `{}` ({}) reads the Kafka topic `{}`: pass --brokers HOST:PORT (or set OSPREY_BROKERS, or [source] brokers)",
-                    job.name,
-                    args.job.display(),
-                    k.topic
-                );
-            };
-            Box::new(KafkaSource::open(cluster, &k.topic, Start::Group { group: k.group.clone() })?)
-        }
-    };
+    let source = osprey::source::open_live(&job, cluster.as_ref())?;
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };

@@ -111,3 +111,24 @@ pub trait Source: Send {
     /// True when the source is bounded (files): at its end the pipeline closes every window.
     fn is_bounded(&self) -> bool;
 }
+
+/// A job's own source, read live (`osprey run`, a job of `osprey serve`): a file source reads
+/// its files to the end, the generator runs paced, Kafka joins the job's consumer group.
+pub fn open_live(job: &crate::job::Job, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Source>> {
+    use crate::job::SourceConfig;
+    Ok(match &job.source {
+        SourceConfig::Generator(g) => Box::new(generator::GeneratorSource::new(g.clone(), generator::Pacing::Live)),
+        SourceConfig::File { pattern, format } => Box::new(file::FileSource::open(pattern, *format)?),
+        SourceConfig::Kafka(k) => {
+            let Some(cluster) = cluster else {
+                anyhow::bail!(
+                    "job `{}` ({}) reads the Kafka topic `{}`: pass --brokers HOST:PORT (or set OSPREY_BROKERS, or [source] brokers)",
+                    job.name,
+                    job.path.display(),
+                    k.topic
+                );
+            };
+            Box::new(kafka::KafkaSource::open(cluster, &k.topic, kafka::Start::Group { group: k.group.clone() })?)
+        }
+    })
+}

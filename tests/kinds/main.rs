@@ -3,6 +3,7 @@
 
 mod anomaly;
 mod knight;
+mod server;
 mod slo;
 
 use std::path::Path;

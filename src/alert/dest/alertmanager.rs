@@ -219,6 +219,11 @@ pub fn post(url: &str, body: &[u8]) -> anyhow::Result<()> {
 
 /// A plain HTTP/1.1 request (no TLS): the status and the body.
 pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
+    request_with(method, url, body, "application/json", &[])
+}
+
+/// [`request`] with a content type and extra headers (`Authorization`).
+pub fn request_with(method: &str, url: &str, body: Option<&[u8]>, content_type: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
     let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("`{url}` is not an http:// URL"))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -229,8 +234,9 @@ pub fn request(method: &str, url: &str, body: Option<&[u8]>) -> anyhow::Result<(
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or(&[]);
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

@@ -1,0 +1,213 @@
+//! `osprey serve`: many jobs in one process, submitted and operated over HTTP.
+//!
+//! Routes (JSON; `openapi.json` documents them): `POST /v1/jobs` (the TOML job file as the
+//! body), `POST /v1/validate`, `GET /v1/jobs`, `GET /v1/jobs/{name}`,
+//! `POST /v1/jobs/{name}/stop`, `POST /v1/jobs/{name}/restart`, `DELETE /v1/jobs/{name}`,
+//! `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//! Mutating routes need `Authorization: Bearer <OSPREY_TOKEN>` when a token is set; the server
+//! refuses to listen beyond loopback without one.
+
+mod metrics;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use registry::Registry;
+
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub token: Option<String>,
+    pub cluster: Option<crate::kafka::Cluster>,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    token: Option<String>,
+}
+
+type App = Arc<Shared>;
+
+/// Largest job file accepted (bytes).
+const MAX_BODY: usize = 1 << 20;
+
+pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    if !settings.listen.ip().is_loopback() && settings.token.is_none() {
+        anyhow::bail!(
+            "refusing to listen on {} without a token: anyone who reaches it could run jobs. Set OSPREY_TOKEN, or listen on 127.0.0.1",
+            settings.listen
+        );
+    }
+    let registry = Registry::open(settings.data_dir.clone(), settings.cluster.clone())?;
+    let app: App = Arc::new(Shared { registry: Mutex::new(registry), token: settings.token.clone() });
+    let router = Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/validate", post(validate))
+        .route("/v1/jobs/{name}", get(show).delete(delete))
+        .route("/v1/jobs/{name}/stop", post(stop_job))
+        .route("/v1/jobs/{name}/restart", post(restart))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(|| async { Json(json!({ "status": "ready" })) }))
+        .route("/openapi.json", get(|| async { ([("content-type", "application/json")], include_str!("openapi.json")) }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; GET /openapi.json lists them") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        crate::log_info!("serve: listening on http://{} (data in {})", listener.local_addr()?, settings.data_dir.display());
+        let shutdown = async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    crate::log_info!("serve: stopping every job");
+    app.registry.lock().expect("not poisoned").shutdown();
+    Ok(())
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": { "message": message.into() } }))).into_response()
+}
+
+/// Compare in constant time: how long it takes says nothing of how much matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+fn authorised(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &app.token else { return Ok(()) };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if same(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error(StatusCode::UNAUTHORIZED, "this route needs Authorization: Bearer <OSPREY_TOKEN>"))
+    }
+}
+
+fn job_text(body: &Bytes) -> Result<String, Response> {
+    String::from_utf8(body.to_vec()).map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text: send the TOML job file"))
+}
+
+fn refusal(r: registry::Refusal) -> Response {
+    (StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY), Json(r.body)).into_response()
+}
+
+async fn submit(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    let text = match job_text(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reg = app2.registry.lock().expect("not poisoned");
+        match reg.submit(text) {
+            Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
+            Err(r) => refusal(r),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn validate(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    let text = match job_text(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let reg = app2.registry.lock().expect("not poisoned");
+        match reg.check(&text) {
+            Ok(job) => Json(json!({ "valid": true, "name": job.name, "kind": format!("{:?}", job.kind).to_lowercase() })).into_response(),
+            Err(r) => refusal(r),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn list(State(app): State<App>) -> Json<Value> {
+    let reg = app.registry.lock().expect("not poisoned");
+    Json(json!({ "jobs": reg.jobs.values().map(|e| reg.view(e)).collect::<Vec<_>>() }))
+}
+
+async fn show(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match reg.jobs.get(&name) {
+        Some(e) => Json(reg.view(e)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job named `{name}`")),
+    }
+}
+
+async fn change(app: App, headers: HeaderMap, name: String, what: &'static str) -> Response {
+    if let Err(r) = authorised(&app, &headers) {
+        return r;
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut reg = app.registry.lock().expect("not poisoned");
+        if !reg.jobs.contains_key(&name) {
+            return error(StatusCode::NOT_FOUND, format!("no job named `{name}`"));
+        }
+        match what {
+            "stop" => {
+                reg.stop(&name);
+            }
+            "restart" => {
+                reg.stop(&name);
+                reg.start(&name);
+            }
+            _ => {
+                reg.delete(&name);
+                return Json(json!({ "deleted": name })).into_response();
+            }
+        }
+        let view = reg.view(&reg.jobs[&name]);
+        Json(view).into_response()
+    })
+    .await
+    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn stop_job(State(app): State<App>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    change(app, headers, name, "stop").await
+}
+
+async fn restart(State(app): State<App>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    change(app, headers, name, "restart").await
+}
+
+async fn delete(State(app): State<App>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    change(app, headers, name, "delete").await
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    ([("content-type", "text/plain; version=0.0.4")], metrics::render(&reg)).into_response()
+}

@@ -1,0 +1,332 @@
+//! The jobs a server runs: their definitions (kept in `<data-dir>/registry.json`, so a
+//! restarted server resumes them), their threads, status and counters.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::job::{Job, JobError, RouteConfig, SinkConfig, SourceConfig};
+use crate::kafka::Cluster;
+use crate::metrics::JobCounters;
+use crate::pipeline::{Options, Pipeline};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    /// Stopped by a user, or its bounded input ended.
+    Stopped,
+    Failed,
+}
+
+/// What a job's thread reports.
+#[derive(Debug)]
+pub struct Run {
+    pub status: Status,
+    pub last_error: Option<String>,
+    pub finished: bool,
+    pub alerts_fired: u64,
+}
+
+pub struct Entry {
+    pub text: String,
+    pub job: Job,
+    pub run: Arc<Mutex<Run>>,
+    pub stop: Arc<AtomicBool>,
+    pub counters: Option<Arc<JobCounters>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    name: String,
+    text: String,
+    stopped: bool,
+}
+
+pub struct Registry {
+    pub data_dir: PathBuf,
+    pub cluster: Option<Cluster>,
+    pub jobs: BTreeMap<String, Entry>,
+}
+
+/// Why a submission is refused: the HTTP status and the error.
+pub struct Refusal {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Refusal {
+    fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal { status, body: json!({ "error": { "message": message.into() } }) }
+    }
+
+    fn job(e: &JobError) -> Refusal {
+        Refusal {
+            status: 422,
+            body: json!({ "error": {
+                "message": e.message,
+                "line": (e.line > 0).then_some(e.line),
+                "column": (e.column > 0).then_some(e.column),
+                "help": e.help,
+                "text": e.to_string(),
+            }}),
+        }
+    }
+}
+
+impl Registry {
+    pub fn open(data_dir: PathBuf, cluster: Option<Cluster>) -> anyhow::Result<Registry> {
+        std::fs::create_dir_all(data_dir.join("jobs"))?;
+        let data_dir = data_dir.canonicalize()?;
+        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new() };
+        let path = r.file();
+        if path.exists() {
+            let saved: Vec<Saved> = serde_json::from_str(&std::fs::read_to_string(&path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}; move it aside to start with no jobs", path.display()))?;
+            for s in saved {
+                match r.check(&s.text) {
+                    Ok(job) => {
+                        crate::log_info!("serve: resuming job `{}`{}", job.name, if s.stopped { " (stopped)" } else { "" });
+                        r.insert(s.text, job, !s.stopped);
+                    }
+                    Err(e) => crate::log_warn!("serve: job `{}` from {} no longer validates: {}", s.name, path.display(), e.body),
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.data_dir.join("registry.json")
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let saved: Vec<Saved> = self
+            .jobs
+            .values()
+            .map(|e| Saved { name: e.job.name.clone(), text: e.text.clone(), stopped: e.run.lock().expect("not poisoned").status != Status::Running })
+            .collect();
+        let tmp = self.file().with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)?;
+        std::fs::rename(&tmp, self.file())?;
+        Ok(())
+    }
+
+    /// Validate a job file's text as a submission: everything `osprey validate` checks, and
+    /// that every path it reads or writes is inside the data directory.
+    pub fn check(&self, text: &str) -> Result<Job, Refusal> {
+        let path = self.data_dir.join("jobs").join("submitted.toml");
+        let mut job = crate::job::parse(&path, text).map_err(|e| Refusal::job(&e))?;
+        // Relative default destinations land in the data directory, not the server's folder.
+        for route in [&mut job.dead_letter, &mut job.late] {
+            if let RouteConfig::File(p) = route {
+                if p.is_relative() {
+                    *p = self.data_dir.join(&*p);
+                }
+            }
+        }
+        let mut paths: Vec<(&str, PathBuf)> = vec![("sql_file", job.sql.file.clone())];
+        if let SourceConfig::File { pattern, .. } = &job.source {
+            paths.push(("[source] path", PathBuf::from(pattern)));
+        }
+        if let SinkConfig::File { path } = &job.sink {
+            paths.push(("[sink] path", path.clone()));
+        }
+        for (what, route) in [("[dead_letter] path", &job.dead_letter), ("[late] path", &job.late)] {
+            if let RouteConfig::File(p) = route {
+                paths.push((what, p.clone()));
+            }
+        }
+        if let Some(a) = &job.alerts {
+            if let Some(p) = &a.file {
+                paths.push(("[alerts] file", p.clone()));
+            }
+            if let Some(p) = &a.notifications {
+                paths.push(("[alerts] notifications", p.clone()));
+            }
+        }
+        for (what, p) in paths {
+            if !self.confined(&p) {
+                return Err(Refusal::new(
+                    422,
+                    format!("{what} `{}` is outside the server's data directory {}; a submitted job reads and writes only there", p.display(), self.data_dir.display()),
+                ));
+            }
+        }
+        crate::job::plan(&job).map_err(|e| Refusal::job(&e))?;
+        Ok(job)
+    }
+
+    /// `p` (made absolute, `..` resolved without touching the disk, links in the existing
+    /// part resolved) is inside the data directory.
+    fn confined(&self, p: &Path) -> bool {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::ParentDir => {
+                    if !out.pop() {
+                        return false;
+                    }
+                }
+                Component::CurDir => {}
+                other => out.push(other.as_os_str()),
+            }
+        }
+        // Resolve links in the longest part that exists (a glob's folder, a file to create).
+        let mut existing = out.clone();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            match (existing.file_name().map(|n| n.to_os_string()), existing.parent().map(Path::to_path_buf)) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent;
+                }
+                _ => return false,
+            }
+        }
+        let Ok(mut real) = existing.canonicalize() else { return false };
+        for name in rest.into_iter().rev() {
+            real.push(name);
+        }
+        real.starts_with(&self.data_dir) && real != self.data_dir
+    }
+
+    /// Add a validated job; start it unless `stopped`.
+    pub fn insert(&mut self, text: String, job: Job, start: bool) {
+        let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
+        let name = job.name.clone();
+        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, thread: None });
+        if start {
+            self.start(&name);
+        }
+        if let Err(e) = self.save() {
+            crate::log_warn!("serve: cannot save the registry: {e:#}");
+        }
+    }
+
+    /// Validate, add and start a job: its view.
+    pub fn submit(&mut self, text: String) -> Result<Value, Refusal> {
+        let job = self.check(&text)?;
+        if self.jobs.contains_key(&job.name) {
+            return Err(Refusal::new(409, format!("a job named `{}` exists; stop and delete it first, or give this one another name", job.name)));
+        }
+        let name = job.name.clone();
+        self.insert(text, job, true);
+        Ok(self.view(&self.jobs[&name]))
+    }
+
+    /// Start (or restart) a job's pipeline on a thread of its own.
+    pub fn start(&mut self, name: &str) {
+        let Some(e) = self.jobs.get_mut(name) else { return };
+        e.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = e.thread.take() {
+            let _ = t.join();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        e.stop = stop.clone();
+        *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
+        let job = e.job.clone();
+        let run = e.run.clone();
+        let cluster = self.cluster.clone();
+        let built = (|| -> anyhow::Result<Pipeline> {
+            let source = crate::source::open_live(&job, cluster.as_ref())?;
+            let sink = crate::sink::build(&job, None, cluster.as_ref())?;
+            let options = Options { cluster: cluster.clone(), decode_threads: 1, ..Options::live(stop) };
+            Pipeline::new(job.clone(), source, sink, options)
+        })();
+        match built {
+            Err(err) => {
+                let mut r = run.lock().expect("not poisoned");
+                r.status = Status::Failed;
+                r.last_error = Some(format!("{err:#}"));
+            }
+            Ok(pipeline) => {
+                e.counters = Some(pipeline.counters());
+                e.thread = Some(std::thread::spawn(move || {
+                    let result = pipeline.run();
+                    let mut r = run.lock().expect("not poisoned");
+                    match result {
+                        Ok(summary) => {
+                            r.status = Status::Stopped;
+                            r.finished = !summary.stopped;
+                            r.alerts_fired = summary.alerts.map(|(a, _)| a.fired).unwrap_or(0);
+                        }
+                        Err(err) => {
+                            crate::log_warn!("serve: job `{}` failed: {err:#}", job.name);
+                            r.status = Status::Failed;
+                            r.last_error = Some(format!("{err:#}"));
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    pub fn stop(&mut self, name: &str) -> bool {
+        let Some(e) = self.jobs.get_mut(name) else { return false };
+        e.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = e.thread.take() {
+            let _ = t.join();
+        }
+        {
+            let mut r = e.run.lock().expect("not poisoned");
+            if r.status == Status::Running {
+                r.status = Status::Stopped;
+            }
+        }
+        let _ = self.save();
+        true
+    }
+
+    pub fn delete(&mut self, name: &str) -> bool {
+        if !self.stop(name) {
+            return false;
+        }
+        self.jobs.remove(name);
+        let _ = self.save();
+        true
+    }
+
+    /// Stop every job (the server shuts down); the registry keeps them as running, so a
+    /// restart resumes them.
+    pub fn shutdown(&mut self) {
+        for e in self.jobs.values_mut() {
+            e.stop.store(true, Ordering::Relaxed);
+        }
+        for e in self.jobs.values_mut() {
+            if let Some(t) = e.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// A job as the API shows it.
+    pub fn view(&self, e: &Entry) -> Value {
+        let r = e.run.lock().expect("not poisoned");
+        let c = e.counters.as_ref().map(|c| c.snapshot());
+        json!({
+            "name": e.job.name,
+            "kind": format!("{:?}", e.job.kind).to_lowercase(),
+            "status": r.status,
+            "finished": r.finished,
+            "records_in": c.map(|c| c.records_in).unwrap_or(0),
+            "records_out": c.map(|c| c.rows_out).unwrap_or(0),
+            "decode_errors": c.map(|c| c.decode_errors).unwrap_or(0),
+            "late_records": c.map(|c| c.late_records).unwrap_or(0),
+            "windows_closed": c.map(|c| c.windows_closed).unwrap_or(0),
+            // Before the first record there is none; at the end of a bounded input it is past every window.
+            "watermark": c.and_then(|c| match c.watermark {
+                i64::MIN => None,
+                i64::MAX => Some("end of input".to_string()),
+                w => Some(crate::alert::rfc3339(w)),
+            }),
+            "alerts_fired": r.alerts_fired,
+            "last_error": r.last_error,
+        })
+    }
+}

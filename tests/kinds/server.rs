@@ -1,0 +1,182 @@
+//! `osprey serve` over HTTP: submissions validated fully (bad and hostile jobs refused with the
+//! reason), jobs run and are operated through the API, `/metrics` passes promtool, the OpenAPI
+//! document lists every route, a restarted server resumes its jobs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::osprey_ok;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(d: &Path, port: u16) -> Server {
+    let log = std::fs::File::create(d.join(format!("serve-{port}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", "data"])
+        .env("OSPREY_TOKEN", "s3cret")
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server { child, addr }
+}
+
+/// (status, JSON body or the text as a string)
+fn http(s: &Server, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(&s.addr).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/toml\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}", s.addr, body.len()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::String(body.to_string())))
+}
+
+const JOB: &str = r#"name = "red"
+sql = "SELECT service, count(*) AS requests FROM events GROUP BY service"
+[source]
+kind = "file"
+path = "../requests.jsonl"
+[source.schema]
+ts = "timestamp"
+service = "string"
+[event_time]
+column = "ts"
+watermark_delay = "5s"
+[window]
+kind = "tumbling"
+size = "1m"
+[sink]
+kind = "file"
+path = "../out/red.jsonl"
+"#;
+
+fn wait_for(s: &Server, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, j) = http(s, "GET", &format!("/v1/jobs/{name}"), "", None);
+        if done(&j) || Instant::now() > deadline {
+            return j;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn jobs_are_submitted_validated_and_operated_over_http_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    osprey_ok(&["generate", "--events", "20000", "--output", "data/requests.jsonl"], d);
+    let port = free_port();
+    let s = start(d, port);
+
+    // No token, a wrong one: refused before anything is read.
+    assert_eq!(http(&s, "POST", "/v1/jobs", JOB, None).0, 401);
+    assert_eq!(http(&s, "POST", "/v1/jobs", JOB, Some("s3cre")).0, 401);
+    // Bad jobs: the line, the column and the reason.
+    let (status, e) = http(&s, "POST", "/v1/jobs", &JOB.replace("count(*)", "cuont(*)"), Some("s3cret"));
+    assert_eq!(status, 422, "{e}");
+    assert_eq!((e["error"]["line"].as_u64(), e["error"]["column"].as_u64()), (Some(2), Some(24)), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("cuont"));
+    let (status, e) = http(&s, "POST", "/v1/validate", "name = \"x\"\nkind = [", Some("s3cret"));
+    assert_eq!(status, 422, "{e}");
+    // Hostile jobs: the server's disk is out of reach.
+    let hostile = [
+        JOB.replace("../requests.jsonl", "/etc/passwd"),
+        JOB.replace("../requests.jsonl", "../../../../etc/passwd"),
+        JOB.replace("../out/red.jsonl", "/tmp/osprey-hostile.jsonl"),
+        JOB.replace("SELECT service, count(*) AS requests FROM events GROUP BY service", "COPY (SELECT 1) TO '/tmp/x.csv'"),
+        JOB.replace("FROM events", "FROM read_csv('/etc/passwd')"),
+        JOB.replace("SELECT service, count(*) AS requests FROM events GROUP BY service", "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'"),
+    ];
+    for (i, job) in hostile.iter().enumerate() {
+        let (status, e) = http(&s, "POST", "/v1/jobs", &job.replace("name = \"red\"", &format!("name = \"evil{i}\"")), Some("s3cret"));
+        assert!((400..500).contains(&status), "hostile job {i} accepted: {e}");
+    }
+    assert!(!Path::new("/tmp/osprey-hostile.jsonl").exists());
+    let (_, all) = http(&s, "GET", "/v1/jobs", "", None);
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 0, "nothing refused was registered: {all}");
+
+    // A good job runs to the end of its file, its rows in the data directory.
+    let (status, j) = http(&s, "POST", "/v1/jobs", JOB, Some("s3cret"));
+    assert_eq!(status, 201, "{j}");
+    assert_eq!(http(&s, "POST", "/v1/jobs", JOB, Some("s3cret")).0, 409, "one job per name");
+    let j = wait_for(&s, "red", |j| j["finished"] == true);
+    assert_eq!((j["status"].as_str(), j["records_in"].as_u64()), (Some("stopped"), Some(20_000)), "{j}");
+    assert!(std::fs::read_to_string(d.join("data/out/red.jsonl")).unwrap().lines().count() >= 5, "one row per service and minute");
+    // Restart it: it reads its file again (its old output kept aside, never truncated).
+    let (status, j) = http(&s, "POST", "/v1/jobs/red/restart", "", Some("s3cret"));
+    assert_eq!(status, 200, "{j}");
+    wait_for(&s, "red", |j| j["finished"] == true);
+    assert_eq!(http(&s, "GET", "/v1/jobs/nope", "", None).0, 404);
+
+    // Metrics: the Prometheus text format, as promtool reads it.
+    let (status, metrics) = http(&s, "GET", "/metrics", "", None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap().to_string();
+    assert!(text.contains("osprey_job_records_in_total{job=\"red\"} 20000"), "{text}");
+    let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The OpenAPI document names every route the server answers.
+    let (_, doc) = http(&s, "GET", "/openapi.json", "", None);
+    for route in ["/v1/jobs", "/v1/validate", "/v1/jobs/{name}", "/v1/jobs/{name}/stop", "/v1/jobs/{name}/restart", "/metrics", "/healthz", "/readyz", "/openapi.json"] {
+        assert!(doc["paths"].get(route).is_some(), "{route} undocumented");
+    }
+    assert_eq!(http(&s, "GET", "/healthz", "", None).0, 200);
+    assert_eq!(http(&s, "GET", "/readyz", "", None).0, 200);
+
+    // The CLI talks to it.
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey")).args(["jobs", "--server", &format!("http://{}", s.addr)]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("red"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A restarted server resumes its registry.
+    drop(s);
+    let s = start(d, free_port());
+    let (status, j) = http(&s, "GET", "/v1/jobs/red", "", None);
+    assert_eq!(status, 200, "{j}");
+    assert_eq!(http(&s, "DELETE", "/v1/jobs/red", "", Some("s3cret")).0, 200);
+    assert_eq!(http(&s, "GET", "/v1/jobs/red", "", None).0, 404);
+}
+
+#[test]
+fn the_server_refuses_to_listen_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir", "data"])
+        .env_remove("OSPREY_TOKEN")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("without a token"));
+}
