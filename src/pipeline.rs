@@ -413,7 +413,11 @@ impl Pipeline {
         self.counters.set_watermark(self.operator.watermark());
         let schema = self.query.output_schema();
         for w in fired {
-            let out = self.query.run(&w).map_err(|e| {
+            let skip_sql = self.alerting.as_ref().is_some_and(|a| !a.evaluator.needs_rows()) && self.sink.discards();
+            let out = if skip_sql {
+                crate::exec::QueryRows { rows: Vec::new(), dropped: Vec::new(), changes_only: false }
+            } else {
+                self.query.run(&w).map_err(|e| {
                 anyhow::anyhow!(
                     "job `{}` ({}): the SQL failed on window {} → {}: {e}\n  fix the SQL (for example a cast of a bad value), then run it again",
                     self.job.name,
@@ -421,7 +425,8 @@ impl Pipeline {
                     format_ts(w.start),
                     format_ts(w.end)
                 )
-            })?;
+                })?
+            };
             let batches = out.rows;
             let result = WindowResult {
                 job: &self.job.name,

@@ -141,6 +141,11 @@ pub trait Evaluator: Send {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Whether it reads the SQL's rows; one that reads only the window's events (deadlines)
+    /// spares the SQL when nobody reads the rows either.
+    fn needs_rows(&self) -> bool {
+        true
+    }
 }
 
 /// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)

@@ -209,6 +209,10 @@ impl Evaluator for DeadlineEvaluator {
         Ok(verdicts)
     }
 
+    fn needs_rows(&self) -> bool {
+        false
+    }
+
     fn stats(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("opened", self.state.opened),
