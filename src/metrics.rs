@@ -14,6 +14,23 @@ pub struct JobCounters {
     pub window_updates: AtomicU64,
     pub rows_out: AtomicU64,
     watermark: AtomicI64,
+    /// From a window's close (the watermark passed its end) to its output written, seconds:
+    /// counts per bucket of [`LATENCY_BUCKETS`] (cumulative when read), the sum in microseconds.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the window-close-to-output latency histogram.
+pub const LATENCY_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// The histogram as Prometheus reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latency {
+    /// (upper bound, observations at or below it)
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
 }
 
 /// A copy of the counters at one moment.
@@ -43,6 +60,29 @@ impl JobCounters {
 
     pub fn set_watermark(&self, wm: Millis) {
         self.watermark.store(wm, Relaxed);
+    }
+
+    /// One window's close-to-output time.
+    pub fn observe_latency(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| s <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn latency(&self) -> Latency {
+        let mut running = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.latency_buckets)
+            .map(|(b, c)| {
+                running += c.load(Relaxed);
+                (*b, running)
+            })
+            .collect();
+        Latency { buckets, count: self.latency_count.load(Relaxed), sum_seconds: self.latency_sum_us.load(Relaxed) as f64 / 1e6 }
     }
 
     pub fn snapshot(&self) -> CountersSnapshot {

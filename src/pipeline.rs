@@ -413,6 +413,7 @@ impl Pipeline {
         self.counters.set_watermark(self.operator.watermark());
         let schema = self.query.output_schema();
         for w in fired {
+            let closed = Instant::now();
             let skip_sql = self.alerting.as_ref().is_some_and(|a| !a.evaluator.needs_rows()) && self.sink.discards();
             let out = if skip_sql {
                 crate::exec::QueryRows { rows: Vec::new(), dropped: Vec::new(), changes_only: false }
@@ -442,6 +443,7 @@ impl Pipeline {
             let Some(a) = &mut self.alerting else {
                 JobCounters::add(&self.counters.rows_out, result.rows() as u64);
                 self.sink.write(&result)?;
+                self.counters.observe_latency(closed.elapsed());
                 self.fired_since_commit += 1;
                 continue;
             };
@@ -475,6 +477,7 @@ impl Pipeline {
             for (t, holding) in verdicts.evaluations {
                 a.stage.judge(t, holding)?;
             }
+            self.counters.observe_latency(closed.elapsed());
             self.fired_since_commit += 1;
         }
         Ok(())

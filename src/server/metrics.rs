@@ -39,6 +39,22 @@ pub fn render(reg: &Registry) -> String {
     for e in reg.jobs.values() {
         writeln!(out, "osprey_job_alerts_fired_total{{job=\"{}\"}} {}", escape(&e.job.name), e.run.lock().expect("not poisoned").alerts_fired).unwrap();
     }
+    writeln!(
+        out,
+        "# HELP osprey_job_window_output_seconds From a window's close (the watermark passed its end) to its output written.\n# TYPE osprey_job_window_output_seconds histogram"
+    )
+    .unwrap();
+    for e in reg.jobs.values() {
+        let Some(c) = &e.counters else { continue };
+        let l = c.latency();
+        let job = escape(&e.job.name);
+        for (le, n) in &l.buckets {
+            writeln!(out, "osprey_job_window_output_seconds_bucket{{job=\"{job}\",le=\"{le}\"}} {n}").unwrap();
+        }
+        writeln!(out, "osprey_job_window_output_seconds_bucket{{job=\"{job}\",le=\"+Inf\"}} {}", l.count).unwrap();
+        writeln!(out, "osprey_job_window_output_seconds_sum{{job=\"{job}\"}} {}", l.sum_seconds).unwrap();
+        writeln!(out, "osprey_job_window_output_seconds_count{{job=\"{job}\"}} {}", l.count).unwrap();
+    }
     writeln!(out, "# HELP osprey_job_status 1 for the job's current status.\n# TYPE osprey_job_status gauge").unwrap();
     for e in reg.jobs.values() {
         let status = e.run.lock().expect("not poisoned").status;

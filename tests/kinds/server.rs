@@ -143,6 +143,7 @@ fn jobs_are_submitted_validated_and_operated_over_http_and_survive_a_restart() {
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap().to_string();
     assert!(text.contains("osprey_job_records_in_total{job=\"red\"} 20000"), "{text}");
+    assert!(text.contains("osprey_job_window_output_seconds_bucket{job=\"red\",le=\"+Inf\"}"), "{text}");
     let mut check = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = check.wait_with_output().unwrap();
