@@ -5,17 +5,8 @@
 # the same file, in the same script. Prints events/s, the ratios, and state bytes per open
 # order (peak memory over the query job's, divided by the peak of groups held).
 #   EVENTS=5000000 ./scripts/bench-invariants.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
+source "$(dirname "$0")/lib/bench.sh"   # OSPREY_BIN=path runs a binary already built
 EVENTS="${EVENTS:-5000000}"
-DATA="${DATA:-bench-data}"
-mkdir -p "$DATA"
-# OSPREY_BIN=path runs that binary instead of building the release one.
-if [ -z "${OSPREY_BIN:-}" ]; then
-  cargo build --release --locked --quiet --bin osprey
-fi
-OSPREY="${OSPREY_BIN:-$CARGO_TARGET_DIR/release/osprey}"
 FILE="$DATA/trading-$EVENTS.jsonl"
 if [ ! -f "$FILE" ]; then
   echo "generating $EVENTS trading events into $FILE"
@@ -31,14 +22,9 @@ $(sed -n '/^\[source\]/,/^watermark_delay/p' jobs/knight/overfill.toml)
 kind = "tumbling"
 size = "10s"
 TOML
-run() { # job -> "seconds peak_kib"; its stderr in $DATA/<job>.err
-  /usr/bin/time -f '%e %M' -o "$DATA/$1.time" "$OSPREY" replay "$DATA/$1.toml" --input "$FILE" --output "$DATA/$1.out.jsonl" 2> "$DATA/$1.err" >/dev/null
-  cat "$DATA/$1.time"
-}
-figure() { grep -o "$2 [0-9]*" "$DATA/$1.err" | tail -1 | awk '{print $NF}'; }
-read -r p_s p_kib < <(run plain)
-read -r o_s o_kib < <(run overfill)
-read -r d_s d_kib < <(run order_deadline)
+read -r p_s p_kib < <(timed_replay plain --input "$FILE")
+read -r o_s o_kib < <(timed_replay overfill --input "$FILE")
+read -r d_s d_kib < <(timed_replay order_deadline --input "$FILE")
 lines=$(wc -l < "$FILE")
 o_keys=$(figure overfill "peak groups")
 d_keys=$(figure order_deadline "peak open")

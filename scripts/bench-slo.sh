@@ -4,18 +4,9 @@
 # series and pane, in the same script. Prints both rates, their ratio, and the SLO's state
 # bytes per series (from the operator, and from the two runs' peak memory).
 #   EVENTS=2000000 SERIES=10000 ./scripts/bench-slo.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
+source "$(dirname "$0")/lib/bench.sh"   # OSPREY_BIN=path runs a binary already built
 EVENTS="${EVENTS:-2000000}"
 SERIES="${SERIES:-10000}"
-DATA="${DATA:-bench-data}"
-mkdir -p "$DATA"
-# OSPREY_BIN=path runs that binary instead of building the release one.
-if [ -z "${OSPREY_BIN:-}" ]; then
-  cargo build --release --locked --quiet --bin osprey
-fi
-OSPREY="${OSPREY_BIN:-$CARGO_TARGET_DIR/release/osprey}"
 FILE="$DATA/slo-$EVENTS-$SERIES-v2.jsonl"
 if [ ! -f "$FILE" ]; then
   echo "generating $EVENTS events over $SERIES series into $FILE"
@@ -61,13 +52,8 @@ $common
 kind = "tumbling"
 size = "1m"
 TOML
-run() { # job -> "seconds peak_kib stderr_file"
-  local err="$DATA/$1.err"
-  /usr/bin/time -f '%e %M' -o "$DATA/$1.time" "$OSPREY" replay "$DATA/$1.toml" --output "$DATA/$1.out.jsonl" 2> "$err" >/dev/null
-  cat "$DATA/$1.time"
-}
-read -r q_s q_kib < <(run query)
-read -r s_s s_kib < <(run slo)
+read -r q_s q_kib < <(timed_replay query)
+read -r s_s s_kib < <(timed_replay slo)
 lines=$(wc -l < "$FILE")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "events: $lines, series: $SERIES"

@@ -661,6 +661,58 @@ size = "10s"
     assert_eq!(small, large, "fetch sizes changed the output");
 }
 
+/// Generated events of `cfg`, produced to `topic` on the partition the generator gives each,
+/// with their event time as the message timestamp; then `closing(t)` on every partition at
+/// `t` = the newest event time + `after`, so event time passes every window and deadline.
+fn produce_generated(topic: &str, cfg: GeneratorConfig, events: u64, after: i64, closing: impl Fn(i64) -> String) {
+    let mut lines: Vec<(u32, String)> = Vec::new();
+    osprey::source::generator::for_each_event(cfg, events, |p, l| lines.push((p, l.to_string())));
+    let p = producer();
+    let mut newest = 0;
+    for (part, line) in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().timestamp_millis();
+        newest = newest.max(ts);
+        p.send(BaseRecord::<(), str>::to(topic).payload(line.as_str()).partition(*part as i32).timestamp(ts)).map_err(|(e, _)| e).unwrap();
+    }
+    let t = newest + after;
+    for part in 0..3 {
+        let line = closing(t);
+        p.send(BaseRecord::<(), str>::to(topic).payload(line.as_str()).partition(part).timestamp(t)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The alert records of a replay of the job's whole topic.
+fn replay_alerts(d: &Path, job: &str) -> Vec<Value> {
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", job, "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(d.join("replay.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The job run live until its alert topic holds `expected` records: they, keyed by fingerprint,
+/// and the run's log.
+fn live_alerts(d: &Path, job: &str, alerts: &str, expected: usize) -> (Vec<Value>, String) {
+    let child = spawn(d, &["run", job, "--brokers", &brokers()], &[], "run.log");
+    let got = consume(alerts, |r| r.len() >= expected);
+    let status = stop(child);
+    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
+    assert!(status.success(), "{log}");
+    for (key, v) in &got {
+        assert_eq!(key.as_deref(), v["fingerprint"].as_str(), "keyed by fingerprint");
+    }
+    (got.into_iter().map(|(_, v)| v).collect(), log)
+}
+
+/// What identifies an alert record: a consumer keyed by these sees no duplicate.
+fn identities(records: &[Value]) -> BTreeSet<(String, String, String, String, String)> {
+    records.iter().map(|v| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string())).collect()
+}
+
 #[test]
 fn a_knight_check_runs_live_on_kafka_to_the_alert_topic_and_a_replay_of_the_topic_gives_the_same_alerts() {
     let dir = tempfile::tempdir().unwrap();
@@ -678,45 +730,13 @@ fn a_knight_check_runs_live_on_kafka_to_the_alert_topic_and_a_replay_of_the_topi
     let mut cfg = GeneratorConfig::new(Stream::TradingEvents);
     cfg.rate = 100.0;
     cfg.knight_at = Some(20_000);
-    let mut lines: Vec<(u32, String)> = Vec::new();
-    osprey::source::generator::for_each_event(cfg, 15_000, |p, l| lines.push((p, l.to_string())));
-    let p = producer();
-    let mut newest = 0;
-    for (part, line) in &lines {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().timestamp_millis();
-        newest = newest.max(ts);
-        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(*part as i32).timestamp(ts)).map_err(|(e, _)| e).unwrap();
-    }
     // A heartbeat ten minutes on, on every partition: event time passes every deadline.
-    for part in 0..3 {
-        let t = newest + 600_000;
-        let line = format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}");
-        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(part).timestamp(t)).map_err(|(e, _)| e).unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_generated(&topic, cfg, 15_000, 600_000, |t| format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}"));
 
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "deadline.toml", "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let replayed: Vec<Value> = std::fs::read_to_string(d.join("replay.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let replayed = replay_alerts(d, "deadline.toml");
     assert!(replayed.len() > 20, "the old code leaves orders open: {}", replayed.len());
-
-    let child = spawn(d, &["run", "deadline.toml", "--brokers", &brokers()], &[], "run.log");
-    let got = consume(&alerts, |r| r.len() >= replayed.len());
-    let status = stop(child);
-    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
-    assert!(status.success(), "{log}");
-    let identity = |v: &Value| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string());
-    let live: BTreeSet<_> = got.iter().map(|(key, v)| {
-        assert_eq!(key.as_deref(), v["fingerprint"].as_str(), "keyed by fingerprint");
-        identity(v)
-    }).collect();
-    let batch: BTreeSet<_> = replayed.iter().map(identity).collect();
-    assert_eq!(live, batch, "live and replay fire the same deadlines at the same event times\n{log}");
+    let (live, log) = live_alerts(d, "deadline.toml", &alerts, replayed.len());
+    assert_eq!(identities(&live), identities(&replayed), "live and replay fire the same deadlines at the same event times\n{log}");
     for v in &replayed {
         assert!(v["evidence"]["records"][0]["source"].as_str().unwrap().starts_with(&topic), "{v}");
         assert!(v["evidence"]["records"][0]["record"]["host"] == "trade-8", "only the old code's orders: {v}");
@@ -759,37 +779,9 @@ topic = "{alerts}"
     let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
     cfg.rate = 40.0;
     cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
-    let mut lines: Vec<(u32, String)> = Vec::new();
-    osprey::source::generator::for_each_event(cfg, 96_000, |p, l| lines.push((p, l.to_string())));
-    let p = producer();
-    let mut newest = 0;
-    for (part, line) in &lines {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).unwrap().timestamp_millis();
-        newest = newest.max(ts);
-        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(*part as i32).timestamp(ts)).map_err(|(e, _)| e).unwrap();
-    }
-    for part in 0..3 {
-        let t = newest + 120_000;
-        let line = format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}");
-        p.send(BaseRecord::<(), str>::to(&topic).payload(line.as_str()).partition(part).timestamp(t)).map_err(|(e, _)| e).unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "slo.toml", "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let replayed: Vec<Value> = std::fs::read_to_string(d.join("replay.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
+    let replayed = replay_alerts(d, "slo.toml");
     assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
-    let child = spawn(d, &["run", "slo.toml", "--brokers", &brokers()], &[], "run.log");
-    let got = consume(&alerts, |r| r.len() >= replayed.len());
-    let status = stop(child);
-    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
-    assert!(status.success(), "{log}");
-    let identity = |v: &Value| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string());
-    let live: BTreeSet<_> = got.iter().map(|(_, v)| identity(v)).collect();
-    let batch: BTreeSet<_> = replayed.iter().map(identity).collect();
-    assert_eq!(live, batch, "live and replay page at the same event times\n{log}");
+    let (live, log) = live_alerts(d, "slo.toml", &alerts, replayed.len());
+    assert_eq!(identities(&live), identities(&replayed), "live and replay page at the same event times\n{log}");
 }

@@ -113,6 +113,25 @@ pub struct Verdicts {
     pub rows: Option<Vec<datafusion::arrow::record_batch::RecordBatch>>,
 }
 
+/// A problem with one key of a job kind's table (`[invariant] value`, `[anomaly] series`),
+/// found once the SQL's result columns are known; the job names the line of `key`.
+#[derive(Debug)]
+pub struct KeyError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// The index of the result column `name`, or an error for `key` listing the columns.
+pub fn result_column(output: &datafusion::arrow::datatypes::Schema, name: &str, key: &'static str) -> Result<usize, KeyError> {
+    output.index_of(name).map_err(|_| KeyError {
+        key,
+        message: format!(
+            "`{name}` is not a column of the SQL result (its columns: {})",
+            output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
 /// What one evaluation says.
 #[derive(Debug)]
 pub enum Holding {

@@ -60,6 +60,13 @@ impl DetectorKind {
     }
 }
 
+/// Fresh detectors for one series, seeded from its name (the series' label values), so the
+/// forest makes the same random choices for it in every run.
+pub fn for_series(kinds: &[DetectorKind], baseline: usize, warmup: usize, name: &[&str]) -> Vec<AnyDetector> {
+    let seed = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, part| part.bytes().fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
+    kinds.iter().map(|d| d.build(baseline, warmup, seed)).collect()
+}
+
 /// Every detector, as one type whose state serialises with the job's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AnyDetector {

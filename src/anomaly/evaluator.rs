@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::cluster::{incidents, Anomalous};
 use super::detector::{AnyDetector, Detector};
 use super::AnomalyConfig;
-use crate::alert::{Evaluation, Evaluator, Observation, Verdicts};
+use crate::alert::{result_column, Evaluation, Evaluator, KeyError, Observation, Verdicts};
 use crate::job::timestamp_type;
 
 /// A series' detectors (checkpointed with the job).
@@ -39,30 +39,15 @@ pub struct AnomalyEvaluator {
     state: AnomalyState,
 }
 
-/// A problem with `[anomaly]`, found once the SQL's result columns are known.
-#[derive(Debug)]
-pub struct AnomalyError {
-    pub key: &'static str,
-    pub message: String,
-}
-
 impl AnomalyEvaluator {
-    pub fn new(job: &str, config: AnomalyConfig, output: &SchemaRef) -> Result<Self, AnomalyError> {
-        let column = |name: &str, key: &'static str| {
-            output.index_of(name).map_err(|_| AnomalyError {
-                key,
-                message: format!(
-                    "`{name}` is not a column of the SQL result (its columns: {})",
-                    output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            })
-        };
+    pub fn new(job: &str, config: AnomalyConfig, output: &SchemaRef) -> Result<Self, KeyError> {
+        let column = |name: &str, key: &'static str| result_column(output, name, key);
         let series_columns = config.series.iter().map(|s| column(s, "series")).collect::<Result<Vec<_>, _>>()?;
         let feature_columns = config.features.iter().map(|f| column(f, "features")).collect::<Result<Vec<_>, _>>()?;
         for (&c, name) in feature_columns.iter().zip(&config.features) {
             let t = output.field(c).data_type();
             if !(t.is_numeric() || matches!(t, DataType::Decimal128(..))) {
-                return Err(AnomalyError { key: "features", message: format!("feature `{name}` is {t}, not a number") });
+                return Err(KeyError { key: "features", message: format!("feature `{name}` is {t}, not a number") });
             }
         }
         let mut fields = vec![Field::new("window_start", timestamp_type(), false), Field::new("window_end", timestamp_type(), false)];
@@ -83,11 +68,13 @@ impl AnomalyEvaluator {
     }
 
     fn detectors_for(&mut self, labels: &[String]) -> &mut SeriesDetectors {
-        let config = &self.config;
-        self.state.series.entry(labels.to_vec()).or_insert_with(|| {
-            let seed = labels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, l| l.bytes().fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
-            SeriesDetectors { detectors: config.detectors.iter().map(|d| d.build(config.baseline, config.warmup, seed)).collect() }
-        })
+        if !self.state.series.contains_key(labels) {
+            let c = &self.config;
+            let name: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let detectors = super::detector::for_series(&c.detectors, c.baseline, c.warmup, &name);
+            self.state.series.insert(labels.to_vec(), SeriesDetectors { detectors });
+        }
+        self.state.series.get_mut(labels).expect("inserted")
     }
 
     fn observation(&self, t_start: i64, t_end: i64, members: &[&Anomalous], features: &BTreeMap<Vec<String>, Vec<f64>>) -> Observation {

@@ -146,8 +146,7 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
             timestamps.push(t.trim().to_string());
             values.push(v);
         }
-        let seed = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        let mut dets: Vec<_> = detectors.iter().map(|d| d.build(super::defaults::BASELINE, super::defaults::WARMUP, seed)).collect();
+        let mut dets = super::detector::for_series(detectors, super::defaults::BASELINE, super::defaults::WARMUP, &[&key]);
         let raw: Vec<f64> = values.iter().map(|v| dets.iter_mut().filter_map(|d| d.observe(&[*v])).fold(0.0, f64::max)).collect();
         let scores = alert_scores(&raw, threshold);
         let windows = window_rows(&timestamps, labels.get(&key).map(Vec::as_slice).unwrap_or(&[]));
@@ -168,36 +167,31 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
 /// An anomalous run ends after this many rows clear (four hours of NAB's 5-minute rows).
 pub const QUIET_ROWS: usize = 48;
 
-/// What an alert on the series would say, row by row: Osprey fires once when a series turns
-/// anomalous and keeps firing (deduplicated, not repeated) while it stays so, so the first row
-/// of a run keeps its score and the rest of the run is capped just below the threshold. A run
-/// goes on while the score stays above half the threshold, and ends after `QUIET_ROWS` rows
-/// below it (`keep_firing_for`).
+/// What an alert on the series says, row by row, through the alert stage's own lifecycle
+/// (`keep_firing_for` = `QUIET_ROWS` rows, one evaluation per row): a row where the alert
+/// fires keeps its score; every other row is capped just below the threshold, because an alert
+/// that keeps firing is deduplicated, not raised again.
 pub fn alert_scores(raw: &[f64], threshold: f64) -> Vec<f64> {
+    use crate::alert::lifecycle::{Lifecycle, Timing};
     let below = threshold * 0.999;
-    let mut out = Vec::with_capacity(raw.len());
-    let mut firing = false;
-    let mut quiet = 0;
-    for &s in raw {
-        if firing {
-            if s >= threshold / 2.0 {
-                quiet = 0;
-            } else {
-                quiet += 1;
-                if quiet >= QUIET_ROWS {
-                    firing = false;
-                }
-            }
-            out.push(s.min(below));
-        } else if s >= threshold {
-            firing = true;
-            quiet = 0;
-            out.push(s);
-        } else {
-            out.push(s);
-        }
-    }
-    out
+    let mut lifecycle = Lifecycle::new("eval", "anomaly", Timing { for_: 0, keep_firing_for: QUIET_ROWS as crate::Millis });
+    let anomalous = crate::alert::Observation {
+        rule: "anomaly".into(),
+        severity: "warning".into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+        value: serde_json::Value::Null,
+        threshold: serde_json::Value::Null,
+        evidence: serde_json::Value::Null,
+    };
+    raw.iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let holding = if s >= threshold { vec![anomalous.clone()] } else { Vec::new() };
+            let fired = lifecycle.evaluate(i as crate::Millis, holding).iter().any(|a| a.status == crate::alert::Status::Firing);
+            if fired { s } else { s.min(below) }
+        })
+        .collect()
 }
 
 /// Labelled windows (timestamps) as inclusive row ranges of a series.

@@ -40,14 +40,14 @@ use crate::job::{timestamp_type, Job, JobError, WindowConfig, WINDOW_END, WINDOW
 use crate::time::FiredWindow;
 use crate::Millis;
 
-/// Aggregates whose partial states merge exactly, and how: the merge function.
-const MERGEABLE: &[(&str, &str)] = &[
-    ("count", "sum"),
-    ("sum", "sum"),
-    ("min", "min"),
-    ("max", "max"),
-    ("bool_and", "bool_and"),
-    ("bool_or", "bool_or"),
+/// Aggregates whose partial states merge exactly, and how.
+const MERGEABLE: &[(&str, Merge)] = &[
+    ("count", Merge::Sum),
+    ("sum", Merge::Sum),
+    ("min", Merge::Min),
+    ("max", Merge::Max),
+    ("bool_and", Merge::And),
+    ("bool_or", Merge::Or),
 ];
 
 /// Aggregates whose state is every value seen: no running partial keeps them.
@@ -66,8 +66,7 @@ const LAST: &str = "__osprey_last";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub partial: String,
-    pub merge: String,
-    pub merges: Vec<String>,
+    pub merges: Vec<Merge>,
     pub final_: String,
 }
 
@@ -128,13 +127,13 @@ pub fn split(job: &Job) -> Result<Split, JobError> {
 
     // Replace every aggregate call with its merge over a state column, noting its partial.
     struct Rewrite {
-        partials: Vec<(String, String)>, // (partial expression, merge function) per state column
+        partials: Vec<(String, Merge)>, // (partial expression, its merge) per state column
         error: Option<(String, String)>,
     }
     impl Rewrite {
-        fn column(&mut self, partial: String, merge: &str) -> String {
+        fn column(&mut self, partial: String, merge: Merge) -> String {
             let name = format!("__osprey_a{}", self.partials.len());
-            self.partials.push((partial, merge.to_string()));
+            self.partials.push((partial, merge));
             name
         }
     }
@@ -165,13 +164,13 @@ pub fn split(job: &Job) -> Result<Split, JobError> {
                 sum.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("sum")]);
                 let mut count = f.clone();
                 count.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("count")]);
-                let s = self.column(sum.to_string(), "sum");
-                let c = self.column(count.to_string(), "sum");
+                let s = self.column(sum.to_string(), Merge::Sum);
+                let c = self.column(count.to_string(), Merge::Sum);
                 format!("(CAST(sum({s}) AS DOUBLE) / CAST(sum({c}) AS DOUBLE))")
             } else {
                 let merge = MERGEABLE.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).expect("mergeable");
                 let column = self.column(f.to_string(), merge);
-                format!("{merge}({column})")
+                format!("{}({column})", merge.sql())
             };
             match Parser::new(&GenericDialect {}).try_with_sql(&replacement).and_then(|mut p| p.parse_expr()) {
                 Ok(e) => *expr = e,
@@ -217,26 +216,22 @@ pub fn split(job: &Job) -> Result<Split, JobError> {
     }
     let event_time = crate::slo::quote_ident(&job.event_time.column);
     let mut partial: Vec<String> = state_group.clone();
-    let mut merge: Vec<String> = state_group.clone();
-    for (i, (p, m)) in rewrite.partials.iter().enumerate() {
+    for (i, (p, _)) in rewrite.partials.iter().enumerate() {
         partial.push(format!("{p} AS __osprey_a{i}"));
-        merge.push(format!("{m}(__osprey_a{i}) AS __osprey_a{i}"));
     }
     partial.push(format!("max({event_time}) AS {LAST}"));
-    merge.push(format!("max({LAST}) AS {LAST}"));
     let group_by = if state_group.is_empty() { String::new() } else { format!(" GROUP BY {}", state_group.join(", ")) };
     let where_ = selection.map(|w| format!(" WHERE {w}")).unwrap_or_default();
     Ok(Split {
         partial: format!("SELECT {} FROM events{where_}{group_by}", partial.join(", ")),
-        merge: format!("SELECT {} FROM state{group_by}", merge.join(", ")),
-        merges: rewrite.partials.iter().map(|(_, m)| m.clone()).collect(),
+        merges: rewrite.partials.iter().map(|(_, m)| *m).collect(),
         final_: statements[0].to_string(),
     })
 }
 
 /// How a partial column merges into a group's running value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Merge {
+pub enum Merge {
     Sum,
     Min,
     Max,
@@ -245,14 +240,14 @@ enum Merge {
 }
 
 impl Merge {
-    fn of(name: &str) -> Merge {
-        match name {
-            "sum" => Merge::Sum,
-            "min" => Merge::Min,
-            "max" => Merge::Max,
-            "bool_and" => Merge::And,
-            "bool_or" => Merge::Or,
-            other => unreachable!("no merge for {other}"),
+    /// The aggregate that merges partials in SQL: the final query uses it over the state.
+    fn sql(self) -> &'static str {
+        match self {
+            Merge::Sum => "sum",
+            Merge::Min => "min",
+            Merge::Max => "max",
+            Merge::And => "bool_and",
+            Merge::Or => "bool_or",
         }
     }
 
@@ -304,6 +299,9 @@ pub struct CumulativeQuery {
 #[derive(Debug, Default)]
 pub struct CumulativeState {
     groups: BTreeMap<OwnedRow, Group>,
+    /// With a `ttl`: every group by the time of its last event, so dropping idle groups
+    /// looks only at those (not at every group, every pane).
+    by_last: BTreeSet<(Millis, OwnedRow)>,
     /// The first pane's start: `window_start` of every evaluation.
     pub since: Option<Millis>,
     pub dropped_groups: u64,
@@ -345,7 +343,7 @@ impl CumulativeQuery {
         let final_ = TableQuery::plan("state", final_input.clone(), &split.final_).map_err(|e| {
             refuse(job, format!("SQL over the running aggregates: {}", super::errors::clean(&e.to_string())), "columns outside aggregates must be in GROUP BY")
         })?;
-        let merges = split.merges.iter().map(|m| Merge::of(m)).collect();
+        let merges = split.merges;
         Ok(CumulativeQuery { partial, final_, state_schema, final_input, groups_n, merges, converter, state: CumulativeState::default(), ttl })
     }
 
@@ -381,16 +379,25 @@ impl CumulativeQuery {
                 let values = (0..self.merges.len())
                     .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
-                match self.state.groups.get_mut(&key) {
+                let indexed = self.ttl.is_some();
+                let state = &mut self.state;
+                match state.groups.get_mut(&key) {
                     Some(g) => {
                         for (i, v) in values.iter().enumerate() {
                             let ty = self.state_schema.field(self.groups_n + i).data_type();
                             self.merges[i].apply(&mut g.values[i], v, ty)?;
                         }
+                        if indexed && t > g.last {
+                            state.by_last.remove(&(g.last, key.clone()));
+                            state.by_last.insert((t, key.clone()));
+                        }
                         g.last = g.last.max(t);
                     }
                     None => {
-                        self.state.groups.insert(key.clone(), Group { values, last: t });
+                        if indexed {
+                            state.by_last.insert((t, key.clone()));
+                        }
+                        state.groups.insert(key.clone(), Group { values, last: t });
                     }
                 }
                 changed.insert(key);
@@ -399,9 +406,9 @@ impl CumulativeQuery {
         let mut dropped: Vec<(OwnedRow, Group)> = Vec::new();
         if let Some(ttl) = self.ttl {
             let cutoff = window.end - ttl;
-            let idle: Vec<OwnedRow> = self.state.groups.iter().filter(|(_, g)| g.last < cutoff).map(|(k, _)| k.clone()).collect();
-            for k in idle {
-                let g = self.state.groups.remove(&k).expect("listed");
+            while self.state.by_last.first().is_some_and(|(last, _)| *last < cutoff) {
+                let (_, k) = self.state.by_last.pop_first().expect("checked");
+                let g = self.state.groups.remove(&k).expect("indexed groups exist");
                 dropped.push((k, g));
             }
             self.state.dropped_groups += dropped.len() as u64;
@@ -465,7 +472,7 @@ mod tests {
             s.partial,
             "SELECT account, sum(CASE WHEN side = 'buy' THEN qty ELSE -qty END) AS __osprey_a0, sum(qty) AS __osprey_a1, count(qty) AS __osprey_a2, count(*) AS __osprey_a3, count(*) AS __osprey_a4, max(\"ts\") AS __osprey_last FROM events WHERE side <> 'x' GROUP BY account"
         );
-        assert!(s.merge.starts_with("SELECT account, sum(__osprey_a0) AS __osprey_a0"), "{}", s.merge);
+        assert_eq!(s.merges, [Merge::Sum; 5], "sums, counts and avg's two halves all merge by adding");
         assert!(s.final_.contains("FROM state") && s.final_.contains("HAVING sum(__osprey_a4) > 1") && !s.final_.contains("WHERE"), "{}", s.final_);
     }
 

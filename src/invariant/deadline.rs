@@ -17,7 +17,8 @@ use datafusion::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{interpolate, row_object, text, InvariantConfig, InvariantError};
+use super::{interpolate, row_object, text, InvariantConfig};
+use crate::alert::KeyError;
 use crate::alert::{rfc3339, Evaluation, Evaluator, Holding, Observation, Verdicts};
 use crate::decode::event_times;
 use crate::exec::predicate::RowPredicate;
@@ -46,10 +47,12 @@ struct Timer {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeadlineState {
     open: BTreeMap<Vec<String>, Timer>,
+    /// The open timers by deadline, so time passing looks only at those due (derived from
+    /// `open`, rebuilt on restore).
+    #[serde(skip)]
+    by_deadline: std::collections::BTreeSet<(Millis, Vec<String>)>,
     /// Open past their deadline, until a closing event.
     overdue: BTreeMap<Vec<String>, Timer>,
-    /// Evaluated up to here (event time).
-    until: Option<Millis>,
     /// The newest event time seen: at the end of input, time has reached it and no further.
     newest: Option<Millis>,
     pub opened: u64,
@@ -71,20 +74,20 @@ pub struct DeadlineEvaluator {
 
 impl DeadlineEvaluator {
     /// `input`: the decoded events' schema (declared and metadata columns).
-    pub fn new(job: &str, invariant: InvariantConfig, input: &SchemaRef, event_time: usize) -> Result<Self, InvariantError> {
+    pub fn new(job: &str, invariant: InvariantConfig, input: &SchemaRef, event_time: usize) -> Result<Self, KeyError> {
         let config = invariant.deadline.clone().expect("a deadline job");
         let key_columns = config
             .key
             .iter()
             .map(|k| {
-                input.index_of(k).map_err(|_| InvariantError {
+                input.index_of(k).map_err(|_| KeyError {
                     key: "deadline.key",
                     message: format!("`{k}` is not a declared column (the deadline's key is over the events)"),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let predicate = |sql: &str, key: &'static str| {
-            RowPredicate::compile(sql, input).map_err(|e| InvariantError { key, message: format!("{}", e.to_string().lines().next().unwrap_or("")) })
+            RowPredicate::compile(sql, input).map_err(|e| KeyError { key, message: format!("{}", e.to_string().lines().next().unwrap_or("")) })
         };
         let opens = predicate(&config.opens, "deadline.opens")?;
         let closes = predicate(&config.closes, "deadline.closes")?;
@@ -97,16 +100,15 @@ impl DeadlineEvaluator {
 
     pub fn restore(&mut self, state: DeadlineState) {
         self.state = state;
+        self.state.by_deadline = self.state.open.iter().map(|(k, t)| (t.deadline, k.clone())).collect();
     }
 
     /// Move every open timer whose deadline is before `t` to overdue, in deadline order: each
     /// fires at its deadline.
     fn expire_before(&mut self, t: Millis, changes: &mut Vec<(Millis, Holding)>) {
-        let mut due: Vec<(Millis, Vec<String>)> =
-            self.state.open.iter().filter(|(_, timer)| timer.deadline < t).map(|(k, timer)| (timer.deadline, k.clone())).collect();
-        due.sort();
-        for (deadline, k) in due {
-            let timer = self.state.open.remove(&k).expect("listed");
+        while self.state.by_deadline.first().is_some_and(|(deadline, _)| *deadline < t) {
+            let (deadline, k) = self.state.by_deadline.pop_first().expect("checked");
+            let timer = self.state.open.remove(&k).expect("an indexed timer is open");
             self.state.missed += 1;
             let observation = self.observation(&k, &timer);
             change(changes, deadline).0.push(observation);
@@ -187,7 +189,8 @@ impl Evaluator for DeadlineEvaluator {
             let key: Vec<String> = self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row)).collect();
             self.expire_before(ts, &mut changes);
             if closes {
-                if self.state.open.remove(&key).is_some() {
+                if let Some(timer) = self.state.open.remove(&key) {
+                    self.state.by_deadline.remove(&(timer.deadline, key));
                     self.state.closed_in_time += 1;
                 } else if self.state.overdue.remove(&key).is_some() {
                     // Closed late: resolves now.
@@ -197,6 +200,7 @@ impl Evaluator for DeadlineEvaluator {
             } else if !self.state.open.contains_key(&key) && !self.state.overdue.contains_key(&key) {
                 self.state.opened += 1;
                 let timer = Timer { opened_at: ts, deadline: ts + self.config.within, record: sample(e, b, row) };
+                self.state.by_deadline.insert((timer.deadline, key.clone()));
                 self.state.open.insert(key, timer);
                 self.state.peak_open = self.state.peak_open.max(self.state.open.len() as u64);
             }
@@ -204,7 +208,6 @@ impl Evaluator for DeadlineEvaluator {
         // Time has passed the pane's end, or at the end of input, the newest event.
         let until = if e.end_of_input { e.window_end.min(self.state.newest.unwrap_or(e.window_end)) } else { e.window_end };
         self.expire_before(until, &mut changes);
-        self.state.until = Some(until);
         verdicts.evaluations = changes;
         Ok(verdicts)
     }

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Map, Value};
 
-use crate::alert::{Evaluation, Evaluator, Observation, Verdicts};
+use crate::alert::{result_column, Evaluation, Evaluator, KeyError, Observation, Verdicts};
 use crate::exec::predicate::RowPredicate;
 use crate::output::json::{write_row, write_value};
 
@@ -48,16 +48,8 @@ pub struct InvariantEvaluator {
 
 impl InvariantEvaluator {
     /// Checks the config against the SQL's result columns: the messages say which key is wrong.
-    pub fn new(job: &str, config: InvariantConfig, output: &SchemaRef) -> Result<Self, InvariantError> {
-        let column = |name: &str, key: &'static str| {
-            output.index_of(name).map_err(|_| InvariantError {
-                key,
-                message: format!(
-                    "`{name}` is not a column of the SQL result (its columns: {})",
-                    output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            })
-        };
+    pub fn new(job: &str, config: InvariantConfig, output: &SchemaRef) -> Result<Self, KeyError> {
+        let column = |name: &str, key: &'static str| result_column(output, name, key);
         let key_columns = config.key.iter().map(|k| column(k, "key")).collect::<Result<Vec<_>, _>>()?;
         let value_column = config.value.as_deref().map(|v| column(v, "value")).transpose()?;
         if let Some(summary) = &config.summary {
@@ -66,18 +58,11 @@ impl InvariantEvaluator {
             }
         }
         let predicate = match &config.violation {
-            Some(v) => Some(RowPredicate::compile(v, output).map_err(|e| InvariantError { key: "violation", message: format!("{e}") })?),
+            Some(v) => Some(RowPredicate::compile(v, output).map_err(|e| KeyError { key: "violation", message: format!("{e}") })?),
             None => None,
         };
         Ok(InvariantEvaluator { job: job.into(), config, predicate, key_columns, value_column })
     }
-}
-
-/// A problem with one key of `[invariant]`, found when the SQL's result columns are known.
-#[derive(Debug)]
-pub struct InvariantError {
-    pub key: &'static str,
-    pub message: String,
 }
 
 impl Evaluator for InvariantEvaluator {
@@ -92,16 +77,11 @@ impl Evaluator for InvariantEvaluator {
         }
         // Only changed groups were evaluated: those not violating now, and dropped ones, clear.
         let violating: std::collections::BTreeSet<&BTreeMap<String, String>> = holding.iter().map(|o| &o.labels).collect();
-        let mut cleared = Vec::new();
-        for batch in e.rows.iter().chain(e.dropped) {
-            for row in 0..batch.num_rows() {
-                let labels = self.labels(batch, row);
-                if !violating.contains(&labels) || e.dropped.iter().any(|d| std::ptr::eq(d, batch)) {
-                    cleared.push((self.job.clone(), labels));
-                }
-            }
-        }
-        let holding = holding.into_iter().filter(|o| !cleared.iter().any(|(_, l)| l == &o.labels)).collect();
+        let rows = e.rows.iter().flat_map(|b| (0..b.num_rows()).map(move |r| (b, r)));
+        let mut cleared: Vec<(String, BTreeMap<String, String>)> =
+            rows.map(|(b, r)| self.labels(b, r)).filter(|l| !violating.contains(l)).map(|l| (self.job.clone(), l)).collect();
+        let dropped = e.dropped.iter().flat_map(|b| (0..b.num_rows()).map(move |r| (b, r)));
+        cleared.extend(dropped.map(|(b, r)| (self.job.clone(), self.labels(b, r))));
         Ok(Verdicts { evaluations: vec![(e.window_end, crate::alert::Holding::Changes { holding, cleared })], rows: None })
     }
 }

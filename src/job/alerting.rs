@@ -199,6 +199,15 @@ impl Checker<'_> {
 }
 
 impl Checker<'_> {
+    /// A whole number written as `key`, at least `min`; `default` when absent.
+    fn at_least(&self, v: &Option<toml::Spanned<i64>>, key: &str, default: usize, min: i64) -> Result<usize, JobError> {
+        match v {
+            None => Ok(default),
+            Some(n) if *n.get_ref() >= min => Ok(*n.get_ref() as usize),
+            Some(n) => Err(self.err(n, format!("`{key}` must be at least {min}"))),
+        }
+    }
+
     pub(super) fn slo(
         &self,
         kind: JobKind,
@@ -317,13 +326,6 @@ impl Checker<'_> {
                     .with_help("give each pair its own severity or windows"));
             }
         }
-        let count = |v: &Option<toml::Spanned<i64>>, key: &str, default: i64, min: i64| -> Result<i64, JobError> {
-            match v {
-                None => Ok(default),
-                Some(n) if *n.get_ref() >= min => Ok(*n.get_ref()),
-                Some(n) => Err(self.err(n, format!("`{key}` must be at least {min}"))),
-            }
-        };
         Ok(Some(SloConfig {
             objective,
             period,
@@ -331,8 +333,8 @@ impl Checker<'_> {
             condition,
             labels,
             pane,
-            min_events: count(&t.min_events, "min_events", 0, 0)? as u64,
-            max_series: count(&t.max_series, "max_series", 10_000, 1)? as usize,
+            min_events: self.at_least(&t.min_events, "min_events", 0, 0)? as u64,
+            max_series: self.at_least(&t.max_series, "max_series", 10_000, 1)?,
             alerts,
             summary: t.summary.clone(),
             runbook_url: t.runbook_url.clone(),
@@ -414,15 +416,8 @@ impl Checker<'_> {
             Some(v) => return Err(self.err(v, "`threshold` must be between 0 and 1 (scores are in [0, 1])")),
             None => defaults::THRESHOLD,
         };
-        let count = |v: &Option<toml::Spanned<i64>>, key: &str, default: usize, min: i64| -> Result<usize, JobError> {
-            match v {
-                None => Ok(default),
-                Some(n) if *n.get_ref() >= min => Ok(*n.get_ref() as usize),
-                Some(n) => Err(self.err(n, format!("`{key}` must be at least {min}"))),
-            }
-        };
-        let baseline = count(&t.baseline, "baseline", defaults::BASELINE, 8)?;
-        let warmup = count(&t.warmup, "warmup", defaults::WARMUP.min(baseline), 2)?;
+        let baseline = self.at_least(&t.baseline, "baseline", defaults::BASELINE, 8)?;
+        let warmup = self.at_least(&t.warmup, "warmup", defaults::WARMUP.min(baseline), 2)?;
         let (eps, min_points) = match &t.cluster {
             None => (defaults::EPS, defaults::MIN_POINTS),
             Some(c) => {
@@ -432,7 +427,7 @@ impl Checker<'_> {
                     Some(e) => return Err(self.err(e, "`eps` must be above 0")),
                     None => defaults::EPS,
                 };
-                (eps, count(&c.min_points, "min_points", defaults::MIN_POINTS, 1)?)
+                (eps, self.at_least(&c.min_points, "min_points", defaults::MIN_POINTS, 1)?)
             }
         };
         Ok(Some(crate::anomaly::AnomalyConfig {

@@ -38,6 +38,18 @@ pub enum JobKind {
     Anomaly,
 }
 
+impl JobKind {
+    /// As written in a job file's `kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Query => "query",
+            JobKind::Slo => "slo",
+            JobKind::Invariant => "invariant",
+            JobKind::Anomaly => "anomaly",
+        }
+    }
+}
+
 /// A validated job.
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -113,7 +113,9 @@ fn refusal(r: registry::Refusal) -> Response {
     (StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY), Json(r.body)).into_response()
 }
 
-async fn submit(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+/// A route that takes a job file: the token checked, the body as text, `f` run off the
+/// async threads (validation plans SQL) with the registry locked.
+async fn with_job_text(app: App, headers: HeaderMap, body: Bytes, f: fn(&mut Registry, String) -> Response) -> Response {
     if let Err(r) = authorised(&app, &headers) {
         return r;
     }
@@ -121,36 +123,25 @@ async fn submit(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(t) => t,
         Err(r) => return r,
     };
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut reg = app2.registry.lock().expect("not poisoned");
-        match reg.submit(text) {
-            Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
-            Err(r) => refusal(r),
-        }
+    tokio::task::spawn_blocking(move || f(&mut app.registry.lock().expect("not poisoned"), text))
+        .await
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn submit(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    with_job_text(app, headers, body, |reg, text| match reg.submit(text) {
+        Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
+        Err(r) => refusal(r),
     })
     .await
-    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn validate(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorised(&app, &headers) {
-        return r;
-    }
-    let text = match job_text(&body) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
-        let reg = app2.registry.lock().expect("not poisoned");
-        match reg.check(&text) {
-            Ok(job) => Json(json!({ "valid": true, "name": job.name, "kind": format!("{:?}", job.kind).to_lowercase() })).into_response(),
-            Err(r) => refusal(r),
-        }
+    with_job_text(app, headers, body, |reg, text| match reg.check(&text) {
+        Ok(job) => Json(json!({ "valid": true, "name": job.name, "kind": job.kind.name() })).into_response(),
+        Err(r) => refusal(r),
     })
     .await
-    .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn list(State(app): State<App>) -> Json<Value> {

@@ -311,7 +311,7 @@ impl Registry {
         let c = e.counters.as_ref().map(|c| c.snapshot());
         json!({
             "name": e.job.name,
-            "kind": format!("{:?}", e.job.kind).to_lowercase(),
+            "kind": e.job.kind.name(),
             "status": r.status,
             "finished": r.finished,
             "records_in": c.map(|c| c.records_in).unwrap_or(0),
