@@ -200,3 +200,32 @@ fn decode_threads_and_chunk_sizes_do_not_change_the_output() {
         assert_eq!(stream_with(&j, path, chunk, threads), reference, "chunk {chunk}, {threads} decode threads");
     }
 }
+
+/// The approximate percentiles of the bundled jobs give the same bytes whatever chunks the rows
+/// arrive in: small or large reads, or the same file split in two partitions.
+#[test]
+fn approximate_percentiles_do_not_depend_on_how_rows_are_chunked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = generated(dir.path(), 30_000, 9);
+    let sql = "SELECT window_start, window_end, service, count(*) AS requests, \
+        approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99, \
+        approx_median(duration_ms) AS p50 FROM events GROUP BY window_start, window_end, service ORDER BY service";
+    let j = job(dir.path(), "kind = \"tumbling\"\nsize = \"10m\"", sql);
+    let path = file.to_str().unwrap();
+    let reference = stream_with(&j, path, 1 << 20, 1);
+    assert!(reference.len() >= 5, "{reference:?}");
+    assert_eq!(stream_with(&j, path, 5_000, 2), reference, "small chunks");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let halves = dir.path().join("halves");
+    std::fs::create_dir(&halves).unwrap();
+    let (mut a, mut b) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        let half = if i % 2 == 0 { &mut a } else { &mut b };
+        half.push_str(line);
+        half.push('\n');
+    }
+    std::fs::write(halves.join("a.jsonl"), a).unwrap();
+    std::fs::write(halves.join("b.jsonl"), b).unwrap();
+    let split = stream_with(&j, halves.join("*.jsonl").to_str().unwrap(), 8_000, 2);
+    assert_eq!(by_window(split), by_window(reference), "one file or two");
+}

@@ -1,14 +1,18 @@
 //! Raw records → Arrow batches of the job's schema, with dead letters for what does not decode.
 //!
-//! JSON goes through arrow-json's tape decoder in whole chunks. arrow-json fails a whole
-//! `decode()` call on one bad value, so a failing chunk is bisected until each bad record stands
-//! alone; good neighbours are decoded in bulk. Event times, decimals and integers are decoded as
+//! JSON goes through arrow-json's tape decoder in whole chunks. A record the tape refuses
+//! (malformed, truncated) is set aside where it stands. arrow-json fails a whole `flush()` on
+//! one value of the wrong type, so once a chunk has held one, chunks are decoded with type
+//! conflicts read as nulls and only the rows holding a null are checked strictly
+//! ([`Decoder::decode_tolerant`]): a few bad records per thousand cost a few percent, not a
+//! bisection per chunk. Event times, decimals and integers are decoded as
 //! text and converted here ([`convert`]), because arrow-json rejects epoch milliseconds in
 //! strings, cuts off extra decimal digits without a word, and truncates `200.5` to an integer.
 
 pub mod convert;
 pub mod pool;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -18,6 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{cast_with_options, concat_batches, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::reader::Decoder as JsonDecoder;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
@@ -55,6 +60,9 @@ pub struct Decoder {
     schema: SchemaRef,
     event_time: usize,
     metadata: Vec<&'static str>,
+    /// Set after a chunk held a type conflict: the next ones start in tolerant mode
+    /// ([`Decoder::decode_tolerant`]) instead of failing a strict decode first.
+    tolerant: AtomicBool,
 }
 
 struct Leaf {
@@ -62,6 +70,58 @@ struct Leaf {
     /// Child indices from the top of `read_schema` down to the leaf.
     path: Vec<usize>,
     ty: ColumnType,
+}
+
+/// Rows decoded from some records of a chunk, and the records that did not decode.
+struct Rows {
+    batch: RecordBatch,
+    batches: Vec<RecordBatch>,
+    /// The record index of each row of `batch`.
+    records: Vec<usize>,
+    bad: Vec<(usize, String)>,
+}
+
+impl Rows {
+    fn empty(schema: SchemaRef) -> Self {
+        Rows { batch: RecordBatch::new_empty(schema), batches: Vec::new(), records: Vec::new(), bad: Vec::new() }
+    }
+
+    fn concat(&mut self) {
+        let mut parts = std::mem::take(&mut self.batches);
+        if self.batch.num_rows() > 0 {
+            parts.insert(0, self.batch.clone());
+        }
+        self.batch = match parts.len() {
+            0 => RecordBatch::new_empty(self.batch.schema()),
+            1 => parts.pop().unwrap(),
+            _ => concat_batches(&self.batch.schema(), &parts).expect("same schema"),
+        };
+    }
+
+    /// Append `other`'s rows after this one's (records stay in decoding order, not sorted).
+    fn append(&mut self, other: Rows) {
+        self.batches.push(other.batch);
+        self.records.extend(other.records);
+        self.bad.extend(other.bad);
+        self.concat();
+    }
+}
+
+/// Feed one record to the decoder; `Err` if it is not exactly one whole JSON value.
+fn feed(decoder: &mut JsonDecoder, bytes: &[u8]) -> Result<(), String> {
+    let before = decoder.len();
+    let taken = decoder.decode(bytes).map_err(|e| clean_arrow_error(&e.to_string()))?;
+    if taken < bytes.len() && !bytes[taken..].iter().all(u8::is_ascii_whitespace) {
+        return Err("trailing content after the JSON object (one object per record)".into());
+    }
+    if decoder.has_partial_record() {
+        return Err("malformed JSON: the record ends before its value does (truncated line?)".into());
+    }
+    match decoder.len() - before {
+        1 => Ok(()),
+        0 => Err("no JSON object in the record".into()),
+        values => Err(format!("expected one JSON object per record, found {values}")),
+    }
 }
 
 impl Decoder {
@@ -97,6 +157,7 @@ impl Decoder {
             schema: Arc::new(Schema::new(fields)),
             event_time: job.event_time_index(),
             metadata,
+            tolerant: AtomicBool::new(false),
         }
     }
 
@@ -113,22 +174,15 @@ impl Decoder {
     }
 
     fn decode_json(&self, partition: usize, data: &[u8], records: &[RawRecord], meta: Option<&RecordMeta>) -> Decoded {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        self.isolate(data, records, 0, &mut good, &mut bad);
-        let mut dead_letters: Vec<DeadLetter> = bad
-            .into_iter()
-            .map(|(i, reason)| dead_letter(partition, &records[i], data, reason))
-            .collect();
-        let row_records: Vec<usize> = good.iter().flat_map(|(_, r)| r.clone()).collect();
-        let raw = if good.len() == 1 {
-            good.pop().unwrap().0
-        } else if good.is_empty() {
-            RecordBatch::new_empty(self.read_schema.clone())
-        } else {
-            let batches: Vec<RecordBatch> = good.into_iter().map(|(b, _)| b).collect();
-            concat_batches(&self.read_schema, &batches).expect("same schema")
+        let all: Vec<usize> = (0..records.len()).collect();
+        let strict = if self.tolerant.load(Ordering::Relaxed) { None } else { self.decode_rows(data, records, &all, false).ok() };
+        let rows = match strict {
+            Some(rows) => rows,
+            None => self.decode_tolerant(data, records, &all),
         };
+        let Rows { batch: raw, records: row_records, bad, .. } = rows;
+        let mut dead_letters: Vec<DeadLetter> =
+            bad.into_iter().map(|(i, reason)| dead_letter(partition, &records[i], data, reason)).collect();
         let columns: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&raw, &l.path)).collect();
         let offsets: Vec<i64> = row_records.iter().map(|&i| records[i].offset).collect();
         let raw_of = |row: usize| {
@@ -141,56 +195,104 @@ impl Decoder {
         Decoded { batch, offsets, dead_letters }
     }
 
-    /// Decode `records` all together, or split them until each bad one is alone.
-    fn isolate(
-        &self,
-        data: &[u8],
-        records: &[RawRecord],
-        base: usize,
-        good: &mut Vec<(RecordBatch, std::ops::Range<usize>)>,
-        bad: &mut Vec<(usize, String)>,
-    ) {
-        if records.is_empty() {
+    /// Type conflicts read as nulls, then only the rows holding a null are decoded again
+    /// strictly to tell a conflict (a dead letter) from a value that was null or absent.
+    /// Rows without a null cannot hold a conflict, and a conflict-free row decodes to the same
+    /// values either way, so the output equals the strict path's.
+    fn decode_tolerant(&self, data: &[u8], records: &[RawRecord], which: &[usize]) -> Rows {
+        let Ok(mut rows) = self.decode_rows(data, records, which, true) else {
+            // Only a conflict arrow-json does not turn into a null gets here: split the chunk.
+            let mut rows = Rows::empty(self.read_schema.clone());
+            self.isolate(data, records, which, &mut rows);
+            return rows;
+        };
+        let leaves: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&rows.batch, &l.path)).collect();
+        let candidates: Vec<usize> = (0..rows.records.len())
+            .filter(|&row| leaves.iter().any(|c| c.is_null(row)))
+            .map(|row| rows.records[row])
+            .collect();
+        // Many legitimate nulls make the second pass costly: try strict decoding first again.
+        self.tolerant.store(candidates.len() * 8 < which.len().max(1), Ordering::Relaxed);
+        let mut checked = Rows::empty(self.read_schema.clone());
+        self.isolate(data, records, &candidates, &mut checked);
+        if checked.bad.is_empty() {
+            return rows;
+        }
+        let conflicts: std::collections::HashSet<usize> = checked.bad.iter().map(|(i, _)| *i).collect();
+        let keep = BooleanArray::from(rows.records.iter().map(|i| !conflicts.contains(i)).collect::<Vec<_>>());
+        rows.batch = datafusion::arrow::compute::filter_record_batch(&rows.batch, &keep).expect("filter keeps the schema");
+        rows.records.retain(|i| !conflicts.contains(i));
+        rows.bad.extend(checked.bad);
+        rows
+    }
+
+    /// Decode `which` strictly, splitting on a type conflict until each bad record stands alone.
+    fn isolate(&self, data: &[u8], records: &[RawRecord], which: &[usize], out: &mut Rows) {
+        if which.is_empty() {
             return;
         }
-        match self.decode_together(data, records) {
-            Ok(batch) => good.push((batch, base..base + records.len())),
-            Err(reason) if records.len() == 1 => bad.push((base, reason)),
+        match self.decode_rows(data, records, which, false) {
+            Ok(rows) => out.append(rows),
+            Err(reason) if which.len() == 1 => out.bad.push((which[0], reason)),
             Err(_) => {
-                let mid = records.len() / 2;
-                self.isolate(data, &records[..mid], base, good, bad);
-                self.isolate(data, &records[mid..], base + mid, good, bad);
+                let mid = which.len() / 2;
+                self.isolate(data, records, &which[..mid], out);
+                self.isolate(data, records, &which[mid..], out);
             }
         }
     }
 
-    fn decode_together(&self, data: &[u8], records: &[RawRecord]) -> Result<RecordBatch, String> {
+    /// Decode the records `which` together. A record the JSON tape refuses (malformed,
+    /// truncated, two objects) is set aside with its reason and its neighbours decode on; `Err`
+    /// is a value that does not convert to its column (never, when `tolerant`).
+    fn decode_rows(&self, data: &[u8], records: &[RawRecord], which: &[usize], tolerant: bool) -> Result<Rows, String> {
         // One more than the records: the decoder stops taking bytes once a batch is full, and a
         // record holding a second object must show up as two values, not lose its tail.
-        let mut decoder = ReaderBuilder::new(self.read_schema.clone())
-            .with_batch_size(records.len() + 1)
-            .with_coerce_primitive(true)
-            .build_decoder()
-            .map_err(|e| e.to_string())?;
-        for r in records {
-            let bytes = &data[r.start as usize..r.end as usize];
-            let before = decoder.len();
-            let taken = decoder.decode(bytes).map_err(|e| clean_arrow_error(&e.to_string()))?;
-            if taken < bytes.len() && !bytes[taken..].iter().all(u8::is_ascii_whitespace) {
-                return Err("trailing content after the JSON object (one object per record)".into());
+        let build = || {
+            ReaderBuilder::new(self.read_schema.clone())
+                .with_batch_size(which.len() + 1)
+                .with_coerce_primitive(true)
+                .with_ignore_type_conflicts(tolerant)
+                .build_decoder()
+                .map_err(|e| e.to_string())
+        };
+        let mut decoder = build()?;
+        let mut out = Rows::empty(self.read_schema.clone());
+        let mut segment: Vec<usize> = Vec::new();
+        let flush = |decoder: &mut JsonDecoder, segment: &mut Vec<usize>, out: &mut Rows| -> Result<(), String> {
+            if let Some(batch) = decoder.flush().map_err(|e| clean_arrow_error(&e.to_string()))? {
+                out.batches.push(batch);
             }
-            if decoder.has_partial_record() {
-                return Err("malformed JSON: the record ends before its value does (truncated line?)".into());
+            out.records.append(segment);
+            Ok(())
+        };
+        for &i in which {
+            let bytes = &data[records[i].start as usize..records[i].end as usize];
+            // A truncated record (the common malformation) is judged on a decoder of its own,
+            // so the chunk's decoder need not be rebuilt and its segment fed again.
+            if bytes.trim_ascii_end().last() != Some(&b'}') {
+                if let Err(reason) = feed(&mut build()?, bytes) {
+                    out.bad.push((i, reason));
+                    continue;
+                }
             }
-            let values = decoder.len() - before;
-            if values != 1 {
-                return Err(format!("expected one JSON object per record, found {values}"));
+            match feed(&mut decoder, bytes) {
+                Ok(()) => segment.push(i),
+                Err(reason) => {
+                    out.bad.push((i, reason));
+                    // The decoder may hold part of the bad record: the segment before it again.
+                    decoder = build()?;
+                    for &j in segment.iter() {
+                        feed(&mut decoder, &data[records[j].start as usize..records[j].end as usize])?;
+                    }
+                    flush(&mut decoder, &mut segment, &mut out)?;
+                    decoder = build()?;
+                }
             }
         }
-        decoder
-            .flush()
-            .map_err(|e| clean_arrow_error(&e.to_string()))?
-            .ok_or_else(|| "no JSON object in the record".to_string())
+        flush(&mut decoder, &mut segment, &mut out)?;
+        out.concat();
+        Ok(out)
     }
 
     fn decode_arrow(&self, partition: usize, input: &RecordBatch, first_offset: i64) -> Decoded {

@@ -95,3 +95,61 @@ fn position_columns_are_always_decoded_and_the_others_when_the_sql_names_them() 
     assert_eq!(d.batch.column(2).as_primitive::<Int64Type>().values().to_vec(), vec![1, 3]);
     assert!(d.batch.column(3).is_null(0), "no traceparent outside Kafka");
 }
+
+/// Decoding a dirty chunk together gives what decoding each record on its own gives: the
+/// tolerant pass (conflicts read as nulls, null rows checked again) changes no value and
+/// misses no bad record, whichever mode the decoder is in when the chunk arrives.
+#[test]
+fn dirty_chunks_decode_as_their_records_do_one_by_one() {
+    let j = job("ts = \"timestamp\"\nn = \"int64\"\nx = \"float64\"\ns = \"string\"\nok = \"bool\"\n\"h.code\" = \"int32\"\nprice = \"decimal(10,2)\"");
+    let values = [
+        ("n", &["1", "null", "\"7\"", "\"x200\"", "2.5", "{}", "true"][..]),
+        ("x", &["1.5", "null", "\"2\"", "\"slow\"", "[1]", "3"][..]),
+        ("s", &["\"a\"", "5", "null", "{\"a\":1}", "false"][..]),
+        ("ok", &["true", "null", "\"yes\"", "1"][..]),
+        ("h", &["{\"code\":200}", "null", "{\"code\":\"x\"}", "7", "{}"][..]),
+        ("price", &["\"1.25\"", "3", "\"1.234\"", "null", "{}"][..]),
+    ];
+    let mut state = 7u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let mut text = String::new();
+    for i in 0..600 {
+        let mut fields = vec![format!("\"ts\":{}", 1_767_603_600_000i64 + i)];
+        for (name, choices) in &values {
+            match next(4 * choices.len()) {
+                0 => {} // absent
+                k if k <= choices.len() => fields.push(format!("\"{name}\":{}", choices[k - 1])),
+                _ => fields.push(format!("\"{name}\":{}", choices[0])),
+            }
+        }
+        let line = format!("{{{}}}", fields.join(","));
+        match next(40) {
+            0 => text.push_str(&line[..line.len() / 2]),
+            1 => text.push_str(&format!("{line}{line}")),
+            _ => text.push_str(&line),
+        }
+        text.push('\n');
+    }
+    let decoder = Decoder::new(&j);
+    let together = [decoder.decode(0, &lines(&text)), decoder.decode(0, &lines(&text))];
+    let Payload::Json { data, records, .. } = lines(&text) else { unreachable!() };
+    let alone = Decoder::new(&j);
+    let mut rows = Vec::new();
+    let mut dead = Vec::new();
+    for r in &records {
+        let d = alone.decode(0, &Payload::Json { data: data.clone(), records: vec![r.clone()], meta: None });
+        dead.extend(d.dead_letters.into_iter().map(|d| (d.offset, d.reason)));
+        if d.batch.num_rows() == 1 {
+            rows.push(d.batch);
+        }
+    }
+    let expected = concat_batches(&together[0].batch.schema(), &rows).unwrap();
+    assert!(dead.len() > 100 && expected.num_rows() > 50, "the fixture mixes good and bad: {} bad", dead.len());
+    for d in &together {
+        assert_eq!(d.batch, expected);
+        assert_eq!(d.dead_letters.iter().map(|d| (d.offset, d.reason.clone())).collect::<Vec<_>>(), dead);
+    }
+}

@@ -13,7 +13,8 @@ mod wildcard;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
@@ -83,6 +84,34 @@ pub struct WindowQuery {
     runtime: tokio::runtime::Runtime,
     /// Columns of decoded batches that the SQL sees, in order.
     visible: Vec<usize>,
+    /// The SQL holds an aggregate whose result depends on how its rows are cut into batches
+    /// ([`BATCH_SENSITIVE`]): each window's rows are handed over as one batch.
+    one_batch: bool,
+}
+
+/// Aggregates whose result depends on how rows are cut into batches and in what order they
+/// come: the t-digest behind the approximate percentiles merges each batch it is given (and
+/// DataFusion cuts its input into batches of its own), so the same rows arriving in other
+/// chunks (a file split in two, Parquet row groups, live fetch timing) gave other p99s. Such
+/// a job gets each window's rows as one batch and a batch size DataFusion never cuts, so each
+/// group's digest is built from all its values at once and depends only on them.
+const BATCH_SENSITIVE: [&str; 3] = ["approx_percentile_cont", "approx_percentile_cont_with_weight", "approx_median"];
+
+fn batch_sensitive(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let datafusion::logical_expr::Expr::AggregateFunction(f) = e {
+                    found |= BATCH_SENSITIVE.contains(&f.func.name());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 impl WindowQuery {
@@ -125,7 +154,13 @@ impl WindowQuery {
         let plan = state.optimize(&plan).map_err(|e| errors::to_job_error(sql, &input_schema, &e))?;
         let output_schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
 
-        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime, visible };
+        let one_batch = batch_sensitive(&plan);
+        let mut state = state;
+        if one_batch {
+            let config = state.config().clone().with_batch_size(1 << 30);
+            *state.config_mut() = config;
+        }
+        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime, visible, one_batch };
         // Planning the physical side too catches type errors that only show there.
         query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &query.input_schema, &e))?;
 
@@ -167,6 +202,9 @@ impl WindowQuery {
             .filter(|b| b.num_rows() > 0)
             .map(|b| with_window_columns(b, &self.visible, &self.input_schema, window.start, window.end))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
+        if self.one_batch && !batches.is_empty() {
+            return self.run_batches(vec![concat_batches(&self.input_schema, &batches)?]);
+        }
         self.run_batches(batches)
     }
 
@@ -187,4 +225,15 @@ fn with_window_columns(batch: &RecordBatch, visible: &[usize], schema: &SchemaRe
     columns.push(Arc::new(TimestampMillisecondArray::from_value(start, n).with_timezone("UTC")));
     columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    #[test]
+    fn approx_percentiles_are_found_in_the_plan() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/http_red.toml")).unwrap();
+        let job = crate::job::parse(std::path::Path::new("jobs/http_red.toml"), &text).unwrap();
+        let q = super::WindowQuery::plan(&job).unwrap();
+        assert!(q.one_batch, "{}", q.plan.display_indent());
+    }
 }
