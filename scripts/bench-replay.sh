@@ -1,48 +1,62 @@
 #!/usr/bin/env bash
-# End-to-end replay benchmark: Osprey's `replay` of a tumbling count + sum + p99 job against
-# DataFusion's one-shot batch query (explicit window column) over the same JSON-lines file,
-# in the same script. Prints both rates and their ratio.
-#   EVENTS=5000000 ./scripts/bench-replay.sh
+# End-to-end replay benchmark on the http_red shape (1-minute tumbling RED per service):
+#  - Osprey's whole `replay` process over a clean file, and over the same file with 1% and 10%
+#    of the records carrying a wrong-typed field ("status": "x200"), side by side;
+#  - DuckDB (read_json with typed columns, 2 threads) and DataFusion's Python package running
+#    the same query over the clean file, and Osprey's rate as a ratio of DuckDB's.
+#   EVENTS=2000000 ROUNDS=3 ./scripts/bench-replay.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
-EVENTS="${EVENTS:-5000000}"
-DATA="${DATA:-bench-data}"
-mkdir -p "$DATA"
-cargo build --release --locked --quiet --bin osprey --example datafusion_batch
-OSPREY="$CARGO_TARGET_DIR/release/osprey"
-FILE="$DATA/requests-$EVENTS.jsonl"
-if [ ! -f "$FILE" ]; then
-  echo "generating $EVENTS events into $FILE"
-  "$OSPREY" generate --events "$EVENTS" --rate 2000 --output "$FILE"
+source scripts/lib/bench.sh
+EVENTS="${EVENTS:-2000000}"
+ROUNDS="${ROUNDS:-3}"
+VENV="${OSPREY_BENCH_VENV:-$HOME/.cache/osprey/bench-venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "installing duckdb and datafusion (PyPI) into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q duckdb datafusion
 fi
-cat > "$DATA/bench.toml" <<TOML
-name = "bench"
-sql_file = "$PWD/sql/bench_tumbling.sql"
-[source]
-kind = "file"
-path = "requests-$EVENTS.jsonl"
-[source.schema]
-ts = "timestamp"
-service = "string"
-duration_ms = "float64"
-bytes = "int64"
-[event_time]
-column = "ts"
-watermark_delay = "5s"
-[window]
-kind = "tumbling"
-size = "1m"
-TOML
-lines=$(wc -l < "$FILE")
-start=$(date +%s.%N)
-"$OSPREY" replay "$DATA/bench.toml" --output "$DATA/bench.out.jsonl" --quiet
-end=$(date +%s.%N)
-osprey_rate=$(awk -v n="$lines" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
-df_line=$("$CARGO_TARGET_DIR/release/examples/datafusion_batch" "$FILE")
-df_rate=$(echo "$df_line" | sed -E 's/.*events_per_s=([0-9]+).*/\1/')
+CLEAN="$DATA/http-$EVENTS.jsonl"
+if [ ! -f "$CLEAN" ]; then
+  echo "generating $EVENTS events into $CLEAN"
+  "$OSPREY" generate --events "$EVENTS" --rate 2000 --output "$CLEAN"
+fi
+for pct in 1 10; do
+  every=$((100 / pct))
+  dirty="$DATA/http-$EVENTS-dirty$pct.jsonl"
+  [ -f "$dirty" ] || awk -v n="$every" 'NR % n == 0 { sub(/"status":[0-9]+/, "\"status\":\"x200\"") } { print }' "$CLEAN" > "$dirty"
+done
+job() { # job file reading $1
+  sed -e "s#^kind = \"generator\"#kind = \"file\"\npath = \"$(basename "$1")\"#" -e '/^stream =/d;/^rate =/d;/^format = "json"/d' \
+      -e 's/^format = "table"/format = "json"/' jobs/http_red.toml > "$DATA/red-$(basename "$1" .jsonl).toml"
+  echo "$DATA/red-$(basename "$1" .jsonl).toml"
+}
+best() { sort -n | head -1; }
+osprey_seconds() { # median-free: the best of ROUNDS runs, the least disturbed by this noisy machine
+  local j; j=$(job "$1")
+  for _ in $(seq "$ROUNDS"); do
+    local s e; s=$(date +%s.%N)
+    "$OSPREY" replay "$j" --output "$DATA/red.out.jsonl" --dead-letters "$DATA/red.dlq.jsonl" --quiet 2>/dev/null
+    e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
+  done | best
+}
+py_seconds() {
+  for _ in $(seq "$ROUNDS"); do
+    "$VENV/bin/python" benches/py/red_query.py "$1" "$CLEAN" "$EVENTS" | sed -E 's/.*seconds=([0-9.]+).*/\1/'
+  done | best
+}
+rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+clean=$(osprey_seconds "$CLEAN")
+dirty1=$(osprey_seconds "$DATA/http-$EVENTS-dirty1.jsonl")
+dirty10=$(osprey_seconds "$DATA/http-$EVENTS-dirty10.jsonl")
+dead=$(wc -l < "$DATA/red.dlq.jsonl")
+duck=$(py_seconds duckdb)
+df=$(py_seconds datafusion)
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "events: $lines ($(du -h "$FILE" | cut -f1))"
-echo "osprey replay:         $osprey_rate events/s"
-echo "datafusion one-shot:   $df_rate events/s"
-awk -v a="$osprey_rate" -v b="$df_rate" 'BEGIN { printf "ratio osprey/datafusion: %.2f (target >= 0.5)\n", a / b }'
+echo "events: $EVENTS ($(du -h "$CLEAN" | cut -f1)), best of $ROUNDS runs each"
+echo "osprey replay, clean:        $(rate "$clean") events/s"
+echo "osprey replay, 1% bad:       $(rate "$dirty1") events/s ($(awk -v a="$dirty1" -v b="$clean" 'BEGIN { printf "%.2f", b / a }') of clean)"
+echo "osprey replay, 10% bad:      $(rate "$dirty10") events/s ($(awk -v a="$dirty10" -v b="$clean" 'BEGIN { printf "%.2f", b / a }') of clean; $dead dead letters)"
+echo "duckdb $("$VENV/bin/python" -c 'import duckdb; print(duckdb.__version__)'), 2 threads:   $(rate "$duck") events/s"
+echo "datafusion-python $("$VENV/bin/python" -c 'import datafusion; print(datafusion.__version__)'): $(rate "$df") events/s"
+awk -v a="$duck" -v b="$clean" 'BEGIN { printf "ratio osprey/duckdb: %.2f (target >= 1)\n", a / b }'

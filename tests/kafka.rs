@@ -661,6 +661,79 @@ size = "10s"
     assert_eq!(small, large, "fetch sizes changed the output");
 }
 
+/// A live run that starts on a backlog reads it like a replay (the partition furthest behind
+/// first, the others paused), so with a short idle timeout and any fetch size no partition
+/// waits long enough to be called idle and have its records turn late: the live windows are
+/// the replay's, byte for byte.
+#[test]
+fn a_live_run_on_a_backlog_gives_the_replay_s_windows_whatever_the_fetch_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("aligned");
+    create(&topic, 3);
+    produce(&topic, &events(30_000, 33));
+    let job = |name: &str, fetch_bytes: &str| {
+        let text = format!(
+            r#"name = "{}"
+sql = """
+SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+properties = {{ "max.partition.fetch.bytes" = "{fetch_bytes}" }}
+[source.schema]
+ts = "timestamp"
+service = "string"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+idle_timeout = "1s"
+[window]
+kind = "tumbling"
+size = "10s"
+"#,
+            unique(name)
+        );
+        std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
+    };
+    job("replayed", "1048576");
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The replay closes the closing records' own window at its end; a live run holds it open.
+    let replayed: Vec<String> = std::fs::read_to_string(d.join("replayed.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("zz-close"))
+        .map(String::from)
+        .collect();
+    assert!(replayed.len() > 100, "{}", replayed.len());
+    for (name, fetch_bytes) in [("small", "3000"), ("large", "10000000")] {
+        job(name, fetch_bytes);
+        let out = format!("{name}.jsonl");
+        let mut child = spawn(d, &["run", &format!("{name}.toml"), "--brokers", &brokers(), "--output", &out], &[], &format!("{name}.log"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let count = || std::fs::read_to_string(d.join(&out)).map(|t| t.lines().count()).unwrap_or(0);
+        while count() < replayed.len() && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop(child);
+        let live: Vec<String> = std::fs::read_to_string(d.join(&out)).unwrap().lines().map(String::from).collect();
+        let log = std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap();
+        assert_eq!(live, replayed, "fetch bytes {fetch_bytes}: live windows differ from the replay's\n{log}");
+    }
+}
+
 /// Generated events of `cfg`, produced to `topic` on the partition the generator gives each,
 /// with their event time as the message timestamp; then `closing(t)` on every partition at
 /// `t` = the newest event time + `after`, so event time passes every window and deadline.

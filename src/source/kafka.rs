@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -87,6 +87,10 @@ pub struct KafkaSource {
     started: Vec<bool>,
     end_sent: Vec<bool>,
     paused: Vec<bool>,
+    /// Group mode: the partition's last fetch reached its end (cleared by its next message).
+    caught_up: Vec<bool>,
+    /// Group mode: when the oldest message in the partition's buffer arrived.
+    first_at: Vec<Option<Instant>>,
 }
 
 /// Messages taken per poll, at most.
@@ -97,6 +101,9 @@ const MAX_BYTES: usize = 8 << 20;
 const RANGE_CHUNK: usize = 8_192;
 /// A partition whose buffer holds this many records stops fetching until it is drained.
 const RANGE_BUFFER: usize = 4 * RANGE_CHUNK;
+/// A live partition's messages wait at most this long for a full chunk once it is caught up
+/// with the topic only partly: latency stays in milliseconds while backlogs read in chunks.
+const LINGER: Duration = Duration::from_millis(10);
 
 impl KafkaSource {
     pub fn open(cluster: &Cluster, topic: &str, start: Start) -> anyhow::Result<KafkaSource> {
@@ -164,6 +171,8 @@ impl KafkaSource {
             started: vec![false; partitions],
             end_sent: vec![false; partitions],
             paused: vec![false; partitions],
+            caught_up: vec![false; partitions],
+            first_at: vec![None; partitions],
         };
         match start {
             Start::Group { .. } => {
@@ -277,8 +286,11 @@ impl KafkaSource {
             let m = match result {
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(p)) => {
-                    if self.ends.is_some() && (p as usize) < self.done.len() {
-                        self.done[p as usize] = true;
+                    if (p as usize) < self.done.len() {
+                        match self.ends {
+                            Some(_) => self.done[p as usize] = true,
+                            None => self.caught_up[p as usize] = true,
+                        }
                     }
                     continue;
                 }
@@ -294,6 +306,10 @@ impl KafkaSource {
                 if offset + 1 >= ends[p] {
                     self.done[p] = true;
                 }
+            }
+            self.caught_up[p] = false;
+            if self.buffers[p].records.is_empty() {
+                self.first_at[p] = Some(Instant::now());
             }
             let g = &mut self.buffers[p];
             let payload = m.payload().unwrap_or(&[]);
@@ -348,12 +364,46 @@ impl KafkaSource {
         }
     }
 
+    /// A live run reads its assigned partitions like a replay while they have a backlog (after
+    /// a restart, a rebalance, a slow spell): the partition furthest behind in event time
+    /// first, in chunks of [`RANGE_CHUNK`], the others paused once their buffers fill, as
+    /// Flink's watermark alignment does, so whether a record is late does not depend on which
+    /// partition's fetch returned first. A caught-up partition's messages go out as they come,
+    /// after at most [`LINGER`].
+    fn poll_group(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll> {
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                return Ok(p);
+            }
+            let next = (0..self.buffers.len())
+                .filter(|&p| self.assigned[p] && !(self.caught_up[p] && self.buffers[p].records.is_empty()))
+                .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
+            if let Some(p) = next {
+                let have = self.buffers[p].records.len();
+                let lingered = self.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
+                if have >= RANGE_CHUNK || (have > 0 && (self.caught_up[p] || lingered)) {
+                    let g = self.buffers[p].split_front(have.min(RANGE_CHUNK));
+                    self.first_at[p] = (!self.buffers[p].records.is_empty()).then(Instant::now);
+                    self.started[p] = true;
+                    self.flow(p)?;
+                    return Ok(self.chunk(p, g));
+                }
+                self.flow(p)?;
+            }
+            let fetched = self.fetch(if next.is_some() { LINGER } else { Duration::from_millis(100) })?;
+            self.take_events();
+            if fetched == 0 && self.ready.is_empty() && !next.is_some_and(|p| self.caught_up[p]) {
+                return Ok(Poll::Idle);
+            }
+        }
+    }
+
     /// Pause partitions with full buffers, resume the rest (always `wanted`).
     fn flow(&mut self, wanted: usize) -> anyhow::Result<()> {
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         for p in 0..self.buffers.len() {
-            let full = p != wanted && self.buffers[p].records.len() >= RANGE_BUFFER && !self.done[p];
+            let full = p != wanted && self.assigned[p] && self.buffers[p].records.len() >= RANGE_BUFFER && !self.done[p];
             if full && !self.paused[p] {
                 pause.add_partition(&self.topic, p as i32);
                 self.paused[p] = true;
@@ -371,14 +421,30 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// A partition (re)assigned or revoked starts over: the new owner reads from the commit.
+    fn forget(&mut self, p: usize) {
+        self.buffers[p] = Gather::default();
+        self.started[p] = false;
+        self.caught_up[p] = false;
+        self.first_at[p] = None;
+        self.paused[p] = false;
+    }
+
     fn take_events(&mut self) {
         let events: Vec<GroupEvent> = std::mem::take(&mut *self.events.lock().expect("not poisoned"));
         for e in events {
             match e {
                 GroupEvent::Assigned(ps) => {
                     crate::log_info!("{}: assigned {}", self.group_label(), self.partition_names(&ps));
+                    let mut resume = TopicPartitionList::new();
                     for &p in &ps {
                         self.assigned[p] = true;
+                        self.forget(p);
+                        resume.add_partition(&self.topic, p as i32);
+                    }
+                    // A partition paused before it was revoked must fetch again in its new turn.
+                    if let Err(e) = self.consumer.resume(&resume) {
+                        crate::log_warn!("{}: cannot resume {}: {e}", self.group_label(), self.partition_names(&ps));
                     }
                     self.ready.push_back(Poll::Assigned(ps));
                 }
@@ -388,6 +454,7 @@ impl KafkaSource {
                     }
                     for &p in &ps {
                         self.assigned[p] = false;
+                        self.forget(p);
                     }
                     self.ready.push_back(Poll::Revoked(ps));
                 }
@@ -439,15 +506,7 @@ impl Source for KafkaSource {
         if self.ends.is_some() {
             return self.poll_range(watermarks);
         }
-        self.fetch(Duration::from_millis(100))?;
-        self.take_events();
-        for p in 0..self.buffers.len() {
-            if !self.buffers[p].records.is_empty() {
-                let g = std::mem::take(&mut self.buffers[p]);
-                self.ready.push_back(self.chunk(p, g));
-            }
-        }
-        Ok(self.ready.pop_front().unwrap_or(Poll::Idle))
+        self.poll_group(watermarks)
     }
 
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
