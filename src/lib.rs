@@ -10,6 +10,7 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod checkpoint;
 pub mod decode;
 pub mod exec;
 pub mod invariant;

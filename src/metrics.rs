@@ -13,6 +13,12 @@ pub struct JobCounters {
     pub windows_closed: AtomicU64,
     pub window_updates: AtomicU64,
     pub rows_out: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    /// The last durable checkpoint's size in bytes, and the time to save it (serialise and
+    /// write) in microseconds.
+    pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_micros: AtomicU64,
     watermark: AtomicI64,
     /// From a window's close (the watermark passed its end) to its output written, seconds:
     /// counts per bucket of [`LATENCY_BUCKETS`] (cumulative when read), the sum in microseconds.
@@ -43,6 +49,10 @@ pub struct CountersSnapshot {
     pub windows_closed: u64,
     pub window_updates: u64,
     pub rows_out: u64,
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_micros: u64,
     /// Epoch milliseconds; `i64::MIN` before the first watermark.
     pub watermark: Millis,
 }
@@ -94,6 +104,10 @@ impl JobCounters {
             windows_closed: self.windows_closed.load(Relaxed),
             window_updates: self.window_updates.load(Relaxed),
             rows_out: self.rows_out.load(Relaxed),
+            checkpoints: self.checkpoints.load(Relaxed),
+            checkpoint_failures: self.checkpoint_failures.load(Relaxed),
+            checkpoint_bytes: self.checkpoint_bytes.load(Relaxed),
+            checkpoint_micros: self.checkpoint_micros.load(Relaxed),
             watermark: self.watermark.load(Relaxed),
         }
     }

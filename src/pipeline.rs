@@ -53,6 +53,29 @@ pub struct Options {
     pub cluster: Option<Cluster>,
     /// Longest time between offset commits while windows fire rarely.
     pub commit_interval: Duration,
+    /// Checkpoint the job's state into a state folder (`osprey run --state-dir`).
+    pub state: Option<StateOptions>,
+}
+
+/// Where and how often a job checkpoints.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    pub dir: std::path::PathBuf,
+    pub interval: Duration,
+    /// Ignore the checkpoints there (a changed job whose old state does not fit).
+    pub fresh: bool,
+}
+
+/// A checkpointing job's side: the writer thread and what was last written.
+struct Checkpoints {
+    writer: crate::checkpoint::Writer,
+    dir: std::path::PathBuf,
+    interval: Duration,
+    last: Instant,
+    sequence: u64,
+    shape: u64,
+    /// The last write failed (logged once until one succeeds again).
+    failing: bool,
 }
 
 impl Options {
@@ -65,6 +88,7 @@ impl Options {
             decode_threads: default_decode_threads(),
             cluster: None,
             commit_interval: Duration::from_secs(1),
+            state: None,
         }
     }
 
@@ -145,6 +169,12 @@ pub struct Pipeline {
     /// of positions behind fired windows, after the output was acknowledged and before the
     /// offsets are committed: the crash at-least-once delivery must survive.
     exit_before_commit: Option<u64>,
+    checkpoints: Option<Checkpoints>,
+    /// After a restore, per partition, the first record not in the state: earlier ones the
+    /// source delivers again (a group resumes at its commit, files at their start) are skipped.
+    resume: Vec<Option<i64>>,
+    /// Restored from a checkpoint and not yet assigned partitions by a consumer group.
+    restored_unassigned: bool,
 }
 
 impl Pipeline {
@@ -170,7 +200,11 @@ impl Pipeline {
         let declared = job.columns.len();
         let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
         let alerting = Self::alerting(&job, &query, options.cluster.as_ref(), names)?;
-        Ok(Pipeline {
+        let store = match &options.state {
+            Some(state) => Some(crate::checkpoint::Store::open(&state.dir, &job.name).with_context(|| format!("job `{}`", job.name))?),
+            None => None,
+        };
+        let mut pipeline = Pipeline {
             dead_letters: Route::new(job.dead_letter.clone(), options.cluster.as_ref(), &job.name, "dlq")?,
             late: Route::new(job.late.clone(), options.cluster.as_ref(), &job.name, "late")?,
             processed: vec![None; partitions],
@@ -189,8 +223,71 @@ impl Pipeline {
             counters: Arc::new(JobCounters::new()),
             columns_seen: vec![false; declared],
             alerting,
+            checkpoints: None,
+            resume: vec![None; partitions],
+            restored_unassigned: false,
             options,
-        })
+        };
+        if let Some(store) = store {
+            let state = pipeline.options.state.clone().expect("checked");
+            let restored = if state.fresh { 0 } else { pipeline.restore(&store)? };
+            let sequence = restored.max(store.last_sequence()?);
+            pipeline.checkpoints = Some(Checkpoints {
+                dir: store.dir().to_path_buf(),
+                sequence,
+                writer: crate::checkpoint::Writer::new(store),
+                interval: state.interval,
+                last: Instant::now(),
+                shape: crate::checkpoint::shape(&pipeline.job),
+                failing: false,
+            });
+        }
+        Ok(pipeline)
+    }
+
+    /// Continue from the newest whole checkpoint in `store`, if there is one; its sequence
+    /// number (0: none).
+    fn restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<u64> {
+        let Some(loaded) = store.latest()? else { return Ok(0) };
+        let state = loaded.state;
+        let name = &self.job.name;
+        if state.job != *name || state.shape != crate::checkpoint::shape(&self.job) || state.positions.len() != self.processed.len() {
+            anyhow::bail!(
+                "job `{name}` ({}): the checkpoint {} was written by a different version of this job (its columns, event time, window, SQL, \
+                 [slo], [invariant] or [anomaly], or the source's partitions changed), so its state does not fit\n  \
+                 run with --fresh to start without it (Kafka resumes at the group's committed offsets, files at their start), \
+                 or move the state folder {} away",
+                self.job.path.display(),
+                loaded.path.display(),
+                store.dir().display()
+            );
+        }
+        let context = || format!("job `{name}`: restoring {}", loaded.path.display());
+        self.operator = crate::state::from_bytes(&state.operator).with_context(context)?;
+        self.query.load_state(&state.query).with_context(context)?;
+        if let Some(a) = &mut self.alerting {
+            a.evaluator.load_state(&state.evaluator).with_context(context)?;
+            a.stage.restore(crate::state::from_bytes(&state.stage).with_context(context)?);
+        }
+        self.resume = state.positions.clone();
+        // The skipped records were decoded by the run that wrote the checkpoint.
+        self.columns_seen.iter_mut().for_each(|seen| *seen = true);
+        self.processed = state.positions.iter().map(|p| p.map(|o| o - 1)).collect();
+        self.source.resume_at(&state.positions);
+        self.restored_unassigned = true;
+        let at: Vec<String> = state
+            .positions
+            .iter()
+            .enumerate()
+            .filter_map(|(p, o)| o.map(|o| format!("{} at {o}", self.source.partitions()[p].name)))
+            .collect();
+        crate::log_info!(
+            "{name}: restored checkpoint {} ({} open windows); resuming {}",
+            loaded.path.display(),
+            self.operator.open_windows(),
+            if at.is_empty() { "from the start".to_string() } else { at.join(", ") }
+        );
+        Ok(loaded.sequence)
     }
 
     fn alerting(job: &Job, query: &JobQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
@@ -279,7 +376,13 @@ impl Pipeline {
             }
             match queue.pop_front() {
                 Some(Queued::Chunk(partition, last, pending)) => {
-                    let decoded = pending.wait();
+                    let mut decoded = pending.wait();
+                    if let Some(first) = self.resume[partition] {
+                        skip_before(&mut decoded, first)?;
+                        if last + 1 >= first {
+                            self.resume[partition] = None;
+                        }
+                    }
                     if live {
                         self.operator.watermarks_mut().touch(partition, Instant::now());
                     }
@@ -292,8 +395,25 @@ impl Pipeline {
                     self.emit(fired)?;
                 }
                 Some(Queued::Assigned(ps)) => {
+                    if std::mem::take(&mut self.restored_unassigned) {
+                        // The restored state may hold rows of partitions the group gave to
+                        // another process, which reads them from the group's commit.
+                        let elsewhere: Vec<usize> = (0..self.processed.len()).filter(|p| !ps.contains(p)).collect();
+                        self.operator.drop_partitions(&elsewhere, self.partition_column);
+                        for p in elsewhere {
+                            self.processed[p] = None;
+                            self.resume[p] = None;
+                        }
+                    }
                     for p in ps {
                         self.operator.watermarks_mut().activate(p);
+                    }
+                }
+                Some(Queued::Revoked(ps)) if self.restored_unassigned => {
+                    // Before the first assignment (a group starting up): the restored rows stay
+                    // until the assignment says which partitions are ours.
+                    for p in ps {
+                        self.operator.watermarks_mut().deactivate(p);
                     }
                 }
                 Some(Queued::Revoked(ps)) => {
@@ -318,11 +438,11 @@ impl Pipeline {
             let fired = self.operator.finish();
             // At the end of bounded input every window is complete; at a stop it is not.
             self.emit_marked(fired, !ended, ended)?;
-            self.checkpoint()?;
+            self.final_checkpoint()?;
         } else {
             // Commit up to the first row of the windows about to be discarded: a restart
-            // reads them again.
-            self.checkpoint()?;
+            // reads them again (or, checkpointing, restores them).
+            self.final_checkpoint()?;
             rows_in_open_windows = self.operator.buffered_rows();
             open_windows_at_stop = self.operator.drain_open().len();
         }
@@ -483,11 +603,109 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Checkpoint a live source when windows fired or the commit interval passed.
+    /// Checkpointing: a checkpoint when the interval passed and none is being written, and the
+    /// commits of those that became durable. Otherwise: commit a live source's positions
+    /// when windows fired or the commit interval passed.
     fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = &self.checkpoints {
+            let due = c.last.elapsed() >= c.interval && !c.writer.busy();
+            self.collect_checkpoints(false)?;
+            if due {
+                self.save_checkpoint()?;
+            }
+            return Ok(());
+        }
         let due = self.fired_since_commit > 0 || self.last_commit.elapsed() >= self.options.commit_interval;
         if due && !self.source.is_bounded() {
             self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint at a stop or the end of input (waited for), or the last commit.
+    fn final_checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.checkpoints.is_none() {
+            return self.checkpoint();
+        }
+        self.collect_checkpoints(true)?;
+        self.save_checkpoint()?;
+        self.collect_checkpoints(true)
+    }
+
+    /// Copy the whole state into a checkpoint for the writer thread. Outputs so far are
+    /// flushed first: a restore continues after them and does not produce them again.
+    fn save_checkpoint(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.sink.flush()?;
+        if let Some(a) = &mut self.alerting {
+            a.stage.flush()?;
+        }
+        self.dead_letters.flush()?;
+        self.late.flush()?;
+        let positions: Vec<Option<i64>> = self.processed.iter().map(|p| p.map(|o| o + 1)).collect();
+        // What the group may commit once this is durable: never past a row held in a window,
+        // because a process that takes a partition over has no checkpoint of ours.
+        let held = self.operator.held_offsets(self.partition_column, self.offset_column);
+        let commit: Vec<(usize, i64)> = self
+            .processed
+            .iter()
+            .enumerate()
+            .filter_map(|(p, last)| last.map(|l| (p, held.get(&p).copied().unwrap_or(l + 1).min(l + 1))))
+            .collect();
+        let c = self.checkpoints.as_mut().expect("checkpointing");
+        let (evaluator, stage) = match &self.alerting {
+            Some(a) => (a.evaluator.save_state()?, crate::state::to_bytes(a.stage.state())?),
+            None => (Vec::new(), Vec::new()),
+        };
+        let state = crate::checkpoint::JobState {
+            job: self.job.name.clone(),
+            shape: c.shape,
+            positions,
+            operator: crate::state::to_bytes(&self.operator)?,
+            query: self.query.save_state()?,
+            evaluator,
+            stage,
+        };
+        c.sequence += 1;
+        c.writer.submit(c.sequence, crate::state::to_bytes(&state)?, commit, started);
+        c.last = Instant::now();
+        Ok(())
+    }
+
+    /// Commit the positions of checkpoints that became durable; count and report failures
+    /// (the job runs on, its offsets stay at the last good checkpoint).
+    fn collect_checkpoints(&mut self, wait: bool) -> anyhow::Result<()> {
+        let Some(c) = &mut self.checkpoints else { return Ok(()) };
+        for w in c.writer.finished(wait) {
+            match w.result {
+                Ok(bytes) => {
+                    JobCounters::add(&self.counters.checkpoints, 1);
+                    self.counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+                    self.counters.checkpoint_micros.store(w.took.as_micros() as u64, Ordering::Relaxed);
+                    if std::mem::take(&mut c.failing) {
+                        crate::log_info!("{}: checkpoints are written again ({})", self.job.name, c.dir.display());
+                    }
+                    let changed: Vec<(usize, i64)> =
+                        w.commit.into_iter().filter(|&(p, o)| self.committed[p] != Some(o)).collect();
+                    if !changed.is_empty() {
+                        self.source.commit(&changed).with_context(|| format!("job `{}`", self.job.name))?;
+                        for (p, o) in changed {
+                            self.committed[p] = Some(o);
+                        }
+                    }
+                }
+                Err(e) => {
+                    JobCounters::add(&self.counters.checkpoint_failures, 1);
+                    if !c.failing {
+                        crate::log_error!(
+                            "{}: checkpoint {} failed: {e:#}; the job runs on and commits no offset past its last good checkpoint",
+                            self.job.name,
+                            w.sequence
+                        );
+                    }
+                    c.failing = true;
+                }
+            }
         }
         Ok(())
     }
@@ -529,6 +747,19 @@ impl Pipeline {
         self.last_commit = Instant::now();
         Ok(())
     }
+}
+
+/// Drop a decoded chunk's rows and dead letters before position `first` (already in a
+/// restored state).
+fn skip_before(decoded: &mut Decoded, first: i64) -> anyhow::Result<()> {
+    decoded.dead_letters.retain(|d| d.offset >= first);
+    if decoded.offsets.first().is_none_or(|&o| o >= first) {
+        return Ok(());
+    }
+    let keep = datafusion::arrow::array::BooleanArray::from(decoded.offsets.iter().map(|&o| o >= first).collect::<Vec<_>>());
+    decoded.batch = datafusion::arrow::compute::filter_record_batch(&decoded.batch, &keep)?;
+    decoded.offsets.retain(|&o| o >= first);
+    Ok(())
 }
 
 /// The position of a chunk's last record.

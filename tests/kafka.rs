@@ -734,6 +734,118 @@ size = "10s"
     }
 }
 
+/// A checkpointing job killed with SIGKILL twenty times while its topic fills, restarted
+/// each time, ends with exactly the windows of one uninterrupted replay (as a set: output
+/// after the last checkpoint is produced again, identically).
+#[test]
+fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("killed");
+    create(&topic, 3);
+    let all = events(40_000, 44);
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    let producing = {
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            let p = producer();
+            for batch in all.chunks(1_000) {
+                for e in batch {
+                    p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
+                        .map_err(|(e, _)| e)
+                        .unwrap();
+                }
+                p.flush(Duration::from_secs(30)).unwrap();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            for part in 0..3 {
+                let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+                p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+            }
+            p.flush(Duration::from_secs(30)).unwrap();
+        })
+    };
+    let text = format!(
+        r#"name = "{}"
+sql = """
+SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+service = "string"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+[window]
+kind = "tumbling"
+size = "10s"
+"#,
+        unique("killed")
+    );
+    std::fs::write(d.join("killed.toml"), text).unwrap();
+    let run = |i: usize| {
+        let args = ["run", "killed.toml", "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "100ms"];
+        let out = format!("out-{i:02}.jsonl");
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--output", &out]);
+        spawn(d, &args, &[], &format!("run-{i:02}.log"))
+    };
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut pause = 23u64;
+    while kills < 20 && started.elapsed() < Duration::from_secs(90) {
+        let mut child = run(kills);
+        pause = (pause * 7919 + 13) % 500;
+        std::thread::sleep(Duration::from_millis(250 + pause));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert_eq!(kills, 20, "twenty kills within the time bound");
+    producing.join().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", "killed.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: BTreeSet<String> = std::fs::read_to_string(d.join("uninterrupted.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("zz-close"))
+        .map(String::from)
+        .collect();
+    let seen = || -> BTreeSet<String> {
+        let mut rows = BTreeSet::new();
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_str().unwrap().starts_with("out-") {
+                rows.extend(std::fs::read_to_string(&path).unwrap().lines().map(String::from));
+            }
+        }
+        rows
+    };
+    let mut last = run(kills);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen().len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = &mut last;
+    stop(last);
+    let logs: String = (0..=kills).map(|i| std::fs::read_to_string(d.join(format!("run-{i:02}.log"))).unwrap_or_default()).collect();
+    let restored = logs.matches("restored checkpoint").count();
+    assert!(restored >= 10, "most restarts continue from a checkpoint ({restored} of {kills})\n{logs}");
+    let seen = seen();
+    let missing: Vec<&String> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<&String> = seen.difference(&expected).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the uninterrupted run {extra:?}");
+}
+
 /// Generated events of `cfg`, produced to `topic` on the partition the generator gives each,
 /// with their event time as the message timestamp; then `closing(t)` on every partition at
 /// `t` = the newest event time + `after`, so event time passes every window and deadline.

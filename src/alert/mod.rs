@@ -162,6 +162,16 @@ pub trait Evaluator: Send {
     }
     /// Whether it reads the SQL's rows; one that reads only the window's events (deadlines)
     /// spares the SQL when nobody reads the rows either.
+    /// The evaluator's state for a checkpoint (empty: it keeps none between windows).
+    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    /// Continue from the bytes of [`Evaluator::save_state`].
+    fn load_state(&mut self, _state: &[u8]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn needs_rows(&self) -> bool {
         true
     }

@@ -136,6 +136,15 @@ impl AnomalyEvaluator {
 }
 
 impl Evaluator for AnomalyEvaluator {
+    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        crate::state::to_bytes(self.state())
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.restore(crate::state::from_bytes(state)?);
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "anomaly"
     }

@@ -16,6 +16,17 @@ pub struct Args {
     /// When stopped, emit open windows with the rows they have instead of discarding them.
     #[arg(long)]
     pub flush_on_stop: bool,
+    /// Checkpoint the job's whole state and source positions into DIR/<job>/, and continue
+    /// from the newest whole checkpoint there at start.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Time between checkpoints (with --state-dir).
+    #[arg(long, default_value = "10s", value_parser = super::positive_duration)]
+    pub checkpoint_interval: std::time::Duration,
+    /// Start without the checkpoints in --state-dir (a changed job whose old state does not fit):
+    /// Kafka resumes at the group's committed offsets, files at their start.
+    #[arg(long, requires = "state_dir")]
+    pub fresh: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -30,7 +41,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = osprey::source::open_live(&job, cluster.as_ref())?;
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
-    let options = Options { flush_on_stop: args.flush_on_stop, cluster, ..Options::live(stop) };
+    if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
+        anyhow::bail!(
+            "job `{}` ({}): --state-dir needs a source with positions to resume from (a file or a Kafka topic); the generator has none",
+            job.name,
+            job.path.display()
+        );
+    }
+    let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh });
+    let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop) };
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
     super::report(&job, &summary, false);

@@ -308,6 +308,14 @@ pub struct CumulativeState {
     pub peak_groups: u64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    groups: crate::state::SerdeBatches,
+    since: Option<Millis>,
+    dropped_groups: u64,
+    peak_groups: u64,
+}
+
 /// One evaluation: the final rows of the groups this pane changed, and of those `ttl` dropped.
 pub struct CumulativeRows {
     pub changed: Vec<RecordBatch>,
@@ -419,6 +427,58 @@ impl CumulativeQuery {
         let dropped: Vec<(&OwnedRow, &Group)> = dropped.iter().map(|(k, g)| (k, g)).collect();
         let dropped = self.evaluate(&dropped, since, window.end)?;
         Ok(CumulativeRows { changed, dropped })
+    }
+
+    /// The running state for a checkpoint: every group as a row of the state schema (keys,
+    /// partials, last event) in an Arrow IPC stream, so types and exact decimals survive.
+    pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        let groups: Vec<(&OwnedRow, &Group)> = self.state.groups.iter().collect();
+        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| k.row()))?;
+        for i in 0..self.merges.len() {
+            let ty = self.state_schema.field(self.groups_n + i).data_type();
+            let array = if groups.is_empty() {
+                datafusion::arrow::array::new_empty_array(ty)
+            } else {
+                ScalarValue::iter_to_array(groups.iter().map(|(_, g)| g.values[i].clone()))?
+            };
+            columns.push(if array.data_type() == ty { array } else { cast(&array, ty)? });
+        }
+        let last: ArrayRef = Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>()));
+        columns.push(last);
+        let fields: Vec<Field> = self.state_schema.fields().iter().take(columns.len() - 1).map(|f| f.as_ref().clone()).collect();
+        let mut fields = fields;
+        fields.push(Field::new("_last", DataType::Timestamp(TimeUnit::Millisecond, None), false));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let saved = SavedState {
+            groups: crate::state::SerdeBatches(vec![batch]),
+            since: self.state.since,
+            dropped_groups: self.state.dropped_groups,
+            peak_groups: self.state.peak_groups,
+        };
+        crate::state::to_bytes(&saved)
+    }
+
+    /// Continue from [`CumulativeQuery::save_state`].
+    pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let saved: SavedState = crate::state::from_bytes(bytes)?;
+        let mut state = CumulativeState { since: saved.since, dropped_groups: saved.dropped_groups, peak_groups: saved.peak_groups, ..Default::default() };
+        for b in &saved.groups.0 {
+            anyhow::ensure!(b.num_columns() == self.groups_n + self.merges.len() + 1, "the saved groups have other columns than this job's");
+            let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
+            let last = b.column(b.num_columns() - 1).as_primitive::<TimestampMillisecondType>();
+            for row in 0..b.num_rows() {
+                let key = keys.row(row).owned();
+                let values = (0..self.merges.len())
+                    .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                if self.ttl.is_some() {
+                    state.by_last.insert((last.value(row), key.clone()));
+                }
+                state.groups.insert(key, Group { values, last: last.value(row) });
+            }
+        }
+        self.state = state;
+        Ok(())
     }
 
     /// The job's SQL over some groups' running values.

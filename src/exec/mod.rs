@@ -53,6 +53,21 @@ impl JobQuery {
         }
     }
 
+    /// The query's own state for a checkpoint (a windowed query keeps none between windows).
+    pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        match self {
+            JobQuery::Windowed(_) => Ok(Vec::new()),
+            JobQuery::Cumulative(q) => q.save_state(),
+        }
+    }
+
+    pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            JobQuery::Windowed(_) => Ok(()),
+            JobQuery::Cumulative(q) => q.load_state(bytes),
+        }
+    }
+
     /// Counters for the run's summary: a cumulative window's groups.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         match self {

@@ -11,13 +11,15 @@ fn escape(v: &str) -> String {
 
 pub fn render(reg: &Registry) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&crate::metrics::CountersSnapshot) -> u64); 6] = [
+    let counters: [(&str, &str, fn(&crate::metrics::CountersSnapshot) -> u64); 8] = [
         ("osprey_job_records_in_total", "Records read from the job's source.", |c| c.records_in),
         ("osprey_job_rows_out_total", "Result rows written.", |c| c.rows_out),
         ("osprey_job_decode_errors_total", "Records that did not decode (dead letters).", |c| c.decode_errors),
         ("osprey_job_late_records_total", "Records later than the allowed lateness (routed to [late]).", |c| c.late_records),
         ("osprey_job_windows_closed_total", "Windows fired.", |c| c.windows_closed),
         ("osprey_job_window_updates_total", "Windows fired again by late records within the allowed lateness.", |c| c.window_updates),
+        ("osprey_job_checkpoints_total", "Checkpoints written durably.", |c| c.checkpoints),
+        ("osprey_job_checkpoint_failures_total", "Checkpoints that could not be written (offsets stay at the last good one).", |c| c.checkpoint_failures),
     ];
     for (name, help, get) in counters {
         writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter").unwrap();
@@ -25,6 +27,16 @@ pub fn render(reg: &Registry) -> String {
             let value = e.counters.as_ref().map(|c| get(&c.snapshot())).unwrap_or(0);
             writeln!(out, "{name}{{job=\"{}\"}} {value}", escape(&e.job.name)).unwrap();
         }
+    }
+    writeln!(out, "# HELP osprey_job_checkpoint_bytes Size of the job's last durable checkpoint.\n# TYPE osprey_job_checkpoint_bytes gauge").unwrap();
+    for e in reg.jobs.values() {
+        let value = e.counters.as_ref().map(|c| c.snapshot().checkpoint_bytes).unwrap_or(0);
+        writeln!(out, "osprey_job_checkpoint_bytes{{job=\"{}\"}} {value}", escape(&e.job.name)).unwrap();
+    }
+    writeln!(out, "# HELP osprey_job_checkpoint_duration_seconds Time the job's last checkpoint took (state copied, written, synced).\n# TYPE osprey_job_checkpoint_duration_seconds gauge").unwrap();
+    for e in reg.jobs.values() {
+        let value = e.counters.as_ref().map(|c| c.snapshot().checkpoint_micros).unwrap_or(0);
+        writeln!(out, "osprey_job_checkpoint_duration_seconds{{job=\"{}\"}} {}", escape(&e.job.name), value as f64 / 1e6).unwrap();
     }
     writeln!(out, "# HELP osprey_job_watermark_seconds The job's watermark (event time, Unix seconds).\n# TYPE osprey_job_watermark_seconds gauge").unwrap();
     for e in reg.jobs.values() {

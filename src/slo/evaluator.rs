@@ -367,6 +367,15 @@ fn json_number(x: f64) -> Value {
 }
 
 impl Evaluator for SloEvaluator {
+    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+        crate::state::to_bytes(self.state())
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+        self.restore(crate::state::from_bytes(state)?);
+        Ok(())
+    }
+
     fn kind(&self) -> &'static str {
         "slo"
     }

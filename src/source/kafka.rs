@@ -91,6 +91,9 @@ pub struct KafkaSource {
     caught_up: Vec<bool>,
     /// Group mode: when the oldest message in the partition's buffer arrived.
     first_at: Vec<Option<Instant>>,
+    /// A restored job's positions: an assigned partition seeks there (its group commit may
+    /// be ahead of them when the newest checkpoint was unusable).
+    resume: Vec<Option<i64>>,
 }
 
 /// Messages taken per poll, at most.
@@ -173,6 +176,7 @@ impl KafkaSource {
             paused: vec![false; partitions],
             caught_up: vec![false; partitions],
             first_at: vec![None; partitions],
+            resume: vec![None; partitions],
         };
         match start {
             Start::Group { .. } => {
@@ -446,6 +450,13 @@ impl KafkaSource {
                     if let Err(e) = self.consumer.resume(&resume) {
                         crate::log_warn!("{}: cannot resume {}: {e}", self.group_label(), self.partition_names(&ps));
                     }
+                    for &p in &ps {
+                        if let Some(offset) = self.resume[p].take() {
+                            if let Err(e) = self.consumer.seek(&self.topic, p as i32, Offset::Offset(offset), Duration::from_secs(10)) {
+                                crate::log_warn!("{}: cannot seek {}/{p} to the checkpoint's offset {offset}: {e}", self.group_label(), self.topic);
+                            }
+                        }
+                    }
                     self.ready.push_back(Poll::Assigned(ps));
                 }
                 GroupEvent::Revoked(ps) => {
@@ -529,6 +540,12 @@ impl Source for KafkaSource {
 
     fn total_records(&self) -> Option<u64> {
         self.total_records
+    }
+
+    fn resume_at(&mut self, positions: &[Option<i64>]) {
+        if self.ends.is_none() {
+            self.resume = positions.to_vec();
+        }
     }
 
     fn is_bounded(&self) -> bool {

@@ -108,6 +108,10 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// A restored job continues at these positions (per partition, the next record): a
+    /// source that can seek does; the pipeline skips what comes before them anyway.
+    fn resume_at(&mut self, _positions: &[Option<i64>]) {}
+
     /// True when the source is bounded (files): at its end the pipeline closes every window.
     fn is_bounded(&self) -> bool;
 }
