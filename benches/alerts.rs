@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
     let mut s = stage();
     s.evaluate(60_000, all.clone()).unwrap();
     let held = LIVE.load(Relaxed) - before;
-    let serialized = postcard::to_stdvec(s.state()).unwrap().len();
+    let serialized = osprey::state::to_bytes(s.state()).unwrap().len();
     eprintln!(
         "alert stage state: {} heap bytes per fingerprint ({} serialised), {} fingerprints",
         held / KEYS as isize,

@@ -28,12 +28,16 @@ pub struct JobState {
     /// Per partition, the next record to read (everything before it is in the state).
     pub positions: Vec<Option<i64>>,
     /// The window operator (open windows and panes, watermarks).
+    #[serde(with = "crate::state::bytes")]
     pub operator: Vec<u8>,
     /// The SQL's own state (a cumulative window's running aggregates).
+    #[serde(with = "crate::state::bytes")]
     pub query: Vec<u8>,
     /// The job kind's evaluator (SLO rings, timers, detector models).
+    #[serde(with = "crate::state::bytes")]
     pub evaluator: Vec<u8>,
     /// The alert stage (lifecycle, dedup, sequence numbers, storms, groups).
+    #[serde(with = "crate::state::bytes")]
     pub stage: Vec<u8>,
 }
 

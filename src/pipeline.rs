@@ -607,10 +607,10 @@ impl Pipeline {
     /// commits of those that became durable. Otherwise: commit a live source's positions
     /// when windows fired or the commit interval passed.
     fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
-        if let Some(c) = &self.checkpoints {
-            let due = c.last.elapsed() >= c.interval && !c.writer.busy();
+        if self.checkpoints.is_some() {
             self.collect_checkpoints(false)?;
-            if due {
+            let c = self.checkpoints.as_ref().expect("checked");
+            if c.last.elapsed() >= c.interval && !c.writer.busy() {
                 self.save_checkpoint()?;
             }
             return Ok(());

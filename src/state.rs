@@ -61,15 +61,32 @@ fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error>
             Ok(out)
         }
     }
-    d.deserialize_bytes(V)
+    // byte_buf: CBOR hands out long byte strings only as owned buffers.
+    d.deserialize_byte_buf(V)
 }
 
-/// Serialise a value (operator state) to bytes for a checkpoint.
+/// `#[serde(with = "crate::state::bytes")]` for a `Vec<u8>` kept as one byte string
+/// (serde's default writes it as a list of numbers).
+pub mod bytes {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        super::serde_bytes_vec(d)
+    }
+}
+
+/// Serialise a value (job state) to bytes for a checkpoint. CBOR, because it describes
+/// itself: alert observations carry free-form JSON evidence, which a schema-less format like
+/// postcard cannot read back.
 pub fn to_bytes<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
-    Ok(postcard::to_stdvec(value)?)
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out)?;
+    Ok(out)
 }
 
 /// The inverse of [`to_bytes`].
 pub fn from_bytes<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> anyhow::Result<T> {
-    Ok(postcard::from_bytes(bytes)?)
+    Ok(ciborium::from_reader(bytes)?)
 }

@@ -219,3 +219,64 @@ fn the_desk_holds_every_check_and_the_knight_scenario_breaks_them() {
         }
     }
 }
+
+/// A Knight check run on a file with checkpoints, killed with SIGKILL at several points and
+/// restarted each time, raises exactly the alert transitions (same fingerprints, sequence
+/// numbers, evidence) of one uninterrupted replay: the cumulative positions, the deadline
+/// timers and the alert stage all come back from the checkpoint.
+#[test]
+fn knight_checks_killed_and_restarted_from_checkpoints_raise_the_alerts_of_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    osprey_ok(&["generate", "--stream", "trading-events", "--events", "150000", "--knight-at", "20s", "--output", "knight.jsonl"], d);
+    for check in ["position_limit", "order_deadline"] {
+        let text = std::fs::read_to_string(check_path(check)).unwrap();
+        let text = text.replacen("kind = \"kafka\"\ntopic = \"trading-events\"", "kind = \"file\"\npath = \"knight.jsonl\"", 1);
+        assert!(text.contains("path = \"knight.jsonl\""), "{check}: the file source replaced the topic");
+        std::fs::write(d.join(format!("{check}.toml")), &text).unwrap();
+        let rows = format!("{check}.once.rows.jsonl");
+        osprey_ok(&["replay", &format!("{check}.toml"), "--output", &format!("{check}.once.jsonl"), "--rows", &rows, "--quiet"], d);
+        let read = |f: &str| -> std::collections::BTreeSet<String> {
+            std::fs::read_to_string(d.join(f)).unwrap_or_default().lines().map(String::from).collect()
+        };
+        let once = read(&format!("{check}.once.jsonl"));
+        let once_rows = read(&rows);
+        assert!(!once.is_empty(), "{check} fires in the Knight scenario");
+        let mut seen = std::collections::BTreeSet::new();
+        let mut seen_rows = std::collections::BTreeSet::new();
+        let mut restored = 0;
+        let newest = || -> u64 {
+            std::fs::read_dir(d.join("state").join(check))
+                .map(|it| it.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("checkpoint-")?.strip_suffix(".bin")?.parse().ok()).max().unwrap_or(0))
+                .unwrap_or(0)
+        };
+        // Each killed run first writes a checkpoint past the one it restored, so the runs
+        // together get through the input, then dies at once or a little later.
+        for (i, after) in [Some(0u64), Some(30), Some(0), Some(80), None].into_iter().enumerate() {
+            let out = format!("{check}.{i}.jsonl");
+            let log = std::fs::File::create(d.join(format!("{check}.{i}.log"))).unwrap();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_osprey"))
+                .args(["run", &format!("{check}.toml"), "--state-dir", "state", "--checkpoint-interval", "20ms", "--output", &out, "--rows", &format!("{check}.{i}.rows.jsonl")])
+                .current_dir(d)
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            if let Some(after) = after {
+                let before = newest();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while newest() <= before + 1 && child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(after));
+                let _ = child.kill(); // SIGKILL
+            }
+            child.wait().unwrap();
+            seen.extend(read(&out));
+            seen_rows.extend(read(&format!("{check}.{i}.rows.jsonl")));
+            restored += std::fs::read_to_string(d.join(format!("{check}.{i}.log"))).unwrap().contains("restored checkpoint") as usize;
+        }
+        assert!(restored >= 1, "{check}: a restart continued from a checkpoint");
+        assert_eq!(seen, once, "{check}: the alert transitions of one uninterrupted run");
+        assert_eq!(seen_rows, once_rows, "{check}: the evaluated rows (running positions) of one uninterrupted run");
+    }
+}
