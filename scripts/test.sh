@@ -17,12 +17,16 @@ fi
 if ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
 fi
+# The server's page is checked in a real headless browser.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests: installing ${missing[*]}"
   if command -v apt-get >/dev/null 2>&1; then
     (apt-get install -y -qq "${missing[@]}" || (apt-get update -qq && apt-get install -y -qq "${missing[@]}")) >/dev/null
   else
-    echo "tests: install ${missing[*]} (Alertmanager, promtool) and run this again" >&2
+    echo "tests: install ${missing[*]} (Alertmanager, promtool, chromium) and run this again" >&2
     exit 1
   fi
 fi

@@ -15,6 +15,12 @@ pub struct JobCounters {
     pub rows_out: AtomicU64,
     pub checkpoints: AtomicU64,
     pub checkpoint_failures: AtomicU64,
+    /// An alerting job's alert stage: transitions written (fired, resolved) and evaluations
+    /// it kept quiet (dedup, inhibition, storms), as it goes.
+    pub alerts_emitted: AtomicU64,
+    pub alerts_suppressed: AtomicU64,
+    /// The alerts firing now (an alerting job), refreshed after each evaluation.
+    pub firing: std::sync::Mutex<Vec<crate::alert::lifecycle::Firing>>,
     /// The last durable checkpoint's size in bytes, and the time to save it (serialise and
     /// write) in microseconds.
     pub checkpoint_bytes: AtomicU64,
@@ -51,6 +57,8 @@ pub struct CountersSnapshot {
     pub rows_out: u64,
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
+    pub alerts_emitted: u64,
+    pub alerts_suppressed: u64,
     pub checkpoint_bytes: u64,
     pub checkpoint_micros: u64,
     /// Epoch milliseconds; `i64::MIN` before the first watermark.
@@ -105,6 +113,8 @@ impl JobCounters {
             window_updates: self.window_updates.load(Relaxed),
             rows_out: self.rows_out.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
+            alerts_emitted: self.alerts_emitted.load(Relaxed),
+            alerts_suppressed: self.alerts_suppressed.load(Relaxed),
             checkpoint_failures: self.checkpoint_failures.load(Relaxed),
             checkpoint_bytes: self.checkpoint_bytes.load(Relaxed),
             checkpoint_micros: self.checkpoint_micros.load(Relaxed),

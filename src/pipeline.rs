@@ -597,6 +597,10 @@ impl Pipeline {
             for (t, holding) in verdicts.evaluations {
                 a.stage.judge(t, holding)?;
             }
+            let counts = a.stage.counts();
+            self.counters.alerts_emitted.store(counts.fired + counts.resolved, Ordering::Relaxed);
+            self.counters.alerts_suppressed.store(counts.deduplicated + counts.suppressed + counts.folded, Ordering::Relaxed);
+            *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
             self.counters.observe_latency(closed.elapsed());
             self.fired_since_commit += 1;
         }
@@ -748,6 +752,9 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// Firing alerts a job publishes for the server's page.
+const FIRING_SHOWN: usize = 100;
 
 /// Drop a decoded chunk's rows and dead letters before position `first` (already in a
 /// restored state).

@@ -61,7 +61,35 @@ pub struct Lifecycle {
 /// One day: how long a resolved fingerprint's sequence is remembered by default.
 pub const DEFAULT_RETENTION: Millis = 24 * 3_600_000;
 
+/// An alert firing now, as the server's page lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Firing {
+    pub rule: String,
+    pub severity: String,
+    pub labels: BTreeMap<String, String>,
+    pub summary: Option<String>,
+    pub starts_at: Millis,
+}
+
 impl Lifecycle {
+    /// Up to `limit` of the alerts firing now, in fingerprint order.
+    pub fn firing_list(&self, limit: usize) -> Vec<Firing> {
+        self.alerts
+            .values()
+            .filter_map(|t| match t.state {
+                State::Firing { starts_at, .. } => Some(Firing {
+                    rule: t.latest.rule.clone(),
+                    severity: t.latest.severity.clone(),
+                    labels: t.latest.labels.clone(),
+                    summary: t.latest.annotations.get("summary").cloned(),
+                    starts_at,
+                }),
+                _ => None,
+            })
+            .take(limit)
+            .collect()
+    }
+
     pub fn new(job: &str, kind: &str, default: Timing) -> Self {
         Lifecycle {
             job: job.into(),

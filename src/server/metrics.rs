@@ -11,13 +11,15 @@ fn escape(v: &str) -> String {
 
 pub fn render(reg: &Registry) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&crate::metrics::CountersSnapshot) -> u64); 8] = [
+    let counters: [(&str, &str, fn(&crate::metrics::CountersSnapshot) -> u64); 10] = [
         ("osprey_job_records_in_total", "Records read from the job's source.", |c| c.records_in),
         ("osprey_job_rows_out_total", "Result rows written.", |c| c.rows_out),
         ("osprey_job_decode_errors_total", "Records that did not decode (dead letters).", |c| c.decode_errors),
         ("osprey_job_late_records_total", "Records later than the allowed lateness (routed to [late]).", |c| c.late_records),
         ("osprey_job_windows_closed_total", "Windows fired.", |c| c.windows_closed),
         ("osprey_job_window_updates_total", "Windows fired again by late records within the allowed lateness.", |c| c.window_updates),
+        ("osprey_job_alerts_emitted_total", "Alert transitions written (fired and resolved).", |c| c.alerts_emitted),
+        ("osprey_job_alerts_suppressed_total", "Alert evaluations kept quiet: deduplicated, inhibited, folded into storms.", |c| c.alerts_suppressed),
         ("osprey_job_checkpoints_total", "Checkpoints written durably.", |c| c.checkpoints),
         ("osprey_job_checkpoint_failures_total", "Checkpoints that could not be written (offsets stay at the last good one).", |c| c.checkpoint_failures),
     ];

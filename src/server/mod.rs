@@ -1,6 +1,7 @@
 //! `osprey serve`: many jobs in one process, submitted and operated over HTTP.
 //!
-//! Routes (JSON; `openapi.json` documents them): `POST /v1/jobs` (the TOML job file as the
+//! Routes (JSON; `openapi.json` documents them): `GET /` (an HTML page of the jobs and their
+//! firing alerts), `POST /v1/jobs` (the TOML job file as the
 //! body), `POST /v1/validate`, `GET /v1/jobs`, `GET /v1/jobs/{name}`,
 //! `POST /v1/jobs/{name}/stop`, `POST /v1/jobs/{name}/restart`, `DELETE /v1/jobs/{name}`,
 //! `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
@@ -8,6 +9,7 @@
 //! refuses to listen beyond loopback without one.
 
 mod metrics;
+mod page;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -51,6 +53,7 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
     let registry = Registry::open(settings.data_dir.clone(), settings.cluster.clone())?;
     let app: App = Arc::new(Shared { registry: Mutex::new(registry), token: settings.token.clone() });
     let router = Router::new()
+        .route("/", get(home))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/validate", post(validate))
         .route("/v1/jobs/{name}", get(show).delete(delete))
@@ -196,6 +199,11 @@ async fn restart(State(app): State<App>, headers: HeaderMap, Path(name): Path<St
 
 async fn delete(State(app): State<App>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     change(app, headers, name, "delete").await
+}
+
+async fn home(State(app): State<App>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    ([("content-type", "text/html; charset=utf-8")], page::render(&reg)).into_response()
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {

@@ -181,3 +181,61 @@ fn the_server_refuses_to_listen_beyond_loopback_without_a_token() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("without a token"));
 }
+
+const ALERTING: &str = r#"name = "busy"
+kind = "invariant"
+sql = "SELECT window_start, window_end, service, count(*) AS requests FROM events GROUP BY window_start, window_end, service"
+[source]
+kind = "file"
+path = "../requests.jsonl"
+[source.schema]
+ts = "timestamp"
+service = "string"
+[event_time]
+column = "ts"
+watermark_delay = "5s"
+[window]
+kind = "tumbling"
+size = "1m"
+[invariant]
+key = ["service"]
+violation = "requests > 0"
+summary = "{service} <b>served</b> {requests} requests"
+value = "requests"
+threshold = 0
+"#;
+
+/// The page at `/`, loaded by a real headless browser (Debian's chromium): the submitted jobs
+/// with their status, and the alerts firing now, with markup from a job's text escaped.
+#[test]
+fn the_page_shows_submitted_jobs_and_their_firing_alerts_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    osprey_ok(&["generate", "--events", "5000", "--output", "data/requests.jsonl"], d);
+    let s = start(d, free_port());
+    for job in [JOB, ALERTING] {
+        let (status, body) = http(&s, "POST", "/v1/jobs", job, Some("s3cret"));
+        assert_eq!(status, 201, "{body}");
+    }
+    for name in ["red", "busy"] {
+        let j = wait_for(&s, name, |j| j["finished"] == true);
+        assert_eq!(j["finished"], true, "{j}");
+    }
+    let browser = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok());
+    let browser = browser.expect("chromium is installed (./scripts/test.sh installs Debian's chromium)");
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom", &format!("http://{}/", s.addr)])
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(dom.contains("<h1>Osprey</h1>"), "the browser rendered the page\n{}\n{dom}", String::from_utf8_lossy(&out.stderr));
+    for name in ["red", "busy"] {
+        assert!(dom.contains(&format!("data-job=\"{name}\"")), "job {name} listed\n{dom}");
+    }
+    let alerts: Vec<&str> = dom.lines().filter(|l| l.contains("class=\"alert\"")).collect();
+    assert!(!alerts.is_empty() && alerts.iter().all(|l| l.contains("<td>busy</td>")), "busy's alerts listed\n{dom}");
+    assert!(alerts.iter().any(|l| l.contains("service=checkout")), "{alerts:?}");
+    assert!(alerts.iter().all(|l| !l.contains("<b>") && l.contains("&lt;b&gt;served")), "a job's text is escaped, not markup\n{alerts:?}");
+}
