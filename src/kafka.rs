@@ -134,6 +134,11 @@ impl KafkaProducer {
         self.enqueue(topic, record)
     }
 
+    /// Queue a tombstone (a null value) for `key`: compaction then forgets the key.
+    pub fn send_tombstone(&self, topic: &str, partition: i32, key: &[u8]) -> anyhow::Result<()> {
+        self.enqueue(topic, BaseRecord::to(topic).key(key).partition(partition))
+    }
+
     fn enqueue(&self, topic: &str, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
         loop {
             match self.producer.send(record) {

@@ -19,6 +19,8 @@ pub struct JobCounters {
     /// it kept quiet (dedup, inhibition, storms), as it goes.
     pub alerts_emitted: AtomicU64,
     pub alerts_suppressed: AtomicU64,
+    /// Consumer lag per source partition (name, records behind), refreshed every few seconds.
+    pub lag: std::sync::Mutex<Vec<(String, i64)>>,
     /// The alerts firing now (an alerting job), refreshed after each evaluation.
     pub firing: std::sync::Mutex<Vec<crate::alert::lifecycle::Firing>>,
     /// The last durable checkpoint's size in bytes, and the time to save it (serialise and

@@ -175,6 +175,8 @@ pub struct Pipeline {
     resume: Vec<Option<i64>>,
     /// Restored from a checkpoint and not yet assigned partitions by a consumer group.
     restored_unassigned: bool,
+    /// When the source's lag was last asked for.
+    lag_asked: Option<Instant>,
 }
 
 impl Pipeline {
@@ -226,6 +228,7 @@ impl Pipeline {
             checkpoints: None,
             resume: vec![None; partitions],
             restored_unassigned: false,
+            lag_asked: None,
             options,
         };
         if let Some(store) = store {
@@ -611,6 +614,13 @@ impl Pipeline {
     /// commits of those that became durable. Otherwise: commit a live source's positions
     /// when windows fired or the commit interval passed.
     fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.options.mode == Mode::Live && self.lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            self.lag_asked = Some(Instant::now());
+            if let Some(lag) = self.source.lag() {
+                let names = self.source.partitions();
+                *self.counters.lag.lock().expect("not poisoned") = lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect();
+            }
+        }
         if self.checkpoints.is_some() {
             self.collect_checkpoints(false)?;
             let c = self.checkpoints.as_ref().expect("checked");
@@ -752,6 +762,9 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// How often a live job asks its source for its consumer lag.
+const LAG_EVERY: Duration = Duration::from_secs(2);
 
 /// Firing alerts a job publishes for the server's page.
 const FIRING_SHOWN: usize = 100;

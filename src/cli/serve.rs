@@ -16,12 +16,16 @@ pub struct ServeArgs {
     /// Kafka bootstrap servers for the jobs; also OSPREY_BROKERS.
     #[arg(long)]
     brokers: Option<String>,
+    /// With --brokers: the compacted topic holding the job registry, shared by every server
+    /// that names it (without Kafka: <data-dir>/registry.json).
+    #[arg(long, default_value = "osprey.registry")]
+    registry_topic: String,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let token = std::env::var("OSPREY_TOKEN").ok().filter(|t| !t.is_empty());
     let brokers = a.brokers.or_else(|| std::env::var("OSPREY_BROKERS").ok().filter(|b| !b.is_empty()));
-    let settings = osprey::server::Settings { listen: a.listen, data_dir: a.data_dir, token, cluster: brokers.map(osprey::kafka::Cluster::new) };
+    let settings = osprey::server::Settings { listen: a.listen, data_dir: a.data_dir, token, cluster: brokers.map(osprey::kafka::Cluster::new), registry_topic: Some(a.registry_topic) };
     osprey::server::serve(settings, super::stop_on_signal())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,13 @@ pub fn render(reg: &Registry) -> String {
             writeln!(out, "{name}{{job=\"{}\"}} {value}", escape(&e.job.name)).unwrap();
         }
     }
+    writeln!(out, "# HELP osprey_job_consumer_lag Records behind the end of a source partition (Kafka).\n# TYPE osprey_job_consumer_lag gauge").unwrap();
+    for e in reg.jobs.values() {
+        let Some(c) = &e.counters else { continue };
+        for (p, n) in c.lag.lock().expect("not poisoned").iter() {
+            writeln!(out, "osprey_job_consumer_lag{{job=\"{}\",partition=\"{}\"}} {n}", escape(&e.job.name), escape(p)).unwrap();
+        }
+    }
     writeln!(out, "# HELP osprey_job_checkpoint_bytes Size of the job's last durable checkpoint.\n# TYPE osprey_job_checkpoint_bytes gauge").unwrap();
     for e in reg.jobs.values() {
         let value = e.counters.as_ref().map(|c| c.snapshot().checkpoint_bytes).unwrap_or(0);

@@ -11,6 +11,7 @@
 mod metrics;
 mod page;
 pub mod registry;
+pub mod shared;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub token: Option<String>,
     pub cluster: Option<crate::kafka::Cluster>,
+    /// The shared registry's compacted topic (with a cluster); else `<data-dir>/registry.json`.
+    pub registry_topic: Option<String>,
 }
 
 struct Shared {
@@ -50,8 +53,19 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
             settings.listen
         );
     }
-    let registry = Registry::open(settings.data_dir.clone(), settings.cluster.clone())?;
+    let (registry, follower) = Registry::open(settings.data_dir.clone(), settings.cluster.clone(), settings.registry_topic.as_deref())?;
     let app: App = Arc::new(Shared { registry: Mutex::new(registry), token: settings.token.clone() });
+    let following = follower.map(|f| {
+        let (app, stop) = (app.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let changes = f.poll(std::time::Duration::from_millis(200));
+                if !changes.is_empty() {
+                    app.registry.lock().expect("not poisoned").apply_changes(changes);
+                }
+            }
+        })
+    });
     let router = Router::new()
         .route("/", get(home))
         .route("/v1/jobs", post(submit).get(list))
@@ -80,6 +94,9 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
         axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
         anyhow::Ok(())
     })?;
+    if let Some(t) = following {
+        let _ = t.join();
+    }
     crate::log_info!("serve: stopping every job");
     app.registry.lock().expect("not poisoned").shutdown();
     Ok(())

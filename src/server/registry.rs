@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::job::{Job, JobError, RouteConfig, SinkConfig, SourceConfig};
@@ -41,17 +41,19 @@ pub struct Entry {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    name: String,
-    text: String,
-    stopped: bool,
-}
+use super::shared::{Change, Follower, RegistryTopic, Saved};
+
+/// How often a server's jobs checkpoint.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Registry {
     pub data_dir: PathBuf,
     pub cluster: Option<Cluster>,
     pub jobs: BTreeMap<String, Entry>,
+    /// The shared registry topic; `None`: `<data-dir>/registry.json`.
+    shared: Option<RegistryTopic>,
+    /// Applying a change read from the shared topic: nothing is written back.
+    applying: bool,
 }
 
 /// Why a submission is refused: the HTTP status and the error.
@@ -80,10 +82,26 @@ impl Refusal {
 }
 
 impl Registry {
-    pub fn open(data_dir: PathBuf, cluster: Option<Cluster>) -> anyhow::Result<Registry> {
+    /// The registry in `<data-dir>/registry.json`, or (`topic`, with a cluster) in a shared
+    /// compacted topic: then also the follower of that topic's later changes.
+    pub fn open(data_dir: PathBuf, cluster: Option<Cluster>, topic: Option<&str>) -> anyhow::Result<(Registry, Option<Follower>)> {
         std::fs::create_dir_all(data_dir.join("jobs"))?;
         let data_dir = data_dir.canonicalize()?;
-        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new() };
+        let shared = match (&cluster, topic) {
+            (Some(c), Some(t)) => Some(RegistryTopic::open(c, t)?),
+            _ => None,
+        };
+        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new(), shared, applying: false };
+        if let Some(shared) = &r.shared {
+            let (changes, follower) = shared.read()?;
+            crate::log_info!("serve: registry in the Kafka topic `{}` ({} entries read)", shared.topic(), changes.len());
+            r.applying = true;
+            for (name, entry) in changes {
+                r.apply(&name, entry);
+            }
+            r.applying = false;
+            return Ok((r, Some(follower)));
+        }
         let path = r.file();
         if path.exists() {
             let saved: Vec<Saved> = serde_json::from_str(&std::fs::read_to_string(&path)?)
@@ -98,18 +116,75 @@ impl Registry {
                 }
             }
         }
-        Ok(r)
+        Ok((r, None))
+    }
+
+    /// Follow one change another server (or this one) wrote to the shared registry.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) {
+        self.applying = true;
+        for (name, entry) in changes {
+            self.apply(&name, entry);
+        }
+        self.applying = false;
+    }
+
+    fn apply(&mut self, name: &str, entry: Option<Saved>) {
+        let Some(entry) = entry else {
+            if self.jobs.contains_key(name) {
+                crate::log_info!("serve: job `{name}` deleted in the shared registry");
+                self.delete(name);
+            }
+            return;
+        };
+        let running = self.jobs.get(name).map(|e| e.run.lock().expect("not poisoned").status == Status::Running);
+        match self.jobs.get(name) {
+            Some(e) if e.text == entry.text => match (entry.stopped, running) {
+                (true, Some(true)) => {
+                    crate::log_info!("serve: job `{name}` stopped in the shared registry");
+                    self.stop(name);
+                }
+                (false, Some(false)) => {
+                    crate::log_info!("serve: job `{name}` restarted in the shared registry");
+                    self.start(name);
+                }
+                _ => {}
+            },
+            _ => {
+                if self.jobs.contains_key(name) {
+                    self.delete(name);
+                }
+                match self.check(&entry.text) {
+                    Ok(job) => {
+                        crate::log_info!("serve: job `{name}` from the shared registry{}", if entry.stopped { " (stopped)" } else { "" });
+                        self.insert(entry.text, job, !entry.stopped);
+                    }
+                    Err(e) => crate::log_warn!("serve: job `{name}` from the shared registry does not validate here: {}", e.body),
+                }
+            }
+        }
     }
 
     fn file(&self) -> PathBuf {
         self.data_dir.join("registry.json")
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    fn saved(&self, e: &Entry) -> Saved {
+        Saved { name: e.job.name.clone(), text: e.text.clone(), stopped: e.run.lock().expect("not poisoned").status != Status::Running }
+    }
+
+    /// Record `name`'s entry (or its deletion): in the shared topic, or the whole file.
+    fn save(&self, name: &str) -> anyhow::Result<()> {
+        if self.applying {
+            return Ok(());
+        }
+        if let Some(shared) = &self.shared {
+            let entry = self.jobs.get(name).map(|e| self.saved(e));
+            return shared.publish(name, entry.as_ref());
+        }
         let saved: Vec<Saved> = self
             .jobs
             .values()
-            .map(|e| Saved { name: e.job.name.clone(), text: e.text.clone(), stopped: e.run.lock().expect("not poisoned").status != Status::Running })
+            .map(|e| self.saved(e))
             .collect();
         let tmp = self.file().with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)?;
@@ -204,9 +279,7 @@ impl Registry {
         if start {
             self.start(&name);
         }
-        if let Err(e) = self.save() {
-            crate::log_warn!("serve: cannot save the registry: {e:#}");
-        }
+        self.save_or_warn(&name);
     }
 
     /// Validate, add and start a job: its view.
@@ -220,8 +293,19 @@ impl Registry {
         Ok(self.view(&self.jobs[&name]))
     }
 
-    /// Start (or restart) a job's pipeline on a thread of its own.
+    fn save_or_warn(&self, name: &str) {
+        if let Err(e) = self.save(name) {
+            crate::log_warn!("serve: cannot save the registry: {e:#}");
+        }
+    }
+
+    /// Start (or restart) a job's pipeline on a thread of its own; the registry says it runs.
     pub fn start(&mut self, name: &str) {
+        self.launch(name);
+        self.save_or_warn(name);
+    }
+
+    fn launch(&mut self, name: &str) {
         let Some(e) = self.jobs.get_mut(name) else { return };
         e.stop.store(true, Ordering::Relaxed);
         if let Some(t) = e.thread.take() {
@@ -233,10 +317,17 @@ impl Registry {
         let job = e.job.clone();
         let run = e.run.clone();
         let cluster = self.cluster.clone();
+        let state_dir = self.data_dir.join("state");
         let built = (|| -> anyhow::Result<Pipeline> {
             let source = crate::source::open_live(&job, cluster.as_ref())?;
             let sink = crate::sink::build(&job, None, cluster.as_ref())?;
-            let options = Options { cluster: cluster.clone(), decode_threads: 1, ..Options::live(stop) };
+            // Jobs with positions to resume from checkpoint under <data-dir>/state/<job>/.
+            let state = (!matches!(job.source, SourceConfig::Generator(_))).then(|| crate::pipeline::StateOptions {
+                dir: state_dir.clone(),
+                interval: CHECKPOINT_INTERVAL,
+                fresh: false,
+            });
+            let options = Options { cluster: cluster.clone(), decode_threads: 1, state, ..Options::live(stop) };
             Pipeline::new(job.clone(), source, sink, options)
         })();
         match built {
@@ -279,7 +370,7 @@ impl Registry {
                 r.status = Status::Stopped;
             }
         }
-        let _ = self.save();
+        self.save_or_warn(name);
         true
     }
 
@@ -288,7 +379,9 @@ impl Registry {
             return false;
         }
         self.jobs.remove(name);
-        let _ = self.save();
+        // A job submitted again under this name starts from nothing.
+        let _ = std::fs::remove_dir_all(self.data_dir.join("state").join(name));
+        self.save_or_warn(name);
         true
     }
 
@@ -325,7 +418,12 @@ impl Registry {
                 i64::MAX => Some("end of input".to_string()),
                 w => Some(crate::alert::rfc3339(w)),
             }),
+            // Records behind the end of each source partition (Kafka), refreshed every 2 s.
+            "lag": e.counters.as_ref().map(|c| c.lag.lock().expect("not poisoned").iter().map(|(p, n)| (p.clone(), json!(n))).collect::<serde_json::Map<_, _>>()),
             "alerts_fired": r.alerts_fired,
+            // As it runs: alert transitions written (fired and resolved) and evaluations kept quiet.
+            "alerts_emitted": c.map(|c| c.alerts_emitted).unwrap_or(0),
+            "alerts_suppressed": c.map(|c| c.alerts_suppressed).unwrap_or(0),
             "last_error": r.last_error,
         })
     }

@@ -94,6 +94,8 @@ pub struct KafkaSource {
     /// A restored job's positions: an assigned partition seeks there (its group commit may
     /// be ahead of them when the newest checkpoint was unusable).
     resume: Vec<Option<i64>>,
+    /// Per partition, the offset after the last message handed out.
+    handed: Vec<Option<i64>>,
 }
 
 /// Messages taken per poll, at most.
@@ -177,6 +179,7 @@ impl KafkaSource {
             caught_up: vec![false; partitions],
             first_at: vec![None; partitions],
             resume: vec![None; partitions],
+            handed: vec![None; partitions],
         };
         match start {
             Start::Group { .. } => {
@@ -331,7 +334,10 @@ impl KafkaSource {
         Ok(count)
     }
 
-    fn chunk(&self, p: usize, g: Gather) -> Poll {
+    fn chunk(&mut self, p: usize, g: Gather) -> Poll {
+        if let Some(last) = g.records.last() {
+            self.handed[p] = Some(last.offset + 1);
+        }
         let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
         Poll::Chunk(Chunk {
             partition: p,
@@ -428,6 +434,7 @@ impl KafkaSource {
     /// A partition (re)assigned or revoked starts over: the new owner reads from the commit.
     fn forget(&mut self, p: usize) {
         self.buffers[p] = Gather::default();
+        self.handed[p] = None;
         self.started[p] = false;
         self.caught_up[p] = false;
         self.first_at[p] = None;
@@ -540,6 +547,16 @@ impl Source for KafkaSource {
 
     fn total_records(&self) -> Option<u64> {
         self.total_records
+    }
+
+    fn lag(&mut self) -> Option<Vec<(usize, i64)>> {
+        let mut out = Vec::new();
+        for p in (0..self.assigned.len()).filter(|&p| self.assigned[p]) {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_millis(500)) else { continue };
+            let next = self.handed[p].unwrap_or_else(|| high - self.buffers[p].records.len() as i64);
+            out.push((p, (high - next).max(0)));
+        }
+        Some(out)
     }
 
     fn resume_at(&mut self, positions: &[Option<i64>]) {

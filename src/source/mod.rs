@@ -108,6 +108,13 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// Per assigned partition, how many records the source is behind the end of its log
+    /// (Kafka: the high watermark less the next offset handed out). Asked every few seconds;
+    /// `None` where there is no such notion (files, the generator).
+    fn lag(&mut self) -> Option<Vec<(usize, i64)>> {
+        None
+    }
+
     /// A restored job continues at these positions (per partition, the next record): a
     /// source that can seek does; the pipeline skips what comes before them anyway.
     fn resume_at(&mut self, _positions: &[Option<i64>]) {}
