@@ -33,8 +33,13 @@ fi
 
 if [ -z "${OSPREY_TEST_BROKERS:-}" ]; then
   export OSPREY_BROKER_PORT="${OSPREY_BROKER_PORT:-19092}"
-  ./scripts/broker.sh start
-  trap './scripts/broker.sh stop' EXIT
+  # Stop the broker at the end only if this run started it.
+  if ./scripts/broker.sh status >/dev/null 2>&1; then
+    ./scripts/broker.sh start
+  else
+    ./scripts/broker.sh start
+    trap './scripts/broker.sh stop' EXIT
+  fi
   export OSPREY_TEST_BROKERS="127.0.0.1:$OSPREY_BROKER_PORT"
 fi
 echo "tests: broker at $OSPREY_TEST_BROKERS"

@@ -970,3 +970,112 @@ topic = "{alerts}"
     let (live, log) = live_alerts(d, "slo.toml", &alerts, replayed.len());
     assert_eq!(identities(&live), identities(&replayed), "live and replay page at the same event times\n{log}");
 }
+
+/// An `osprey serve` process for the shared-registry test, killed when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(d: &Path, data: &str, registry: &str) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = spawn(
+        d,
+        &["serve", "--listen", &addr, "--data-dir", data, "--brokers", &brokers(), "--registry-topic", registry],
+        &[("OSPREY_TOKEN", "t0ken")],
+        &format!("serve-{data}-{port}.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server on {addr} never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Served { child, addr }
+}
+
+/// (status, JSON body)
+fn call(s: &Served, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer t0ken\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two servers naming one registry topic run the same jobs: a job submitted to one appears
+/// on the other, the two split its partitions through the job's consumer group (each reports
+/// lag for its own), a stop or a delete on either reaches both, and a restarted server reads
+/// the jobs back from the topic.
+#[test]
+fn two_servers_share_the_registry_topic_and_split_a_job_s_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("shared-src");
+    create(&topic, 3);
+    produce(&topic, &events(6_000, 51));
+    let registry = unique("registry");
+    let a = serve(d, "a", &registry);
+    let mut b = serve(d, "b", &registry);
+    let job = |name: &str| {
+        format!(
+            "name = \"{name}\"\nsql = \"SELECT service, count(*) AS n FROM events GROUP BY service\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\ngroup = \"{}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n[sink]\nkind = \"file\"\npath = \"../out-{name}.jsonl\"\n",
+            unique(name)
+        )
+    };
+    let (status, body) = call(&a, "POST", "/v1/jobs", &job("counts"));
+    assert_eq!(status, 201, "{body}");
+    until(Duration::from_secs(30), "the job submitted to one server runs on the other", || {
+        call(&b, "GET", "/v1/jobs/counts", "").1["status"] == "running"
+    });
+    let partitions = |s: &Served| -> BTreeSet<String> {
+        call(s, "GET", "/v1/jobs/counts", "").1["lag"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    };
+    until(Duration::from_secs(60), "the two servers split the three partitions", || {
+        let (pa, pb) = (partitions(&a), partitions(&b));
+        !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 3
+    });
+    let (status, _) = call(&b, "POST", "/v1/jobs/counts/stop", "");
+    assert_eq!(status, 200);
+    until(Duration::from_secs(30), "a stop on one server stops the job on the other", || {
+        call(&a, "GET", "/v1/jobs/counts", "").1["status"] == "stopped"
+    });
+    let (status, body) = call(&a, "POST", "/v1/jobs", &job("second"));
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = call(&a, "DELETE", "/v1/jobs/counts", "");
+    assert_eq!(status, 200);
+    until(Duration::from_secs(30), "a delete on one server deletes the job on the other", || {
+        call(&b, "GET", "/v1/jobs/counts", "").0 == 404
+    });
+    drop(b);
+    b = serve(d, "b", &registry);
+    until(Duration::from_secs(30), "a restarted server reads its jobs back from the topic", || {
+        let jobs = call(&b, "GET", "/v1/jobs", "").1;
+        let names: Vec<&str> = jobs["jobs"].as_array().map(|j| j.iter().filter_map(|j| j["name"].as_str()).collect()).unwrap_or_default();
+        names == ["second"]
+    });
+}
