@@ -89,7 +89,12 @@ pub fn stop(c: Client, name: String) -> anyhow::Result<ExitCode> {
 
 /// What the server knows of a job's run: its status, counters and last error.
 pub fn logs(c: Client, name: String) -> anyhow::Result<ExitCode> {
-    let j = call(&c, "GET", &format!("/v1/jobs/{name}"), None)?;
-    println!("{}", serde_json::to_string_pretty(&j)?);
+    let j = call(&c, "GET", &format!("/v1/jobs/{name}/logs"), None)?;
+    for line in j["lines"].as_array().into_iter().flatten() {
+        let text = |k: &str| line[k].as_str().unwrap_or_default().to_string();
+        println!("{} {:5} {}", text("time"), text("level"), text("message"));
+    }
+    let status = call(&c, "GET", &format!("/v1/jobs/{name}"), None)?;
+    println!("-- {name}: {}{}", status["status"].as_str().unwrap_or("?"), status["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }

@@ -73,6 +73,7 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
         .route("/v1/jobs/{name}", get(show).delete(delete))
         .route("/v1/jobs/{name}/stop", post(stop_job))
         .route("/v1/jobs/{name}/restart", post(restart))
+        .route("/v1/jobs/{name}/logs", get(logs))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(|| async { Json(json!({ "status": "ready" })) }))
@@ -173,6 +174,18 @@ async fn show(State(app): State<App>, Path(name): Path<String>) -> Response {
     let reg = app.registry.lock().expect("not poisoned");
     match reg.jobs.get(&name) {
         Some(e) => Json(reg.view(e)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job named `{name}`")),
+    }
+}
+
+async fn logs(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match reg.jobs.get(&name) {
+        Some(e) => {
+            let lines: Vec<Value> =
+                e.log.lock().expect("not poisoned").iter().map(|l| serde_json::from_str(l).unwrap_or(Value::Null)).collect();
+            Json(json!({ "name": name, "lines": lines })).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("no job named `{name}`")),
     }
 }

@@ -38,6 +38,8 @@ pub struct Entry {
     pub run: Arc<Mutex<Run>>,
     pub stop: Arc<AtomicBool>,
     pub counters: Option<Arc<JobCounters>>,
+    /// The job's last log lines (JSON objects), across its restarts.
+    pub log: crate::log::JobLog,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -275,7 +277,7 @@ impl Registry {
     pub fn insert(&mut self, text: String, job: Job, start: bool) {
         let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
         let name = job.name.clone();
-        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, thread: None });
+        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), thread: None });
         if start {
             self.start(&name);
         }
@@ -316,6 +318,8 @@ impl Registry {
         *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
         let job = e.job.clone();
         let run = e.run.clone();
+        let log = e.log.clone();
+        let _logging = crate::log::for_job(&job.name, log.clone());
         let cluster = self.cluster.clone();
         let state_dir = self.data_dir.join("state");
         let built = (|| -> anyhow::Result<Pipeline> {
@@ -332,6 +336,7 @@ impl Registry {
         })();
         match built {
             Err(err) => {
+                crate::log_error!("{}: cannot start: {err:#}", job.name);
                 let mut r = run.lock().expect("not poisoned");
                 r.status = Status::Failed;
                 r.last_error = Some(format!("{err:#}"));
@@ -339,16 +344,25 @@ impl Registry {
             Ok(pipeline) => {
                 e.counters = Some(pipeline.counters());
                 e.thread = Some(std::thread::spawn(move || {
+                    let _logging = crate::log::for_job(&job.name, log);
+                    crate::log_info!("{}: started", job.name);
                     let result = pipeline.run();
                     let mut r = run.lock().expect("not poisoned");
                     match result {
                         Ok(summary) => {
+                            crate::log_info!(
+                                "{}: {} after {} records in, {} rows out",
+                                job.name,
+                                if summary.stopped { "stopped" } else { "finished its input" },
+                                summary.counters.records_in,
+                                summary.counters.rows_out
+                            );
                             r.status = Status::Stopped;
                             r.finished = !summary.stopped;
                             r.alerts_fired = summary.alerts.map(|(a, _)| a.fired).unwrap_or(0);
                         }
                         Err(err) => {
-                            crate::log_warn!("serve: job `{}` failed: {err:#}", job.name);
+                            crate::log_error!("{}: failed: {err:#}", job.name);
                             r.status = Status::Failed;
                             r.last_error = Some(format!("{err:#}"));
                         }

@@ -222,6 +222,18 @@ fn the_page_shows_submitted_jobs_and_their_firing_alerts_in_a_real_browser() {
         let j = wait_for(&s, name, |j| j["finished"] == true);
         assert_eq!(j["finished"], true, "{j}");
     }
+    // Each job's own log lines, with its name on every one, over HTTP and through `osprey logs`.
+    let (status, logs) = http(&s, "GET", "/v1/jobs/busy/logs", "", None);
+    assert_eq!(status, 200, "{logs}");
+    let lines = logs["lines"].as_array().unwrap();
+    assert!(lines.iter().all(|l| l["job"] == "busy"), "{logs}");
+    assert!(lines.iter().any(|l| l["message"].as_str().unwrap().contains("finished its input")), "{logs}");
+    let printed = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["logs", "red", "--server", &format!("http://{}", s.addr)])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("red: started") && !printed.contains("busy:"), "{printed}");
     let browser = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok());
     let browser = browser.expect("chromium is installed (./scripts/test.sh installs Debian's chromium)");
     let out = Command::new(browser)
