@@ -31,6 +31,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The server's OpenAPI document is checked with schemathesis (PyPI), in a venv in the cache.
+if [ -z "${OSPREY_SCHEMATHESIS:-}" ]; then
+  venv="$HOME/.cache/osprey/test-venv"
+  if [ ! -x "$venv/bin/schemathesis" ]; then
+    echo "tests: installing schemathesis into $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q schemathesis
+  fi
+  export OSPREY_SCHEMATHESIS="$venv/bin/schemathesis"
+fi
+
 if [ -z "${OSPREY_TEST_BROKERS:-}" ]; then
   export OSPREY_BROKER_PORT="${OSPREY_BROKER_PORT:-19092}"
   # Stop the broker at the end only if this run started it.

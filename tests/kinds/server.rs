@@ -251,3 +251,33 @@ fn the_page_shows_submitted_jobs_and_their_firing_alerts_in_a_real_browser() {
     assert!(alerts.iter().any(|l| l.contains("service=checkout")), "{alerts:?}");
     assert!(alerts.iter().all(|l| !l.contains("<b>") && l.contains("&lt;b&gt;served")), "a job's text is escaped, not markup\n{alerts:?}");
 }
+
+/// schemathesis (from PyPI; `./scripts/test.sh` installs it) generates requests from the
+/// OpenAPI document, valid and broken, to every route with the token: no response may be a
+/// server error, break the documented schema or use an undocumented status. Job files the
+/// document can only call strings are refused by their meaning (422), which is why
+/// `positive_data_acceptance` is left out.
+#[test]
+fn schemathesis_finds_the_server_true_to_its_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    let s = start(d, free_port());
+    let tool = std::env::var("OSPREY_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into());
+    let out = Command::new(&tool)
+        .args(["run", &format!("http://{}/openapi.json", s.addr), "-H", "Authorization: Bearer s3cret"])
+        .args(["--max-examples", "25", "--seed", "7", "--exclude-checks", "positive_data_acceptance"])
+        .current_dir(d)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}): run ./scripts/test.sh, which installs it, or set OSPREY_SCHEMATHESIS"));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}");
+    // Every operation schemathesis found in the document was tested, none skipped.
+    let number_after = |label: &str| -> Vec<usize> {
+        let rest = report.split(label).nth(1).unwrap_or_default();
+        rest.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).take(2).map(|t| t.parse().unwrap()).collect()
+    };
+    let (selected, tested) = (number_after("Selected: "), number_after("Tested: "));
+    assert!(selected.len() == 2 && selected[0] == selected[1] && selected[0] >= 12, "{report}");
+    assert_eq!(tested.first(), selected.first(), "{report}");
+}
