@@ -121,6 +121,29 @@ impl Store {
         Ok(None)
     }
 
+    /// The newest whole checkpoint whose state satisfies `wanted` (exactly-once: the one whose
+    /// positions are the offsets committed with the last transaction).
+    pub fn find(&self, wanted: impl Fn(&JobState) -> bool) -> anyhow::Result<Option<Loaded>> {
+        for (sequence, path) in self.files()? {
+            match read(&path) {
+                Ok(state) if wanted(&state) => return Ok(Some(Loaded { sequence, path, state })),
+                Ok(_) => {}
+                Err(e) => crate::log_warn!("checkpoint {} is unusable ({e:#}); trying the one before it", path.display()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Remove the checkpoints after `sequence` (written, but their transaction never committed).
+    pub fn remove_after(&self, sequence: u64) -> anyhow::Result<()> {
+        for (s, path) in self.files()? {
+            if s > sequence {
+                fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Write checkpoint `sequence` durably, then drop all but the newest [`KEEP`].
     /// Returns its size in bytes.
     pub fn write(&self, sequence: u64, payload: &[u8]) -> anyhow::Result<u64> {

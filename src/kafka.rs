@@ -19,11 +19,13 @@ use rdkafka::ClientContext;
 pub struct Cluster {
     pub brokers: String,
     pub properties: Vec<(String, String)>,
+    /// Exactly-once: every producer of the job is this one transactional producer.
+    pub transactional_id: Option<String>,
 }
 
 impl Cluster {
     pub fn new(brokers: impl Into<String>) -> Self {
-        Cluster { brokers: brokers.into(), properties: Vec::new() }
+        Cluster { brokers: brokers.into(), properties: Vec::new(), transactional_id: None }
     }
 
     /// A client configuration: `defaults`, then the job's properties over them.
@@ -101,8 +103,47 @@ pub struct KafkaProducer {
     brokers: String,
 }
 
+/// The transactional producers of this process, by transactional id: a job's sink, alert
+/// topic and routes share one, so one transaction holds all they write.
+fn transactional_producers() -> &'static Mutex<std::collections::HashMap<String, Arc<ThreadedProducer<DeliveryLog>>>> {
+    static PRODUCERS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Arc<ThreadedProducer<DeliveryLog>>>>> =
+        std::sync::OnceLock::new();
+    PRODUCERS.get_or_init(Default::default)
+}
+
+/// The cluster's transactional producer, created, with its fencing of an earlier instance
+/// (`init_transactions` aborts what a crashed run left open) and a first transaction begun.
+pub fn transactional(cluster: &Cluster) -> anyhow::Result<Option<Arc<ThreadedProducer<DeliveryLog>>>> {
+    let Some(id) = &cluster.transactional_id else { return Ok(None) };
+    let mut all = transactional_producers().lock().expect("not poisoned");
+    if let Some(p) = all.get(id) {
+        return Ok(Some(p.clone()));
+    }
+    let producer: ThreadedProducer<DeliveryLog> = cluster
+        .config(&[
+            ("transactional.id", id),
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("compression.type", "lz4"),
+            ("linger.ms", "5"),
+            ("transaction.timeout.ms", "60000"),
+        ])
+        .create_with_context(DeliveryLog::default())
+        .with_context(|| format!("cannot create a transactional Kafka producer for {}", cluster.brokers))?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .with_context(|| format!("Kafka at {} refused transactions for `{id}` (does the broker allow them?)", cluster.brokers))?;
+    producer.begin_transaction().context("cannot begin a Kafka transaction")?;
+    let producer = Arc::new(producer);
+    all.insert(id.clone(), producer.clone());
+    Ok(Some(producer))
+}
+
 impl KafkaProducer {
     pub fn new(cluster: &Cluster) -> anyhow::Result<Self> {
+        if let Some(producer) = transactional(cluster)? {
+            return Ok(KafkaProducer { producer, brokers: cluster.brokers.clone() });
+        }
         let producer: ThreadedProducer<DeliveryLog> = cluster
             .config(&[
                 ("acks", "all"),

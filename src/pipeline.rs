@@ -177,6 +177,21 @@ pub struct Pipeline {
     restored_unassigned: bool,
     /// When the source's lag was last asked for.
     lag_asked: Option<Instant>,
+    /// Exactly-once: the job's transactional producer (sink, alert topic, routes); each
+    /// checkpoint commits its transaction with the consumed offsets.
+    transaction: Option<Arc<rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>>>,
+}
+
+/// Set up `cluster` for a job whose sink is exactly-once: one transactional producer, whose
+/// id is the job's, for everything it writes. Call before building its sink.
+pub fn prepare_cluster(job: &Job, cluster: &mut Cluster) {
+    if exactly_once(job) {
+        cluster.transactional_id = Some(format!("osprey-{}", job.name));
+    }
+}
+
+fn exactly_once(job: &Job) -> bool {
+    matches!(job.sink, crate::job::SinkConfig::Kafka { delivery: crate::job::Delivery::ExactlyOnce, .. })
 }
 
 impl Pipeline {
@@ -202,6 +217,20 @@ impl Pipeline {
         let declared = job.columns.len();
         let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
         let alerting = Self::alerting(&job, &query, options.cluster.as_ref(), names)?;
+        // A replay reads a range and commits nothing: its output is at-least-once.
+        let transaction = match (&options.cluster, exactly_once(&job) && options.mode == Mode::Live) {
+            (Some(c), true) => {
+                anyhow::ensure!(
+                    options.state.is_some(),
+                    "job `{}` ({}): exactly-once delivery needs --state-dir: each transaction commits with a checkpoint of the job's state",
+                    job.name,
+                    job.path.display()
+                );
+                anyhow::ensure!(c.transactional_id.is_some(), "job `{}`: its cluster was not prepared for exactly-once", job.name);
+                crate::kafka::transactional(c)?
+            }
+            _ => None,
+        };
         let store = match &options.state {
             Some(state) => Some(crate::checkpoint::Store::open(&state.dir, &job.name).with_context(|| format!("job `{}`", job.name))?),
             None => None,
@@ -229,6 +258,7 @@ impl Pipeline {
             resume: vec![None; partitions],
             restored_unassigned: false,
             lag_asked: None,
+            transaction,
             options,
         };
         if let Some(store) = store {
@@ -251,7 +281,28 @@ impl Pipeline {
     /// Continue from the newest whole checkpoint in `store`, if there is one; its sequence
     /// number (0: none).
     fn restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<u64> {
-        let Some(loaded) = store.latest()? else { return Ok(0) };
+        let loaded = if self.transaction.is_some() {
+            // Exactly-once: the state that goes with the last committed transaction is the
+            // checkpoint whose positions are the committed offsets; newer ones never committed.
+            let committed = self.source.committed_positions()?.unwrap_or_default();
+            if committed.iter().all(Option::is_none) {
+                store.remove_after(0)?;
+                return Ok(0);
+            }
+            let Some(loaded) = store.find(|s| s.positions == committed)? else {
+                anyhow::bail!(
+                    "job `{}`: no checkpoint in {} goes with the offsets its last transaction committed ({committed:?}), so its state is gone\n  \
+                     run with --fresh to start from the committed offsets without it",
+                    self.job.name,
+                    store.dir().display()
+                );
+            };
+            store.remove_after(loaded.sequence)?;
+            Some(loaded)
+        } else {
+            store.latest()?
+        };
+        let Some(loaded) = loaded else { return Ok(0) };
         let state = loaded.state;
         let name = &self.job.name;
         if state.job != *name || state.shape != crate::checkpoint::shape(&self.job) || state.positions.len() != self.processed.len() {
@@ -398,7 +449,10 @@ impl Pipeline {
                     self.emit(fired)?;
                 }
                 Some(Queued::Assigned(ps)) => {
-                    if std::mem::take(&mut self.restored_unassigned) {
+                    // Exactly-once: one instance of the job at a time (its transactional id
+                    // fences any other), so every partition is this process's, whatever a
+                    // rebalance with a dead instance says for a while.
+                    if std::mem::take(&mut self.restored_unassigned) && self.transaction.is_none() {
                         // The restored state may hold rows of partitions the group gave to
                         // another process, which reads them from the group's commit.
                         let elsewhere: Vec<usize> = (0..self.processed.len()).filter(|p| !ps.contains(p)).collect();
@@ -411,6 +465,10 @@ impl Pipeline {
                     for p in ps {
                         self.operator.watermarks_mut().activate(p);
                     }
+                }
+                Some(Queued::Revoked(_)) if self.transaction.is_some() => {
+                    // Its rows stay: the offsets committed with the transactions are past them,
+                    // so nobody reads them again, and the partition comes back to this process.
                 }
                 Some(Queued::Revoked(ps)) if self.restored_unassigned => {
                     // Before the first assignment (a group starting up): the restored rows stay
@@ -674,7 +732,7 @@ impl Pipeline {
         let state = crate::checkpoint::JobState {
             job: self.job.name.clone(),
             shape: c.shape,
-            positions,
+            positions: positions.clone(),
             operator: crate::state::to_bytes(&self.operator)?,
             query: self.query.save_state()?,
             evaluator,
@@ -683,6 +741,32 @@ impl Pipeline {
         c.sequence += 1;
         c.writer.submit(c.sequence, crate::state::to_bytes(&state)?, commit, started);
         c.last = Instant::now();
+        if self.transaction.is_some() {
+            self.commit_transaction(&state.positions)?;
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: once the checkpoint is durable, commit the open transaction (everything
+    /// written since the last one) with the offsets it reflects, and begin the next. A
+    /// checkpoint that cannot be written fails the job: its restart continues from the last
+    /// committed one, and the open transaction is aborted.
+    fn commit_transaction(&mut self, positions: &[Option<i64>]) -> anyhow::Result<()> {
+        use rdkafka::producer::Producer;
+        let c = self.checkpoints.as_mut().expect("checkpointing");
+        for w in c.writer.finished(true) {
+            let bytes = w.result.with_context(|| format!("job `{}`: exactly-once needs every checkpoint", self.job.name))?;
+            JobCounters::add(&self.counters.checkpoints, 1);
+            self.counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+            self.counters.checkpoint_micros.store(w.took.as_micros() as u64, Ordering::Relaxed);
+        }
+        let producer = self.transaction.clone().expect("exactly-once");
+        let offsets: Vec<(usize, i64)> = positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o))).collect();
+        if !offsets.is_empty() {
+            self.source.commit_in_transaction(&producer, &offsets)?;
+        }
+        producer.commit_transaction(Duration::from_secs(60)).with_context(|| format!("job `{}`: committing the transaction", self.job.name))?;
+        producer.begin_transaction().with_context(|| format!("job `{}`: beginning a transaction", self.job.name))?;
         Ok(())
     }
 

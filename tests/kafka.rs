@@ -734,6 +734,37 @@ size = "10s"
     }
 }
 
+/// Produce `all` in batches of 1,000 with a pause after each (a topic that fills while a job
+/// reads it), then the far-future closing records on every partition.
+fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {
+    let topic = topic.to_string();
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    std::thread::spawn(move || {
+        let p = producer();
+        for batch in all.chunks(1_000) {
+            for e in batch {
+                p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
+                    .map_err(|(e, _)| e)
+                    .unwrap();
+            }
+            p.flush(Duration::from_secs(30)).unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        for part in 0..3 {
+            let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+            p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    })
+}
+
+/// The newest checkpoint's sequence number in a job's state folder (0: none).
+fn newest_checkpoint(state: &Path) -> u64 {
+    std::fs::read_dir(state)
+        .map(|it| it.filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("checkpoint-")?.strip_suffix(".bin")?.parse().ok()).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
 /// A checkpointing job killed with SIGKILL twenty times while its topic fills, restarted
 /// each time, ends with exactly the windows of one uninterrupted replay (as a set: output
 /// after the last checkpoint is produced again, identically).
@@ -743,28 +774,7 @@ fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted
     let d = dir.path();
     let topic = unique("killed");
     create(&topic, 3);
-    let all = events(40_000, 44);
-    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
-    let producing = {
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            let p = producer();
-            for batch in all.chunks(1_000) {
-                for e in batch {
-                    p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
-                        .map_err(|(e, _)| e)
-                        .unwrap();
-                }
-                p.flush(Duration::from_secs(30)).unwrap();
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            for part in 0..3 {
-                let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
-                p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
-            }
-            p.flush(Duration::from_secs(30)).unwrap();
-        })
-    };
+    let producing = produce_paced(&topic, events(40_000, 44));
     let text = format!(
         r#"name = "{}"
 sql = """
@@ -844,6 +854,90 @@ size = "10s"
     let missing: Vec<&String> = expected.difference(&seen).take(5).collect();
     let extra: Vec<&String> = seen.difference(&expected).take(5).collect();
     assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the uninterrupted run {extra:?}");
+}
+
+/// Exactly-once on the real broker: a job whose sink is `delivery = "exactly-once"`, killed
+/// with SIGKILL a dozen times right after a checkpoint or a little later while its topic
+/// fills, and restarted each time: a `read_committed` consumer of its output topic sees every
+/// row of an uninterrupted replay exactly once, nothing twice.
+#[test]
+fn an_exactly_once_job_killed_a_dozen_times_shows_a_committed_reader_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("eos-src");
+    let out = unique("eos-out");
+    create(&topic, 3);
+    let producing = produce_paced(&topic, events(16_000, 45));
+    let name = unique("eos");
+    let text = format!(
+        r#"name = "{name}"
+sql = """
+SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+[source.schema]
+ts = "timestamp"
+service = "string"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+[window]
+kind = "tumbling"
+size = "10s"
+[sink]
+kind = "kafka"
+topic = "{out}"
+key = "service"
+delivery = "exactly-once"
+"#
+    );
+    std::fs::write(d.join("eos.toml"), text).unwrap();
+    let state = d.join("state").join(&name);
+    let run = |i: usize| {
+        spawn(d, &["run", "eos.toml", "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "150ms"], &[], &format!("eos-{i:02}.log"))
+    };
+    let mut pause = 11u64;
+    for i in 0..10 {
+        let before = newest_checkpoint(&state);
+        let mut child = run(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while newest_checkpoint(&state) <= before && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pause = (pause * 7919 + 13) % 200;
+        std::thread::sleep(Duration::from_millis(pause));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    producing.join().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(["replay", "eos.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut expected: Vec<Value> = std::fs::read_to_string(d.join("uninterrupted.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("zz-close"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    expected.sort_by_key(|v| v.to_string());
+    let last = run(99);
+    let rows = consume(&out, |rows| rows.len() >= expected.len());
+    stop(last);
+    let mut seen: Vec<Value> = rows.into_iter().map(|(_, v)| v).collect();
+    seen.sort_by_key(|v| v.to_string());
+    let logs: String = (0..10).chain([99]).map(|i| std::fs::read_to_string(d.join(format!("eos-{i:02}.log"))).unwrap_or_default()).collect();
+    assert!(logs.matches("restored checkpoint").count() >= 6, "restarts continue from committed checkpoints\n{logs}");
+    let missing: Vec<&Value> = expected.iter().filter(|v| !seen.contains(v)).collect();
+    let extra: Vec<&Value> = seen.iter().filter(|v| !expected.contains(v)).collect();
+    assert_eq!(seen.len(), expected.len(), "each row once: missing {missing:?}, not in the uninterrupted run {extra:?}\n{logs}");
+    assert_eq!(seen, expected);
 }
 
 /// Generated events of `cfg`, produced to `topic` on the partition the generator gives each,

@@ -32,7 +32,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut job = super::load_job(&args.job)?;
     let (sink_output, rows) = args.outputs.apply(&mut job)?;
-    let cluster = super::cluster(&job, args.brokers.as_deref());
+    let mut cluster = super::cluster(&job, args.brokers.as_deref());
+    if let Some(c) = &mut cluster {
+        osprey::pipeline::prepare_cluster(&job, c);
+    }
     let inputs = match &job.source {
         SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
         _ => None,

@@ -160,7 +160,18 @@ pub enum StdoutFormat {
 pub enum SinkConfig {
     Stdout { format: StdoutFormat },
     File { path: PathBuf },
-    Kafka { topic: String, key: Vec<String>, properties: Vec<(String, String)> },
+    Kafka { topic: String, key: Vec<String>, properties: Vec<(String, String)>, delivery: Delivery },
+}
+
+/// What a Kafka sink promises (`[sink] delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Every output at least once: after a crash, output since the last commit again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, alert records and consumed offsets in one Kafka transaction per checkpoint: a
+    /// `read_committed` consumer sees each output once, whatever crashes.
+    ExactlyOnce,
 }
 
 /// Where dead letters or late records go. Never "nowhere".
@@ -422,7 +433,7 @@ impl Checker<'_> {
         };
         let sink = match &f.sink {
             None => SinkConfig::Stdout { format: StdoutFormat::Json },
-            Some(s) => self.sink(s.get_ref())?,
+            Some(s) => self.sink(s.get_ref(), matches!(source, SourceConfig::Kafka(_)))?,
         };
         let kafka_source = matches!(source, SourceConfig::Kafka(_));
         let dead_letter = self.route(f.dead_letter.as_ref(), &name, "dlq", kafka_source)?;
@@ -763,7 +774,7 @@ impl Checker<'_> {
         }
     }
 
-    fn sink(&self, s: &spec::SinkFile) -> Result<SinkConfig, JobError> {
+    fn sink(&self, s: &spec::SinkFile, kafka_source: bool) -> Result<SinkConfig, JobError> {
         let key = s.key.as_ref().map(|k| k.get_ref().clone().into_vec()).unwrap_or_default();
         match s.kind.get_ref().as_str() {
             "stdout" => {
@@ -788,10 +799,27 @@ impl Checker<'_> {
                 let topic = s.topic.as_ref().ok_or_else(|| {
                     self.err(&s.kind, "a kafka sink needs `topic`").with_help("add topic = \"<output topic>\" to [sink]")
                 })?;
+                let delivery = match s.delivery.as_ref().map(|d| (d, d.get_ref().as_str())) {
+                    None | Some((_, "at-least-once")) => Delivery::AtLeastOnce,
+                    Some((_, "exactly-once")) => {
+                        if !kafka_source {
+                            return Err(self
+                                .err(s.delivery.as_ref().expect("matched"), "exactly-once delivery needs a Kafka source")
+                                .with_help("the consumed offsets go into the same transaction as the output; use delivery = \"at-least-once\""));
+                        }
+                        Delivery::ExactlyOnce
+                    }
+                    Some((d, other)) => {
+                        return Err(self
+                            .err(d, format!("unknown delivery `{other}`"))
+                            .with_help("use delivery = \"at-least-once\" (the default) or \"exactly-once\""));
+                    }
+                };
                 Ok(SinkConfig::Kafka {
                     topic: topic.get_ref().clone(),
                     key,
                     properties: s.properties.clone().unwrap_or_default().into_iter().collect(),
+                    delivery,
                 })
             }
             other => {

@@ -250,6 +250,8 @@ pub struct SinkFile {
     pub path: Option<Spanned<String>>,
     /// stdout: `json` (default) or `table`
     pub format: Option<Spanned<String>>,
+    /// kafka: `at-least-once` (default) or `exactly-once`
+    pub delivery: Option<Spanned<String>>,
 }
 
 /// Where dead letters or late records go: `[dead_letter]`, `[late]`.

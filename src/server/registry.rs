@@ -320,7 +320,10 @@ impl Registry {
         let run = e.run.clone();
         let log = e.log.clone();
         let _logging = crate::log::for_job(&job.name, log.clone());
-        let cluster = self.cluster.clone();
+        let mut cluster = self.cluster.clone();
+        if let Some(c) = &mut cluster {
+            crate::pipeline::prepare_cluster(&job, c);
+        }
         let state_dir = self.data_dir.join("state");
         let built = (|| -> anyhow::Result<Pipeline> {
             let source = crate::source::open_live(&job, cluster.as_ref())?;

@@ -75,7 +75,7 @@ pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cl
         SinkConfig::Stdout { format: StdoutFormat::Json } => Box::new(stdout::JsonLines::stdout()),
         SinkConfig::Stdout { format: StdoutFormat::Table } => Box::new(stdout::Table::stdout()),
         SinkConfig::File { path } => Box::new(file::FileSink::create(path)?),
-        SinkConfig::Kafka { topic, key, properties } => {
+        SinkConfig::Kafka { topic, key, properties, .. } => {
             let Some(cluster) = cluster else {
                 anyhow::bail!(
                     "job `{}` ({}): its sink is the Kafka topic `{topic}`; pass --brokers HOST:PORT (or set OSPREY_BROKERS), \

@@ -314,6 +314,18 @@ impl KafkaSource {
                     self.done[p] = true;
                 }
             }
+            if let Some(position) = self.resume[p].take() {
+                // A restored job's first message of the partition: the group's commit was
+                // ahead of the checkpoint (its newest was unusable), so go back to it. (Behind
+                // it, the pipeline skips what the state already holds.) Seeking works only
+                // once the partition is fetching, hence here and not at the assignment.
+                if offset > position {
+                    match self.consumer.seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10)) {
+                        Ok(()) => continue,
+                        Err(e) => bail!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic),
+                    }
+                }
+            }
             self.caught_up[p] = false;
             if self.buffers[p].records.is_empty() {
                 self.first_at[p] = Some(Instant::now());
@@ -457,13 +469,6 @@ impl KafkaSource {
                     if let Err(e) = self.consumer.resume(&resume) {
                         crate::log_warn!("{}: cannot resume {}: {e}", self.group_label(), self.partition_names(&ps));
                     }
-                    for &p in &ps {
-                        if let Some(offset) = self.resume[p].take() {
-                            if let Err(e) = self.consumer.seek(&self.topic, p as i32, Offset::Offset(offset), Duration::from_secs(10)) {
-                                crate::log_warn!("{}: cannot seek {}/{p} to the checkpoint's offset {offset}: {e}", self.group_label(), self.topic);
-                            }
-                        }
-                    }
                     self.ready.push_back(Poll::Assigned(ps));
                 }
                 GroupEvent::Revoked(ps) => {
@@ -557,6 +562,44 @@ impl Source for KafkaSource {
             out.push((p, (high - next).max(0)));
         }
         Some(out)
+    }
+
+    fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
+        if self.ends.is_some() {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.infos.len() {
+            tpl.add_partition(&self.topic, p as i32);
+        }
+        let answer = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .with_context(|| format!("cannot read the committed offsets of {} on {}", self.group_label(), self.brokers))?;
+        Ok(Some(
+            (0..self.infos.len())
+                .map(|p| match answer.find_partition(&self.topic, p as i32).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    fn commit_in_transaction(
+        &mut self,
+        producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
+        positions: &[(usize, i64)],
+    ) -> anyhow::Result<()> {
+        use rdkafka::producer::Producer;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, offset) in positions {
+            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset))?;
+        }
+        let group = self.consumer.group_metadata().context("the consumer has no group metadata (not in a group yet?)")?;
+        producer
+            .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
+            .with_context(|| format!("cannot put the offsets of {} into the transaction", self.group_label()))
     }
 
     fn resume_at(&mut self, positions: &[Option<i64>]) {

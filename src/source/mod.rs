@@ -115,6 +115,22 @@ pub trait Source: Send {
         None
     }
 
+    /// Exactly-once: the offsets the consumer group committed (with the last transaction),
+    /// per partition. `None`: the source has no such thing.
+    fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
+        Ok(None)
+    }
+
+    /// Exactly-once: put `positions` (per partition, the next record) into the producer's
+    /// open transaction as the group's consumed offsets.
+    fn commit_in_transaction(
+        &mut self,
+        _producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
+        _positions: &[(usize, i64)],
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("exactly-once delivery needs a Kafka source in a consumer group")
+    }
+
     /// A restored job continues at these positions (per partition, the next record): a
     /// source that can seek does; the pipeline skips what comes before them anyway.
     fn resume_at(&mut self, _positions: &[Option<i64>]) {}
