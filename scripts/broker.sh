@@ -10,6 +10,7 @@
 #   ./scripts/broker.sh start     start (installing first if needed); ready when a metadata
 #                                 request answers with a live broker and a controller
 #   ./scripts/broker.sh stop      stop it by its PID and remove its data
+#   ./scripts/broker.sh halt      kill it (SIGKILL) but keep its data: the next start brings its topics back
 #   ./scripts/broker.sh status
 # OSPREY_BROKER_PORT (default 9092) picks the port; Kafka's controller listens on the port + 1.
 #
@@ -91,7 +92,11 @@ install() {
 
 launch_kafka() {
   local cport=$((PORT + 1)) data="$RUN/data"
-  rm -rf "$data"
+  # After `halt` the log directory is kept and the broker comes back with its topics.
+  local keep=0
+  [ -f "$data/meta.properties" ] && [ -f "$RUN/halted" ] && keep=1
+  rm -f "$RUN/halted"
+  [ "$keep" = 1 ] || rm -rf "$data"
   cat > "$RUN/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -116,12 +121,14 @@ log.cleaner.dedupe.buffer.size=16777216
 log.retention.ms=-1
 PROPS
   local log4j="-Dlog4j2.configurationFile=$KAFKA_ROOT/log4j2.properties"
-  java "$log4j" -cp "$KAFKA_ROOT/lib/*" kafka.tools.StorageTool format \
-    -t OspreyTestCluster0001A -c "$RUN/server.properties" > "$RUN/format.log" 2>&1 || {
-    echo "broker: formatting Kafka's log directory failed:" >&2
-    cat "$RUN/format.log" >&2
-    return 1
-  }
+  if [ "$keep" = 0 ]; then
+    java "$log4j" -cp "$KAFKA_ROOT/lib/*" kafka.tools.StorageTool format \
+      -t OspreyTestCluster0001A -c "$RUN/server.properties" > "$RUN/format.log" 2>&1 || {
+      echo "broker: formatting Kafka's log directory failed:" >&2
+      cat "$RUN/format.log" >&2
+      return 1
+    }
+  fi
   nohup java -Xmx512m -Xms512m "$log4j" -cp "$KAFKA_ROOT/lib/*" kafka.Kafka "$RUN/server.properties" \
     > "$RUN/broker.log" 2>&1 &
   echo $! > "$RUN/pid"
@@ -191,11 +198,28 @@ stop() {
   fi
 }
 
+# Stop the broker like a crash of its host (SIGKILL) but keep its data: the next `start`
+# brings it back with its topics and offsets (the broker-restart test).
+halt() {
+  if running; then
+    pid=$(cat "$RUN/pid")
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    echo "broker: halted (pid $pid), data kept" >&2
+  fi
+  rm -f "$RUN/pid"
+  touch "$RUN/halted"
+}
+
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  halt) halt ;;
   status)
     if running; then echo "$(cat "$RUN/kind" 2>/dev/null || echo "$KIND") running (pid $(cat "$RUN/pid")) on 127.0.0.1:$PORT"; else echo "not running"; exit 1; fi ;;
-  *) echo "usage: $0 install|start|stop|status   (OSPREY_BROKER=kafka|tansu, OSPREY_BROKER_PORT)" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|halt|status   (OSPREY_BROKER=kafka|tansu, OSPREY_BROKER_PORT)" >&2; exit 2 ;;
 esac

@@ -96,6 +96,37 @@ pub struct KafkaSource {
     resume: Vec<Option<i64>>,
     /// Per partition, the offset after the last message handed out.
     handed: Vec<Option<i64>>,
+    /// Since when the broker has not answered (logged once).
+    unreachable: Option<Instant>,
+}
+
+/// Errors of a broker that is away for a while (restarting, a network blip): librdkafka
+/// reconnects by itself, so the job waits instead of failing.
+fn transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = match e {
+        KafkaError::MessageConsumption(c) | KafkaError::ConsumerCommit(c) | KafkaError::Global(c) => *c,
+        _ => return false,
+    };
+    matches!(
+        code,
+        C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::NetworkException
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::CoordinatorLoadInProgress
+            | C::Resolve
+            | C::TimedOutQueue
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::RebalanceInProgress
+            | C::WaitingForCoordinator
+            | C::UnknownMemberId
+            | C::IllegalGeneration
+    )
 }
 
 /// Messages taken per poll, at most.
@@ -180,6 +211,7 @@ impl KafkaSource {
             first_at: vec![None; partitions],
             resume: vec![None; partitions],
             handed: vec![None; partitions],
+            unreachable: None,
         };
         match start {
             Start::Group { .. } => {
@@ -301,8 +333,15 @@ impl KafkaSource {
                     }
                     continue;
                 }
+                Err(e) if transient(&e) => {
+                    self.outage(&e);
+                    break;
+                }
                 Err(e) => bail!("reading the Kafka topic `{}`: {e}", self.topic),
             };
+            if let Some(since) = self.unreachable.take() {
+                crate::log_info!("Kafka at {} answers again (after {:.1} s); reading `{}` on", self.brokers, since.elapsed().as_secs_f64(), self.topic);
+            }
             let p = m.partition() as usize;
             let offset = m.offset();
             if let Some(ends) = &self.ends {
@@ -443,6 +482,14 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Say once that the broker is unreachable; the job waits for it and reconnects.
+    fn outage(&mut self, e: &KafkaError) {
+        if self.unreachable.is_none() {
+            crate::log_warn!("Kafka at {} is unreachable ({e}); the job waits and reconnects, nothing is lost", self.brokers);
+            self.unreachable = Some(Instant::now());
+        }
+    }
+
     /// A partition (re)assigned or revoked starts over: the new owner reads from the commit.
     fn forget(&mut self, p: usize) {
         self.buffers[p] = Gather::default();
@@ -545,9 +592,15 @@ impl Source for KafkaSource {
         if tpl.count() == 0 {
             return Ok(());
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers))
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // A later commit covers these positions; the job goes on while the broker is away.
+            Err(e) if transient(&e) => {
+                self.outage(&e);
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers)),
+        }
     }
 
     fn total_records(&self) -> Option<u64> {
