@@ -82,7 +82,7 @@ pub struct KafkaSource {
     brokers: String,
     group: String,
     /// Messages read from librdkafka and not yet handed out, per partition.
-    buffers: Vec<Gather>,
+    buffers: Vec<Buffer>,
     /// Range mode: a partition has handed out a chunk; its end was reported; it is paused.
     started: Vec<bool>,
     end_sent: Vec<bool>,
@@ -203,7 +203,7 @@ impl KafkaSource {
             total_records: None,
             brokers: cluster.brokers.clone(),
             group: group.clone(),
-            buffers: (0..partitions).map(|_| Gather::default()).collect(),
+            buffers: (0..partitions).map(|_| Buffer::default()).collect(),
             started: vec![false; partitions],
             end_sent: vec![false; partitions],
             paused: vec![false; partitions],
@@ -366,10 +366,10 @@ impl KafkaSource {
                 }
             }
             self.caught_up[p] = false;
-            if self.buffers[p].records.is_empty() {
+            if self.buffers[p].is_empty() {
                 self.first_at[p] = Some(Instant::now());
             }
-            let g = &mut self.buffers[p];
+            let g = self.buffers[p].back();
             let payload = m.payload().unwrap_or(&[]);
             let start = g.data.len() as u32;
             g.data.extend_from_slice(payload);
@@ -407,9 +407,9 @@ impl KafkaSource {
                 .filter(|&p| !self.end_sent[p])
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             let Some(p) = next else { return Ok(Poll::End) };
-            let have = self.buffers[p].records.len();
+            let have = self.buffers[p].len();
             if have >= RANGE_CHUNK || (self.done[p] && have > 0) {
-                let g = self.buffers[p].split_front(have.min(RANGE_CHUNK));
+                let g = self.buffers[p].pop_front();
                 self.started[p] = true;
                 self.flow(p)?;
                 return Ok(self.chunk(p, g));
@@ -437,14 +437,14 @@ impl KafkaSource {
                 return Ok(p);
             }
             let next = (0..self.buffers.len())
-                .filter(|&p| self.assigned[p] && !(self.caught_up[p] && self.buffers[p].records.is_empty()))
+                .filter(|&p| self.assigned[p] && !(self.caught_up[p] && self.buffers[p].is_empty()))
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             if let Some(p) = next {
-                let have = self.buffers[p].records.len();
+                let have = self.buffers[p].len();
                 let lingered = self.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
                 if have >= RANGE_CHUNK || (have > 0 && (self.caught_up[p] || lingered)) {
-                    let g = self.buffers[p].split_front(have.min(RANGE_CHUNK));
-                    self.first_at[p] = (!self.buffers[p].records.is_empty()).then(Instant::now);
+                    let g = self.buffers[p].pop_front();
+                    self.first_at[p] = (!self.buffers[p].is_empty()).then(Instant::now);
                     self.started[p] = true;
                     self.flow(p)?;
                     return Ok(self.chunk(p, g));
@@ -464,7 +464,7 @@ impl KafkaSource {
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         for p in 0..self.buffers.len() {
-            let full = p != wanted && self.assigned[p] && self.buffers[p].records.len() >= RANGE_BUFFER && !self.done[p];
+            let full = p != wanted && self.assigned[p] && self.buffers[p].len() >= RANGE_BUFFER && !self.done[p];
             if full && !self.paused[p] {
                 pause.add_partition(&self.topic, p as i32);
                 self.paused[p] = true;
@@ -492,7 +492,7 @@ impl KafkaSource {
 
     /// A partition (re)assigned or revoked starts over: the new owner reads from the commit.
     fn forget(&mut self, p: usize) {
-        self.buffers[p] = Gather::default();
+        self.buffers[p] = Buffer::default();
         self.handed[p] = None;
         self.started[p] = false;
         self.caught_up[p] = false;
@@ -542,25 +542,45 @@ struct Gather {
     trace_ids: Vec<Option<String>>,
 }
 
-impl Gather {
-    /// The first `n` records as a gather of their own; the rest stay, rebased.
-    fn split_front(&mut self, n: usize) -> Gather {
-        if n >= self.records.len() {
-            return std::mem::take(self);
+/// A partition's messages waiting to be handed out, as chunks of at most [`RANGE_CHUNK`]
+/// records filled one after another: handing one out moves it, never copies or shifts bytes.
+#[derive(Default)]
+struct Buffer {
+    chunks: VecDeque<Gather>,
+    len: usize,
+    /// Bytes of the last full chunk: a new chunk's reserve, so it does not grow by copies.
+    chunk_bytes: usize,
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunk the next message goes into (a new one when the last is full).
+    fn back(&mut self) -> &mut Gather {
+        if self.chunks.back().is_none_or(|g| g.records.len() >= RANGE_CHUNK) {
+            if let Some(full) = self.chunks.back() {
+                self.chunk_bytes = full.data.len();
+            }
+            let mut g = Gather::default();
+            g.data.reserve(self.chunk_bytes + self.chunk_bytes / 8);
+            g.records.reserve(RANGE_CHUNK);
+            self.chunks.push_back(g);
         }
-        let cut = self.records[n].start;
-        let data = self.data.drain(..cut as usize).collect();
-        let records: Vec<RawRecord> = self.records.drain(..n).collect();
-        for r in &mut self.records {
-            r.start -= cut;
-            r.end -= cut;
-        }
-        Gather {
-            data,
-            records,
-            timestamps: self.timestamps.drain(..n).collect(),
-            trace_ids: self.trace_ids.drain(..n).collect(),
-        }
+        self.len += 1;
+        self.chunks.back_mut().expect("pushed")
+    }
+
+    /// The oldest chunk: [`RANGE_CHUNK`] records, or all there are.
+    fn pop_front(&mut self) -> Gather {
+        let g = self.chunks.pop_front().unwrap_or_default();
+        self.len -= g.records.len();
+        g
     }
 }
 
@@ -611,7 +631,7 @@ impl Source for KafkaSource {
         let mut out = Vec::new();
         for p in (0..self.assigned.len()).filter(|&p| self.assigned[p]) {
             let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_millis(500)) else { continue };
-            let next = self.handed[p].unwrap_or_else(|| high - self.buffers[p].records.len() as i64);
+            let next = self.handed[p].unwrap_or_else(|| high - self.buffers[p].len() as i64);
             out.push((p, (high - next).max(0)));
         }
         Some(out)
