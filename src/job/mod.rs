@@ -878,3 +878,26 @@ pub fn parse_instant(text: &str) -> Result<Millis, String> {
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("bad instant `{text}` ({e}); write RFC 3339, for example 2026-01-05T09:00:00Z"))
 }
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+
+    fn job(source: &str, delivery: &str) -> Result<Job, JobError> {
+        let text = format!(
+            "name = \"t\"\nsql = \"SELECT * FROM events\"\n[source]\n{source}\n[source.schema]\nts = \"timestamp\"\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n[sink]\nkind = \"kafka\"\ntopic = \"out\"\ndelivery = \"{delivery}\"\n"
+        );
+        parse(Path::new("t.toml"), &text)
+    }
+
+    #[test]
+    fn exactly_once_needs_a_kafka_source_and_a_known_mode() {
+        let kafka = "kind = \"kafka\"\ntopic = \"in\"";
+        let Ok(j) = job(kafka, "exactly-once") else { panic!("a Kafka job may be exactly-once") };
+        assert!(matches!(j.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. }));
+        let e = job("kind = \"file\"\npath = \"x.jsonl\"", "exactly-once").unwrap_err();
+        assert!(e.message.contains("needs a Kafka source") && e.line == 16, "{e}");
+        let e = job(kafka, "twice").unwrap_err();
+        assert!(e.message.contains("unknown delivery `twice`") && e.help.as_deref().unwrap_or("").contains("exactly-once"), "{e}");
+    }
+}
