@@ -64,6 +64,8 @@ pub struct StateOptions {
     pub interval: Duration,
     /// Ignore the checkpoints there (a changed job whose old state does not fit).
     pub fresh: bool,
+    /// With `fresh`: where the source starts instead (Kafka: a time or offsets).
+    pub from: Option<crate::source::kafka::Position>,
 }
 
 /// A checkpointing job's side: the writer thread and what was last written.
@@ -264,6 +266,12 @@ impl Pipeline {
         if let Some(store) = store {
             let state = pipeline.options.state.clone().expect("checked");
             let restored = if state.fresh { 0 } else { pipeline.restore(&store)? };
+            if let (true, Some(from)) = (state.fresh, &state.from) {
+                let positions = pipeline.source.positions_at(from).with_context(|| format!("job `{}`: --from", pipeline.job.name))?;
+                crate::log_info!("{}: starting fresh at {positions:?} (per partition)", pipeline.job.name);
+                pipeline.resume = positions.clone();
+                pipeline.source.resume_at(&positions);
+            }
             let sequence = restored.max(store.last_sequence()?);
             pipeline.checkpoints = Some(Checkpoints {
                 dir: store.dir().to_path_buf(),

@@ -93,7 +93,7 @@ fn open_files(job: &str, pattern: &str, format: FileFormat) -> anyhow::Result<Fi
     FileSource::open(pattern, format).map_err(|e| anyhow::anyhow!("job `{job}`: {e:#}"))
 }
 
-fn position(time: Option<&str>, offsets: Option<&str>) -> anyhow::Result<Position> {
+pub(super) fn position(time: Option<&str>, offsets: Option<&str>) -> anyhow::Result<Position> {
     if let Some(t) = time {
         return osprey::job::parse_instant(t).map(Position::Time).map_err(|e| anyhow::anyhow!(e));
     }

@@ -27,6 +27,14 @@ pub struct Args {
     /// Kafka resumes at the group's committed offsets, files at their start.
     #[arg(long, requires = "state_dir")]
     pub fresh: bool,
+    /// With --fresh, Kafka: start at the first message at or after this time (RFC 3339)
+    /// instead of the group's committed offsets.
+    #[arg(long, requires = "fresh", conflicts_with = "from_offsets")]
+    pub from: Option<String>,
+    /// With --fresh, Kafka: start at these offsets, PARTITION:OFFSET,... (unlisted partitions
+    /// at the beginning).
+    #[arg(long, requires = "fresh")]
+    pub from_offsets: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -51,7 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             job.path.display()
         );
     }
-    let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh });
+    let from = match (&args.from, &args.from_offsets) {
+        (None, None) => None,
+        (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
+    };
+    let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop) };
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
     let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;

@@ -333,6 +333,7 @@ impl Registry {
                 dir: state_dir.clone(),
                 interval: CHECKPOINT_INTERVAL,
                 fresh: false,
+                from: None,
             });
             let options = Options { cluster: cluster.clone(), decode_threads: 1, state, ..Options::live(stop) };
             Pipeline::new(job.clone(), source, sink, options)

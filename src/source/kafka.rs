@@ -354,11 +354,12 @@ impl KafkaSource {
                 }
             }
             if let Some(position) = self.resume[p].take() {
-                // A restored job's first message of the partition: the group's commit was
-                // ahead of the checkpoint (its newest was unusable), so go back to it. (Behind
-                // it, the pipeline skips what the state already holds.) Seeking works only
-                // once the partition is fetching, hence here and not at the assignment.
-                if offset > position {
+                // A restored job's first message of the partition: go to the checkpoint's
+                // position (the group's commit is behind it, or ahead when the newest
+                // checkpoint was unusable), or to where `--from` starts. The pipeline skips
+                // anything before it that still comes. Seeking works only once the partition
+                // is fetching, hence here and not at the assignment.
+                if offset != position {
                     match self.consumer.seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10)) {
                         Ok(()) => continue,
                         Err(e) => bail!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic),
@@ -673,6 +674,23 @@ impl Source for KafkaSource {
         producer
             .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
             .with_context(|| format!("cannot put the offsets of {} into the transaction", self.group_label()))
+    }
+
+    fn positions_at(&mut self, from: &Position) -> anyhow::Result<Vec<Option<i64>>> {
+        let mut out = Vec::new();
+        for p in 0..self.infos.len() as i32 {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the offsets of {}/{p}", self.topic))?;
+            let at = match from {
+                Position::Edge => low,
+                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(low),
+                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
+            };
+            out.push(Some(at.clamp(low, high)));
+        }
+        Ok(out)
     }
 
     fn resume_at(&mut self, positions: &[Option<i64>]) {

@@ -131,6 +131,11 @@ pub trait Source: Send {
         anyhow::bail!("exactly-once delivery needs a Kafka source in a consumer group")
     }
 
+    /// Per partition, the position of `from` (a time or offsets), for a job starting fresh there.
+    fn positions_at(&mut self, _from: &kafka::Position) -> anyhow::Result<Vec<Option<i64>>> {
+        anyhow::bail!("starting at a time or offsets needs a Kafka source")
+    }
+
     /// A restored job continues at these positions (per partition, the next record): a
     /// source that can seek does; the pipeline skips what comes before them anyway.
     fn resume_at(&mut self, _positions: &[Option<i64>]) {}
