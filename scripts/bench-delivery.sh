@@ -12,12 +12,7 @@ source "$(dirname "$0")/lib/bench.sh"
 EVENTS="${EVENTS:-3000000}"
 DURATION="${DURATION:-15}"
 INTERVAL="${INTERVAL:-1s}"
-if [ -z "${OSPREY_BENCH_BROKERS:-}" ]; then
-  export OSPREY_BROKER_PORT=29092
-  ./scripts/broker.sh start
-  trap './scripts/broker.sh stop' EXIT
-  OSPREY_BENCH_BROKERS="127.0.0.1:29092"
-fi
+bench_broker
 TOPIC="bench-delivery-$EVENTS-$$"
 "$OSPREY" generate --events "$EVENTS" --rate 2000 --brokers "$OSPREY_BENCH_BROKERS" --topic "$TOPIC" --partitions 3
 job() { # name delivery

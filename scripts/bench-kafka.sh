@@ -5,17 +5,10 @@
 #   EVENTS=5000000 ./scripts/bench-kafka.sh      (OSPREY_BENCH_BROKERS=host:port to use a running broker;
 #                                                 ROUNDS=3 alternating pairs of runs)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/osprey/target}"
+source "$(dirname "$0")/lib/bench.sh"
 EVENTS="${EVENTS:-2000000}"
 cargo build --release --locked --quiet --bin osprey --example kafka_consume
-OSPREY="$CARGO_TARGET_DIR/release/osprey"
-if [ -z "${OSPREY_BENCH_BROKERS:-}" ]; then
-  export OSPREY_BROKER_PORT=29092
-  ./scripts/broker.sh start
-  trap './scripts/broker.sh stop' EXIT
-  OSPREY_BENCH_BROKERS="127.0.0.1:29092"
-fi
+bench_broker
 TOPIC="bench-requests-$EVENTS-$$"
 DATA="${DATA:-bench-data}"
 mkdir -p "$DATA"

@@ -10,12 +10,7 @@ source "$(dirname "$0")/lib/bench.sh"
 JOBS="${JOBS:-20}"
 RATE="${RATE:-50000}"
 DURATION="${DURATION:-30}"
-if [ -z "${OSPREY_BENCH_BROKERS:-}" ]; then
-  export OSPREY_BROKER_PORT=29092
-  ./scripts/broker.sh start
-  trap './scripts/broker.sh stop' EXIT
-  OSPREY_BENCH_BROKERS="127.0.0.1:29092"
-fi
+bench_broker
 export OSPREY_TOKEN="bench-$$"
 port=$((7400 + $$ % 500))
 

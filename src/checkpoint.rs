@@ -112,13 +112,7 @@ impl Store {
 
     /// The newest checkpoint that reads back whole, if any.
     pub fn latest(&self) -> anyhow::Result<Option<Loaded>> {
-        for (sequence, path) in self.files()? {
-            match read(&path) {
-                Ok(state) => return Ok(Some(Loaded { sequence, path, state })),
-                Err(e) => crate::log_warn!("checkpoint {} is unusable ({e:#}); trying the one before it", path.display()),
-            }
-        }
-        Ok(None)
+        self.find(|_| true)
     }
 
     /// The newest whole checkpoint whose state satisfies `wanted` (exactly-once: the one whose

@@ -330,6 +330,7 @@ impl Pipeline {
         if let Some(a) = &mut self.alerting {
             a.evaluator.load_state(&state.evaluator).with_context(context)?;
             a.stage.restore(crate::state::from_bytes(&state.stage).with_context(context)?);
+            *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
         }
         self.resume = state.positions.clone();
         // The skipped records were decoded by the run that wrote the checkpoint.
@@ -667,9 +668,12 @@ impl Pipeline {
                 a.stage.judge(t, holding)?;
             }
             let counts = a.stage.counts();
-            self.counters.alerts_emitted.store(counts.fired + counts.resolved, Ordering::Relaxed);
+            let emitted = counts.fired + counts.resolved;
+            // The page's list of firing alerts changes only with a transition.
+            if self.counters.alerts_emitted.swap(emitted, Ordering::Relaxed) != emitted {
+                *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
+            }
             self.counters.alerts_suppressed.store(counts.deduplicated + counts.suppressed + counts.folded, Ordering::Relaxed);
-            *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
             self.counters.observe_latency(closed.elapsed());
             self.fired_since_commit += 1;
         }

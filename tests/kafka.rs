@@ -661,6 +661,34 @@ size = "10s"
     assert_eq!(small, large, "fetch sizes changed the output");
 }
 
+/// A job counting requests and bytes per service in 10-second windows over `topic`, with
+/// `source` and `event_time` lines added to those tables and `tail` (a `[sink]`) at the end.
+fn counting_job(name: &str, topic: &str, source: &str, event_time: &str, tail: &str) -> String {
+    format!(
+        r#"name = "{name}"
+sql = """
+SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+{source}
+[source.schema]
+ts = "timestamp"
+service = "string"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+{event_time}
+[window]
+kind = "tumbling"
+size = "10s"
+{tail}"#
+    )
+}
+
 /// A live run that starts on a backlog reads it like a replay (the partition furthest behind
 /// first, the others paused), so with a short idle timeout and any fetch size no partition
 /// waits long enough to be called idle and have its records turn late: the live windows are
@@ -673,30 +701,8 @@ fn a_live_run_on_a_backlog_gives_the_replay_s_windows_whatever_the_fetch_sizes()
     create(&topic, 3);
     produce(&topic, &events(30_000, 33));
     let job = |name: &str, fetch_bytes: &str| {
-        let text = format!(
-            r#"name = "{}"
-sql = """
-SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
-FROM events GROUP BY window_start, window_end, service ORDER BY service
-"""
-[source]
-kind = "kafka"
-topic = "{topic}"
-properties = {{ "max.partition.fetch.bytes" = "{fetch_bytes}" }}
-[source.schema]
-ts = "timestamp"
-service = "string"
-bytes = "int64"
-[event_time]
-column = "ts"
-watermark_delay = "3s"
-idle_timeout = "1s"
-[window]
-kind = "tumbling"
-size = "10s"
-"#,
-            unique(name)
-        );
+        let source = format!("properties = {{ \"max.partition.fetch.bytes\" = \"{fetch_bytes}\" }}");
+        let text = counting_job(&unique(name), &topic, &source, "idle_timeout = \"1s\"", "");
         std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
     };
     job("replayed", "1048576");
@@ -775,28 +781,7 @@ fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted
     let topic = unique("killed");
     create(&topic, 3);
     let producing = produce_paced(&topic, events(40_000, 44));
-    let text = format!(
-        r#"name = "{}"
-sql = """
-SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
-FROM events GROUP BY window_start, window_end, service ORDER BY service
-"""
-[source]
-kind = "kafka"
-topic = "{topic}"
-[source.schema]
-ts = "timestamp"
-service = "string"
-bytes = "int64"
-[event_time]
-column = "ts"
-watermark_delay = "3s"
-[window]
-kind = "tumbling"
-size = "10s"
-"#,
-        unique("killed")
-    );
+    let text = counting_job(&unique("killed"), &topic, "", "", "");
     std::fs::write(d.join("killed.toml"), text).unwrap();
     let run = |i: usize| {
         let args = ["run", "killed.toml", "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "100ms"];
@@ -869,32 +854,8 @@ fn an_exactly_once_job_killed_a_dozen_times_shows_a_committed_reader_each_row_on
     create(&topic, 3);
     let producing = produce_paced(&topic, events(16_000, 45));
     let name = unique("eos");
-    let text = format!(
-        r#"name = "{name}"
-sql = """
-SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes
-FROM events GROUP BY window_start, window_end, service ORDER BY service
-"""
-[source]
-kind = "kafka"
-topic = "{topic}"
-[source.schema]
-ts = "timestamp"
-service = "string"
-bytes = "int64"
-[event_time]
-column = "ts"
-watermark_delay = "3s"
-[window]
-kind = "tumbling"
-size = "10s"
-[sink]
-kind = "kafka"
-topic = "{out}"
-key = "service"
-delivery = "exactly-once"
-"#
-    );
+    let sink = format!("[sink]\nkind = \"kafka\"\ntopic = \"{out}\"\nkey = \"service\"\ndelivery = \"exactly-once\"\n");
+    let text = counting_job(&name, &topic, "", "", &sink);
     std::fs::write(d.join("eos.toml"), text).unwrap();
     let state = d.join("state").join(&name);
     let run = |i: usize| {

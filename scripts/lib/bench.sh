@@ -22,3 +22,14 @@ timed_replay() {
 
 # figure JOB NAME: the number after NAME in the job's run summary.
 figure() { grep -o "$2 [0-9]*" "$DATA/$1.err" | tail -1 | awk '{print $NF}'; }
+
+# bench_broker: OSPREY_BENCH_BROKERS, or a broker of the benchmark's own on port 29092,
+# stopped when the script exits.
+bench_broker() {
+  if [ -z "${OSPREY_BENCH_BROKERS:-}" ]; then
+    export OSPREY_BROKER_PORT=29092
+    ./scripts/broker.sh start
+    trap './scripts/broker.sh stop' EXIT
+    OSPREY_BENCH_BROKERS="127.0.0.1:29092"
+  fi
+}
