@@ -26,9 +26,47 @@ fn parse_timestamp_unchecked(text: &str) -> Result<Millis, String> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse::<i64>().map_err(|_| format!("epoch milliseconds `{t}` out of range"));
     }
+    if let Some(ms) = rfc3339_utc(t.as_bytes()) {
+        return Ok(ms);
+    }
     string_to_datetime(&Utc, t)
         .map(|d| d.timestamp_millis())
         .map_err(|_| format!("`{t}` is neither an RFC 3339 time nor epoch milliseconds"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the shape nearly every event time has, without the general
+/// parser (a tenth of a replay's time went there). `None` for anything else, valid or not, which
+/// the general parser then decides; where both read a text they agree (tested).
+fn rfc3339_utc(t: &[u8]) -> Option<Millis> {
+    if t.len() < 20 || t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' || t[16] != b':' || t.last() != Some(&b'Z') {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        t[range].iter().try_fold(0i64, |n, &b| b.is_ascii_digit().then(|| n * 10 + (b - b'0') as i64))
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[month as usize - 1] || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let fraction = &t[19..t.len() - 1];
+    let millis = match fraction {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) => {
+            digits.iter().take(3).chain(b"000".iter()).take(3).fold(0, |n, &b| n * 10 + (b - b'0') as i64)
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
 /// An integer of a declared integer column from its JSON text, within `[min, max]`. A number
@@ -117,6 +155,41 @@ mod tests {
         assert!(parse_timestamp("9999-12-31T12:00:00Z").unwrap_err().contains("outside the years"));
         assert!(parse_timestamp("253402300799999").is_err());
         assert!(parse_timestamp("9999-12-30T23:59:59Z").is_ok());
+    }
+
+    /// The RFC 3339 shortcut reads every text the general parser reads alike, and leaves the
+    /// rest (impossible dates, other shapes) to it.
+    #[test]
+    fn the_rfc3339_shortcut_agrees_with_the_general_parser() {
+        let mut state = 3u64;
+        let mut next = |n: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let fractions = ["", ".5", ".02", ".123", ".1239", ".000000001", ".", ".1234567890", ".x"];
+        let mut shortcut = 0;
+        for _ in 0..20_000 {
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}Z",
+                [0, 1, 1600, 1900, 1969, 1970, 2000, 2024, 2026, 2100, 9999][next(11) as usize],
+                next(14),
+                next(33),
+                next(26),
+                next(62),
+                next(62),
+                fractions[next(fractions.len() as u64) as usize]
+            );
+            let general = string_to_datetime(&Utc, &text).map(|d| d.timestamp_millis()).ok();
+            if let Some(ms) = rfc3339_utc(text.as_bytes()) {
+                shortcut += 1;
+                assert_eq!(Some(ms), general, "{text}");
+            }
+        }
+        assert!(shortcut > 5_000, "{shortcut}");
+        for other in ["2026-01-05 09:00:00Z", "2026-01-05T09:00:00+01:00", "2026-01-05T09:00:00z", "2026-02-29T00:00:00Z"] {
+            assert_eq!(rfc3339_utc(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(rfc3339_utc(b"2024-02-29T23:59:59.999Z"), Some(1_709_251_199_999));
     }
 
     #[test]

@@ -10,14 +10,15 @@
 //! strings, cuts off extra decimal digits without a word, and truncates `200.5` to an integer.
 
 pub mod convert;
+mod flat;
 pub mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int32Array, Int64Array, StringArray,
-    StructArray, TimestampMillisecondArray, TimestampMillisecondBuilder,
+    new_empty_array, new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int32Array, Int64Array, StringArray,
+    StructArray, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt32Array,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{cast_with_options, concat_batches, CastOptions};
@@ -63,6 +64,8 @@ pub struct Decoder {
     /// Set after a chunk held a type conflict: the next ones start in tolerant mode
     /// ([`Decoder::decode_tolerant`]) instead of failing a strict decode first.
     tolerant: AtomicBool,
+    /// The one-pass decoder, when every column is a top-level scalar arrow-json reads as is.
+    flat: Option<flat::FlatDecoder>,
 }
 
 struct Leaf {
@@ -151,8 +154,10 @@ impl Decoder {
         for name in &metadata {
             fields.push(Field::new(*name, metadata::data_type(name), true));
         }
+        let read_schema = Arc::new(Schema::new(root.fields()));
         Decoder {
-            read_schema: Arc::new(Schema::new(root.fields())),
+            flat: flat::FlatDecoder::new(job),
+            read_schema,
             leaves,
             schema: Arc::new(Schema::new(fields)),
             event_time: job.event_time_index(),
@@ -174,25 +179,68 @@ impl Decoder {
     }
 
     fn decode_json(&self, partition: usize, data: &[u8], records: &[RawRecord], meta: Option<&RecordMeta>) -> Decoded {
-        let all: Vec<usize> = (0..records.len()).collect();
-        let strict = if self.tolerant.load(Ordering::Relaxed) { None } else { self.decode_rows(data, records, &all, false).ok() };
-        let rows = match strict {
-            Some(rows) => rows,
-            None => self.decode_tolerant(data, records, &all),
+        // Columns in the job's types, with the record index of each row, from each path.
+        let mut parts: Vec<(Vec<ArrayRef>, Vec<usize>)> = Vec::new();
+        let rest = match &self.flat {
+            None => (0..records.len()).collect(),
+            Some(flat) => {
+                let fast = flat.decode(data, records);
+                parts.push((fast.columns, fast.records));
+                fast.rest
+            }
         };
-        let Rows { batch: raw, records: row_records, bad, .. } = rows;
-        let mut dead_letters: Vec<DeadLetter> =
-            bad.into_iter().map(|(i, reason)| dead_letter(partition, &records[i], data, reason)).collect();
-        let columns: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&raw, &l.path)).collect();
+        let mut dead_letters = Vec::new();
+        if !rest.is_empty() {
+            let Rows { batch: raw, records: tape_records, bad, .. } = self.decode_tape(data, records, &rest);
+            dead_letters.extend(bad.into_iter().map(|(i, reason)| dead_letter(partition, &records[i], data, reason)));
+            let columns: Vec<ArrayRef> = self.leaves.iter().map(|l| leaf_array(&raw, &l.path)).collect();
+            let offsets: Vec<i64> = tape_records.iter().map(|&i| records[i].offset).collect();
+            let raw_of = |row: usize| {
+                let r = &records[tape_records[row]];
+                data[r.start as usize..r.end as usize].to_vec()
+            };
+            let (columns, kept) = self.convert(partition, columns, &offsets, &mut dead_letters, raw_of);
+            parts.push((columns, kept.into_iter().map(|row| tape_records[row]).collect()));
+        }
+        let (columns, row_records) = self.in_record_order(parts);
         let offsets: Vec<i64> = row_records.iter().map(|&i| records[i].offset).collect();
-        let raw_of = |row: usize| {
-            let r = &records[row_records[row]];
-            data[r.start as usize..r.end as usize].to_vec()
-        };
-        let (batch, offsets) =
-            self.finish(partition, columns, offsets, meta.map(|m| (m, row_records.clone())), &mut dead_letters, raw_of);
+        let batch = self.assemble(partition, columns, &offsets, meta.map(|m| (m, &row_records[..])));
         dead_letters.sort_by_key(|d| d.offset);
         Decoded { batch, offsets, dead_letters }
+    }
+
+    /// The rows of both paths as one set of columns, in record order (a chunk's rows keep
+    /// their order whichever path decoded them: percentiles depend on it).
+    fn in_record_order(&self, parts: Vec<(Vec<ArrayRef>, Vec<usize>)>) -> (Vec<ArrayRef>, Vec<usize>) {
+        let mut parts: Vec<_> = parts.into_iter().filter(|(_, rows)| !rows.is_empty()).collect();
+        match parts.len() {
+            0 => (self.leaves.iter().enumerate().map(|(i, _)| new_empty_array(self.schema.field(i).data_type())).collect(), Vec::new()),
+            1 => parts.pop().unwrap(),
+            _ => {
+                let records: Vec<usize> = parts.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+                let mut order: Vec<u32> = (0..records.len() as u32).collect();
+                order.sort_by_key(|&row| records[row as usize]);
+                let order = UInt32Array::from(order);
+                let columns = (0..self.leaves.len())
+                    .map(|c| {
+                        let pieces: Vec<&dyn Array> = parts.iter().map(|(cols, _)| cols[c].as_ref()).collect();
+                        let joined = datafusion::arrow::compute::concat(&pieces).expect("same types");
+                        datafusion::arrow::compute::take(&joined, &order, None).expect("indices in range")
+                    })
+                    .collect();
+                (columns, order.values().iter().map(|&row| records[row as usize]).collect())
+            }
+        }
+    }
+
+    /// Decode the records `which` through arrow-json's tape: strictly, or tolerantly once a
+    /// chunk has held a type conflict.
+    fn decode_tape(&self, data: &[u8], records: &[RawRecord], which: &[usize]) -> Rows {
+        let strict = if self.tolerant.load(Ordering::Relaxed) { None } else { self.decode_rows(data, records, which, false).ok() };
+        match strict {
+            Some(rows) => rows,
+            None => self.decode_tolerant(data, records, which),
+        }
     }
 
     /// Type conflicts read as nulls, then only the rows holding a null are decoded again
@@ -340,24 +388,37 @@ impl Decoder {
         for (row, reason) in row_errors {
             dead_letters.push(DeadLetter { partition, offset: offsets[row], reason, raw: row_json(row) });
         }
-        let (batch, offsets) = self.finish(partition, columns, offsets, None, &mut dead_letters, row_json);
+        let (batch, offsets) = self.finish(partition, columns, offsets, &mut dead_letters, row_json);
         dead_letters.sort_by_key(|d| d.offset);
         dead_letters.dedup_by_key(|d| d.offset);
         Decoded { batch, offsets, dead_letters }
     }
 
     /// Convert text columns to event times and decimals, drop rows with errors or no event
-    /// time (as dead letters), and add the metadata columns. `meta` gives each row's record
-    /// index into the chunk's [`RecordMeta`].
+    /// time (as dead letters), and add the metadata columns.
     fn finish(
         &self,
         partition: usize,
-        mut columns: Vec<ArrayRef>,
+        columns: Vec<ArrayRef>,
         offsets: Vec<i64>,
-        meta: Option<(&RecordMeta, Vec<usize>)>,
         dead_letters: &mut Vec<DeadLetter>,
         raw: impl Fn(usize) -> Vec<u8>,
     ) -> (RecordBatch, Vec<i64>) {
+        let (columns, kept) = self.convert(partition, columns, &offsets, dead_letters, raw);
+        let offsets: Vec<i64> = kept.iter().map(|&row| offsets[row]).collect();
+        (self.assemble(partition, columns, &offsets, None), offsets)
+    }
+
+    /// Convert text columns to event times, decimals and integers, and drop the rows with
+    /// errors or no event time, as dead letters; the columns and the rows kept.
+    fn convert(
+        &self,
+        partition: usize,
+        mut columns: Vec<ArrayRef>,
+        offsets: &[i64],
+        dead_letters: &mut Vec<DeadLetter>,
+        raw: impl Fn(usize) -> Vec<u8>,
+    ) -> (Vec<ArrayRef>, Vec<usize>) {
         let rows = offsets.len();
         let mut errors: Vec<Option<String>> = vec![None; rows];
         for (leaf, col) in self.leaves.iter().zip(columns.iter_mut()) {
@@ -387,23 +448,24 @@ impl Decoder {
             }
         }
         let dead_rows: std::collections::HashSet<i64> = dead_letters.iter().map(|d| d.offset).collect();
-        let keep: Vec<bool> = offsets.iter().map(|o| !dead_rows.contains(o)).collect();
-        let all_kept = keep.iter().all(|k| *k);
-        if !all_kept {
-            let mask = BooleanArray::from(keep.clone());
+        let kept: Vec<usize> = (0..rows).filter(|&row| !dead_rows.contains(&offsets[row])).collect();
+        if kept.len() < rows {
+            let mask = BooleanArray::from((0..rows).map(|row| !dead_rows.contains(&offsets[row])).collect::<Vec<_>>());
             for c in &mut columns {
                 *c = datafusion::arrow::compute::filter(c, &mask).expect("filter keeps the type");
             }
         }
-        let pick = |i: usize| keep[i];
-        let offsets: Vec<i64> = offsets.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, o)| *o).collect();
-        let kept_records: Option<(&RecordMeta, Vec<usize>)> =
-            meta.map(|(m, idx)| (m, idx.into_iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, r)| r).collect()));
+        (columns, kept)
+    }
+
+    /// The batch of the job's schema: the declared columns, then the metadata columns the SQL
+    /// uses. `meta` gives each row's record index into the chunk's [`RecordMeta`].
+    fn assemble(&self, partition: usize, mut columns: Vec<ArrayRef>, offsets: &[i64], meta: Option<(&RecordMeta, &[usize])>) -> RecordBatch {
         let n = offsets.len();
         for name in &self.metadata {
-            columns.push(match (*name, &kept_records) {
+            columns.push(match (*name, &meta) {
                 ("_partition", _) => Arc::new(Int32Array::from_value(partition as i32, n)),
-                ("_offset", _) => Arc::new(Int64Array::from(offsets.clone())),
+                ("_offset", _) => Arc::new(Int64Array::from(offsets.to_vec())),
                 ("_topic", Some((m, _))) => Arc::new(StringArray::from(vec![Some(m.topic.as_ref()); n])),
                 ("_timestamp", Some((m, idx))) => Arc::new(
                     TimestampMillisecondArray::from(idx.iter().map(|&i| m.timestamps[i]).collect::<Vec<_>>()).with_timezone("UTC"),
@@ -414,9 +476,8 @@ impl Decoder {
                 (other, _) => new_null_array(&metadata::data_type(other), n),
             });
         }
-        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n)))
-            .expect("decoded columns match the job schema");
-        (batch, offsets)
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(n)))
+            .expect("decoded columns match the job schema")
     }
 }
 

@@ -153,3 +153,106 @@ fn dirty_chunks_decode_as_their_records_do_one_by_one() {
         assert_eq!(d.dead_letters.iter().map(|d| (d.offset, d.reason.clone())).collect::<Vec<_>>(), dead);
     }
 }
+
+/// The one-pass decoder gives what arrow-json's tape gives, record for record, on strict JSON
+/// and on everything it hands back (escapes, lenient commas, odd numbers, duplicates, nesting,
+/// bad UTF-8): the same rows, values and dead letters.
+#[test]
+fn the_one_pass_decoder_agrees_with_the_tape_on_odd_json() {
+    let j = job("ts = \"timestamp\"\nn = \"int64\"\nx = \"float64\"\ny = \"float32\"\ns = \"string\"\nok = \"bool\"\nprice = \"decimal(10,2)\"");
+    let values = [
+        ("n", &["1", "-0", "01", "1e3", "12-3", "\"7\"", "\"x200\"", "null", "true", "{}", "[1]", "2.5", " 4 "][..]),
+        ("x", &["1.5", "-2.25e-3", "1E+2", "1.", ".5", "\"2\"", "null", "[1]", "1e999", "0.1000000000000000055511151231257827"][..]),
+        ("y", &["1.5", "3.4028235e38", "1e40", "null", "\"1\""][..]),
+        ("s", &["\"a\"", "\"é日本\u{1F600}\"", "\"a\\\"b\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "5", "-1.50", "true", "false", "null", "{\"a\":1}", "\"tab\there\""][..]),
+        ("ok", &["true", "false", "null", "\"yes\"", "1", "tru"][..]),
+        ("price", &["\"1.25\"", "3", "\"1.234\"", "null", "1e1"][..]),
+        ("extra", &["{\"deep\":[1,{\"a\":[]},\"xy\",-2.5e3,true,null]}", "{\"deep\":[\"x\\\"y\"]}", "[]", "\"ignored\"", "[1,2,]", "{\"a\" 1}", "nul", "\"\\q\""][..]),
+    ];
+    let shapes: &[fn(&str) -> String] = &[
+        |body| format!("{{{body}}}"),
+        |body| format!("  {{ {} }}  ", body.replace(',', " , ").replace(':', " : ")),
+        |body| format!("{{{body},}}"),
+        |body| format!("{{,{body}}}"),
+        |body| format!("{{{}}}", body.replacen(',', " ", 1)),
+        |body| format!("{{{body}}} x"),
+        |body| format!("{{{body}}}{{}}"),
+        |body| format!("[{{{body}}}]"),
+        |body| format!("{{{body},\"n\":2}}"),
+        |body| format!("{{{}}}", body.replace("\"ts\"", "\"\\u0074s\"")),
+    ];
+    let mut state = 11u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let mut data = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..3000i64 {
+        let ts = match next(12) {
+            0 => "\"2026-01-05T09:00:00.5Z\"".to_string(),
+            1 => "\"2026-01-05T10:00:00+01:00\"".to_string(),
+            2 => "\"soon\"".to_string(),
+            3 => "null".to_string(),
+            4 => "\"2026-02-30T00:00:00Z\"".to_string(),
+            5 => "99999999999999999999".to_string(),
+            _ => (1_767_603_600_000i64 + i).to_string(),
+        };
+        let mut fields = if next(30) == 0 { vec![] } else { vec![format!("\"ts\":{ts}")] };
+        for (name, choices) in &values {
+            match next(10 * choices.len()) {
+                0 => {}
+                k if k <= choices.len() => fields.push(format!("\"{name}\":{}", choices[k - 1])),
+                _ => fields.push(format!("\"{name}\":{}", choices[0])),
+            }
+        }
+        let body = fields.join(",");
+        let mut line = match next(3) {
+            0 => shapes[next(shapes.len())](&body),
+            _ => shapes[0](&body),
+        }
+        .into_bytes();
+        match next(60) {
+            0 => line.truncate(line.len() / 2),
+            1 => line.insert(line.len() / 2, 0xff),
+            _ => {}
+        }
+        let start = data.len() as u32;
+        data.extend_from_slice(&line);
+        records.push(RawRecord { start, end: data.len() as u32, offset: i + 1 });
+        data.push(b'\n');
+    }
+    let payload = Payload::Json { data, records, meta: None };
+    let one_pass = Decoder::new(&j);
+    let Some(flat) = &one_pass.flat else { panic!("a flat schema takes the one-pass decoder") };
+    let Payload::Json { data, records, .. } = &payload else { unreachable!() };
+    let taken = flat.decode(data, records);
+    assert!(taken.records.len() > 1000 && taken.rest.len() > 500, "both paths are exercised: {} one-pass, {} tape", taken.records.len(), taken.rest.len());
+    let mut tape = Decoder::new(&j);
+    tape.flat = None;
+    // Twice each: the second chunk meets a decoder already in tolerant mode.
+    for _ in 0..2 {
+        let (a, b) = (one_pass.decode(0, &payload), tape.decode(0, &payload));
+        assert_eq!(a.batch, b.batch);
+        assert_eq!(a.offsets, b.offsets);
+        assert_eq!(a.dead_letters, b.dead_letters);
+        assert!(a.dead_letters.len() > 300 && a.batch.num_rows() > 1000, "{} dead, {} rows", a.dead_letters.len(), a.batch.num_rows());
+    }
+}
+
+#[test]
+fn clean_records_take_the_one_pass_decoder() {
+    let j = job("ts = \"timestamp\"\nservice = \"string\"\nstatus = \"int64\"\nduration_ms = \"float64\"");
+    let Payload::Json { data, records, .. } = lines(concat!(
+        "{\"ts\":\"2026-01-05T09:00:00.020Z\",\"service\":\"search\",\"method\":\"GET\",\"status\":200,\"duration_ms\":9.091,\"tags\":[\"a\",{\"b\":null}]}\n",
+        "{ \"service\" : \"cart\" , \"ts\" : 1767603600000 , \"status\" : \"x200\" }\n",
+        "{\"ts\":\"2026-01-05T09:00:00Z\",\"service\":\"a\\\"b\"}\n",
+    )) else {
+        unreachable!()
+    };
+    let rows = Decoder::new(&j).flat.as_ref().unwrap().decode(&data, &records);
+    assert_eq!(rows.records, vec![0], "a string with an escape and a value that does not convert go to the tape");
+    assert_eq!(rows.rest, vec![1, 2]);
+    assert_eq!(rows.columns[0].as_primitive::<TimestampMillisecondType>().value(0), 1_767_603_600_020);
+    assert_eq!(rows.columns[2].as_primitive::<Int64Type>().value(0), 200);
+}

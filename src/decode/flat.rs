@@ -1,0 +1,406 @@
+//! A one-pass decoder for jobs whose declared columns are all top-level scalars.
+//!
+//! arrow-json builds a tape of every element of every record, then walks it once per column;
+//! most of a replay's time went there. This decoder scans each record once and writes the
+//! declared fields straight into Arrow buffers, skipping the others. It only accepts what it
+//! can decode exactly as arrow-json would: strict JSON, strings without escapes, numbers the
+//! tape would read whole, each declared field once. Any other record is handed back, and the
+//! tape path ([`super::Decoder`]) decodes it and gives every error its message; so the two
+//! paths produce the same values, and an odd record costs a fallback, never another answer.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, BooleanBufferBuilder, Decimal128Array, Float32Array, Float64Array, Int32Array, Int64Array,
+    NullBufferBuilder, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+
+use super::convert;
+use crate::job::{ColumnType, Job};
+use crate::source::RawRecord;
+
+pub(super) struct FlatDecoder {
+    names: Vec<Vec<u8>>,
+    types: Vec<ColumnType>,
+    event_time: usize,
+}
+
+/// A declared field's value in the record being scanned: its byte range in the chunk, and the
+/// number it converts to.
+#[derive(Clone, Copy)]
+struct Slot {
+    tag: Tag,
+    start: u32,
+    end: u32,
+    value: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tag {
+    Absent,
+    Null,
+    Text,
+    Number,
+    True,
+    False,
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    None,
+    Float(f64),
+    Int(i128),
+}
+
+const EMPTY: Slot = Slot { tag: Tag::Absent, start: 0, end: 0, value: Value::None };
+
+/// The rows decoded here, in the job's declared column types, and the records left to the tape
+/// path: every record this decoder cannot read exactly, and every record that does not convert
+/// (so each dead letter gets the tape path's reason, and clean rows are never filtered again).
+pub(super) struct FlatRows {
+    pub columns: Vec<ArrayRef>,
+    /// Record index of each row.
+    pub records: Vec<usize>,
+    pub rest: Vec<usize>,
+}
+
+impl FlatDecoder {
+    /// `None` when a column needs the tape path (nested fields, dates).
+    pub fn new(job: &Job) -> Option<Self> {
+        if job.columns.iter().any(|c| c.name.contains('.') || c.ty == ColumnType::Date) {
+            return None;
+        }
+        Some(FlatDecoder {
+            names: job.columns.iter().map(|c| c.name.as_bytes().to_vec()).collect(),
+            types: job.columns.iter().map(|c| c.ty).collect(),
+            event_time: job.event_time_index(),
+        })
+    }
+
+    pub fn decode(&self, data: &[u8], records: &[RawRecord]) -> FlatRows {
+        let n = records.len();
+        let mut columns: Vec<Builder> = self.types.iter().map(|t| Builder::new(*t, n)).collect();
+        let mut slots = vec![EMPTY; self.names.len()];
+        let mut order = KeyOrder::default();
+        let mut rows = Vec::with_capacity(n);
+        let mut rest = Vec::new();
+        // Ranges of valid UTF-8 are valid UTF-8: one check of the chunk covers its records.
+        let fits = data.len() < i32::MAX as usize;
+        let chunk_utf8 = fits && simdutf8::basic::from_utf8(data).is_ok();
+        for (i, r) in records.iter().enumerate() {
+            let (start, end) = (r.start as usize, r.end as usize);
+            slots.fill(EMPTY);
+            let ok = fits
+                && (chunk_utf8 || simdutf8::basic::from_utf8(&data[start..end]).is_ok())
+                && self.scan(data, start, end, &mut slots, &mut order).is_some()
+                && !matches!(slots[self.event_time].tag, Tag::Absent | Tag::Null);
+            if ok {
+                for (b, s) in columns.iter_mut().zip(&slots) {
+                    b.push(*s, data);
+                }
+                rows.push(i);
+            } else {
+                rest.push(i);
+            }
+        }
+        FlatRows { columns: columns.into_iter().map(Builder::finish).collect(), records: rows, rest }
+    }
+
+    /// Fill `slots` from the record `data[start..end]`; `None` leaves it to the tape path.
+    fn scan(&self, data: &[u8], start: usize, end: usize, slots: &mut [Slot], order: &mut KeyOrder) -> Option<()> {
+        let b = &data[..end];
+        let mut i = ws(b, start);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let mut ordinal = 0;
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                if b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                let key_end = string_end(b, i + 1)?;
+                let key = &b[i + 1..key_end];
+                i = ws(b, key_end + 1);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = ws(b, i + 1);
+                match order.column(ordinal, key, &self.names) {
+                    Some(c) => {
+                        if slots[c].tag != Tag::Absent {
+                            return None; // arrow-json keeps the last of duplicate fields
+                        }
+                        let (slot, next) = scalar(b, i)?;
+                        slots[c] = typed(slot, self.types[c], b)?;
+                        i = next;
+                    }
+                    None => i = skip_value(b, i, 0)?,
+                }
+                ordinal += 1;
+                i = ws(b, i);
+                match b.get(i) {
+                    Some(b',') => i = ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (ws(b, i) == end).then_some(())
+    }
+}
+
+/// The slot converted to its column's type as the tape path would (arrow-json reads event
+/// times, decimals and integers as text, converted by [`convert`]); `None` where it would not
+/// convert or arrow-json reads it differently.
+fn typed(mut slot: Slot, ty: ColumnType, b: &[u8]) -> Option<Slot> {
+    if slot.tag == Tag::Null || ty == ColumnType::String {
+        return Some(slot);
+    }
+    let bytes = &b[slot.start as usize..slot.end as usize];
+    let text = || match slot.tag {
+        Tag::Text | Tag::Number => std::str::from_utf8(bytes).ok(),
+        _ => None, // `true`/`false` read as text never convert to these types
+    };
+    slot.value = match (ty, slot.tag) {
+        (ColumnType::Bool, Tag::True | Tag::False) => Value::None,
+        (ColumnType::Float64, Tag::Number) => Value::Float(lexical_core::parse::<f64>(bytes).ok()?),
+        (ColumnType::Float32, Tag::Number) => Value::Float(lexical_core::parse::<f32>(bytes).ok()? as f64),
+        (ColumnType::Timestamp, _) => Value::Int(convert::parse_timestamp(text()?).ok()? as i128),
+        (ColumnType::Decimal { precision, scale }, _) => Value::Int(convert::parse_decimal(text()?, precision, scale).ok()?),
+        (ColumnType::Int32, _) => Value::Int(convert::parse_integer(text()?, i32::MIN as i128, i32::MAX as i128, "int32").ok()?),
+        (ColumnType::Int64, _) => Value::Int(convert::parse_integer(text()?, i64::MIN as i128, i64::MAX as i128, "int64").ok()?),
+        (ColumnType::UInt64, _) => Value::Int(convert::parse_integer(text()?, 0, u64::MAX as i128, "uint64").ok()?),
+        _ => return None,
+    };
+    Some(slot)
+}
+
+/// Which column the key at each position of the previous record was: records of one stream
+/// mostly repeat their key order, so a key is usually matched by one comparison.
+#[derive(Default)]
+struct KeyOrder {
+    seen: Vec<(Vec<u8>, Option<usize>)>,
+}
+
+impl KeyOrder {
+    fn column(&mut self, ordinal: usize, key: &[u8], names: &[Vec<u8>]) -> Option<usize> {
+        if let Some((k, c)) = self.seen.get(ordinal) {
+            if k.as_slice() == key {
+                return *c;
+            }
+        }
+        let c = names.iter().position(|n| n.as_slice() == key);
+        if ordinal < 64 {
+            if ordinal >= self.seen.len() {
+                self.seen.resize(ordinal + 1, (Vec::new(), None));
+            }
+            self.seen[ordinal] = (key.to_vec(), c);
+        }
+        c
+    }
+}
+
+/// One column's values and nulls, in the column's declared type.
+struct Builder {
+    ty: ColumnType,
+    valid: NullBufferBuilder,
+    values: Values,
+}
+
+enum Values {
+    Text { offsets: Vec<i32>, bytes: Vec<u8> },
+    Float(Vec<f64>),
+    Int(Vec<i128>),
+    Long(Vec<i64>),
+    Bool(BooleanBufferBuilder),
+}
+
+impl Builder {
+    fn new(ty: ColumnType, n: usize) -> Self {
+        let values = match ty {
+            ColumnType::String => {
+                let mut offsets = Vec::with_capacity(n + 1);
+                offsets.push(0);
+                Values::Text { offsets, bytes: Vec::with_capacity(n * 16) }
+            }
+            ColumnType::Float64 | ColumnType::Float32 => Values::Float(Vec::with_capacity(n)),
+            ColumnType::Decimal { .. } | ColumnType::UInt64 => Values::Int(Vec::with_capacity(n)),
+            ColumnType::Bool => Values::Bool(BooleanBufferBuilder::new(n)),
+            _ => Values::Long(Vec::with_capacity(n)),
+        };
+        Builder { ty, valid: NullBufferBuilder::new(n), values }
+    }
+
+    fn push(&mut self, s: Slot, data: &[u8]) {
+        self.valid.append(!matches!(s.tag, Tag::Absent | Tag::Null));
+        match &mut self.values {
+            Values::Text { offsets, bytes } => {
+                match s.tag {
+                    Tag::Text | Tag::Number => bytes.extend_from_slice(&data[s.start as usize..s.end as usize]),
+                    Tag::True => bytes.extend_from_slice(b"true"),
+                    Tag::False => bytes.extend_from_slice(b"false"),
+                    Tag::Absent | Tag::Null => {}
+                }
+                offsets.push(bytes.len() as i32);
+            }
+            Values::Float(v) => v.push(if let Value::Float(x) = s.value { x } else { 0.0 }),
+            Values::Int(v) => v.push(if let Value::Int(x) = s.value { x } else { 0 }),
+            Values::Long(v) => v.push(if let Value::Int(x) = s.value { x as i64 } else { 0 }),
+            Values::Bool(v) => v.append(s.tag == Tag::True),
+        }
+    }
+
+    /// The array the tape path's conversions give for this column.
+    fn finish(mut self) -> ArrayRef {
+        let nulls = self.valid.finish();
+        match (self.values, self.ty) {
+            (Values::Text { offsets, bytes }, _) => Arc::new(
+                // `try_new` checks the offsets and the UTF-8 (whole records were validated).
+                StringArray::try_new(OffsetBuffer::new(ScalarBuffer::from(offsets)), bytes.into(), nulls)
+                    .expect("offsets grow and values are UTF-8"),
+            ),
+            (Values::Float(v), ColumnType::Float32) => {
+                Arc::new(Float32Array::new(v.into_iter().map(|x| x as f32).collect(), nulls))
+            }
+            (Values::Float(v), _) => Arc::new(Float64Array::new(v.into(), nulls)),
+            (Values::Int(v), ColumnType::Decimal { precision, scale }) => Arc::new(
+                Decimal128Array::new(v.into(), nulls)
+                    .with_precision_and_scale(precision, scale)
+                    .expect("validated precision and scale"),
+            ),
+            (Values::Int(v), _) => Arc::new(UInt64Array::new(v.into_iter().map(|x| x as u64).collect(), nulls)),
+            (Values::Long(v), ColumnType::Timestamp) => {
+                Arc::new(TimestampMillisecondArray::new(v.into(), nulls).with_timezone("UTC"))
+            }
+            (Values::Long(v), ColumnType::Int32) => Arc::new(Int32Array::new(v.into_iter().map(|x| x as i32).collect(), nulls)),
+            (Values::Long(v), _) => Arc::new(Int64Array::new(v.into(), nulls)),
+            (Values::Bool(mut v), _) => Arc::new(BooleanArray::new(v.finish(), nulls)),
+        }
+    }
+}
+
+#[inline]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\n' | b'\r' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// The closing quote of a string whose text starts at `i`; `None` if it holds an escape.
+#[inline]
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    // Most keys and values are short: a plain loop before memchr's setup pays off.
+    let rest = b.get(i..)?;
+    let k = match rest.iter().take(16).position(|&c| c == b'"' || c == b'\\') {
+        Some(k) => k,
+        None if rest.len() <= 16 => return None,
+        None => 16 + memchr::memchr2(b'"', b'\\', &rest[16..])?,
+    };
+    (rest[k] == b'"').then_some(i + k)
+}
+
+/// The end of a strict JSON number at `i`, unless the tape would read more characters into it.
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(b, i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let from = i + 1;
+        i = digits(b, from);
+        if i == from {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let from = i;
+        i = digits(b, from);
+        if i == from {
+            return None;
+        }
+    }
+    if matches!(b.get(i), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+        return None;
+    }
+    Some(i)
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    (b.get(i..i + word.len())? == word).then_some(i + word.len())
+}
+
+/// A scalar value at `i` and where it ends; `None` for containers and anything odd.
+fn scalar(b: &[u8], i: usize) -> Option<(Slot, usize)> {
+    let slot = |tag, start: usize, end: usize| Slot { tag, start: start as u32, end: end as u32, value: Value::None };
+    Some(match b.get(i)? {
+        b'"' => {
+            let end = string_end(b, i + 1)?;
+            (slot(Tag::Text, i + 1, end), end + 1)
+        }
+        b'-' | b'0'..=b'9' => {
+            let end = number_end(b, i)?;
+            (slot(Tag::Number, i, end), end)
+        }
+        b't' => (slot(Tag::True, i, i), literal(b, i, b"true")?),
+        b'f' => (slot(Tag::False, i, i), literal(b, i, b"false")?),
+        b'n' => (slot(Tag::Null, i, i), literal(b, i, b"null")?),
+        _ => return None,
+    })
+}
+
+/// Past any strict JSON value at `i` (a field no column reads).
+fn skip_value(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+    let close = match b.get(i)? {
+        b'{' => b'}',
+        b'[' => b']',
+        _ => return scalar(b, i).map(|(_, end)| end),
+    };
+    if depth >= 32 {
+        return None;
+    }
+    let mut i = ws(b, i + 1);
+    if b.get(i) == Some(&close) {
+        return Some(i + 1);
+    }
+    loop {
+        if close == b'}' {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            i = ws(b, string_end(b, i + 1)? + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(b, i + 1);
+        }
+        i = ws(b, skip_value(b, i, depth + 1)?);
+        match b.get(i)? {
+            b',' => i = ws(b, i + 1),
+            c if *c == close => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
