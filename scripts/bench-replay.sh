@@ -4,12 +4,12 @@
 #    of the records carrying a wrong-typed field ("status": "x200"), side by side;
 #  - DuckDB (read_json with typed columns, 2 threads) and DataFusion's Python package running
 #    the same query over the clean file, and Osprey's rate as a ratio of DuckDB's.
-#   EVENTS=2000000 ROUNDS=3 ./scripts/bench-replay.sh
+#   EVENTS=2000000 ROUNDS=5 ./scripts/bench-replay.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/bench.sh
 EVENTS="${EVENTS:-2000000}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 VENV="${OSPREY_BENCH_VENV:-$HOME/.cache/osprey/bench-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "installing duckdb and datafusion (PyPI) into $VENV"
@@ -31,32 +31,30 @@ job() { # job file reading $1
       -e 's/^format = "table"/format = "json"/' jobs/http_red.toml > "$DATA/red-$(basename "$1" .jsonl).toml"
   echo "$DATA/red-$(basename "$1" .jsonl).toml"
 }
-best() { sort -n | head -1; }
-osprey_seconds() { # median-free: the best of ROUNDS runs, the least disturbed by this noisy machine
-  local j; j=$(job "$1")
-  for _ in $(seq "$ROUNDS"); do
-    local s e; s=$(date +%s.%N)
-    "$OSPREY" replay "$j" --output "$DATA/red.out.jsonl" --dead-letters "$DATA/red.dlq.jsonl" --quiet 2>/dev/null
-    e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
-  done | best
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+osprey_once() { # seconds of one whole `replay` process over $1
+  local j s e; j=$(job "$1"); s=$(date +%s.%N)
+  "$OSPREY" replay "$j" --output "$DATA/red.out.jsonl" --dead-letters "$DATA/red.dlq.jsonl" --quiet 2>/dev/null
+  e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
 }
-py_seconds() {
-  for _ in $(seq "$ROUNDS"); do
-    "$VENV/bin/python" benches/py/red_query.py "$1" "$CLEAN" "$EVENTS" | sed -E 's/.*seconds=([0-9.]+).*/\1/'
-  done | best
-}
+py_once() { "$VENV/bin/python" benches/py/red_query.py "$1" "$CLEAN" "$EVENTS" | sed -E 's/.*seconds=([0-9.]+).*/\1/'; }
+# Rounds interleave every run, so a burst of noise on this shared machine hits one round of
+# each, not all runs of one; figures are medians, the ratio the median of each round's.
+: > "$DATA/replay-rounds.txt"
+for r in $(seq "$ROUNDS"); do
+  echo "$(osprey_once "$CLEAN") $(py_once duckdb) $(osprey_once "$DATA/http-$EVENTS-dirty1.jsonl") $(osprey_once "$DATA/http-$EVENTS-dirty10.jsonl") $(py_once datafusion)" >> "$DATA/replay-rounds.txt"
+  echo "round $r of $ROUNDS: $(tail -1 "$DATA/replay-rounds.txt") seconds (osprey clean, duckdb, 1% bad, 10% bad, datafusion)" >&2
+done
 rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
-clean=$(osprey_seconds "$CLEAN")
-dirty1=$(osprey_seconds "$DATA/http-$EVENTS-dirty1.jsonl")
-dirty10=$(osprey_seconds "$DATA/http-$EVENTS-dirty10.jsonl")
+col() { awk -v c="$1" '{ print $c }' "$DATA/replay-rounds.txt" | median; }
+clean=$(col 1); duck=$(col 2); dirty1=$(col 3); dirty10=$(col 4); df=$(col 5)
+ratio=$(awk '{ print $2 / $1 }' "$DATA/replay-rounds.txt" | median)
 dead=$(wc -l < "$DATA/red.dlq.jsonl")
-duck=$(py_seconds duckdb)
-df=$(py_seconds datafusion)
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "events: $EVENTS ($(du -h "$CLEAN" | cut -f1)), best of $ROUNDS runs each"
+echo "events: $EVENTS ($(du -h "$CLEAN" | cut -f1)), medians of $ROUNDS interleaved rounds"
 echo "osprey replay, clean:        $(rate "$clean") events/s"
 echo "osprey replay, 1% bad:       $(rate "$dirty1") events/s ($(awk -v a="$dirty1" -v b="$clean" 'BEGIN { printf "%.2f", b / a }') of clean)"
 echo "osprey replay, 10% bad:      $(rate "$dirty10") events/s ($(awk -v a="$dirty10" -v b="$clean" 'BEGIN { printf "%.2f", b / a }') of clean; $dead dead letters)"
 echo "duckdb $("$VENV/bin/python" -c 'import duckdb; print(duckdb.__version__)'), 2 threads:   $(rate "$duck") events/s"
 echo "datafusion-python $("$VENV/bin/python" -c 'import datafusion; print(datafusion.__version__)'): $(rate "$df") events/s"
-awk -v a="$duck" -v b="$clean" 'BEGIN { printf "ratio osprey/duckdb: %.2f (target >= 1)\n", a / b }'
+echo "ratio osprey/duckdb: $(awk -v r="$ratio" 'BEGIN { printf "%.2f", r }') (median of the rounds' ratios; target >= 1; DuckDB timed inside Python, Osprey as a whole process)"

@@ -166,7 +166,12 @@ fn typed(mut slot: Slot, ty: ColumnType, b: &[u8]) -> Option<Slot> {
     }
     let bytes = &b[slot.start as usize..slot.end as usize];
     let text = || match slot.tag {
-        Tag::Text | Tag::Number => std::str::from_utf8(bytes).ok(),
+        Tag::Text | Tag::Number => {
+            debug_assert!(std::str::from_utf8(bytes).is_ok());
+            // SAFETY: the whole record was checked to be UTF-8 before the scan, and a string's
+            // quotes or a number's ASCII bounds never split a character.
+            Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+        }
         _ => None, // `true`/`false` read as text never convert to these types
     };
     slot.value = match (ty, slot.tag) {
@@ -193,11 +198,11 @@ struct KeyOrder {
 impl KeyOrder {
     fn column(&mut self, ordinal: usize, key: &[u8], names: &[Vec<u8>]) -> Option<usize> {
         if let Some((k, c)) = self.seen.get(ordinal) {
-            if k.as_slice() == key {
+            if same(k, key) {
                 return *c;
             }
         }
-        let c = names.iter().position(|n| n.as_slice() == key);
+        let c = names.iter().position(|n| same(n, key));
         if ordinal < 64 {
             if ordinal >= self.seen.len() {
                 self.seen.resize(ordinal + 1, (Vec::new(), None));
@@ -206,6 +211,12 @@ impl KeyOrder {
         }
         c
     }
+}
+
+/// Byte equality without a call: keys are a few bytes long.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// One column's values and nulls, in the column's declared type.
@@ -298,14 +309,29 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// The closing quote of a string whose text starts at `i`; `None` if it holds an escape.
 #[inline]
 fn string_end(b: &[u8], i: usize) -> Option<usize> {
-    // Most keys and values are short: a plain loop before memchr's setup pays off.
     let rest = b.get(i..)?;
-    let k = match rest.iter().take(16).position(|&c| c == b'"' || c == b'\\') {
-        Some(k) => k,
-        None if rest.len() <= 16 => return None,
-        None => 16 + memchr::memchr2(b'"', b'\\', &rest[16..])?,
-    };
+    let k = quote_or_backslash(rest)?;
     (rest[k] == b'"').then_some(i + k)
+}
+
+/// The first `"` or `\` in `s`, eight bytes at a time: keys and values are mostly short, too
+/// short for memchr's setup to pay off.
+#[inline]
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut at = 0;
+    while at + 8 <= s.len() {
+        let word = u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+        let found = has_zero(word ^ (ONES * b'"' as u64)) | has_zero(word ^ (ONES * b'\\' as u64));
+        if found != 0 {
+            // The lowest flagged byte is always a true match (borrows only run upwards).
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    s[at..].iter().position(|&c| c == b'"' || c == b'\\').map(|k| at + k)
 }
 
 /// The end of a strict JSON number at `i`, unless the tape would read more characters into it.
@@ -401,6 +427,26 @@ fn skip_value(b: &[u8], i: usize, depth: usize) -> Option<usize> {
             b',' => i = ws(b, i + 1),
             c if *c == close => return Some(i + 1),
             _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_word_scan_finds_the_first_quote_or_backslash() {
+        let mut state = 5u64;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (state >> 58) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = (state >> (k % 50)) as u8;
+                    [b'a', b'"', b'\\', 0x80, 0xff, 0x21, 0x5b, 0x00][(r % 8) as usize]
+                })
+                .collect();
+            let naive = text.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(super::quote_or_backslash(&text), naive, "{text:?}");
         }
     }
 }
