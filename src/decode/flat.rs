@@ -2,11 +2,13 @@
 //!
 //! arrow-json builds a tape of every element of every record, then walks it once per column;
 //! most of a replay's time went there. This decoder scans each record once and writes the
-//! declared fields straight into Arrow buffers, skipping the others. It only accepts what it
-//! can decode exactly as arrow-json would: strict JSON, strings without escapes, numbers the
-//! tape would read whole, each declared field once. Any other record is handed back, and the
-//! tape path ([`super::Decoder`]) decodes it and gives every error its message; so the two
-//! paths produce the same values, and an odd record costs a fallback, never another answer.
+//! declared fields straight into Arrow buffers of the job's types (event times, integers and
+//! decimals through the same [`convert`] functions as the tape path), skipping the others. It
+//! only accepts what it can decode exactly as the tape path would: strict JSON, strings without
+//! escapes, numbers the tape would read whole, values that convert, an event time. Any other
+//! record is handed back, and the tape path ([`super::Decoder`]) decodes it and gives every
+//! error its message; so both paths produce the same values, an odd record costs a fallback,
+//! never another answer, and a dirty chunk's clean rows are never filtered again.
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! Raw records → Arrow batches of the job's schema, with dead letters for what does not decode.
 //!
-//! JSON goes through arrow-json's tape decoder in whole chunks. A record the tape refuses
+//! JSON records of jobs with flat schemas (no nested columns, no dates) go through a one-pass
+//! decoder ([`flat`]) first; what it hands back, and every other job's records, go through
+//! arrow-json's tape decoder in whole chunks. A record the tape refuses
 //! (malformed, truncated) is set aside where it stands. arrow-json fails a whole `flush()` on
 //! one value of the wrong type, so once a chunk has held one, chunks are decoded with type
 //! conflicts read as nulls and only the rows holding a null are checked strictly
