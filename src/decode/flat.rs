@@ -4,11 +4,12 @@
 //! most of a replay's time went there. This decoder scans each record once and writes the
 //! declared fields straight into Arrow buffers of the job's types (event times, integers and
 //! decimals through the same [`convert`] functions as the tape path), skipping the others. It
-//! only accepts what it can decode exactly as the tape path would: strict JSON, strings without
-//! escapes, numbers the tape would read whole, values that convert, an event time. Any other
-//! record is handed back, and the tape path ([`super::Decoder`]) decodes it and gives every
-//! error its message; so both paths produce the same values, an odd record costs a fallback,
-//! never another answer, and a dirty chunk's clean rows are never filtered again.
+//! only accepts what it can decode exactly as the tape path would: strict JSON, escapes the
+//! tape decodes alike (none in keys), numbers the tape would read whole, values that convert,
+//! an event time. Any other record is handed back, and the tape path ([`super::Decoder`])
+//! decodes it and gives every error its message; so both paths produce the same values, an odd
+//! record costs a fallback, never another answer, and a dirty chunk's clean rows are never
+//! filtered again.
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ enum Tag {
     Absent,
     Null,
     Text,
+    /// A string holding escapes, kept as written and unescaped when appended.
+    Escaped,
     Number,
     True,
     False,
@@ -166,6 +169,9 @@ fn typed(mut slot: Slot, ty: ColumnType, b: &[u8]) -> Option<Slot> {
     if slot.tag == Tag::Null || ty == ColumnType::String {
         return Some(slot);
     }
+    if slot.tag == Tag::Escaped {
+        return None; // rare in numbers and times: the tape path unescapes and converts them
+    }
     let bytes = &b[slot.start as usize..slot.end as usize];
     let text = || match slot.tag {
         Tag::Text | Tag::Number => {
@@ -258,6 +264,7 @@ impl Builder {
             Values::Text { offsets, bytes } => {
                 match s.tag {
                     Tag::Text | Tag::Number => bytes.extend_from_slice(&data[s.start as usize..s.end as usize]),
+                    Tag::Escaped => unescape(&data[s.start as usize..s.end as usize], bytes),
                     Tag::True => bytes.extend_from_slice(b"true"),
                     Tag::False => bytes.extend_from_slice(b"false"),
                     Tag::Absent | Tag::Null => {}
@@ -314,6 +321,68 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
     let rest = b.get(i..)?;
     let k = quote_or_backslash(rest)?;
     (rest[k] == b'"').then_some(i + k)
+}
+
+/// The closing quote of a string value whose text starts at `i`, and whether it holds escapes.
+/// `None` for an escape the tape refuses: an unknown one, bad hex, a lone surrogate.
+fn string_span(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    let mut at = i;
+    let mut escaped = false;
+    loop {
+        let j = at + quote_or_backslash(b.get(at..)?)?;
+        if b[j] == b'"' {
+            return Some((j, escaped));
+        }
+        escaped = true;
+        at = match *b.get(j + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j + 2,
+            b'u' => match hex4(b, j + 2)? {
+                0xD800..=0xDBFF if b.get(j + 6..j + 8) == Some(b"\\u") && (0xDC00..=0xDFFF).contains(&hex4(b, j + 8)?) => j + 12,
+                0xD800..=0xDFFF => return None,
+                _ => j + 6,
+            },
+            _ => return None,
+        };
+    }
+}
+
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    b.get(i..i + 4)?.iter().try_fold(0u32, |n, &c| Some(n * 16 + (c as char).to_digit(16)?))
+}
+
+/// Append the text of a string [`string_span`] accepted, escapes decoded as arrow-json does.
+fn unescape(s: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while let Some(k) = s[i..].iter().position(|&c| c == b'\\') {
+        out.extend_from_slice(&s[i..i + k]);
+        i += k;
+        let simple = match s[i + 1] {
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'u' => None,
+            other => Some(other), // `"`, `\`, `/`
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        let high = hex4(s, i + 2).expect("validated");
+        let (code, len) = match high {
+            0xD800..=0xDBFF => {
+                let low = hex4(s, i + 8).expect("validated");
+                (0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00), 12)
+            }
+            _ => (high, 6),
+        };
+        let c = char::from_u32(code).expect("validated: no lone surrogates");
+        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        i += len;
+    }
+    out.extend_from_slice(&s[i..]);
 }
 
 /// The first `"` or `\` in `s`, eight bytes at a time: keys and values are mostly short, too
@@ -385,8 +454,8 @@ fn scalar(b: &[u8], i: usize) -> Option<(Slot, usize)> {
     let slot = |tag, start: usize, end: usize| Slot { tag, start: start as u32, end: end as u32, value: Value::None };
     Some(match b.get(i)? {
         b'"' => {
-            let end = string_end(b, i + 1)?;
-            (slot(Tag::Text, i + 1, end), end + 1)
+            let (end, escaped) = string_span(b, i + 1)?;
+            (slot(if escaped { Tag::Escaped } else { Tag::Text }, i + 1, end), end + 1)
         }
         b'-' | b'0'..=b'9' => {
             let end = number_end(b, i)?;

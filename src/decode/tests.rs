@@ -164,7 +164,7 @@ fn the_one_pass_decoder_agrees_with_the_tape_on_odd_json() {
         ("n", &["1", "-0", "01", "1e3", "12-3", "\"7\"", "\"x200\"", "null", "true", "{}", "[1]", "2.5", " 4 "][..]),
         ("x", &["1.5", "-2.25e-3", "1E+2", "1.", ".5", "\"2\"", "null", "[1]", "1e999", "0.1000000000000000055511151231257827"][..]),
         ("y", &["1.5", "3.4028235e38", "1e40", "null", "\"1\""][..]),
-        ("s", &["\"a\"", "\"é日本\u{1F600}\"", "\"a\\\"b\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "5", "-1.50", "true", "false", "null", "{\"a\":1}", "\"tab\there\""][..]),
+        ("s", &["\"a\"", "\"\\/\\b\\f\\n\\r\\t\\\\\"", "\"\\u0041\\u00\"", "\"\\ud83d\"", "\"\\udc00x\"", "\"\\ud83d\\u0041\"", "\"\\uZZZZ\"", "\"\\ud83d\\ude00\\\"\"", "\"é日本\u{1F600}\"", "\"a\\\"b\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "5", "-1.50", "true", "false", "null", "{\"a\":1}", "\"tab\there\""][..]),
         ("ok", &["true", "false", "null", "\"yes\"", "1", "tru"][..]),
         ("price", &["\"1.25\"", "3", "\"1.234\"", "null", "1e1"][..]),
         ("extra", &["{\"deep\":[1,{\"a\":[]},\"xy\",-2.5e3,true,null]}", "{\"deep\":[\"x\\\"y\"]}", "[]", "\"ignored\"", "[1,2,]", "{\"a\" 1}", "nul", "\"\\q\""][..]),
@@ -246,13 +246,15 @@ fn clean_records_take_the_one_pass_decoder() {
     let Payload::Json { data, records, .. } = lines(concat!(
         "{\"ts\":\"2026-01-05T09:00:00.020Z\",\"service\":\"search\",\"method\":\"GET\",\"status\":200,\"duration_ms\":9.091,\"tags\":[\"a\",{\"b\":null}]}\n",
         "{ \"service\" : \"cart\" , \"ts\" : 1767603600000 , \"status\" : \"x200\" }\n",
-        "{\"ts\":\"2026-01-05T09:00:00Z\",\"service\":\"a\\\"b\"}\n",
+        "{\"ts\":\"2026-01-05T09:00:00Z\",\"service\":\"a\\\"b\\u00e9\\ud83d\\ude00\\n\"}\n",
+        "{\"ts\":\"2026-01-05T09:00:00Z\",\"s\\u0065rvice\":\"x\"}\n",
     )) else {
         unreachable!()
     };
     let rows = Decoder::new(&j).flat.as_ref().unwrap().decode(&data, &records);
-    assert_eq!(rows.records, vec![0], "a string with an escape and a value that does not convert go to the tape");
-    assert_eq!(rows.rest, vec![1, 2]);
+    assert_eq!(rows.records, vec![0, 2]);
+    assert_eq!(rows.rest, vec![1, 3], "a value that does not convert and an escaped key go to the tape");
     assert_eq!(rows.columns[0].as_primitive::<TimestampMillisecondType>().value(0), 1_767_603_600_020);
     assert_eq!(rows.columns[2].as_primitive::<Int64Type>().value(0), 200);
+    assert_eq!(rows.columns[1].as_string::<i32>().value(1), "a\"b\u{e9}\u{1F600}\n", "escapes decoded");
 }
