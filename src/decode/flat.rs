@@ -90,7 +90,8 @@ impl FlatDecoder {
         let mut order = KeyOrder::default();
         let mut rows = Vec::with_capacity(n);
         let mut rest = Vec::new();
-        // Ranges of valid UTF-8 are valid UTF-8: one check of the chunk covers its records.
+        // A record the scan accepts runs from `{` to `}`, and such a range of valid UTF-8 is
+        // valid UTF-8 itself: one check of the chunk covers its records.
         let fits = data.len() < i32::MAX as usize;
         let chunk_utf8 = fits && simdutf8::basic::from_utf8(data).is_ok();
         for (i, r) in records.iter().enumerate() {
