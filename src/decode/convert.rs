@@ -69,6 +69,18 @@ fn rfc3339_utc(t: &[u8]) -> Option<Millis> {
     Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
+/// An integer of a column of the integer type `ty` from its JSON text ([`parse_integer`] with
+/// the type's range and name).
+pub fn parse_integer_of(text: &str, ty: crate::job::ColumnType) -> Result<i128, String> {
+    use crate::job::ColumnType;
+    match ty {
+        ColumnType::Int32 => parse_integer(text, i32::MIN as i128, i32::MAX as i128, "int32"),
+        ColumnType::Int64 => parse_integer(text, i64::MIN as i128, i64::MAX as i128, "int64"),
+        ColumnType::UInt64 => parse_integer(text, 0, u64::MAX as i128, "uint64"),
+        other => unreachable!("not an integer column type: {other:?}"),
+    }
+}
+
 /// An integer of a declared integer column from its JSON text, within `[min, max]`. A number
 /// with a fraction (`200.5`) is refused; one that is whole (`200.0`, `2e2`) is its value.
 pub fn parse_integer(text: &str, min: i128, max: i128, type_name: &str) -> Result<i128, String> {

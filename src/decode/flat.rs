@@ -189,9 +189,9 @@ fn typed(mut slot: Slot, ty: ColumnType, b: &[u8]) -> Option<Slot> {
         (ColumnType::Float32, Tag::Number) => Value::Float(lexical_core::parse::<f32>(bytes).ok()? as f64),
         (ColumnType::Timestamp, _) => Value::Int(convert::parse_timestamp(text()?).ok()? as i128),
         (ColumnType::Decimal { precision, scale }, _) => Value::Int(convert::parse_decimal(text()?, precision, scale).ok()?),
-        (ColumnType::Int32, _) => Value::Int(convert::parse_integer(text()?, i32::MIN as i128, i32::MAX as i128, "int32").ok()?),
-        (ColumnType::Int64, _) => Value::Int(convert::parse_integer(text()?, i64::MIN as i128, i64::MAX as i128, "int64").ok()?),
-        (ColumnType::UInt64, _) => Value::Int(convert::parse_integer(text()?, 0, u64::MAX as i128, "uint64").ok()?),
+        (ColumnType::Int32 | ColumnType::Int64 | ColumnType::UInt64, _) => {
+            Value::Int(convert::parse_integer_of(text()?, ty).ok()?)
+        }
         _ => return None,
     };
     Some(slot)

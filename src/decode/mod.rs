@@ -216,7 +216,7 @@ impl Decoder {
     fn in_record_order(&self, parts: Vec<(Vec<ArrayRef>, Vec<usize>)>) -> (Vec<ArrayRef>, Vec<usize>) {
         let mut parts: Vec<_> = parts.into_iter().filter(|(_, rows)| !rows.is_empty()).collect();
         match parts.len() {
-            0 => (self.leaves.iter().enumerate().map(|(i, _)| new_empty_array(self.schema.field(i).data_type())).collect(), Vec::new()),
+            0 => ((0..self.leaves.len()).map(|i| new_empty_array(self.schema.field(i).data_type())).collect(), Vec::new()),
             1 => parts.pop().unwrap(),
             _ => {
                 let records: Vec<usize> = parts.iter().flat_map(|(_, r)| r.iter().copied()).collect();
@@ -531,13 +531,8 @@ fn convert_decimals(col: &ArrayRef, name: &str, precision: u8, scale: i8, errors
 fn convert_integers(col: &ArrayRef, name: &str, ty: ColumnType, errors: &mut [Option<String>]) -> ArrayRef {
     let text = col.as_string::<i32>();
     let mut parsed: Vec<Option<i128>> = Vec::with_capacity(text.len());
-    let (min, max, type_name) = match ty {
-        ColumnType::Int32 => (i32::MIN as i128, i32::MAX as i128, "int32"),
-        ColumnType::Int64 => (i64::MIN as i128, i64::MAX as i128, "int64"),
-        _ => (0, u64::MAX as i128, "uint64"),
-    };
     for (row, v) in text.iter().enumerate() {
-        match v.map(|t| convert::parse_integer(t, min, max, type_name)) {
+        match v.map(|t| convert::parse_integer_of(t, ty)) {
             None => parsed.push(None),
             Some(Ok(n)) => parsed.push(Some(n)),
             Some(Err(e)) => {
