@@ -13,11 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Chunk, PartitionInfo, Payload, Poll, RawRecord, RecordMeta, Source};
-use crate::kafka::{trace_id, Cluster};
+use super::{Chunk, PartitionInfo, Payload, Poll, RecordMeta, Source};
+use crate::kafka::Cluster;
+
+mod batch;
+mod intake;
+
+use batch::BatchQueue;
+use intake::{Accepted, Buffer, Gather, Incoming, Intake};
 use crate::Millis;
 
 /// Where a Kafka source starts and stops.
@@ -46,12 +52,24 @@ enum GroupEvent {
     Revoked(Vec<usize>),
 }
 
-/// Hears the group's rebalances, for the pipeline to act on after `poll` returns.
+/// Hears the group's rebalances, for the pipeline to act on after `poll` returns, and the
+/// client's global errors that the batch call logs instead of returning.
 struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
+    /// The latest global error (all brokers down, say) since the source last looked.
+    alarm: Arc<Mutex<Option<String>>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// `poll` returns global errors as errors; the batch call hands them to librdkafka's
+    /// logger (facility `ERROR`), so that is where a replay hears that the broker is away.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) && fac == "ERROR" {
+            *self.alarm.lock().expect("not poisoned") = Some(message.to_string());
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -69,31 +87,24 @@ impl ConsumerContext for GroupContext {
 }
 
 pub struct KafkaSource {
+    /// Range mode: the consumer queue read in batches (declared before `consumer`: it must be
+    /// dropped first).
+    batch: Option<BatchQueue>,
     consumer: BaseConsumer<GroupContext>,
     topic: Arc<str>,
     infos: Vec<PartitionInfo>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
-    /// Range mode: the offset each partition stops before; `None` in a group.
-    ends: Option<Vec<i64>>,
-    done: Vec<bool>,
+    /// Messages read and not yet handed out, and where each partition stands.
+    intake: Intake,
     assigned: Vec<bool>,
     ready: VecDeque<Poll>,
     total_records: Option<u64>,
     brokers: String,
     group: String,
-    /// Messages read from librdkafka and not yet handed out, per partition.
-    buffers: Vec<Buffer>,
     /// Range mode: a partition has handed out a chunk; its end was reported; it is paused.
     started: Vec<bool>,
     end_sent: Vec<bool>,
     paused: Vec<bool>,
-    /// Group mode: the partition's last fetch reached its end (cleared by its next message).
-    caught_up: Vec<bool>,
-    /// Group mode: when the oldest message in the partition's buffer arrived.
-    first_at: Vec<Option<Instant>>,
-    /// A restored job's positions: an assigned partition seeks there (its group commit may
-    /// be ahead of them when the newest checkpoint was unusable).
-    resume: Vec<Option<i64>>,
     /// Per partition, the offset after the last message handed out.
     handed: Vec<Option<i64>>,
     /// Since when the broker has not answered (logged once).
@@ -169,7 +180,7 @@ impl KafkaSource {
                 ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
             ])
-            .create_with_context(GroupContext { events: events.clone() })
+            .create_with_context(GroupContext { events: events.clone(), alarm: Arc::default() })
             .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
         // A live run waits a minute for its topic to appear (a producer starting beside it).
         let patience = if matches!(start, Start::Group { .. }) { 60 } else { 0 };
@@ -192,24 +203,20 @@ impl KafkaSource {
         }
         let infos = (0..partitions).map(|p| PartitionInfo { name: format!("{topic}/{p}") }).collect();
         let mut source = KafkaSource {
+            batch: None,
             consumer,
             topic: Arc::from(topic),
             infos,
             events,
-            ends: None,
-            done: vec![false; partitions],
+            intake: Intake::new(partitions),
             assigned: vec![false; partitions],
             ready: VecDeque::new(),
             total_records: None,
             brokers: cluster.brokers.clone(),
             group: group.clone(),
-            buffers: (0..partitions).map(|_| Buffer::default()).collect(),
             started: vec![false; partitions],
             end_sent: vec![false; partitions],
             paused: vec![false; partitions],
-            caught_up: vec![false; partitions],
-            first_at: vec![None; partitions],
-            resume: vec![None; partitions],
             handed: vec![None; partitions],
             unreachable: None,
         };
@@ -251,14 +258,16 @@ impl KafkaSource {
                 tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(s))?;
                 self.assigned[p] = true;
             } else {
-                self.done[p] = true;
+                self.intake.done[p] = true;
                 self.end_sent[p] = true;
                 self.ready.push_back(Poll::PartitionEnd(p));
             }
         }
         self.total_records = Some(starts.iter().zip(&ends).map(|(s, e)| (e - s).max(0) as u64).sum());
         self.consumer.assign(&tpl).context("cannot assign the partitions")?;
-        self.ends = Some(ends);
+        // No group, so no rebalance can reach the batch call (see `batch`).
+        self.batch = BatchQueue::of(&self.consumer);
+        self.intake.ends = Some(ends);
         Ok(())
     }
 
@@ -297,7 +306,7 @@ impl KafkaSource {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Some(Ok(m)) = probe.poll(Duration::from_millis(200)) {
-                return Ok(m.timestamp().to_millis());
+                return Ok(Incoming::timestamp(&m));
             }
         }
         Ok(None)
@@ -317,6 +326,9 @@ impl KafkaSource {
     /// Read what librdkafka has (waiting up to `wait` for the first message) into the
     /// partition buffers; in range mode, mark partitions that reached their end.
     fn fetch(&mut self, wait: Duration) -> anyhow::Result<usize> {
+        if self.batch.is_some() {
+            return self.fetch_batch(wait);
+        }
         let (mut count, mut bytes) = (0usize, 0usize);
         let mut wait = wait;
         while count < MAX_MESSAGES && bytes < MAX_BYTES {
@@ -325,12 +337,7 @@ impl KafkaSource {
             let m = match result {
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(p)) => {
-                    if (p as usize) < self.done.len() {
-                        match self.ends {
-                            Some(_) => self.done[p as usize] = true,
-                            None => self.caught_up[p as usize] = true,
-                        }
-                    }
+                    self.intake.reached_end(p);
                     continue;
                 }
                 Err(e) if transient(&e) => {
@@ -340,50 +347,69 @@ impl KafkaSource {
                 Err(e) => bail!("reading the Kafka topic `{}`: {e}", self.topic),
             };
             if let Some(since) = self.unreachable.take() {
-                crate::log_info!("Kafka at {} answers again (after {:.1} s); reading `{}` on", self.brokers, since.elapsed().as_secs_f64(), self.topic);
+                self.answers_again(since);
             }
-            let p = m.partition() as usize;
-            let offset = m.offset();
-            if let Some(ends) = &self.ends {
-                if self.done[p] || offset >= ends[p] {
-                    self.done[p] = true;
-                    continue;
+            match self.intake.accept(&m) {
+                Accepted::Buffered(size) => {
+                    count += 1;
+                    bytes += size;
                 }
-                if offset + 1 >= ends[p] {
-                    self.done[p] = true;
-                }
+                Accepted::Skipped => {}
+                Accepted::Seek(p, position) => seek(&self.consumer, &self.topic, p, position)?,
             }
-            if let Some(position) = self.resume[p].take() {
-                // A restored job's first message of the partition: go to the checkpoint's
-                // position (the group's commit is behind it, or ahead when the newest
-                // checkpoint was unusable), or to where `--from` starts. The pipeline skips
-                // anything before it that still comes. Seeking works only once the partition
-                // is fetching, hence here and not at the assignment.
-                if offset != position {
-                    match self.consumer.seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10)) {
-                        Ok(()) => continue,
-                        Err(e) => bail!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic),
-                    }
-                }
-            }
-            self.caught_up[p] = false;
-            if self.buffers[p].is_empty() {
-                self.first_at[p] = Some(Instant::now());
-            }
-            let g = self.buffers[p].back();
-            let payload = m.payload().unwrap_or(&[]);
-            let start = g.data.len() as u32;
-            g.data.extend_from_slice(payload);
-            g.records.push(RawRecord { start, end: g.data.len() as u32, offset });
-            g.timestamps.push(m.timestamp().to_millis());
-            g.trace_ids.push(
-                m.headers()
-                    .and_then(|h| h.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent")).and_then(|h| h.value.and_then(trace_id))),
-            );
-            count += 1;
-            bytes += payload.len();
         }
         Ok(count)
+    }
+
+    /// [`fetch`](Self::fetch) through the batch queue: one call per batch, not per message.
+    fn fetch_batch(&mut self, wait: Duration) -> anyhow::Result<usize> {
+        let mut queue = self.batch.take().expect("a batch queue");
+        let result = self.fetch_from(&mut queue, wait);
+        self.batch = Some(queue);
+        result
+    }
+
+    fn fetch_from(&mut self, queue: &mut BatchQueue, wait: Duration) -> anyhow::Result<usize> {
+        let batch = queue.take(wait, MAX_MESSAGES);
+        let mut count = 0;
+        // Partitions that seeked in this batch: their later messages in it are stale.
+        let mut sought: Vec<usize> = Vec::new();
+        for m in batch.iter() {
+            if let Some(code) = m.error() {
+                match code {
+                    RDKafkaErrorCode::PartitionEOF => self.intake.reached_end(m.partition()),
+                    code if transient(&KafkaError::MessageConsumption(code)) => self.outage(&m.error_text()),
+                    _ => bail!("reading the Kafka topic `{}`: {}", self.topic, m.error_text()),
+                }
+                continue;
+            }
+            if let Some(since) = self.unreachable.take() {
+                self.answers_again(since);
+            }
+            if sought.contains(&(m.partition() as usize)) {
+                continue;
+            }
+            match self.intake.accept(&m) {
+                Accepted::Buffered(_) => count += 1,
+                Accepted::Skipped => {}
+                Accepted::Seek(p, position) => {
+                    seek(&self.consumer, &self.topic, p, position)?;
+                    sought.push(p);
+                }
+            }
+        }
+        debug_assert!(count <= batch.len());
+        if batch.len() == 0 {
+            let alarm = self.consumer.context().alarm.lock().expect("not poisoned").take();
+            if let Some(why) = alarm {
+                self.outage(&why);
+            }
+        }
+        Ok(count)
+    }
+
+    fn answers_again(&self, since: Instant) {
+        crate::log_info!("Kafka at {} answers again (after {:.1} s); reading `{}` on", self.brokers, since.elapsed().as_secs_f64(), self.topic);
     }
 
     fn chunk(&mut self, p: usize, g: Gather) -> Poll {
@@ -404,23 +430,23 @@ impl KafkaSource {
     /// buffer pauses its partition).
     fn poll_range(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll> {
         loop {
-            let next = (0..self.buffers.len())
+            let next = (0..self.intake.buffers.len())
                 .filter(|&p| !self.end_sent[p])
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             let Some(p) = next else { return Ok(Poll::End) };
-            let have = self.buffers[p].len();
-            if have >= RANGE_CHUNK || (self.done[p] && have > 0) {
-                let g = self.buffers[p].pop_front();
+            let have = self.intake.buffers[p].len();
+            if have >= RANGE_CHUNK || (self.intake.done[p] && have > 0) {
+                let g = self.intake.buffers[p].pop_front();
                 self.started[p] = true;
                 self.flow(p)?;
                 return Ok(self.chunk(p, g));
             }
-            if self.done[p] {
+            if self.intake.done[p] {
                 self.end_sent[p] = true;
                 return Ok(Poll::PartitionEnd(p));
             }
             self.flow(p)?;
-            if self.fetch(Duration::from_millis(100))? == 0 && !self.done[p] {
+            if self.fetch(Duration::from_millis(100))? == 0 && !self.intake.done[p] {
                 return Ok(Poll::Idle);
             }
         }
@@ -437,15 +463,15 @@ impl KafkaSource {
             if let Some(p) = self.ready.pop_front() {
                 return Ok(p);
             }
-            let next = (0..self.buffers.len())
-                .filter(|&p| self.assigned[p] && !(self.caught_up[p] && self.buffers[p].is_empty()))
+            let next = (0..self.intake.buffers.len())
+                .filter(|&p| self.assigned[p] && !(self.intake.caught_up[p] && self.intake.buffers[p].is_empty()))
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             if let Some(p) = next {
-                let have = self.buffers[p].len();
-                let lingered = self.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
-                if have >= RANGE_CHUNK || (have > 0 && (self.caught_up[p] || lingered)) {
-                    let g = self.buffers[p].pop_front();
-                    self.first_at[p] = (!self.buffers[p].is_empty()).then(Instant::now);
+                let have = self.intake.buffers[p].len();
+                let lingered = self.intake.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
+                if have >= RANGE_CHUNK || (have > 0 && (self.intake.caught_up[p] || lingered)) {
+                    let g = self.intake.buffers[p].pop_front();
+                    self.intake.first_at[p] = (!self.intake.buffers[p].is_empty()).then(Instant::now);
                     self.started[p] = true;
                     self.flow(p)?;
                     return Ok(self.chunk(p, g));
@@ -454,7 +480,7 @@ impl KafkaSource {
             }
             let fetched = self.fetch(if next.is_some() { LINGER } else { Duration::from_millis(100) })?;
             self.take_events();
-            if fetched == 0 && self.ready.is_empty() && !next.is_some_and(|p| self.caught_up[p]) {
+            if fetched == 0 && self.ready.is_empty() && !next.is_some_and(|p| self.intake.caught_up[p]) {
                 return Ok(Poll::Idle);
             }
         }
@@ -464,8 +490,8 @@ impl KafkaSource {
     fn flow(&mut self, wanted: usize) -> anyhow::Result<()> {
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
-        for p in 0..self.buffers.len() {
-            let full = p != wanted && self.assigned[p] && self.buffers[p].len() >= RANGE_BUFFER && !self.done[p];
+        for p in 0..self.intake.buffers.len() {
+            let full = p != wanted && self.assigned[p] && self.intake.buffers[p].len() >= RANGE_BUFFER && !self.intake.done[p];
             if full && !self.paused[p] {
                 pause.add_partition(&self.topic, p as i32);
                 self.paused[p] = true;
@@ -484,7 +510,7 @@ impl KafkaSource {
     }
 
     /// Say once that the broker is unreachable; the job waits for it and reconnects.
-    fn outage(&mut self, e: &KafkaError) {
+    fn outage(&mut self, e: &dyn std::fmt::Display) {
         if self.unreachable.is_none() {
             crate::log_warn!("Kafka at {} is unreachable ({e}); the job waits and reconnects, nothing is lost", self.brokers);
             self.unreachable = Some(Instant::now());
@@ -493,11 +519,11 @@ impl KafkaSource {
 
     /// A partition (re)assigned or revoked starts over: the new owner reads from the commit.
     fn forget(&mut self, p: usize) {
-        self.buffers[p] = Buffer::default();
+        self.intake.buffers[p] = Buffer::default();
         self.handed[p] = None;
         self.started[p] = false;
-        self.caught_up[p] = false;
-        self.first_at[p] = None;
+        self.intake.caught_up[p] = false;
+        self.intake.first_at[p] = None;
         self.paused[p] = false;
     }
 
@@ -534,55 +560,11 @@ impl KafkaSource {
     }
 }
 
-/// Messages of one partition being gathered into a chunk.
-#[derive(Default)]
-struct Gather {
-    data: Vec<u8>,
-    records: Vec<RawRecord>,
-    timestamps: Vec<Option<i64>>,
-    trace_ids: Vec<Option<String>>,
-}
-
-/// A partition's messages waiting to be handed out, as chunks of at most [`RANGE_CHUNK`]
-/// records filled one after another: handing one out moves it, never copies or shifts bytes.
-#[derive(Default)]
-struct Buffer {
-    chunks: VecDeque<Gather>,
-    len: usize,
-    /// Bytes of the last full chunk: a new chunk's reserve, so it does not grow by copies.
-    chunk_bytes: usize,
-}
-
-impl Buffer {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The chunk the next message goes into (a new one when the last is full).
-    fn back(&mut self) -> &mut Gather {
-        if self.chunks.back().is_none_or(|g| g.records.len() >= RANGE_CHUNK) {
-            if let Some(full) = self.chunks.back() {
-                self.chunk_bytes = full.data.len();
-            }
-            let mut g = Gather::default();
-            g.data.reserve(self.chunk_bytes + self.chunk_bytes / 8);
-            g.records.reserve(RANGE_CHUNK);
-            self.chunks.push_back(g);
-        }
-        self.len += 1;
-        self.chunks.back_mut().expect("pushed")
-    }
-
-    /// The oldest chunk: [`RANGE_CHUNK`] records, or all there are.
-    fn pop_front(&mut self) -> Gather {
-        let g = self.chunks.pop_front().unwrap_or_default();
-        self.len -= g.records.len();
-        g
-    }
+/// Move partition `p` to `position` (a restored job's first message of it came from elsewhere).
+fn seek(consumer: &BaseConsumer<GroupContext>, topic: &str, p: usize, position: i64) -> anyhow::Result<()> {
+    consumer
+        .seek(topic, p as i32, Offset::Offset(position), Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("cannot seek {topic}/{p} back to the checkpoint's offset {position}: {e}"))
 }
 
 impl Source for KafkaSource {
@@ -594,14 +576,14 @@ impl Source for KafkaSource {
         if let Some(p) = self.ready.pop_front() {
             return Ok(p);
         }
-        if self.ends.is_some() {
+        if self.intake.ends.is_some() {
             return self.poll_range(watermarks);
         }
         self.poll_group(watermarks)
     }
 
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
-        if self.ends.is_some() {
+        if self.intake.ends.is_some() {
             return Ok(()); // a replay reads a range; it moves no group forward
         }
         let mut tpl = TopicPartitionList::new();
@@ -632,14 +614,14 @@ impl Source for KafkaSource {
         let mut out = Vec::new();
         for p in (0..self.assigned.len()).filter(|&p| self.assigned[p]) {
             let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_millis(500)) else { continue };
-            let next = self.handed[p].unwrap_or_else(|| high - self.buffers[p].len() as i64);
+            let next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64);
             out.push((p, (high - next).max(0)));
         }
         Some(out)
     }
 
     fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
-        if self.ends.is_some() {
+        if self.intake.ends.is_some() {
             return Ok(None);
         }
         let mut tpl = TopicPartitionList::new();
@@ -694,12 +676,12 @@ impl Source for KafkaSource {
     }
 
     fn resume_at(&mut self, positions: &[Option<i64>]) {
-        if self.ends.is_none() {
-            self.resume = positions.to_vec();
+        if self.intake.ends.is_none() {
+            self.intake.resume = positions.to_vec();
         }
     }
 
     fn is_bounded(&self) -> bool {
-        self.ends.is_some()
+        self.intake.ends.is_some()
     }
 }
