@@ -422,7 +422,11 @@ impl Pipeline {
                         queue.push_back(Queued::Revoked(ps));
                         continue;
                     }
-                    Poll::Idle if queue.is_empty() => {
+                    // A replay waits for its source rather than work through the queue: the
+                    // next chunk must be chosen after exactly n - depth are done (above), or a
+                    // stall (a slow fetch, a broker away) would change which partition is read
+                    // next, and with it the row order and percentiles of the output.
+                    Poll::Idle if queue.is_empty() || !live => {
                         if live {
                             let timeout = self.job.event_time.idle_timeout;
                             self.operator.watermarks_mut().mark_idle(Instant::now(), started, timeout);

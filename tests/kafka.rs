@@ -1159,7 +1159,10 @@ impl Drop for OwnBroker {
 }
 
 /// The broker killed in the middle of a checkpointing run and started again 3 s later (with
-/// its data): the job waits, reconnects, and its windows are an uninterrupted replay's.
+/// its data): the job waits, reconnects, and its windows are an uninterrupted replay's. A
+/// replay caught by the same outage says so, waits, and writes the bytes of a replay that
+/// was not. The live job then sits idle past its idle timeout on every partition while the
+/// replays run, and the rest of the topic arrives at once: none of it is late.
 #[test]
 fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     if std::env::var("OSPREY_BROKER").is_ok_and(|b| b == "tansu") {
@@ -1195,13 +1198,38 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
         "name = \"{}\"\nsql = \"SELECT window_start, service, count(*) AS n FROM events GROUP BY window_start, window_end, service\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n",
         unique("restarted")
     );
-    std::fs::write(d.join("restarted.toml"), text).unwrap();
+    std::fs::write(d.join("restarted.toml"), &text).unwrap();
+    // The replay's topic: small producer batches and fetches that wait 100 ms for bytes that
+    // never come, so reading it takes seconds and the outage catches it in the middle.
+    let archive = unique("restarted-archive");
+    admin.ensure_topics(&[(archive.as_str(), 3)]).unwrap();
+    let p: ThreadedProducer<DefaultProducerContext> =
+        Cluster::new(addr.clone()).config(&[("linger.ms", "1"), ("batch.num.messages", "40")]).create().unwrap();
+    for e in &all[..20_000] {
+        p.send(BaseRecord::to(&archive).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let slow = r#"properties = { "max.partition.fetch.bytes" = "16000", "fetch.min.bytes" = "100000000", "fetch.wait.max.ms" = "100" }"#;
+    let archived = text.replace(&format!("topic = \"{topic}\"\n"), &format!("topic = \"{archive}\"\n{slow}\n"));
+    assert_ne!(archived, text);
+    std::fs::write(d.join("archived.toml"), archived).unwrap();
     let job = spawn(d, &["run", "restarted.toml", "--brokers", &addr, "--state-dir", "state", "--checkpoint-interval", "200ms", "--output", "live.jsonl"], &[], "live.log");
     let lines = || std::fs::read_to_string(d.join("live.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
     until(Duration::from_secs(60), "the job writes its first windows", || lines() > 0);
+    let mut caught = spawn(d, &["replay", "archived.toml", "--brokers", &addr, "--output", "caught.jsonl", "--quiet"], &[], "caught.log");
+    std::thread::sleep(Duration::from_secs(1));
     broker.script("halt");
     std::thread::sleep(Duration::from_secs(3));
     broker.script("start");
+    let status = wait_at_most(&mut caught, Duration::from_secs(120));
+    let caught_log = std::fs::read_to_string(d.join("caught.log")).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "the replay waits for the broker and ends: {status:?}\n{caught_log}");
+    assert!(caught_log.contains("is unreachable") && caught_log.contains("answers again"), "the replay says it waited\n{caught_log}");
+    assert!(!caught_log.contains("%3|"), "librdkafka's own log lines stay off stderr\n{caught_log}");
+    osprey_in(d, &["replay", "archived.toml", "--brokers", &addr, "--output", "uncaught.jsonl", "--quiet"]);
+    let (caught, uncaught) = (std::fs::read_to_string(d.join("caught.jsonl")).unwrap(), std::fs::read_to_string(d.join("uncaught.jsonl")).unwrap());
+    assert!(uncaught.lines().count() > 20, "{uncaught}");
+    assert_eq!(caught, uncaught, "an outage changed the replay's output");
     // The rest of the topic arrives after the outage.
     send(&all[20_000..], true);
     osprey_in(d, &["replay", "restarted.toml", "--brokers", &addr, "--output", "replayed.jsonl", "--quiet"]);
@@ -1216,6 +1244,8 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     stop(job);
     let live: BTreeSet<String> = std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().map(String::from).collect();
     assert_eq!(live, expected, "the windows of an uninterrupted replay\n{log}");
+    let log = std::fs::read_to_string(d.join("live.log")).unwrap();
+    assert!(log.contains("stopped") && !log.contains(" late; "), "no record was late\n{log}");
 }
 
 fn osprey_in(d: &Path, args: &[&str]) {

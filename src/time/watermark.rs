@@ -60,15 +60,16 @@ impl Watermarks {
     /// Record an event time seen on partition `p`; returns the job's watermark after it.
     #[inline]
     pub fn observe(&mut self, p: usize, ts: Millis) -> Millis {
-        let clock = &mut self.partitions[p];
-        if clock.idle {
-            clock.idle = false;
+        if self.partitions[p].idle {
+            self.wake(p);
+            let clock = &mut self.partitions[p];
             if ts > clock.max_ts {
                 clock.max_ts = ts;
             }
             self.recompute();
             return self.current;
         }
+        let clock = &mut self.partitions[p];
         if ts <= clock.max_ts {
             return self.current;
         }
@@ -78,6 +79,22 @@ impl Watermarks {
             self.recompute();
         }
         self.current
+    }
+
+    /// Partition `p` has a record again after being idle. When every counting partition was
+    /// idle, the whole stream had paused (a quiet spell, producers away), and it comes back
+    /// on every partition at once, the others' records only a fetch behind: all wake, each
+    /// with a new idle timeout to show its records, so the first partition back does not
+    /// carry the watermark past the others' records alone and make them late.
+    fn wake(&mut self, p: usize) {
+        let all_idle = self.partitions.iter().all(|c| c.ended || c.idle);
+        let now = Instant::now();
+        for (q, c) in self.partitions.iter_mut().enumerate() {
+            if c.idle && (q == p || all_idle) {
+                c.idle = false;
+                c.last_record = Some(now);
+            }
+        }
     }
 
     /// Note that records arrived on `p` now (live sources), for idle detection.
@@ -151,6 +168,30 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_back_from_a_quiet_spell_wakes_every_partition() {
+        let start = Instant::now();
+        let mut w = Watermarks::new(3, 0);
+        for p in 0..3 {
+            w.observe(p, 1_000 + p as Millis);
+            w.touch(p, start);
+        }
+        assert_eq!(w.current(), 1_000);
+        // A quiet minute: all idle, the watermark holds.
+        assert_eq!(w.mark_idle(start + Duration::from_secs(60), start, Duration::from_secs(30)), 1_000);
+        // Partition 0 comes back far ahead; the others, a fetch behind, still count.
+        assert_eq!(w.observe(0, 50_000), 1_001, "the first partition back does not carry the watermark alone");
+        assert_eq!(w.mark_idle(Instant::now(), start, Duration::from_secs(30)), 1_001, "woken partitions have a new timeout");
+        assert_eq!(w.observe(1, 40_000), 1_002);
+        assert_eq!(w.observe(2, 45_000), 40_000);
+        // Only one partition quiet while others run: it alone is idle, as before.
+        w.touch(0, start);
+        w.touch(1, Instant::now());
+        w.touch(2, Instant::now());
+        assert_eq!(w.mark_idle(start + Duration::from_secs(31), start, Duration::from_secs(30)), 40_000);
+        assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(1), start, Duration::from_secs(30)), 40_000);
+    }
 
     #[test]
     fn job_watermark_is_the_least_partition_and_never_goes_back() {

@@ -7,6 +7,11 @@
 //! rebalance op itself, and with rust-rdkafka's event API there is no rebalance callback, so
 //! librdkafka would answer a group's rebalance by dropping the whole assignment: a group
 //! member keeps using `poll`.
+//!
+//! The batch call also serves librdkafka's log lines, which rust-rdkafka routes to the same
+//! queue, by printing them to stderr; and it turns a global error (all brokers down) into such
+//! a line instead of returning it. So the batch queue moves the client's logs to a queue of
+//! their own and reads the errors off it.
 
 use std::ffi::CStr;
 use std::ptr::NonNull;
@@ -20,7 +25,9 @@ use super::intake::Incoming;
 
 /// The consumer queue of one consumer, read in batches.
 pub struct BatchQueue {
+    client: NonNull<rd::rd_kafka_t>,
     queue: NonNull<rd::rd_kafka_queue_t>,
+    logs: NonNull<rd::rd_kafka_queue_t>,
     /// Messages of the last batch, destroyed when the next one is taken (or on drop).
     taken: Vec<*mut rd::rd_kafka_message_t>,
 }
@@ -33,10 +40,45 @@ impl BatchQueue {
     /// The consumer's queue; `None` when the consumer has none (no `group.id`). The queue must
     /// be dropped before the consumer: keep it in a field declared before it.
     pub fn of<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Option<BatchQueue> {
-        // SAFETY: the client pointer is valid for the consumer's life; the queue handle keeps a
-        // reference of its own, released in `drop`.
-        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        Some(BatchQueue { queue: NonNull::new(queue)?, taken: Vec::new() })
+        let client = NonNull::new(consumer.client().native_ptr())?;
+        // SAFETY: the client pointer is valid for the consumer's life; each queue handle keeps
+        // a reference of its own, released in `drop`.
+        let queue = NonNull::new(unsafe { rd::rd_kafka_queue_get_consumer(client.as_ptr()) })?;
+        let logs = unsafe { rd::rd_kafka_queue_new(client.as_ptr()) };
+        let Some(logs) = NonNull::new(logs) else {
+            unsafe { rd::rd_kafka_queue_destroy(queue.as_ptr()) };
+            return None;
+        };
+        // SAFETY: both pointers are live; librdkafka enqueues log lines there from now on.
+        unsafe { rd::rd_kafka_set_log_queue(client.as_ptr(), logs.as_ptr()) };
+        Some(BatchQueue { client, queue, logs, taken: Vec::new() })
+    }
+
+    /// The latest global error librdkafka reported since the last call (its log lines of
+    /// facility `ERROR`, such as "1/1 brokers are down"); other log lines are dropped, as they
+    /// are on the `poll` path.
+    pub fn alarm(&mut self) -> Option<String> {
+        let mut latest = None;
+        loop {
+            // SAFETY: a live queue; a zero timeout never blocks.
+            let event = unsafe { rd::rd_kafka_queue_poll(self.logs.as_ptr(), 0) };
+            if event.is_null() {
+                return latest;
+            }
+            // SAFETY: a live event, destroyed once below; the strings it hands out live as long.
+            unsafe {
+                if rd::rd_kafka_event_type(event) == rd::RD_KAFKA_EVENT_LOG {
+                    let (mut fac, mut text, mut level) = (std::ptr::null(), std::ptr::null(), 0);
+                    if rd::rd_kafka_event_log(event, &mut fac, &mut text, &mut level) == 0
+                        && level <= 3 // syslog's LOG_ERR
+                        && CStr::from_ptr(fac).to_bytes() == b"ERROR"
+                    {
+                        latest = Some(without_prefixes(&CStr::from_ptr(text).to_string_lossy()).to_string());
+                    }
+                }
+                rd::rd_kafka_event_destroy(event);
+            }
+        }
     }
 
     /// Up to `max` messages: those waiting now, or when none is, the first to come within
@@ -79,11 +121,30 @@ impl BatchQueue {
     }
 }
 
+/// "[thrd:app]: rdkafka#consumer-1: 1/1 brokers are down" → "1/1 brokers are down".
+fn without_prefixes(line: &str) -> &str {
+    let line = match line.strip_prefix("[thrd:").and_then(|rest| rest.split_once("]: ")) {
+        Some((_, rest)) => rest,
+        None => line,
+    };
+    match line.strip_prefix("rdkafka#").and_then(|rest| rest.split_once(": ")) {
+        Some((_, rest)) => rest,
+        None => line,
+    }
+}
+
 impl Drop for BatchQueue {
     fn drop(&mut self) {
         self.release();
-        // SAFETY: the handle came from `rd_kafka_queue_get_consumer` and is destroyed once.
-        unsafe { rd::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+        // SAFETY: the client outlives this queue (see `of`); log lines go back to the main
+        // queue, where rust-rdkafka had them; each handle is destroyed once.
+        unsafe {
+            let main = rd::rd_kafka_queue_get_main(self.client.as_ptr());
+            rd::rd_kafka_set_log_queue(self.client.as_ptr(), main);
+            rd::rd_kafka_queue_destroy(main);
+            rd::rd_kafka_queue_destroy(self.logs.as_ptr());
+            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
     }
 }
 
@@ -168,5 +229,15 @@ impl Incoming for BatchMessage<'_> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_lose_their_thread_and_client_prefixes() {
+        assert_eq!(super::without_prefixes("[thrd:app]: rdkafka#consumer-1: 2/2 brokers are down"), "2/2 brokers are down");
+        assert_eq!(super::without_prefixes("rdkafka#consumer-3: boom: x"), "boom: x");
+        assert_eq!(super::without_prefixes("plain: text"), "plain: text");
     }
 }

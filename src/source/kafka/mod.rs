@@ -52,24 +52,12 @@ enum GroupEvent {
     Revoked(Vec<usize>),
 }
 
-/// Hears the group's rebalances, for the pipeline to act on after `poll` returns, and the
-/// client's global errors that the batch call logs instead of returning.
+/// Hears the group's rebalances, for the pipeline to act on after `poll` returns.
 struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
-    /// The latest global error (all brokers down, say) since the source last looked.
-    alarm: Arc<Mutex<Option<String>>>,
 }
 
-impl ClientContext for GroupContext {
-    /// `poll` returns global errors as errors; the batch call hands them to librdkafka's
-    /// logger (facility `ERROR`), so that is where a replay hears that the broker is away.
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error) && fac == "ERROR" {
-            *self.alarm.lock().expect("not poisoned") = Some(message.to_string());
-        }
-    }
-}
+impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -180,7 +168,7 @@ impl KafkaSource {
                 ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
             ])
-            .create_with_context(GroupContext { events: events.clone(), alarm: Arc::default() })
+            .create_with_context(GroupContext { events: events.clone() })
             .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
         // A live run waits a minute for its topic to appear (a producer starting beside it).
         let patience = if matches!(start, Start::Group { .. }) { 60 } else { 0 };
@@ -398,12 +386,11 @@ impl KafkaSource {
                 }
             }
         }
+        let empty = batch.len() == 0;
         debug_assert!(count <= batch.len());
-        if batch.len() == 0 {
-            let alarm = self.consumer.context().alarm.lock().expect("not poisoned").take();
-            if let Some(why) = alarm {
-                self.outage(&why);
-            }
+        // Read every time, so the log queue does not grow; heard only while nothing comes.
+        if let Some(why) = queue.alarm().filter(|_| empty) {
+            self.outage(&why);
         }
         Ok(count)
     }
