@@ -1244,8 +1244,17 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     stop(job);
     let live: BTreeSet<String> = std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().map(String::from).collect();
     assert_eq!(live, expected, "the windows of an uninterrupted replay\n{log}");
+    // Late records can only be re-reads: after the outage's rebalance the job reads again from
+    // its last commit, and rows of windows it had already written come too late the second
+    // time. Nothing new is late.
     let log = std::fs::read_to_string(d.join("live.log")).unwrap();
-    assert!(log.contains("stopped") && !log.contains(" late; "), "no record was late\n{log}");
+    let number_before = |needle: &str| -> u64 {
+        log.lines().find_map(|l| l.split_once(needle).and_then(|(head, _)| head.rsplit(' ').next()?.parse().ok())).unwrap_or(0)
+    };
+    let read = number_before(" records in ");
+    let late = number_before(" records were late").max(number_before(" record was late"));
+    assert!(read >= 40_003, "{log}");
+    assert!(late <= read - 40_003, "{late} late records but only {} read twice\n{log}", read - 40_003);
 }
 
 fn osprey_in(d: &Path, args: &[&str]) {
