@@ -496,6 +496,9 @@ impl Pipeline {
                     for p in ps {
                         self.processed[p] = None;
                         self.committed[p] = None;
+                        // Read again from the commit, before a restored checkpoint's position:
+                        // nothing of it may be skipped now that its rows are gone.
+                        self.resume[p] = None;
                     }
                     let fired = self.operator.fire();
                     self.emit(fired)?;

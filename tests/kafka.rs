@@ -841,6 +841,92 @@ fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted
     assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the uninterrupted run {extra:?}");
 }
 
+/// A restored job whose first assignment is partial (another member of its group holds the
+/// other partitions for a while, as a killed process does until its session times out) drops
+/// its restored rows of those partitions, and when they come to it later it reads them from the
+/// group's commit, not from the checkpoint's positions past those rows: every window is the
+/// uninterrupted replay's, none short of a service.
+#[test]
+fn a_restored_job_given_some_partitions_first_reads_the_rest_from_the_commit_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("partial");
+    create(&topic, 3);
+    let all = events(6_000, 73);
+    let first = &all[..3_000];
+    let p = producer();
+    for e in first {
+        p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let name = unique("partial");
+    std::fs::write(d.join("partial.toml"), counting_job(&name, &topic, "", "", "")).unwrap();
+    let run = |out: &str, log: &str| {
+        spawn(d, &["run", "partial.toml", "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "100ms", "--output", out], &[], log)
+    };
+    let lines = |f: &str| std::fs::read_to_string(d.join(f)).map(|t| t.lines().count()).unwrap_or(0);
+    // A reads the first half, writes its closed windows and checkpoints the open ones.
+    let mut a = run("a.jsonl", "a.log");
+    until(Duration::from_secs(60), "the first run writes windows", || lines("a.jsonl") > 20);
+    let mut stable = (lines("a.jsonl"), Instant::now());
+    until(Duration::from_secs(60), "the first run reads all it has", || {
+        let now = lines("a.jsonl");
+        if now != stable.0 {
+            stable = (now, Instant::now());
+        }
+        stable.1.elapsed() > Duration::from_secs(2)
+    });
+    // Checkpoints come every 100 ms while anything changes: the newest has all of it.
+    assert!(newest_checkpoint(&d.join("state").join(&name)) > 0, "the first run checkpointed");
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    // Another member of the job's group, holding partitions until it leaves.
+    let leave = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let member = {
+        let (leave, holding, group, topic) = (leave.clone(), holding.clone(), format!("osprey-{name}"), topic.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = Cluster::new(brokers())
+                .config(&[("group.id", &group), ("enable.auto.commit", "false"), ("session.timeout.ms", "6000")])
+                .create()
+                .unwrap();
+            c.subscribe(&[&topic]).unwrap();
+            while !leave.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.poll(Duration::from_millis(100)); // its messages are not consumed for the job
+                let n = c.assignment().map(|t| t.count()).unwrap_or(0);
+                holding.store(n > 0, std::sync::atomic::Ordering::Relaxed);
+            }
+            c.unsubscribe();
+        })
+    };
+    until(Duration::from_secs(60), "the other member gets partitions", || holding.load(std::sync::atomic::Ordering::Relaxed));
+    let b = run("b.jsonl", "b.log");
+    let log = || std::fs::read_to_string(d.join("b.log")).unwrap_or_default();
+    let assignments = || log().lines().filter(|l| l.contains(": assigned ")).map(|l| l.matches(&topic).count()).collect::<Vec<_>>();
+    until(Duration::from_secs(60), "the restored run gets its first assignment", || !assignments().is_empty());
+    assert!(assignments()[0] < 3, "the first assignment is partial: {:?}\n{}", assignments(), log());
+    assert!(log().contains("restored checkpoint"), "{}", log());
+    leave.store(true, std::sync::atomic::Ordering::Relaxed);
+    member.join().unwrap();
+    until(Duration::from_secs(60), "the restored run gets every partition", || assignments().last() == Some(&3));
+    produce(&topic, &all[3_000..]);
+    osprey_in(d, &["replay", "partial.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"]);
+    let expected: BTreeSet<String> =
+        std::fs::read_to_string(d.join("uninterrupted.jsonl")).unwrap().lines().filter(|l| !l.contains("zz-close")).map(String::from).collect();
+    let seen = || -> BTreeSet<String> {
+        ["a.jsonl", "b.jsonl"].iter().flat_map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.is_subset(&seen()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(b);
+    let seen = seen();
+    let missing: Vec<&String> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<&String> = seen.difference(&expected).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the uninterrupted run {extra:?}\n{}", log());
+}
+
 /// Exactly-once on the real broker: a job whose sink is `delivery = "exactly-once"`, killed
 /// with SIGKILL a dozen times right after a checkpoint or a little later while its topic
 /// fills, and restarted each time: a `read_committed` consumer of its output topic sees every

@@ -97,6 +97,8 @@ pub struct KafkaSource {
     handed: Vec<Option<i64>>,
     /// Since when the broker has not answered (logged once).
     unreachable: Option<Instant>,
+    /// Group mode: the group has assigned partitions to this member at least once.
+    assigned_before: bool,
 }
 
 /// Errors of a broker that is away for a while (restarting, a network blip): librdkafka
@@ -207,6 +209,7 @@ impl KafkaSource {
             paused: vec![false; partitions],
             handed: vec![None; partitions],
             unreachable: None,
+            assigned_before: false,
         };
         match start {
             Start::Group { .. } => {
@@ -520,6 +523,14 @@ impl KafkaSource {
             match e {
                 GroupEvent::Assigned(ps) => {
                     crate::log_info!("{}: assigned {}", self.group_label(), self.partition_names(&ps));
+                    if !std::mem::replace(&mut self.assigned_before, true) {
+                        // A restored job's partitions that went to another member: the pipeline
+                        // drops their restored rows, so they are read from the group's commit
+                        // when they come here later, never from the checkpoint's positions.
+                        for p in (0..self.intake.resume.len()).filter(|p| !ps.contains(p)) {
+                            self.intake.resume[p] = None;
+                        }
+                    }
                     let mut resume = TopicPartitionList::new();
                     for &p in &ps {
                         self.assigned[p] = true;
@@ -539,6 +550,8 @@ impl KafkaSource {
                     for &p in &ps {
                         self.assigned[p] = false;
                         self.forget(p);
+                        // Its rows leave the windows: whoever reads it next starts at the commit.
+                        self.intake.resume[p] = None;
                     }
                     self.ready.push_back(Poll::Revoked(ps));
                 }
