@@ -22,9 +22,9 @@ use crate::kafka::Cluster;
 mod batch;
 mod intake;
 
+use crate::Millis;
 use batch::BatchQueue;
 use intake::{Accepted, Buffer, Gather, Incoming, Intake};
-use crate::Millis;
 
 /// Where a Kafka source starts and stops.
 #[derive(Debug, Clone)]
@@ -130,8 +130,10 @@ fn transient(e: &KafkaError) -> bool {
     )
 }
 
-/// Messages taken per poll, at most.
+/// Messages taken per `fetch`, at most.
 const MAX_MESSAGES: usize = 16_384;
+/// Payload bytes per `fetch` on the `poll` path; a batch holds at most what librdkafka had
+/// queued (`queued.max.messages.kbytes`).
 const MAX_BYTES: usize = 8 << 20;
 /// Range replays hand out chunks of exactly this many records per partition (fewer only at a
 /// partition's end), so chunk boundaries never depend on how fetches were cut.
