@@ -1200,6 +1200,14 @@ fn two_servers_share_the_registry_topic_and_split_a_job_s_partitions() {
         let (pa, pb) = (partitions(&a), partitions(&b));
         !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 3
     });
+    // Lag is the end of each partition's log less what was read: zero once all is read.
+    let lags = |s: &Served| -> Vec<i64> {
+        call(s, "GET", "/v1/jobs/counts", "").1["lag"].as_object().map(|m| m.values().filter_map(|v| v.as_i64()).collect()).unwrap_or_default()
+    };
+    until(Duration::from_secs(60), "each server reads its partitions to the end (lag 0)", || {
+        let (la, lb) = (lags(&a), lags(&b));
+        la.len() + lb.len() == 3 && la.iter().chain(&lb).all(|&n| n == 0)
+    });
     let (status, _) = call(&b, "POST", "/v1/jobs/counts/stop", "");
     assert_eq!(status, 200);
     until(Duration::from_secs(30), "a stop on one server stops the job on the other", || {

@@ -400,6 +400,19 @@ impl KafkaSource {
         Ok(count)
     }
 
+    /// The end of partition `p`'s log as its last fetch answer gave it, without a request
+    /// (this runs on the pipeline thread every two seconds); `None` before one came.
+    fn cached_end(&self, p: usize) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.topic.as_bytes()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live client, a NUL-terminated topic name, and valid out-pointers; librdkafka
+        // only reads its own cached partition state.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(self.consumer.client().native_ptr(), topic.as_ptr(), p as i32, &mut low, &mut high)
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    }
+
     fn answers_again(&self, since: Instant) {
         crate::log_info!("Kafka at {} answers again (after {:.1} s); reading `{}` on", self.brokers, since.elapsed().as_secs_f64(), self.topic);
     }
@@ -615,7 +628,15 @@ impl Source for KafkaSource {
     fn lag(&mut self) -> Option<Vec<(usize, i64)>> {
         let mut out = Vec::new();
         for p in (0..self.assigned.len()).filter(|&p| self.assigned[p]) {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_millis(500)) else { continue };
+            // A paused partition is not fetched, so its cached end is old: ask the broker.
+            let cached = if self.paused[p] { None } else { self.cached_end(p) };
+            let high = match cached {
+                Some(high) => high,
+                None => match self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_millis(500)) {
+                    Ok((_, high)) => high,
+                    Err(_) => continue,
+                },
+            };
             let next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64);
             out.push((p, (high - next).max(0)));
         }
