@@ -66,15 +66,21 @@ fn producer() -> ThreadedProducer<DefaultProducerContext> {
     Cluster::new(brokers()).config(&[("linger.ms", "5"), ("compression.type", "lz4")]).create().unwrap()
 }
 
-/// Produce the events keyed by service, partitioned by service, with their event time as the
-/// message timestamp; then one far-future event per partition to close every window.
-fn produce(topic: &str, events: &[Event]) -> i64 {
-    let p = producer();
+/// Send the events keyed by service, partitioned by service, with their event time as the
+/// message timestamp (no flush).
+fn send_events(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, events: &[Event]) {
     for e in events {
         p.send(BaseRecord::to(topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
             .map_err(|(e, _)| e)
             .unwrap();
     }
+}
+
+/// Produce the events ([`send_events`]); then one far-future event per partition to close
+/// every window.
+fn produce(topic: &str, events: &[Event]) -> i64 {
+    let p = producer();
+    send_events(&p, topic, events);
     let close = events.iter().map(|e| e.ts).max().unwrap() + 600_000;
     for part in 0..3 {
         let line = format!(
@@ -748,11 +754,7 @@ fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let p = producer();
         for batch in all.chunks(1_000) {
-            for e in batch {
-                p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
-                    .map_err(|(e, _)| e)
-                    .unwrap();
-            }
+            send_events(&p, &topic, batch);
             p.flush(Duration::from_secs(30)).unwrap();
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -853,11 +855,8 @@ fn a_restored_job_given_some_partitions_first_reads_the_rest_from_the_commit_lat
     let topic = unique("partial");
     create(&topic, 3);
     let all = events(6_000, 73);
-    let first = &all[..3_000];
     let p = producer();
-    for e in first {
-        p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
-    }
+    send_events(&p, &topic, &all[..3_000]);
     p.flush(Duration::from_secs(30)).unwrap();
     let name = unique("partial");
     std::fs::write(d.join("partial.toml"), counting_job(&name, &topic, "", "", "")).unwrap();
@@ -1274,11 +1273,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
     let send = |batch: &[Event], closing: bool| {
         let p: ThreadedProducer<DefaultProducerContext> = Cluster::new(addr.clone()).config(&[("linger.ms", "5")]).create().unwrap();
-        for e in batch {
-            p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts))
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
+        send_events(&p, &topic, batch);
         if closing {
             let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"bytes\":0}}");
             for part in 0..3 {
@@ -1299,9 +1294,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     admin.ensure_topics(&[(archive.as_str(), 3)]).unwrap();
     let p: ThreadedProducer<DefaultProducerContext> =
         Cluster::new(addr.clone()).config(&[("linger.ms", "1"), ("batch.num.messages", "40")]).create().unwrap();
-    for e in &all[..20_000] {
-        p.send(BaseRecord::to(&archive).key(&e.service).payload(&e.line).partition(partition_of(&e.service)).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
-    }
+    send_events(&p, &archive, &all[..20_000]);
     p.flush(Duration::from_secs(60)).unwrap();
     let slow = r#"properties = { "max.partition.fetch.bytes" = "16000", "fetch.min.bytes" = "100000000", "fetch.wait.max.ms" = "100" }"#;
     let archived = text.replace(&format!("topic = \"{topic}\"\n"), &format!("topic = \"{archive}\"\n{slow}\n"));

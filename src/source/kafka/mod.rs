@@ -232,18 +232,8 @@ impl KafkaSource {
                 .consumer
                 .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                 .with_context(|| format!("cannot read the offsets of {}/{p}", self.topic))?;
-            let start = match from {
-                Position::Edge => low,
-                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(low),
-                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
-            };
-            let end = match to {
-                Position::Edge => high,
-                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(high),
-                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
-            };
-            starts.push(start.clamp(low, high));
-            ends.push(end.clamp(low, high));
+            starts.push(self.offset_at(p, from, low, high, low)?);
+            ends.push(self.offset_at(p, to, low, high, high)?);
         }
         let mut tpl = TopicPartitionList::new();
         for (p, (&s, &e)) in starts.iter().zip(&ends).enumerate() {
@@ -262,6 +252,18 @@ impl KafkaSource {
         self.batch = BatchQueue::of(&self.consumer);
         self.intake.ends = Some(ends);
         Ok(())
+    }
+
+    /// Where `at` is in partition `p`, whose log runs from `low` to `high`: `edge` for
+    /// [`Position::Edge`] and for a partition the offsets do not list (`low` as a start, `high`
+    /// as an end).
+    fn offset_at(&self, p: i32, at: &Position, low: i64, high: i64, edge: i64) -> anyhow::Result<i64> {
+        let offset = match at {
+            Position::Edge => edge,
+            Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(edge),
+            Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
+        };
+        Ok(offset.clamp(low, high))
     }
 
     /// The first offset at or after `t`. Brokers answer "none" (-1) past the last message;
@@ -348,7 +350,10 @@ impl KafkaSource {
                     bytes += size;
                 }
                 Accepted::Skipped => {}
-                Accepted::Seek(p, position) => seek(&self.consumer, &self.topic, p, position)?,
+                Accepted::Seek(p, position) => self
+                    .consumer
+                    .seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10))
+                    .map_err(|e| anyhow::anyhow!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic))?,
             }
         }
         Ok(count)
@@ -365,8 +370,6 @@ impl KafkaSource {
     fn fetch_from(&mut self, queue: &mut BatchQueue, wait: Duration) -> anyhow::Result<usize> {
         let batch = queue.take(wait, MAX_MESSAGES);
         let mut count = 0;
-        // Partitions that seeked in this batch: their later messages in it are stale.
-        let mut sought: Vec<usize> = Vec::new();
         for m in batch.iter() {
             if let Some(code) = m.error() {
                 match code {
@@ -379,16 +382,11 @@ impl KafkaSource {
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
             }
-            if sought.contains(&(m.partition() as usize)) {
-                continue;
-            }
             match self.intake.accept(&m) {
                 Accepted::Buffered(_) => count += 1,
                 Accepted::Skipped => {}
-                Accepted::Seek(p, position) => {
-                    seek(&self.consumer, &self.topic, p, position)?;
-                    sought.push(p);
-                }
+                // `resume_at` keeps no positions in range mode, the only one that batches.
+                Accepted::Seek(..) => unreachable!("a range replay never resumes at a checkpoint's position"),
             }
         }
         let empty = batch.len() == 0;
@@ -542,6 +540,9 @@ impl KafkaSource {
                         // A restored job's partitions that went to another member: the pipeline
                         // drops their restored rows, so they are read from the group's commit
                         // when they come here later, never from the checkpoint's positions.
+                        // (Exactly-once keeps those rows, and there the commit is the restored
+                        // checkpoint's positions.) Done here, in event order, not when the
+                        // pipeline reaches the assignment: its chunks may be behind the next one.
                         for p in (0..self.intake.resume.len()).filter(|p| !ps.contains(p)) {
                             self.intake.resume[p] = None;
                         }
@@ -573,13 +574,6 @@ impl KafkaSource {
             }
         }
     }
-}
-
-/// Move partition `p` to `position` (a restored job's first message of it came from elsewhere).
-fn seek(consumer: &BaseConsumer<GroupContext>, topic: &str, p: usize, position: i64) -> anyhow::Result<()> {
-    consumer
-        .seek(topic, p as i32, Offset::Offset(position), Duration::from_secs(10))
-        .map_err(|e| anyhow::anyhow!("cannot seek {topic}/{p} back to the checkpoint's offset {position}: {e}"))
 }
 
 impl Source for KafkaSource {
@@ -688,12 +682,7 @@ impl Source for KafkaSource {
                 .consumer
                 .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                 .with_context(|| format!("cannot read the offsets of {}/{p}", self.topic))?;
-            let at = match from {
-                Position::Edge => low,
-                Position::Offsets(list) => list.iter().find(|(q, _)| *q == p).map(|(_, o)| *o).unwrap_or(low),
-                Position::Time(t) => self.offset_for_time(p, *t, low, high)?,
-            };
-            out.push(Some(at.clamp(low, high)));
+            out.push(Some(self.offset_at(p, from, low, high, low)?));
         }
         Ok(out)
     }
