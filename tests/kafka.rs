@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use osprey::kafka::Cluster;
@@ -194,8 +194,10 @@ fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], log: &str) -> Child {
         .unwrap()
 }
 
-/// The exit status, or `None` (and the process killed) after `limit`.
-fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+/// The exit status, or `None` (and the process killed) after `limit`. A process that does not
+/// end has its threads' stacks printed first: a hang then shows where it is, in the failing
+/// test's output, instead of holding up the whole suite.
+fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -203,15 +205,48 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> Option<std::process::Exit
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    eprintln!("osprey (pid {}) still running after {limit:?}; its threads:\n{}", child.id(), stacks(child.id()));
     let _ = child.kill();
     let _ = child.wait();
     None
 }
 
-fn stop(child: Child) -> std::process::ExitStatus {
+/// Every thread's stack of process `pid`, from gdb when it is installed.
+fn stacks(pid: u32) -> String {
+    match Command::new("gdb").args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"]).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("(no stacks: gdb: {e})"),
+    }
+}
+
+/// SIGTERM, then the exit status; a process still running 90 s later fails the test.
+fn stop(child: Child) -> ExitStatus {
     let mut child = child;
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap()
+    wait_at_most(&mut child, Duration::from_secs(90)).expect("osprey stops within 90 s of SIGTERM")
+}
+
+/// Osprey run in `dir` to its end, which must come within 3 minutes.
+fn osprey(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_osprey"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let (stdout, stderr) = (read(Box::new(child.stdout.take().unwrap())), read(Box::new(child.stderr.take().unwrap())));
+    let status = wait_at_most(&mut child, Duration::from_secs(180));
+    let output = Output { status: status.unwrap_or_default(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    assert!(status.is_some(), "osprey {args:?} did not end within 3 minutes\n{}", String::from_utf8_lossy(&output.stderr));
+    output
 }
 
 /// The distinct result rows (a crash or a rebalance may repeat some).
@@ -266,11 +301,7 @@ fn live_windows_from_three_partitions_match_a_batch_computation_and_a_replay_of_
     let t0 = evs.iter().map(|e| e.ts).min().unwrap();
     let (from, to) = (t0 + 12_000, t0 + 48_000);
     let iso = |t: i64| chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339();
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", job.to_str().unwrap(), "--brokers", &brokers(), "--from", &iso(from), "--to", &iso(to), "--output", "range.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", job.to_str().unwrap(), "--brokers", &brokers(), "--from", &iso(from), "--to", &iso(to), "--output", "range.jsonl", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let replayed: BTreeMap<_, _> = std::fs::read_to_string(d.join("range.jsonl"))
         .unwrap()
@@ -349,11 +380,7 @@ size = "1m"
         ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "rows.toml", "--brokers", &brokers(), "--output", "rows.jsonl"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", "rows.toml", "--brokers", &brokers(), "--output", "rows.jsonl"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("Kafka topic {name}.dlq")), "{err}");
@@ -447,12 +474,10 @@ size = "1h"
 }
 
 fn replay_numbers(dir: &Path, job: &Path, extra: &[&str]) -> (Vec<i64>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", job.to_str().unwrap(), "--brokers", &brokers(), "--output", "n.jsonl", "--quiet"])
-        .args(extra)
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let brokers = brokers();
+    let mut args = vec!["replay", job.to_str().unwrap(), "--brokers", &brokers, "--output", "n.jsonl", "--quiet"];
+    args.extend(extra);
+    let o = osprey(dir, &args);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{err}");
     let text = std::fs::read_to_string(dir.join("n.jsonl")).unwrap_or_default();
@@ -517,10 +542,7 @@ fn a_replay_from_a_time_past_the_last_message_reads_nothing_and_ends() {
 #[test]
 fn generate_produces_keyed_telemetry_with_event_time_timestamps() {
     let topic = unique("generated");
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["generate", "--events", "500", "--brokers", &brokers(), "--topic", &topic, "--partitions", "3"])
-        .output()
-        .unwrap();
+    let o = osprey(Path::new("."), &["generate", "--events", "500", "--brokers", &brokers(), "--topic", &topic, "--partitions", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = consume(&topic, |r| r.len() >= 500);
     assert!(rows.len() >= 500);
@@ -600,10 +622,7 @@ topic = "{alerts}"
         .collect();
     assert_eq!(state, BTreeMap::from([("ACC-1".to_string(), ("resolved".to_string(), 2)), ("ACC-2".to_string(), ("firing".to_string(), 1))]));
     // The fatigue figures straight from the topic.
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["alerts", "stats", "--brokers", &brokers(), "--topic", &alerts, "--json"])
-        .output()
-        .unwrap();
+    let o = osprey(Path::new("."), &["alerts", "stats", "--brokers", &brokers(), "--topic", &alerts, "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((stats["total"]["fired"].as_u64(), stats["total"]["resolved"].as_u64()), (Some(2), Some(1)));
@@ -654,11 +673,7 @@ size = "10s"
     job("small", "2000");
     job("large", "10000000");
     let replay = |name: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-            .args(["replay", &format!("{name}.toml"), "--brokers", &brokers(), "--output", &format!("{name}.jsonl"), "--quiet"])
-            .current_dir(d)
-            .output()
-            .unwrap();
+        let o = osprey(d, &["replay", &format!("{name}.toml"), "--brokers", &brokers(), "--output", &format!("{name}.jsonl"), "--quiet"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::read_to_string(d.join(format!("{name}.jsonl"))).unwrap()
     };
@@ -712,11 +727,7 @@ fn a_live_run_on_a_backlog_gives_the_replay_s_windows_whatever_the_fetch_sizes()
         std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
     };
     job("replayed", "1048576");
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The replay closes the closing records' own window at its end; a live run holds it open.
     let replayed: Vec<String> = std::fs::read_to_string(d.join("replayed.jsonl"))
@@ -805,11 +816,7 @@ fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted
     }
     assert_eq!(kills, 20, "twenty kills within the time bound");
     producing.join().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "killed.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", "killed.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected: BTreeSet<String> = std::fs::read_to_string(d.join("uninterrupted.jsonl"))
         .unwrap()
@@ -960,11 +967,7 @@ fn an_exactly_once_job_killed_a_dozen_times_shows_a_committed_reader_each_row_on
         child.wait().unwrap();
     }
     producing.join().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", "eos.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", "eos.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut expected: Vec<Value> = std::fs::read_to_string(d.join("uninterrupted.jsonl"))
         .unwrap()
@@ -1010,11 +1013,7 @@ fn produce_generated(topic: &str, cfg: GeneratorConfig, events: u64, after: i64,
 
 /// The alert records of a replay of the job's whole topic.
 fn replay_alerts(d: &Path, job: &str) -> Vec<Value> {
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey"))
-        .args(["replay", job, "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let o = osprey(d, &["replay", job, "--brokers", &brokers(), "--output", "replay.jsonl", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::read_to_string(d.join("replay.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -1345,7 +1344,7 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
 }
 
 fn osprey_in(d: &Path, args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_osprey")).args(args).current_dir(d).output().unwrap();
+    let o = osprey(d, args);
     assert!(o.status.success(), "osprey {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
