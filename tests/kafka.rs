@@ -16,10 +16,28 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 fn brokers() -> String {
+    static WATCHDOG: std::sync::Once = std::sync::Once::new();
+    WATCHDOG.call_once(watchdog);
     std::env::var("OSPREY_TEST_BROKERS").expect(
         "OSPREY_TEST_BROKERS is not set: run ./scripts/test.sh (it starts a broker), or start one \
          (./scripts/broker.sh start, or docker compose up -d) and export OSPREY_TEST_BROKERS=127.0.0.1:9092",
     )
+}
+
+/// These tests take about 2.5 minutes together; at 20, something hangs. Print the stacks of
+/// this process and of the osprey processes it started, then abort, so the run ends with where
+/// it hung rather than at CI's time limit.
+fn watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(20 * 60));
+        let me = std::process::id();
+        eprintln!("the Kafka tests are still running after 20 minutes; the test threads:\n{}", stacks(me));
+        let children = Command::new("pgrep").args(["-P", &me.to_string()]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        for pid in children.unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()) {
+            eprintln!("child {pid}:\n{}", stacks(pid));
+        }
+        std::process::abort();
+    });
 }
 
 fn unique(name: &str) -> String {
