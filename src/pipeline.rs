@@ -397,6 +397,7 @@ impl Pipeline {
         // source's choices depend on the data only: chunk n is chosen after n - depth are done.
         let mut queue: VecDeque<Queued> = VecDeque::new();
         let mut source_done = false;
+        let mut idle_checked = Instant::now();
         loop {
             let stopping = self.options.stop.load(Ordering::Relaxed);
             if !stopping && !source_done && queue.len() < pool.depth() {
@@ -451,7 +452,14 @@ impl Pipeline {
                         }
                     }
                     if live {
-                        self.operator.watermarks_mut().touch(partition, Instant::now());
+                        let now = Instant::now();
+                        self.operator.watermarks_mut().touch(partition, now);
+                        // A busy partition never lets the source say Idle: look for quiet
+                        // (or handed-over) partitions between chunks too.
+                        if now.duration_since(idle_checked) >= IDLE_CHECK {
+                            idle_checked = now;
+                            self.operator.watermarks_mut().mark_idle(now, started, self.job.event_time.idle_timeout);
+                        }
                     }
                     self.process(partition, decoded)?;
                     self.processed[partition] = Some(last);
@@ -875,6 +883,9 @@ const MIN_COMMIT_GAP: Duration = Duration::from_millis(200);
 
 /// How often a live job asks its source for its consumer lag.
 const LAG_EVERY: Duration = Duration::from_secs(2);
+
+/// How often a live run that is never idle looks for partitions past their `idle_timeout`.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
 
 /// Firing alerts a job publishes for the server's page.
 const FIRING_SHOWN: usize = 100;

@@ -80,8 +80,10 @@ fn events(n: u64, seed: u64) -> Vec<Event> {
         .collect()
 }
 
+/// Idempotent, so a retried batch (a loaded machine, a slow broker) is neither reordered nor
+/// written twice: the tests' expectations assume each partition holds what was sent, in order.
 fn producer() -> ThreadedProducer<DefaultProducerContext> {
-    Cluster::new(brokers()).config(&[("linger.ms", "5"), ("compression.type", "lz4")]).create().unwrap()
+    Cluster::new(brokers()).config(&[("linger.ms", "5"), ("compression.type", "lz4"), ("enable.idempotence", "true")]).create().unwrap()
 }
 
 /// Send the events keyed by service, partitioned by service, with their event time as the
@@ -824,8 +826,20 @@ fn a_checkpointing_job_killed_twenty_times_gives_the_windows_of_an_uninterrupted
     let started = Instant::now();
     let mut kills = 0;
     let mut pause = 23u64;
-    while kills < 20 && started.elapsed() < Duration::from_secs(90) {
+    // The job's own folder under state/ (named after it).
+    let newest = || std::fs::read_dir(d.join("state")).ok().and_then(|mut jobs| jobs.next()).map(|j| newest_checkpoint(&j.unwrap().path())).unwrap_or(0);
+    while kills < 20 && started.elapsed() < Duration::from_secs(150) {
+        let before = newest();
         let mut child = run(kills);
+        // Every other run is killed once it wrote a checkpoint of its own, the rest at any
+        // point (starting up, restoring, reading): on a loaded machine a fixed delay alone
+        // would kill most runs before they checkpoint anything.
+        if kills % 2 == 0 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while newest() <= before && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         pause = (pause * 7919 + 13) % 500;
         std::thread::sleep(Duration::from_millis(250 + pause));
         child.kill().unwrap(); // SIGKILL

@@ -109,11 +109,15 @@ impl Watermarks {
         self.current
     }
 
-    /// Partition `p` left this process (a consumer group rebalance): it stops holding the
-    /// watermark until [`Watermarks::activate`].
+    /// Partition `p` left this process (a consumer group rebalance). It holds the watermark
+    /// where it was until it is idle (`idle_timeout` from now), not at once: a group hands a
+    /// partition over in steps (a killed member keeps its share until its session expires), and
+    /// a partition that comes back within that time finds its backlog behind a watermark that
+    /// the other partitions alone would have carried past it: all of it late.
     pub fn deactivate(&mut self, p: usize) {
-        self.partitions[p].ended = true;
-        self.recompute();
+        let c = &mut self.partitions[p];
+        c.idle = false;
+        c.last_record = Some(Instant::now());
     }
 
     /// Partition `p` belongs to this process again; its watermark resumes where it was.
@@ -168,6 +172,33 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_handed_away_holds_the_watermark_until_idle_so_it_can_come_back_in_time() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let mut w = Watermarks::new(3, 0);
+        for p in 0..3 {
+            w.observe(p, 10_000);
+        }
+        // A rebalance leaves this process partition 2 only (a killed member's session has not
+        // expired yet); partition 2's backlog runs far ahead.
+        w.deactivate(0);
+        w.deactivate(1);
+        assert_eq!(w.observe(2, 90_000), 10_000, "partitions 0 and 1 still hold it");
+        assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(5), start, timeout), 10_000);
+        // They come back within the idle timeout: their records are not late.
+        w.activate(0);
+        w.activate(1);
+        assert_eq!(w.observe(0, 11_000), 10_000);
+        assert_eq!(w.observe(1, 12_000), 11_000);
+        // A partition another live member keeps stops holding once it is idle.
+        w.deactivate(1);
+        w.observe(0, 95_000);
+        w.touch(0, Instant::now() + Duration::from_secs(31));
+        w.touch(2, Instant::now() + Duration::from_secs(31));
+        assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(31), start, timeout), 90_000);
+    }
 
     #[test]
     fn a_stream_back_from_a_quiet_spell_wakes_every_partition() {
