@@ -149,6 +149,7 @@ impl WindowOperator {
         }
         for &p in partitions {
             self.watermarks.deactivate(p);
+            self.watermarks.rewind(p);
         }
     }
 

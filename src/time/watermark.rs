@@ -120,6 +120,17 @@ impl Watermarks {
         c.last_record = Some(Instant::now());
     }
 
+    /// Partition `p`'s rows were dropped, to be read again from the group's commit (a
+    /// rebalance took it away): its event-time progress goes with them. A clock left where the
+    /// first reading took it would not hold the watermark back while the partition is read
+    /// again from before that point, and the other partitions would carry the watermark past
+    /// its re-read records: all of them late. Until its first record it holds the watermark
+    /// where it is (it never goes back).
+    pub fn rewind(&mut self, p: usize) {
+        self.partitions[p].max_ts = Millis::MIN;
+        self.recompute();
+    }
+
     /// Partition `p` belongs to this process again; its watermark resumes where it was.
     pub fn activate(&mut self, p: usize) {
         let c = &mut self.partitions[p];
@@ -192,12 +203,23 @@ mod tests {
         w.activate(1);
         assert_eq!(w.observe(0, 11_000), 10_000);
         assert_eq!(w.observe(1, 12_000), 11_000);
+        // Taken away and read again from the commit, before where its first reading got to:
+        // the re-read must hold the watermark, not the clock the first reading left.
+        w.observe(2, 95_000);
+        w.deactivate(2);
+        w.rewind(2);
+        assert_eq!(w.observe(0, 96_000), 11_000);
+        assert_eq!(w.observe(1, 97_000), 11_000, "partition 2 holds it until it is read again");
+        w.activate(2);
+        assert_eq!(w.observe(2, 13_000), 13_000);
+        assert_eq!(w.observe(2, 98_000), 96_000);
         // A partition another live member keeps stops holding once it is idle.
         w.deactivate(1);
-        w.observe(0, 95_000);
-        w.touch(0, Instant::now() + Duration::from_secs(31));
-        w.touch(2, Instant::now() + Duration::from_secs(31));
-        assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(31), start, timeout), 90_000);
+        let later = Instant::now() + Duration::from_secs(31);
+        w.touch(0, later);
+        w.touch(2, later);
+        assert_eq!(w.observe(0, 99_000), 97_000, "partition 1 holds it while it may come back");
+        assert_eq!(w.mark_idle(later, start, timeout), 98_000);
     }
 
     #[test]
