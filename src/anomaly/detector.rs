@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::forest::IsolationForest;
 use super::ks::KsShift;
+use super::likelihood::Likelihood;
 use super::mad::RobustZ;
 
 /// Scores one series' feature vectors against its own past.
@@ -28,16 +29,19 @@ pub enum DetectorKind {
     Ks,
     /// Isolation forest over the feature vectors (Liu, Ting and Zhou 2008).
     IsolationForest,
+    /// Robust z-scores, and the anomaly likelihood of their recent average (Ahmad et al. 2017).
+    Likelihood,
 }
 
 impl DetectorKind {
-    pub const NAMES: &'static [&'static str] = &["mad", "ks", "isolation_forest"];
+    pub const NAMES: &'static [&'static str] = &["likelihood", "mad", "ks", "isolation_forest"];
 
     pub fn parse(name: &str) -> Option<DetectorKind> {
         match name {
             "mad" => Some(DetectorKind::Mad),
             "ks" => Some(DetectorKind::Ks),
             "isolation_forest" => Some(DetectorKind::IsolationForest),
+            "likelihood" => Some(DetectorKind::Likelihood),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl DetectorKind {
             DetectorKind::Mad => "mad",
             DetectorKind::Ks => "ks",
             DetectorKind::IsolationForest => "isolation_forest",
+            DetectorKind::Likelihood => "likelihood",
         }
     }
 
@@ -56,6 +61,7 @@ impl DetectorKind {
             DetectorKind::Mad => AnyDetector::Mad(RobustZ::new(baseline, warmup)),
             DetectorKind::Ks => AnyDetector::Ks(KsShift::new(baseline, warmup)),
             DetectorKind::IsolationForest => AnyDetector::IsolationForest(IsolationForest::new(baseline, warmup, seed)),
+            DetectorKind::Likelihood => AnyDetector::Likelihood(Likelihood::new(baseline, warmup)),
         }
     }
 }
@@ -73,6 +79,7 @@ pub enum AnyDetector {
     Mad(RobustZ),
     Ks(KsShift),
     IsolationForest(IsolationForest),
+    Likelihood(Likelihood),
 }
 
 impl Detector for AnyDetector {
@@ -81,6 +88,7 @@ impl Detector for AnyDetector {
             AnyDetector::Mad(d) => d.name(),
             AnyDetector::Ks(d) => d.name(),
             AnyDetector::IsolationForest(d) => d.name(),
+            AnyDetector::Likelihood(d) => d.name(),
         }
     }
 
@@ -89,6 +97,7 @@ impl Detector for AnyDetector {
             AnyDetector::Mad(d) => d.observe(x),
             AnyDetector::Ks(d) => d.observe(x),
             AnyDetector::IsolationForest(d) => d.observe(x),
+            AnyDetector::Likelihood(d) => d.observe(x),
         }
     }
 
@@ -97,6 +106,7 @@ impl Detector for AnyDetector {
             AnyDetector::Mad(d) => d.deviations(),
             AnyDetector::Ks(d) => d.deviations(),
             AnyDetector::IsolationForest(d) => d.deviations(),
+            AnyDetector::Likelihood(d) => d.deviations(),
         }
     }
 }

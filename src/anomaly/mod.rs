@@ -13,6 +13,7 @@ pub mod detector;
 pub mod evaluator;
 pub mod forest;
 pub mod ks;
+pub mod likelihood;
 pub mod mad;
 pub mod nab;
 
@@ -38,8 +39,9 @@ pub struct AnomalyConfig {
 /// One set of defaults for every series (what `osprey eval nab` scores).
 pub mod defaults {
     use super::DetectorKind;
-    /// The robust z-score: the best of the three on NAB's series (the README has each one's).
-    pub const DETECTORS: &[DetectorKind] = &[DetectorKind::Mad];
+    /// Robust z-scores through the anomaly likelihood: the best on NAB's series (the README
+    /// has each one's).
+    pub const DETECTORS: &[DetectorKind] = &[DetectorKind::Likelihood];
     pub const THRESHOLD: f64 = 0.5;
     /// Windows of history a detector keeps per series.
     pub const BASELINE: usize = 256;

@@ -21,7 +21,7 @@ pub struct NabArgs {
     /// Where to write OUT/osprey/<category>/osprey_<file>.csv (timestamp,value,anomaly_score,label).
     #[arg(long)]
     results: PathBuf,
-    /// Detectors, comma-separated (mad, ks, isolation_forest); the score is the highest.
+    /// Detectors, comma-separated (likelihood, mad, ks, isolation_forest); the score is the highest.
     #[arg(long, value_delimiter = ',', default_values_t = defaults::DETECTORS.iter().map(|d| d.name().to_string()).collect::<Vec<_>>())]
     detectors: Vec<String>,
     /// A row is a detection when its score is at or above this.

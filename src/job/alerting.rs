@@ -406,7 +406,7 @@ impl Checker<'_> {
                     }
                 }
                 if out.is_empty() {
-                    return Err(self.err(d, "`detectors` is empty").with_help("remove it for the default (mad)"));
+                    return Err(self.err(d, "`detectors` is empty").with_help("remove it for the default (likelihood)"));
                 }
                 out
             }
