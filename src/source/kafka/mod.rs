@@ -7,6 +7,7 @@
 //! re-reads them from the last commit, which never passes a row still held in a window.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,8 @@ pub struct KafkaSource {
     /// Range mode: the consumer queue read in batches (declared before `consumer`: it must be
     /// dropped first).
     batch: Option<BatchQueue>,
-    consumer: BaseConsumer<GroupContext>,
+    /// Closed by `Drop` with a bound (see `close_at_most`), never by its own unbounded drop.
+    consumer: ManuallyDrop<BaseConsumer<GroupContext>>,
     topic: Arc<str>,
     infos: Vec<PartitionInfo>,
     events: Arc<Mutex<Vec<GroupEvent>>>,
@@ -196,7 +198,7 @@ impl KafkaSource {
         let infos = (0..partitions).map(|p| PartitionInfo { name: format!("{topic}/{p}") }).collect();
         let mut source = KafkaSource {
             batch: None,
-            consumer,
+            consumer: ManuallyDrop::new(consumer),
             topic: Arc::from(topic),
             infos,
             events,
@@ -572,6 +574,35 @@ impl KafkaSource {
                     self.ready.push_back(Poll::Revoked(ps));
                 }
             }
+        }
+    }
+}
+
+/// How long a consumer may take to leave its group when the job ends.
+const CLOSE_LIMIT: Duration = Duration::from_secs(15);
+
+impl Drop for KafkaSource {
+    /// rust-rdkafka's own drop leaves the group and polls until librdkafka says it is closed,
+    /// with no bound: a coordinator that never answers (a broker going away at that moment)
+    /// would keep the process from ending. Nothing of the job's depends on the close (offsets
+    /// are committed explicitly, after their outputs), so it gets `CLOSE_LIMIT` on a thread of
+    /// its own; past that the process goes on without it and the group's session timeout
+    /// hands the partitions over instead.
+    fn drop(&mut self) {
+        self.batch.take(); // its queue handle first: it belongs to the consumer
+        // SAFETY: taken once, here; the field is never used again.
+        let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
+        let (closed, done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        if spawned.is_ok() && done.recv_timeout(CLOSE_LIMIT).is_err() {
+            crate::log_warn!(
+                "the Kafka consumer of `{}` (group `{}`) did not leave its group within {CLOSE_LIMIT:?}; going on without it (the group hands its partitions over after its session timeout)",
+                self.topic,
+                self.group
+            );
         }
     }
 }
