@@ -1286,7 +1286,8 @@ impl Drop for OwnBroker {
 /// its data): the job waits, reconnects, and its windows are an uninterrupted replay's. A
 /// replay caught by the same outage says so, waits, and writes the bytes of a replay that
 /// was not. The live job then sits idle past its idle timeout on every partition while the
-/// replays run, and the rest of the topic arrives at once: none of it is late.
+/// replays run, and the rest of the topic arrives at once: none of it is late. Stopped while
+/// the broker is down again, it ends within seconds.
 #[test]
 fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     if std::env::var("OSPREY_BROKER").is_ok_and(|b| b == "tansu") {
@@ -1359,7 +1360,13 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     }
     let log = std::fs::read_to_string(d.join("live.log")).unwrap();
     assert!(lines() >= expected.len(), "the job reconnects and writes every window: {} of {}\n{log}", lines(), expected.len());
-    stop(job);
+    // Stopped while its broker is away: it still ends (no coordinator answers its leaving
+    // the group), and soon.
+    broker.script("halt");
+    let asked = Instant::now();
+    let status = stop(job);
+    let took = asked.elapsed();
+    assert!(status.success() && took < Duration::from_secs(30), "a job stopped while its broker is down ends: {status:?} after {took:?}");
     let live: BTreeSet<String> = std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().map(String::from).collect();
     assert_eq!(live, expected, "the windows of an uninterrupted replay\n{log}");
     // Late records can only be re-reads: after the outage's rebalance the job reads again from
