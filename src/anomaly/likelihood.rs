@@ -81,7 +81,10 @@ impl Likelihood {
         }
         let mean = sum / n as f64;
         let variance = (sum_sq / n as f64 - mean * mean).max(0.0);
-        // Numenta's floor: a series whose deviations never varied is not infinitely sure.
+        // A series whose deviations never varied is not infinitely sure of them. (Numenta's
+        // floors, a mean of 0.03 and a variance of 3e-4, are for HTM's raw scores; here they
+        // only lost a subtle shift on a quiet NAB series, 46.9 to 45.0, and spared no false
+        // detection.)
         let sd = variance.sqrt().max(1e-4);
         Some(normal_tail((average - mean) / sd))
     }
