@@ -101,6 +101,8 @@ pub struct KafkaSource {
     unreachable: Option<Instant>,
     /// Group mode: the group has assigned partitions to this member at least once.
     assigned_before: bool,
+    /// Group mode: positions the last commit could not store (the broker away), said at the end.
+    uncommitted: Option<Vec<(usize, i64)>>,
 }
 
 /// Errors of a broker that is away for a while (restarting, a network blip): librdkafka
@@ -214,6 +216,7 @@ impl KafkaSource {
             handed: vec![None; partitions],
             unreachable: None,
             assigned_before: false,
+            uncommitted: None,
         };
         match start {
             Start::Group { .. } => {
@@ -589,6 +592,15 @@ impl Drop for KafkaSource {
     /// its own; past that the process goes on without it and the group's session timeout
     /// hands the partitions over instead.
     fn drop(&mut self) {
+        if let Some(positions) = self.uncommitted.take() {
+            let at: Vec<String> = positions.iter().map(|(p, o)| format!("{}/{p} at {o}", self.topic)).collect();
+            crate::log_warn!(
+                "the job stopped while Kafka at {} was unreachable: {} could not commit {}; a restart reads again from the group's previous commit (outputs since then come again, unless a --state-dir checkpoint holds them)",
+                self.brokers,
+                self.group_label(),
+                at.join(", ")
+            );
+        }
         self.batch.take(); // its queue handle first: it belongs to the consumer
         // SAFETY: taken once, here; the field is never used again.
         let consumer = unsafe { ManuallyDrop::take(&mut self.consumer) };
@@ -636,10 +648,14 @@ impl Source for KafkaSource {
             return Ok(());
         }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.uncommitted = None;
+                Ok(())
+            }
             // A later commit covers these positions; the job goes on while the broker is away.
             Err(e) if transient(&e) => {
                 self.outage(&e);
+                self.uncommitted = Some(positions.to_vec());
                 Ok(())
             }
             Err(e) => Err(e).with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers)),
