@@ -141,22 +141,11 @@ impl Pipeline {
     /// flushed first: a restore continues after them and does not produce them again.
     fn save_checkpoint(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.sink.flush()?;
-        if let Some(a) = &mut self.alerting {
-            a.stage.flush()?;
-        }
-        self.dead_letters.flush()?;
-        self.late.flush()?;
+        self.flush_outputs()?;
         let positions: Vec<Option<i64>> = self.processed.iter().map(|p| p.map(|o| o + 1)).collect();
-        // What the group may commit once this is durable: never past a row held in a window,
-        // because a process that takes a partition over has no checkpoint of ours.
-        let held = self.operator.held_offsets(self.partition_column, self.offset_column);
-        let commit: Vec<(usize, i64)> = self
-            .processed
-            .iter()
-            .enumerate()
-            .filter_map(|(p, last)| last.map(|l| (p, held.get(&p).copied().unwrap_or(l + 1).min(l + 1))))
-            .collect();
+        // What the group may commit once this is durable (a process that takes a partition
+        // over has no checkpoint of ours).
+        let commit = self.committable();
         let c = self.checkpoints.as_mut().expect("checkpointing");
         let (evaluator, stage) = match &self.alerting {
             Some(a) => (a.evaluator.save_state()?, crate::state::to_bytes(a.stage.state())?),
@@ -189,9 +178,7 @@ impl Pipeline {
         let c = self.checkpoints.as_mut().expect("checkpointing");
         for w in c.writer.finished(true) {
             let bytes = w.result.with_context(|| format!("job `{}`: exactly-once needs every checkpoint", self.job.name))?;
-            JobCounters::add(&self.counters.checkpoints, 1);
-            self.counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
-            self.counters.checkpoint_micros.store(w.took.as_micros() as u64, Ordering::Relaxed);
+            count_written(&self.counters, bytes, w.took);
         }
         let producer = self.transaction.clone().expect("exactly-once");
         let offsets: Vec<(usize, i64)> = positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o))).collect();
@@ -210,9 +197,7 @@ impl Pipeline {
         for w in c.writer.finished(wait) {
             match w.result {
                 Ok(bytes) => {
-                    JobCounters::add(&self.counters.checkpoints, 1);
-                    self.counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
-                    self.counters.checkpoint_micros.store(w.took.as_micros() as u64, Ordering::Relaxed);
+                    count_written(&self.counters, bytes, w.took);
                     if std::mem::take(&mut c.failing) {
                         crate::log_info!("{}: checkpoints are written again ({})", self.job.name, c.dir.display());
                     }
@@ -244,21 +229,8 @@ impl Pipeline {
     /// Wait for every output to be acknowledged, then tell the source how far it may commit:
     /// per partition, the first row still held in a window, or past the last processed record.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
-        self.sink.flush()?;
-        if let Some(a) = &mut self.alerting {
-            a.stage.flush()?; // no offset passes an alert the broker has not acknowledged
-        }
-        self.dead_letters.flush()?;
-        self.late.flush()?;
-        let held = self.operator.held_offsets(self.partition_column, self.offset_column);
-        let mut positions = Vec::new();
-        for (p, last) in self.processed.iter().enumerate() {
-            let Some(last) = last else { continue };
-            let position = held.get(&p).copied().unwrap_or(last + 1).min(last + 1);
-            if self.committed[p] != Some(position) {
-                positions.push((p, position));
-            }
-        }
+        self.flush_outputs()?;
+        let positions: Vec<(usize, i64)> = self.committable().into_iter().filter(|&(p, o)| self.committed[p] != Some(o)).collect();
         if !positions.is_empty() {
             if self.fired_since_commit > 0 {
                 if let Some(n) = self.exit_before_commit.as_mut() {
@@ -278,4 +250,33 @@ impl Pipeline {
         self.last_commit = Instant::now();
         Ok(())
     }
+
+    /// Every output so far, acknowledged: no offset or checkpoint passes an output (or an
+    /// alert) the destination has not taken.
+    fn flush_outputs(&mut self) -> anyhow::Result<()> {
+        self.sink.flush()?;
+        if let Some(a) = &mut self.alerting {
+            a.stage.flush()?;
+        }
+        self.dead_letters.flush()?;
+        self.late.flush()
+    }
+
+    /// How far each processed partition may be committed: to its first row still held in a
+    /// window, else past its last processed record.
+    fn committable(&self) -> Vec<(usize, i64)> {
+        let held = self.operator.held_offsets(self.partition_column, self.offset_column);
+        self.processed
+            .iter()
+            .enumerate()
+            .filter_map(|(p, last)| last.map(|l| (p, held.get(&p).copied().unwrap_or(l + 1).min(l + 1))))
+            .collect()
+    }
+}
+
+/// A checkpoint became durable: its count, size and write time.
+fn count_written(counters: &JobCounters, bytes: u64, took: Duration) {
+    JobCounters::add(&counters.checkpoints, 1);
+    counters.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+    counters.checkpoint_micros.store(took.as_micros() as u64, Ordering::Relaxed);
 }

@@ -71,7 +71,6 @@ pub struct StateOptions {
     pub from: Option<crate::source::kafka::Position>,
 }
 
-
 impl Options {
     pub fn replay() -> Self {
         Options {

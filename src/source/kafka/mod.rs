@@ -79,7 +79,7 @@ pub struct KafkaSource {
     /// Range mode: the consumer queue read in batches (declared before `consumer`: it must be
     /// dropped first).
     batch: Option<BatchQueue>,
-    /// Closed by `Drop` with a bound (see `close_at_most`), never by its own unbounded drop.
+    /// Closed by `KafkaSource`'s `Drop`, with a bound, never by its own unbounded drop.
     consumer: ManuallyDrop<BaseConsumer<GroupContext>>,
     topic: Arc<str>,
     infos: Vec<PartitionInfo>,
