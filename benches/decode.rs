@@ -54,7 +54,7 @@ fn decode(c: &mut Criterion) {
     let job = osprey::job::parse(Path::new("bench.toml"), JOB).unwrap();
     let (data, records) = chunk(20_000);
     let payload = Payload::Json { data: data.clone(), records: records.clone(), meta: None };
-    let decoder = Decoder::new(&job);
+    let decoder = Decoder::new(&job.dataflow());
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(records.len() as u64));
     // Baseline: arrow-json alone, timestamps left as text, no isolation of bad records.

@@ -45,15 +45,12 @@ pub struct JobState {
 /// the SQL and the job kind's tables. Sinks, descriptions and routes may change freely.
 pub fn shape(job: &crate::job::Job) -> u64 {
     let text = format!(
-        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{}|{}",
         job.columns.iter().map(|c| (&c.name, c.ty)).collect::<Vec<_>>(),
         job.event_time,
         job.window,
         job.sql.text,
-        job.kind,
-        job.slo,
-        job.invariant,
-        job.anomaly,
+        job.kind.shape(),
     );
     fnv(text.as_bytes())
 }

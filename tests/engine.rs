@@ -50,7 +50,7 @@ watermark_delay = "3s"
     );
     let path = dir.join("check.toml");
     std::fs::write(&path, text).unwrap();
-    osprey::job::validate(&path).unwrap()
+    osprey::plan::validate(&path).unwrap()
 }
 
 /// Run the job over `input` and return its JSON rows in output order.

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::cluster::{incidents, Anomalous};
-use super::detector::{AnyDetector, Detector};
+use super::detector::Detector;
+use super::registry::AnyDetector;
 use super::AnomalyConfig;
 use crate::alert::{result_column, Evaluation, Evaluator, KeyError, Observation, Verdicts};
-use crate::job::timestamp_type;
+use crate::jobfile::timestamp_type;
 
 /// A series' detectors (checkpointed with the job).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +72,7 @@ impl AnomalyEvaluator {
         if !self.state.series.contains_key(labels) {
             let c = &self.config;
             let name: Vec<&str> = labels.iter().map(String::as_str).collect();
-            let detectors = super::detector::for_series(&c.detectors, c.baseline, c.warmup, &name);
+            let detectors = super::registry::for_series(&c.detectors, c.baseline, c.warmup, &name);
             self.state.series.insert(labels.to_vec(), SeriesDetectors { detectors });
         }
         self.state.series.get_mut(labels).expect("inserted")

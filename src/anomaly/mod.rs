@@ -11,13 +11,16 @@
 pub mod cluster;
 pub mod detector;
 pub mod evaluator;
+pub mod kind;
 pub mod forest;
 pub mod ks;
 pub mod likelihood;
 pub mod mad;
 pub mod nab;
+pub mod registry;
 
-pub use detector::{AnyDetector, Detector, DetectorKind};
+pub use detector::Detector;
+pub use registry::{AnyDetector, DetectorKind};
 pub use evaluator::AnomalyEvaluator;
 
 /// `[anomaly]`, validated.

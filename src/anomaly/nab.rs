@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::detector::{Detector, DetectorKind};
+use super::detector::Detector;
+use super::registry::DetectorKind;
 
 pub const A_TP: f64 = 1.0;
 pub const A_FP: f64 = 0.11;
@@ -146,7 +147,7 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
             timestamps.push(t.trim().to_string());
             values.push(v);
         }
-        let mut dets = super::detector::for_series(detectors, super::defaults::BASELINE, super::defaults::WARMUP, &[&key]);
+        let mut dets = super::registry::for_series(detectors, super::defaults::BASELINE, super::defaults::WARMUP, &[&key]);
         let raw: Vec<f64> = values.iter().map(|v| dets.iter_mut().filter_map(|d| d.observe(&[*v])).fold(0.0, f64::max)).collect();
         let scores = alert_scores(&raw, threshold);
         let windows = window_rows(&timestamps, labels.get(&key).map(Vec::as_slice).unwrap_or(&[]));

@@ -208,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let SourceConfig::Generator(g) = source else { unreachable!() };
         // Four jobs share two cores: each decodes on its own thread.
         let options = Options { decode_threads: 0, flush_on_stop: args.flush_on_stop, ..Options::live(stop.clone()) };
-        let keep = job.slo.is_some().then(|| Arc::new(Mutex::new(Vec::new())));
+        let keep = job.config::<osprey::slo::SloConfig>().is_some().then(|| Arc::new(Mutex::new(Vec::new())));
         let sink = Box::new(DemoSink { out: out.clone(), print: job.alerts.is_none(), keep: keep.clone() });
         let pipeline = Pipeline::new(job.clone(), Box::new(GeneratorSource::new(g, Pacing::Live)), sink, options)?;
         handles.push((job, keep, std::thread::spawn(move || pipeline.run())));
@@ -224,10 +224,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (job, keep, handle) in handles {
         let summary = handle.join().expect("a job thread ends")?;
         super::report(&job, &summary, false);
-        if job.invariant.is_some() {
+        if job.config::<osprey::invariant::InvariantConfig>().is_some() {
             business.push((job.name.clone(), summary.alerts.as_ref().map(|(a, _)| a.fired).unwrap_or(0)));
         }
-        if let (Some(slo), Some(rows), Some(alerts)) = (&job.slo, keep, job.alerts.as_ref().and_then(|a| a.file.clone())) {
+        if let (Some(slo), Some(rows), Some(alerts)) = (job.config::<osprey::slo::SloConfig>(), keep, job.alerts.as_ref().and_then(|a| a.file.clone())) {
             closing.extend(slo_summary(&job.name, slo, &rows.lock().expect("not poisoned"), &alerts));
         }
     }

@@ -6,31 +6,32 @@ use std::process::ExitCode;
 
 use datafusion::arrow::datatypes::Schema;
 use osprey::exec::WindowQuery;
-use osprey::job::{JobKind, SourceConfig, WindowConfig};
+use osprey::job::{Job, SourceConfig, WindowConfig};
 
 pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
     let job = super::load_job(path)?;
-    let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("job `{}` ({:?}), per {}:", job.name, job.kind, window(&job.window));
+    let query = WindowQuery::plan(&job.dataflow()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("job `{}` ({}), per {}:", job.name, kind_title(&job), window(&job.window));
     println!("\nplan (optimised once, run on each window's rows):\n{}", query.explain());
     println!("\noutput columns:");
     print_schema(&query.output_schema());
-    match job.kind {
-        JobKind::Query => println!("\nrows go to {}", sink(&job)),
-        _ => println!("\neach window's rows are evaluated into alerts (see `osprey describe`)"),
+    if job.kind.raises_alerts() {
+        println!("\neach window's rows are evaluated into alerts (see `osprey describe`)");
+    } else {
+        println!("\nrows go to {}", sink(&job));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn describe(path: &Path) -> anyhow::Result<ExitCode> {
     let job = super::load_job(path)?;
-    let query = WindowQuery::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let query = WindowQuery::plan(&job.dataflow()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source = match &job.source {
         SourceConfig::Kafka(k) => format!("Kafka topic `{}` (group `{}`)", k.topic, k.group),
         SourceConfig::File { pattern, .. } => format!("files {pattern}"),
         SourceConfig::Generator(g) => format!("the built-in `{}` generator", g.stream.name()),
     };
-    println!("job `{}`: {:?}, from {source}", job.name, job.kind);
+    println!("job `{}`: {}, from {source}", job.name, kind_title(&job));
     if let Some(d) = &job.description {
         println!("  {d}");
     }
@@ -43,13 +44,8 @@ pub fn describe(path: &Path) -> anyhow::Result<ExitCode> {
     println!("\nresult columns:");
     print_schema(&query.output_schema());
     println!("\nwindow: {}; watermark delay {} ms, allowed lateness {} ms", window(&job.window), job.event_time.watermark_delay, job.event_time.allowed_lateness);
-    if let Some(inv) = &job.invariant {
-        println!(
-            "invariant: one alert per [{}] where {} (severity {})",
-            inv.key.join(", "),
-            inv.violation.as_deref().unwrap_or("every row"),
-            inv.severity
-        );
+    for line in job.kind.describe() {
+        println!("{line}");
     }
     if let Some(a) = &job.alerts {
         let mut to = Vec::new();
@@ -68,6 +64,12 @@ pub fn describe(path: &Path) -> anyhow::Result<ExitCode> {
         println!("rows to: {}", sink(&job));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The kind as these commands have always printed it: `Query`, `Slo`.
+fn kind_title(job: &Job) -> String {
+    let name = job.kind.name();
+    name[..1].to_ascii_uppercase() + &name[1..]
 }
 
 fn print_schema(schema: &Schema) {

@@ -20,7 +20,7 @@ use osprey::pipeline::Summary;
 
 /// Load and validate a job, turning its error into the message users see.
 pub fn load_job(path: &Path) -> anyhow::Result<Job> {
-    osprey::job::validate(path).map_err(|e| anyhow::anyhow!("{e}\n(the job was not started)"))
+    osprey::plan::validate(path).map_err(|e| anyhow::anyhow!("{e}\n(the job was not started)"))
 }
 
 /// The Kafka cluster: `--brokers`, else OSPREY_BROKERS, else the job's `[source] brokers`.

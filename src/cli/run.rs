@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
-    let source = osprey::source::open_live(&job, cluster.as_ref())?;
+    let source = osprey::source::open_live(&job.source, &job.job_ref(), cluster.as_ref())?;
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
     if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {

@@ -27,7 +27,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Rules(args) => {
             let job = super::load_job(&args.job)?;
-            let Some(slo) = &job.slo else {
+            let Some(slo) = job.config::<osprey::slo::SloConfig>() else {
                 anyhow::bail!("{}: job `{}` is not an SLO job (kind = \"slo\"); rules are made from its [slo] table", args.job.display(), job.name);
             };
             let for_ = job.alerts.as_ref().map(|a| a.timing.for_).unwrap_or(0);

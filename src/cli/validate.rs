@@ -1,12 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use osprey::job::{self, SourceConfig, WindowConfig};
+use osprey::job::{SourceConfig, WindowConfig};
+use osprey::plan;
 
 pub fn run(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for path in paths {
-        match job::validate(path) {
+        match plan::validate(path) {
             Ok(j) => {
                 let window = match &j.window {
                     WindowConfig::Tumbling { size } => format!("tumbling {}", ms(*size)),

@@ -71,8 +71,8 @@ fn rfc3339_utc(t: &[u8]) -> Option<Millis> {
 
 /// An integer of a column of the integer type `ty` from its JSON text ([`parse_integer`] with
 /// the type's range and name).
-pub fn parse_integer_of(text: &str, ty: crate::job::ColumnType) -> Result<i128, String> {
-    use crate::job::ColumnType;
+pub fn parse_integer_of(text: &str, ty: crate::jobfile::ColumnType) -> Result<i128, String> {
+    use crate::jobfile::ColumnType;
     match ty {
         ColumnType::Int32 => parse_integer(text, i32::MIN as i128, i32::MAX as i128, "int32"),
         ColumnType::Int64 => parse_integer(text, i64::MIN as i128, i64::MAX as i128, "int64"),

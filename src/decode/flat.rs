@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 
 use super::convert;
-use crate::job::{ColumnType, Job};
+use crate::jobfile::{ColumnType, Dataflow};
 use crate::source::RawRecord;
 
 pub(super) struct FlatDecoder {
@@ -72,7 +72,7 @@ pub(super) struct FlatRows {
 
 impl FlatDecoder {
     /// `None` when a column needs the tape path (nested fields, dates).
-    pub fn new(job: &Job) -> Option<Self> {
+    pub fn new(job: &Dataflow) -> Option<Self> {
         if job.columns.iter().any(|c| c.name.contains('.') || c.ty == ColumnType::Date) {
             return None;
         }

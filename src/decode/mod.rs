@@ -29,7 +29,7 @@ use datafusion::arrow::json::reader::Decoder as JsonDecoder;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use crate::job::{ColumnType, Job};
+use crate::jobfile::{ColumnType, Dataflow};
 use crate::source::metadata::{self, METADATA_COLUMNS};
 use crate::source::{Payload, RawRecord, RecordMeta};
 use crate::Millis;
@@ -130,13 +130,13 @@ fn feed(decoder: &mut JsonDecoder, bytes: &[u8]) -> Result<(), String> {
 }
 
 impl Decoder {
-    pub fn new(job: &Job) -> Self {
+    pub fn new(job: &Dataflow) -> Self {
         Self::with_metadata(job, metadata::decoded_for(&job.sql.text))
     }
 
     /// A decoder that adds the given metadata columns (see [`metadata::METADATA_COLUMNS`]);
     /// `_partition` and `_offset` are always among them.
-    pub fn with_metadata(job: &Job, mut metadata: Vec<&'static str>) -> Self {
+    pub fn with_metadata(job: &Dataflow, mut metadata: Vec<&'static str>) -> Self {
         for always in metadata::ALWAYS_DECODED {
             if !metadata.contains(always) {
                 metadata.push(always);

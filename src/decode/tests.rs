@@ -6,11 +6,11 @@ use datafusion::arrow::datatypes::{Decimal128Type, Int64Type, TimestampMilliseco
 use super::*;
 use crate::source::RawRecord;
 
-fn job(schema: &str) -> Job {
+fn job(schema: &str) -> Dataflow {
     let text = format!(
         "name = \"t\"\nsql = \"SELECT * FROM events\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\n{schema}\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n"
     );
-    crate::job::parse(Path::new("t.toml"), &text).unwrap()
+    crate::job::parse(Path::new("t.toml"), &text).unwrap().dataflow()
 }
 
 fn lines(text: &str) -> Payload {
@@ -86,7 +86,7 @@ fn bad_records_become_dead_letters_with_reason_position_and_bytes() {
 #[test]
 fn position_columns_are_always_decoded_and_the_others_when_the_sql_names_them() {
     let mut j = job("ts = \"timestamp\"");
-    let names = |j: &Job| Decoder::new(j).schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let names = |j: &Dataflow| Decoder::new(j).schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
     assert_eq!(names(&j), vec!["ts", "_partition", "_offset"]);
     j.sql.text = "SELECT _trace_id, _offset FROM events".into();
     assert_eq!(names(&j), vec!["ts", "_partition", "_offset", "_trace_id"]);

@@ -36,7 +36,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use super::table::TableQuery;
 use super::WindowQuery;
-use crate::job::{timestamp_type, Job, JobError, WindowConfig, WINDOW_END, WINDOW_START};
+use crate::jobfile::{timestamp_type, Dataflow, JobError, WindowConfig, WINDOW_END, WINDOW_START};
 use crate::time::FiredWindow;
 use crate::Millis;
 
@@ -71,12 +71,12 @@ pub struct Split {
 }
 
 /// Why a job's SQL cannot run cumulatively.
-fn refuse(job: &Job, message: impl Into<String>, help: &str) -> JobError {
+fn refuse(job: &Dataflow, message: impl Into<String>, help: &str) -> JobError {
     job.sql.error_at(1, 1, 1, message).with_help(help)
 }
 
 /// Split the job's SQL into partial, merge and final queries.
-pub fn split(job: &Job) -> Result<Split, JobError> {
+pub fn split(job: &Dataflow) -> Result<Split, JobError> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, &job.sql.text)
         .map_err(|e| refuse(job, format!("SQL syntax: {e}"), "fix the SQL"))?;
     let one = "a cumulative window runs one SELECT ... FROM events GROUP BY <columns>";
@@ -214,7 +214,7 @@ pub fn split(job: &Job) -> Result<Split, JobError> {
             "aggregate per group (SELECT account, sum(qty) AS net FROM events GROUP BY account), or use a tumbling window",
         ));
     }
-    let event_time = crate::slo::quote_ident(&job.event_time.column);
+    let event_time = super::quote_ident(&job.event_time.column);
     let mut partial: Vec<String> = state_group.clone();
     for (i, (p, _)) in rewrite.partials.iter().enumerate() {
         partial.push(format!("{p} AS __osprey_a{i}"));
@@ -323,7 +323,7 @@ pub struct CumulativeRows {
 }
 
 impl CumulativeQuery {
-    pub fn plan(job: &Job) -> Result<CumulativeQuery, JobError> {
+    pub fn plan(job: &Dataflow) -> Result<CumulativeQuery, JobError> {
         let WindowConfig::Cumulative { size, ttl } = job.window else { unreachable!("a cumulative job") };
         let split = split(job)?;
         let mut partial_job = job.clone();
@@ -518,11 +518,11 @@ fn conform(b: &RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<Rec
 mod tests {
     use super::*;
 
-    fn job(sql: &str) -> Job {
+    fn job(sql: &str) -> Dataflow {
         let text = format!(
             "name = \"t\"\nkind = \"invariant\"\nsql = \"\"\"{sql}\"\"\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\naccount = \"string\"\nqty = \"decimal(18,4)\"\nside = \"string\"\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"cumulative\"\nsize = \"1m\"\n[invariant]\nkey = [\"account\"]\n"
         );
-        crate::job::parse(std::path::Path::new("t.toml"), &text).unwrap()
+        crate::job::parse(std::path::Path::new("t.toml"), &text).unwrap().dataflow()
     }
 
     #[test]

@@ -3,8 +3,7 @@
 use datafusion::arrow::datatypes::Schema;
 use datafusion::error::DataFusionError;
 
-use crate::job::error::closest;
-use crate::job::{JobError, SqlText};
+use crate::jobfile::{closest, JobError, SqlText};
 
 pub fn to_job_error(sql: &SqlText, schema: &Schema, e: &DataFusionError) -> JobError {
     let message = clean(&e.to_string());

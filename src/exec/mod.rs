@@ -23,10 +23,15 @@ use datafusion::prelude::{SessionConfig, SessionContext, SQLOptions};
 
 use crate::decode::Decoder;
 use crate::source::metadata;
-use crate::job::{timestamp_type, Job, JobError, SinkConfig, WINDOW_END, WINDOW_START};
+use crate::jobfile::{timestamp_type, Dataflow, JobError, WINDOW_END, WINDOW_START};
 use crate::time::FiredWindow;
 use crate::Millis;
 use table::WindowTable;
+
+/// A quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// What a job runs on each fired window: its SQL over the window's rows, or (a cumulative
 /// window) over running aggregates since the start.
@@ -131,7 +136,7 @@ fn batch_sensitive(plan: &LogicalPlan) -> bool {
 
 impl WindowQuery {
     /// Plan the job's SQL against its decoded schema; errors point into the job or SQL file.
-    pub fn plan(job: &Job) -> Result<WindowQuery, JobError> {
+    pub fn plan(job: &Dataflow) -> Result<WindowQuery, JobError> {
         // The SQL sees the declared columns and the metadata columns it names.
         let decoded = Decoder::new(job).schema();
         let named = metadata::referenced_by(&job.sql.text);
@@ -179,8 +184,8 @@ impl WindowQuery {
         // Planning the physical side too catches type errors that only show there.
         query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &query.input_schema, &e))?;
 
-        if let SinkConfig::Kafka { key, .. } = &job.sink {
-            for k in key {
+        {
+            for k in &job.output_key {
                 if query.output_schema.field_with_name(k).is_err() {
                     let columns: Vec<&str> = query.output_schema.fields().iter().map(|f| f.name().as_str()).collect();
                     return Err(sql.error_at(1, 1, 1, format!(
@@ -248,7 +253,7 @@ mod batch_tests {
     fn approx_percentiles_are_found_in_the_plan() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/http_red.toml")).unwrap();
         let job = crate::job::parse(std::path::Path::new("jobs/http_red.toml"), &text).unwrap();
-        let q = super::WindowQuery::plan(&job).unwrap();
+        let q = super::WindowQuery::plan(&job.dataflow()).unwrap();
         assert!(q.one_batch, "{}", q.plan.display_indent());
     }
 }

@@ -19,6 +19,7 @@ use crate::exec::predicate::RowPredicate;
 use crate::output::json::{write_row, write_value};
 
 pub mod deadline;
+pub mod kind;
 pub use deadline::{DeadlineConfig, DeadlineEvaluator};
 
 /// `[invariant]`, validated.

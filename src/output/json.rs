@@ -14,7 +14,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 /// every lower revision of the same window), `"_incomplete": true` on a window emitted at a
 /// stop before it closed. An update that leaves the window with no rows is one line,
 /// `{"window_start", "window_end", "_revision": n, "_rows": 0}`, so the retraction is seen.
-pub fn write_window(result: &crate::sink::WindowResult, out: &mut Vec<u8>) {
+pub fn write_window(result: &super::WindowResult, out: &mut Vec<u8>) {
     if result.update && result.rows() == 0 {
         write_empty_update(result, out);
         out.push(b'\n');
@@ -45,7 +45,7 @@ pub fn write_row_marked(batch: &RecordBatch, row: usize, revision: u32, incomple
 }
 
 /// The record that says an update removed every row of a window.
-pub fn write_empty_update(result: &crate::sink::WindowResult, out: &mut Vec<u8>) {
+pub fn write_empty_update(result: &super::WindowResult, out: &mut Vec<u8>) {
     use datafusion::arrow::array::TimestampMillisecondArray;
     let bounds = TimestampMillisecondArray::from(vec![result.start, result.end]).with_timezone("UTC");
     out.extend_from_slice(b"{\"window_start\":");

@@ -20,8 +20,7 @@ use crate::decode::{event_times, Decoded, Decoder};
 use crate::alert::stage::AlertCounts;
 use crate::alert::{AlertStage, Evaluation, Evaluator};
 use crate::exec::JobQuery;
-use crate::invariant::InvariantEvaluator;
-use crate::job::{Job, JobKind};
+use crate::job::Job;
 use crate::metrics::{CountersSnapshot, JobCounters};
 use crate::kafka::Cluster;
 use crate::progress::{Progress, Total};
@@ -189,8 +188,8 @@ fn exactly_once(job: &Job) -> bool {
 
 impl Pipeline {
     pub fn new(job: Job, source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
-        let query = crate::job::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let decoder = Arc::new(Decoder::new(&job));
+        let query = crate::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let decoder = Arc::new(Decoder::new(&job.dataflow()));
         let schema = decoder.schema();
         let key_columns = match &job.window {
             crate::job::WindowConfig::Session { key, .. } => {
@@ -279,24 +278,10 @@ impl Pipeline {
 
     fn alerting(job: &Job, query: &JobQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
-        let evaluator: Box<dyn Evaluator> = match (&job.kind, &job.invariant) {
-            (JobKind::Anomaly, _) => Box::new(
-                crate::anomaly::AnomalyEvaluator::new(&job.name, job.anomaly.clone().expect("an anomaly job has [anomaly]"), &query.output_schema())
-                    .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("anomaly.{}", e.key), e.message)))?,
-            ),
-            (JobKind::Slo, _) => Box::new(crate::slo::SloEvaluator::new(&job.name, job.slo.clone().expect("an SLO job has [slo]"))),
-            (JobKind::Invariant, Some(inv)) if inv.deadline.is_some() => {
-                let decoded = crate::decode::Decoder::new(job).schema();
-                Box::new(
-                    crate::invariant::DeadlineEvaluator::new(&job.name, inv.clone(), &decoded, job.event_time_index())
-                        .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
-                )
-            }
-            (JobKind::Invariant, Some(inv)) => Box::new(
-                InvariantEvaluator::new(&job.name, inv.clone(), &query.output_schema())
-                    .map_err(|e| anyhow::anyhow!("{}", job.error_at_key(&format!("invariant.{}", e.key), e.message)))?,
-            ),
-            (kind, _) => anyhow::bail!("job `{}`: kind {kind:?} raises no alerts in this version", job.name),
+        let planned = crate::plan::planned(job, &query.output_schema());
+        let evaluator: Box<dyn Evaluator> = match job.kind.evaluator(&job.name, &planned).map_err(|e| anyhow::anyhow!("{}", job.kind_error(e)))? {
+            Some(e) => e,
+            None => anyhow::bail!("job `{}`: kind {} raises no alerts in this version", job.name, job.kind.name()),
         };
         let stage = AlertStage::new(&job.name, evaluator.kind(), config, cluster)?;
         Ok(Some(Alerting { evaluator, stage, partition_names }))

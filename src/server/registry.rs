@@ -235,7 +235,7 @@ impl Registry {
                 ));
             }
         }
-        crate::job::plan(&job).map_err(|e| Refusal::job(&e))?;
+        crate::plan::plan(&job).map_err(|e| Refusal::job(&e))?;
         Ok(job)
     }
 
@@ -326,7 +326,7 @@ impl Registry {
         }
         let state_dir = self.data_dir.join("state");
         let built = (|| -> anyhow::Result<Pipeline> {
-            let source = crate::source::open_live(&job, cluster.as_ref())?;
+            let source = crate::source::open_live(&job.source, &job.job_ref(), cluster.as_ref())?;
             let sink = crate::sink::build(&job, None, cluster.as_ref())?;
             // Jobs with positions to resume from checkpoint under <data-dir>/state/<job>/.
             let state = (!matches!(job.source, SourceConfig::Generator(_))).then(|| crate::pipeline::StateOptions {

@@ -1,5 +1,6 @@
 //! Sinks: where result rows go. One module per kind; [`build`] makes the one a job names.
 
+pub mod config;
 pub mod file;
 pub mod kafka;
 pub mod route;
@@ -7,32 +8,11 @@ pub mod stdout;
 
 use std::path::Path;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::job::{Job, SinkConfig, StdoutFormat};
-use crate::Millis;
+use crate::jobfile::JobRef;
+use config::{SinkConfig, StdoutFormat};
 
-/// The SQL result of one fired window.
-pub struct WindowResult<'a> {
-    pub job: &'a str,
-    pub start: Millis,
-    pub end: Millis,
-    /// The window fired before; these rows replace its earlier result.
-    pub update: bool,
-    /// 0 the first time a window fires, n for its n-th update (`_revision` in JSON).
-    pub revision: u32,
-    /// Emitted at a stop (`--flush-on-stop`) before the watermark closed it (`_incomplete`).
-    pub incomplete: bool,
-    pub schema: &'a SchemaRef,
-    pub batches: &'a [RecordBatch],
-}
-
-impl WindowResult<'_> {
-    pub fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-}
+pub use crate::output::WindowResult;
 
 pub trait Sink: Send {
     fn write(&mut self, result: &WindowResult) -> anyhow::Result<()>;
@@ -58,10 +38,18 @@ impl Sink for Discard {
     }
 }
 
+/// What a sink is built from: a job's `[sink]`, and whether the job raises alerts instead.
+pub trait SinkSpec {
+    fn sink_config(&self) -> &SinkConfig;
+    /// An alerting job's output is its alerts; its rows go only where `--rows` says.
+    fn raises_alerts(&self) -> bool;
+    fn job_ref(&self) -> JobRef<'_>;
+}
+
 /// The sink a job's `[sink]` names; `output`, when given, replaces it with a JSON-lines file.
 /// A Kafka sink needs `cluster` (from `--brokers`, OSPREY_BROKERS or the job).
-pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Sink>> {
-    if job.alerts.is_some() {
+pub fn build(job: &impl SinkSpec, output: Option<&Path>, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Sink>> {
+    if job.raises_alerts() {
         // An alerting job's output is its alerts ([alerts]); its rows go only where --rows says.
         return Ok(match output {
             Some(path) => Box::new(file::FileSink::create(path)?),
@@ -71,7 +59,8 @@ pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cl
     if let Some(path) = output {
         return Ok(Box::new(file::FileSink::create(path)?));
     }
-    Ok(match &job.sink {
+    let who = job.job_ref();
+    Ok(match job.sink_config() {
         SinkConfig::Stdout { format: StdoutFormat::Json } => Box::new(stdout::JsonLines::stdout()),
         SinkConfig::Stdout { format: StdoutFormat::Table } => Box::new(stdout::Table::stdout()),
         SinkConfig::File { path } => Box::new(file::FileSink::create(path)?),
@@ -80,8 +69,8 @@ pub fn build(job: &Job, output: Option<&Path>, cluster: Option<&crate::kafka::Cl
                 anyhow::bail!(
                     "job `{}` ({}): its sink is the Kafka topic `{topic}`; pass --brokers HOST:PORT (or set OSPREY_BROKERS), \
                      or --output FILE to write the results to a file instead",
-                    job.name,
-                    job.path.display()
+                    who.name,
+                    who.file.display()
                 );
             };
             let mut cluster = cluster.clone();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::job::RouteConfig;
+use crate::sink::config::RouteConfig;
 use crate::kafka::{Cluster, KafkaProducer};
 
 pub struct Route {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::series::{Counts, Layout, Series};
 use super::{compact, SloConfig};
 use crate::alert::{rfc3339, Evaluation, Evaluator, Holding, Observation, Verdicts};
-use crate::job::timestamp_type;
+use crate::jobfile::timestamp_type;
 use crate::Millis;
 
 /// Columns of an SLO's rows besides its labels and `burn_rate_<window>`.

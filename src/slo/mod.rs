@@ -14,6 +14,7 @@
 //! Prometheus evaluates its rules every interval.
 
 pub mod evaluator;
+pub mod kind;
 pub mod rules;
 pub mod series;
 
@@ -106,10 +107,7 @@ pub fn exact(value: &toml::Value) -> Option<Decimal> {
     }
 }
 
-/// A quoted SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::exec::quote_ident;
 
 /// Result columns of the pane aggregation (beside the label columns).
 pub const EVENTS_COLUMN: &str = "_osprey_slo_events";
@@ -130,8 +128,6 @@ pub fn pane_sql(user_sql: &str, config: &SloConfig) -> String {
     format!("SELECT {} FROM (\n{inner}\n) AS slo_events{group}", select.join(", "))
 }
 
-/// The default SQL of an SLO job: every event.
-pub const DEFAULT_SQL: &str = "SELECT * FROM events";
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::{Chunk, PartitionInfo, Payload, Poll, RawRecord, Source};
-use crate::job::FileFormat;
+use crate::source::config::FileFormat;
 use crate::Millis;
 
 /// Bytes read per chunk of a started JSON-lines file.

@@ -1,6 +1,7 @@
 //! Sources: where raw records come from. Each source has numbered partitions (a file, a Kafka
 //! partition, a generator shard) and hands the pipeline one [`Chunk`] of one partition at a time.
 
+pub mod config;
 pub mod file;
 pub mod generator;
 pub mod kafka;
@@ -146,9 +147,10 @@ pub trait Source: Send {
 
 /// A job's own source, read live (`osprey run`, a job of `osprey serve`): a file source reads
 /// its files to the end, the generator runs paced, Kafka joins the job's consumer group.
-pub fn open_live(job: &crate::job::Job, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Source>> {
-    use crate::job::SourceConfig;
-    Ok(match &job.source {
+/// `job` names the job and its file in errors.
+pub fn open_live(config: &config::SourceConfig, job: &crate::jobfile::JobRef, cluster: Option<&crate::kafka::Cluster>) -> anyhow::Result<Box<dyn Source>> {
+    use config::SourceConfig;
+    Ok(match config {
         SourceConfig::Generator(g) => Box::new(generator::GeneratorSource::new(g.clone(), generator::Pacing::Live)),
         SourceConfig::File { pattern, format } => Box::new(file::FileSource::open(pattern, *format)?),
         SourceConfig::Kafka(k) => {
@@ -156,7 +158,7 @@ pub fn open_live(job: &crate::job::Job, cluster: Option<&crate::kafka::Cluster>)
                 anyhow::bail!(
                     "job `{}` ({}) reads the Kafka topic `{}`: pass --brokers HOST:PORT (or set OSPREY_BROKERS, or [source] brokers)",
                     job.name,
-                    job.path.display(),
+                    job.file.display(),
                     k.topic
                 );
             };
@@ -164,3 +166,4 @@ pub fn open_live(job: &crate::job::Job, cluster: Option<&crate::kafka::Cluster>)
         }
     })
 }
+

@@ -18,7 +18,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::event_times;
-use crate::job::WindowConfig;
+use crate::jobfile::WindowConfig;
 use crate::Millis;
 use panes::Panes;
 use sessions::Sessions;

@@ -5,7 +5,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::*;
-use crate::job::{timestamp_type, WindowConfig};
+use crate::jobfile::{timestamp_type, WindowConfig};
 
 fn batch(rows: &[(Millis, &str, i64)]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![

@@ -2,6 +2,7 @@
 //! rates checked against Prometheus's own rule evaluation (promtool), and more to come.
 
 mod anomaly;
+mod checkpoints;
 mod knight;
 mod server;
 mod slo;
