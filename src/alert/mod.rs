@@ -160,9 +160,8 @@ pub trait Evaluator: Send {
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-    /// Whether it reads the SQL's rows; one that reads only the window's events (deadlines)
-    /// spares the SQL when nobody reads the rows either.
-    /// The evaluator's state for a checkpoint (empty: it keeps none between windows).
+    /// The evaluator's state for a checkpoint (empty: it keeps none between windows). An
+    /// evaluator whose state is one serialisable value writes these with `state_in_checkpoints!()`.
     fn save_state(&self) -> anyhow::Result<Vec<u8>> {
         Ok(Vec::new())
     }
@@ -172,10 +171,28 @@ pub trait Evaluator: Send {
         Ok(())
     }
 
+    /// Whether it reads the SQL's rows; one that reads only the window's events (deadlines)
+    /// spares the SQL when nobody reads the rows either.
     fn needs_rows(&self) -> bool {
         true
     }
 }
+
+/// `save_state` and `load_state` of an [`Evaluator`] whose whole state is the value its
+/// `state()` returns and its `restore()` takes: written inside its `impl Evaluator`.
+macro_rules! state_in_checkpoints {
+    () => {
+        fn save_state(&self) -> anyhow::Result<Vec<u8>> {
+            crate::state::to_bytes(self.state())
+        }
+
+        fn load_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
+            self.restore(crate::state::from_bytes(state)?);
+            Ok(())
+        }
+    };
+}
+pub(crate) use state_in_checkpoints;
 
 /// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)
 /// into 16 hex digits. The same on every machine and in every version of the record.

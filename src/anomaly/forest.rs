@@ -10,10 +10,9 @@
 //! The paper's score is about 0.5 for ordinary points and near 1 for anomalies; Osprey reports
 //! `2 × (s - 0.5)` clipped to [0, 1], so that 0.5, the default threshold, means `s = 0.75`.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::detector::Detector;
 
 pub const TREES: usize = 100;
@@ -28,11 +27,10 @@ enum Node {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationForest {
-    baseline: usize,
-    warmup: usize,
+    #[serde(flatten)]
+    window: Baseline,
     seed: u64,
     rng: u64,
-    history: VecDeque<Vec<f64>>,
     trees: Vec<Node>,
     /// Subsample size the trees were grown on (for `c(n)`).
     sample: usize,
@@ -54,11 +52,9 @@ pub fn c(n: usize) -> f64 {
 impl IsolationForest {
     pub fn new(baseline: usize, warmup: usize, seed: u64) -> Self {
         IsolationForest {
-            baseline: baseline.max(8),
-            warmup: warmup.max(8),
+            window: Baseline::new(baseline.max(8), warmup.max(8)),
             seed,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
-            history: VecDeque::new(),
             trees: Vec::new(),
             sample: 0,
             since_training: 0,
@@ -79,7 +75,7 @@ impl IsolationForest {
 
     /// Grow the forest on the current baseline.
     pub fn train(&mut self) {
-        let data: Vec<Vec<f64>> = self.history.iter().cloned().collect();
+        let data: Vec<Vec<f64>> = self.window.iter().cloned().collect();
         let sample = data.len().min(SUBSAMPLE);
         let depth = (sample.max(2) as f64).log2().ceil() as usize;
         let mut trees = Vec::with_capacity(TREES);
@@ -145,7 +141,7 @@ impl Detector for IsolationForest {
     }
 
     fn observe(&mut self, x: &[f64]) -> Option<f64> {
-        let score = if self.history.len() >= self.warmup {
+        let score = if self.window.is_warm() {
             if self.trees.is_empty() || self.since_training >= RETRAIN {
                 self.train();
             }
@@ -154,10 +150,7 @@ impl Detector for IsolationForest {
         } else {
             None
         };
-        self.history.push_back(x.to_vec());
-        while self.history.len() > self.baseline {
-            self.history.pop_front();
-        }
+        self.window.push(x);
         score
     }
 }

@@ -2,10 +2,9 @@
 //! values and its baseline before them, per feature. It catches what a point detector misses:
 //! a level or spread that changed and stays changed.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::detector::Detector;
 
 /// Recent values compared with the baseline.
@@ -13,14 +12,14 @@ pub const RECENT: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KsShift {
-    baseline: usize,
-    warmup: usize,
-    history: VecDeque<Vec<f64>>,
+    /// The baseline and, after it, the `RECENT` vectors compared with it.
+    #[serde(flatten)]
+    window: Baseline,
 }
 
 impl KsShift {
     pub fn new(baseline: usize, warmup: usize) -> Self {
-        KsShift { baseline: baseline.max(RECENT * 2), warmup: warmup.max(RECENT * 2), history: VecDeque::new() }
+        KsShift { window: Baseline::new(baseline.max(RECENT * 2), warmup.max(RECENT * 2)) }
     }
 }
 
@@ -69,19 +68,16 @@ impl Detector for KsShift {
     }
 
     fn observe(&mut self, x: &[f64]) -> Option<f64> {
-        self.history.push_back(x.to_vec());
-        while self.history.len() > self.baseline + RECENT {
-            self.history.pop_front();
-        }
-        if self.history.len() < self.warmup + RECENT {
+        self.window.push_within(x, self.window.capacity() + RECENT);
+        if self.window.len() < self.window.warmup() + RECENT {
             return None;
         }
-        let split = self.history.len() - RECENT;
+        let split = self.window.len() - RECENT;
         let mut score: f64 = 0.0;
         for j in 0..x.len() {
-            let before: Vec<f64> = self.history.iter().take(split).map(|h| h[j]).collect();
-            let recent: Vec<f64> = self.history.iter().skip(split).map(|h| h[j]).collect();
-            let p = p_value(statistic(&before, &recent), before.len(), recent.len());
+            let column = self.window.column(j);
+            let (before, recent) = column.split_at(split);
+            let p = p_value(statistic(before, recent), before.len(), recent.len());
             // 0.5 at p = 1e-5: a shift that noise makes once in a hundred thousand tries.
             score = score.max((-p.max(1e-300).log10() / 10.0).min(1.0));
         }

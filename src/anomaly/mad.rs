@@ -3,10 +3,9 @@
 //! standard deviation for normal data). Medians and MADs ignore the outliers they look for,
 //! where a mean and a standard deviation would be dragged by them.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
 use super::detector::{logistic, Detector};
 
 /// The robust z at which the score is 0.5.
@@ -14,16 +13,14 @@ pub const HALF_Z: f64 = 6.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RobustZ {
-    baseline: usize,
-    warmup: usize,
-    /// The last `baseline` vectors.
-    history: VecDeque<Vec<f64>>,
+    #[serde(flatten)]
+    window: Baseline,
     last: Vec<f64>,
 }
 
 impl RobustZ {
     pub fn new(baseline: usize, warmup: usize) -> Self {
-        RobustZ { baseline: baseline.max(2), warmup: warmup.max(2), history: VecDeque::new(), last: Vec::new() }
+        RobustZ { window: Baseline::new(baseline.max(2), warmup.max(2)), last: Vec::new() }
     }
 }
 
@@ -56,22 +53,14 @@ impl Detector for RobustZ {
     }
 
     fn observe(&mut self, x: &[f64]) -> Option<f64> {
-        let score = if self.history.len() >= self.warmup {
-            self.last = (0..x.len())
-                .map(|j| {
-                    let column: Vec<f64> = self.history.iter().map(|h| h[j]).collect();
-                    robust_z(&column, x[j])
-                })
-                .collect();
+        let score = if self.window.is_warm() {
+            self.last = (0..x.len()).map(|j| robust_z(&self.window.column(j), x[j])).collect();
             Some(self.last.iter().map(|z| logistic(z.abs(), HALF_Z)).fold(0.0, f64::max))
         } else {
             self.last.clear();
             None
         };
-        self.history.push_back(x.to_vec());
-        while self.history.len() > self.baseline {
-            self.history.pop_front();
-        }
+        self.window.push(x);
         score
     }
 

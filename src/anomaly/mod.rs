@@ -8,6 +8,7 @@
 //! scores, the direction their features moved, and their labels, so anomalies that occur
 //! together become one incident, and one alert: see [`cluster`].
 
+pub mod baseline;
 pub mod cluster;
 pub mod detector;
 pub mod evaluator;

@@ -158,14 +158,7 @@ impl DeadlineEvaluator {
 }
 
 impl Evaluator for DeadlineEvaluator {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
-        crate::state::to_bytes(self.state())
-    }
-
-    fn load_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
-        self.restore(crate::state::from_bytes(state)?);
-        Ok(())
-    }
+    crate::alert::state_in_checkpoints!();
 
     fn kind(&self) -> &'static str {
         "invariant"

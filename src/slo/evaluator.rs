@@ -367,14 +367,7 @@ fn json_number(x: f64) -> Value {
 }
 
 impl Evaluator for SloEvaluator {
-    fn save_state(&self) -> anyhow::Result<Vec<u8>> {
-        crate::state::to_bytes(self.state())
-    }
-
-    fn load_state(&mut self, state: &[u8]) -> anyhow::Result<()> {
-        self.restore(crate::state::from_bytes(state)?);
-        Ok(())
-    }
+    crate::alert::state_in_checkpoints!();
 
     fn kind(&self) -> &'static str {
         "slo"
