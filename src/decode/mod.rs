@@ -13,6 +13,7 @@
 
 pub mod convert;
 mod flat;
+pub mod otlp;
 pub mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,8 @@ pub struct Decoder {
     tolerant: AtomicBool,
     /// The one-pass decoder, when every column is a top-level scalar arrow-json reads as is.
     flat: Option<flat::FlatDecoder>,
+    /// OpenTelemetry sources: export requests flattened into rows first.
+    otlp: Option<otlp::OtlpDecoder>,
 }
 
 struct Leaf {
@@ -157,7 +160,9 @@ impl Decoder {
             fields.push(Field::new(*name, metadata::data_type(name), true));
         }
         let read_schema = Arc::new(Schema::new(root.fields()));
+        let otlp = otlp::OtlpDecoder::new(job, metadata.clone());
         Decoder {
+            otlp,
             flat: flat::FlatDecoder::new(job),
             read_schema,
             leaves,
@@ -174,6 +179,9 @@ impl Decoder {
     }
 
     pub fn decode(&self, partition: usize, payload: &Payload) -> Decoded {
+        if let Some(otlp) = &self.otlp {
+            return otlp.decode(partition, payload, &self.schema);
+        }
         match payload {
             Payload::Json { data, records, meta } => self.decode_json(partition, data, records, meta.as_ref()),
             Payload::Arrow { batch, first_offset } => self.decode_arrow(partition, batch, *first_offset),

@@ -22,8 +22,8 @@ use crate::jobfile::{missing_key_help, toml_error, Checker, JobRef, Span};
 pub use crate::sink::config::{Delivery, RouteConfig, SinkConfig, StdoutFormat};
 pub use crate::source::config::{FileFormat, KafkaSourceConfig, SourceConfig};
 pub use crate::jobfile::{
-    closest, error, parse_instant, relative_to_job, timestamp_type, types, Column, ColumnType, Dataflow, EventTime, JobError, SqlText,
-    WindowConfig, WINDOW_END, WINDOW_START,
+    closest, error, parse_instant, relative_to_job, timestamp_type, types, Column, ColumnType, Dataflow, EventTime, InputFormat, JobError,
+    OtlpEncoding, Signal, SqlText, WindowConfig, WINDOW_END, WINDOW_START,
 };
 
 /// A validated job.
@@ -35,6 +35,10 @@ pub struct Job {
     pub description: Option<String>,
     pub sql: SqlText,
     pub source: SourceConfig,
+    /// How the source's records are written (JSON, or OpenTelemetry export requests).
+    pub input: InputFormat,
+    /// What the source's topic is keyed by (`[source] key`): columns; empty when unknown.
+    pub source_key: Vec<String>,
     /// Declared columns, in file order. Nested JSON fields keep their dotted name.
     pub columns: Vec<Column>,
     pub event_time: EventTime,
@@ -102,6 +106,7 @@ impl Job {
                 SinkConfig::Kafka { key, .. } => key.clone(),
                 _ => Vec::new(),
             },
+            input: self.input,
         }
     }
 }
@@ -156,6 +161,11 @@ fn job(cx: &Checker, f: JobFile) -> Result<Job, JobError> {
         _ => cx.sql(&f)?,
     };
     let source = cx.source(f.source.get_ref())?;
+    let input = cx.input_format(f.source.get_ref())?;
+    if let InputFormat::Otlp { signal, .. } = input {
+        cx.otlp_columns(&f.source.get_ref().schema, signal)?;
+    }
+    let source_key = cx.source_key(f.source.get_ref(), &columns)?;
     let event_time = cx.event_time(f.event_time.get_ref(), &columns)?;
     let window = match kind.window(cx, f.window.as_ref(), &spans) {
         Some(w) => w?,
@@ -210,6 +220,8 @@ fn job(cx: &Checker, f: JobFile) -> Result<Job, JobError> {
         description: f.description,
         sql,
         source,
+        input,
+        source_key,
         columns,
         event_time,
         window,
@@ -225,6 +237,39 @@ fn job(cx: &Checker, f: JobFile) -> Result<Job, JobError> {
 
 /// The generic tables: the schema, the SQL, the event time and the window.
 impl Checker<'_> {
+    /// An OpenTelemetry source's columns are fields of its signal, by the names the contract fixes.
+    fn otlp_columns(&self, schema: &Spanned<spec::Schema>, signal: Signal) -> Result<(), JobError> {
+        use crate::decode::otlp::Field;
+        for (key, _) in &schema.get_ref().0 {
+            let name = key.get_ref();
+            if Field::parse(signal, name).is_none() {
+                let names = Field::names(signal);
+                let e = self.err(key, format!("`{name}` is not a column of OpenTelemetry {}", signal.name()));
+                return Err(match closest(name, names.iter().copied()) {
+                    Some(near) => e.with_help(format!("did you mean `{near}`?")),
+                    None => e.with_help(format!("the columns of {} are {}", signal.name(), names.join(", "))),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `[source] key`: declared columns naming what the topic is keyed by.
+    fn source_key(&self, s: &spec::SourceFile, columns: &[Column]) -> Result<Vec<String>, JobError> {
+        let Some(key) = &s.key else { return Ok(Vec::new()) };
+        let names = key.get_ref().clone().into_vec();
+        for n in &names {
+            if !columns.iter().any(|c| &c.name == n) {
+                let e = self.err(key, format!("source key column `{n}` is not in [source.schema]"));
+                return Err(match closest(n, columns.iter().map(|c| c.name.as_str())) {
+                    Some(near) => e.with_help(format!("did you mean `{near}`?")),
+                    None => e.with_help("declare the column in [source.schema], or remove it from [source] key"),
+                });
+            }
+        }
+        Ok(names)
+    }
+
     fn event_time(&self, e: &spec::EventTimeFile, columns: &[Column]) -> Result<EventTime, JobError> {
         let column = e.column.get_ref();
         match columns.iter().find(|c| &c.name == column) {

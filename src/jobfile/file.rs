@@ -76,6 +76,10 @@ pub struct InhibitFile {
 pub struct SourceFile {
     pub kind: Spanned<String>,
     pub format: Option<Spanned<String>>,
+    /// otlp_proto, otlp_json: `traces`, `metrics` or `logs`
+    pub signal: Option<Spanned<String>>,
+    /// what the topic is keyed by (columns)
+    pub key: Option<Spanned<OneOrMany>>,
     pub schema: Spanned<Schema>,
     /// kafka
     pub topic: Option<Spanned<String>>,

@@ -75,6 +75,53 @@ pub enum WindowConfig {
     Cumulative { size: Millis, ttl: Option<Millis> },
 }
 
+/// How a source's records are written (`[source] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFormat {
+    /// One JSON object per message or line (or Parquet rows, for files).
+    #[default]
+    Json,
+    /// One OpenTelemetry export request per message or line, flattened into rows.
+    Otlp { encoding: OtlpEncoding, signal: Signal },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpEncoding {
+    /// `otlp_proto`: protobuf, the Collector's Kafka exporter's default.
+    Proto,
+    /// `otlp_json`: the OTLP/JSON encoding.
+    Json,
+}
+
+/// Which OpenTelemetry signal an OTLP source carries (`[source] signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const NAMES: [&'static str; 3] = ["traces", "metrics", "logs"];
+
+    pub fn parse(name: &str) -> Option<Signal> {
+        match name {
+            "traces" => Some(Signal::Traces),
+            "metrics" => Some(Signal::Metrics),
+            "logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
 /// What the engine runs for a job, without what it does with the result: the declared
 /// columns, the event time, the window and the SQL. Decoding and planning take this, not the
 /// whole job, so they sit below the job kinds.
@@ -88,6 +135,8 @@ pub struct Dataflow {
     pub window: WindowConfig,
     /// The columns keying the output records (a Kafka sink's `key`), which the SQL must give.
     pub output_key: Vec<String>,
+    /// How the source's records are written.
+    pub input: InputFormat,
 }
 
 impl Dataflow {

@@ -2,7 +2,7 @@
 
 use super::generator::{GeneratorConfig, Incident, Stream};
 use crate::jobfile::file::SourceFile;
-use crate::jobfile::{closest, parse_instant, Checker, JobError};
+use crate::jobfile::{closest, parse_instant, Checker, InputFormat, JobError, OtlpEncoding, Signal};
 
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
@@ -29,13 +29,48 @@ pub enum FileFormat {
 }
 
 impl Checker<'_> {
+    /// How the source's records are written: `format`, and `signal` for OpenTelemetry.
+    pub fn input_format(&self, s: &SourceFile) -> Result<InputFormat, JobError> {
+        let encoding = match s.format.as_ref().map(|f| f.get_ref().as_str()) {
+            Some("otlp_proto") => Some(OtlpEncoding::Proto),
+            Some("otlp_json") => Some(OtlpEncoding::Json),
+            _ => None,
+        };
+        match (encoding, &s.signal) {
+            (None, None) => Ok(InputFormat::Json),
+            (None, Some(signal)) => Err(self
+                .err(signal, "`signal` is for OpenTelemetry sources")
+                .with_help("set format = \"otlp_proto\" or \"otlp_json\", or remove `signal`")),
+            (Some(_), None) => Err(self
+                .err(s.format.as_ref().expect("an OTLP format is written"), "an OpenTelemetry source needs `signal`")
+                .with_help("add signal = \"traces\" (or \"metrics\", \"logs\") to [source]")),
+            (Some(encoding), Some(signal)) => {
+                let parsed = Signal::parse(signal.get_ref()).ok_or_else(|| {
+                    let e = self.err(signal, format!("unknown signal `{}`", signal.get_ref()));
+                    match closest(signal.get_ref(), Signal::NAMES) {
+                        Some(near) => e.with_help(format!("did you mean `{near}`?")),
+                        None => e.with_help("the signals are traces, metrics and logs"),
+                    }
+                })?;
+                if s.kind.get_ref() == "generator" {
+                    return Err(self.err(&s.kind, "the generator writes JSON, not OpenTelemetry").with_help("remove format and signal, or read a Kafka topic or files"));
+                }
+                Ok(InputFormat::Otlp { encoding, signal: parsed })
+            }
+        }
+    }
+
     pub fn source(&self, s: &SourceFile) -> Result<SourceConfig, JobError> {
         let kind = s.kind.get_ref().as_str();
         if let Some(format) = &s.format {
-            if !["json", "parquet"].contains(&format.get_ref().as_str()) {
-                return Err(self
-                    .err(format, format!("unknown source format `{}`", format.get_ref()))
-                    .with_help("the formats are json (one JSON object per message or line) and parquet (files only)"));
+            if !["json", "parquet", "otlp_proto", "otlp_json"].contains(&format.get_ref().as_str()) {
+                let e = self.err(format, format!("unknown source format `{}`", format.get_ref()));
+                return Err(match closest(format.get_ref(), ["json", "parquet", "otlp_proto", "otlp_json"]) {
+                    Some(near) => e.with_help(format!("did you mean `{near}`?")),
+                    None => e.with_help(
+                        "the formats are json (one JSON object per message or line), parquet (files only), otlp_proto and otlp_json (OpenTelemetry export requests)",
+                    ),
+                });
             }
         }
         match kind {
@@ -57,6 +92,11 @@ impl Checker<'_> {
                 })?;
                 let format = match s.format.as_ref().map(|f| f.get_ref().as_str()) {
                     Some("parquet") => FileFormat::Parquet,
+                    Some("otlp_proto") => {
+                        return Err(self
+                            .err(s.format.as_ref().expect("matched"), "a file source reads otlp_json, not otlp_proto")
+                            .with_help("files hold JSON lines of export requests, as the Collector's file exporter writes them: format = \"otlp_json\""));
+                    }
                     Some(_) => FileFormat::JsonLines,
                     None => FileFormat::Auto,
                 };
