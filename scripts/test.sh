@@ -41,6 +41,14 @@ if [ -z "${OSPREY_SCHEMATHESIS:-}" ]; then
   export OSPREY_SCHEMATHESIS="$venv/bin/schemathesis"
 fi
 
+# The OpenTelemetry tests run the real Collector (built from its Go modules, once) fed by the
+# official Python SDK.
+if [ -z "${OSPREY_OTELCOL:-}" ]; then
+  ./scripts/otelcol.sh install
+  eval "$(./scripts/otelcol.sh env)"
+  export OSPREY_OTELCOL OSPREY_OTEL_PYTHON
+fi
+
 if [ -z "${OSPREY_TEST_BROKERS:-}" ]; then
   export OSPREY_BROKER_PORT="${OSPREY_BROKER_PORT:-19092}"
   # Stop the broker at the end only if this run started it.

@@ -1429,3 +1429,105 @@ fn a_fresh_start_from_a_time_reads_from_there() {
     assert!(starts().iter().all(|&s| s >= from - 10_000), "nothing from before {at}: {:?}\n{log}", starts());
     assert!(log.contains("starting fresh"), "{log}");
 }
+
+/// The OpenTelemetry Collector (`scripts/otelcol.sh install` builds it) receiving spans from the
+/// official Python SDK over OTLP/HTTP and writing them to Kafka in `otlp_proto` and in
+/// `otlp_json`; the bundled `jobs/otel/` jobs over each topic count what the SDK sent.
+#[test]
+fn spans_sent_by_the_sdk_through_the_collector_give_the_red_and_slo_counts_in_both_encodings() {
+    let (Ok(collector), Ok(python)) = (std::env::var("OSPREY_OTELCOL"), std::env::var("OSPREY_OTEL_PYTHON")) else {
+        panic!("OSPREY_OTELCOL and OSPREY_OTEL_PYTHON are not set: run ./scripts/test.sh, which builds the Collector and installs the SDK (scripts/otelcol.sh)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topics = [(unique("otlp-proto"), "otlp_proto"), (unique("otlp-json"), "otlp_json")];
+    for (topic, _) in &topics {
+        create(topic, 3);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let exporter = |(topic, encoding): &(String, &str)| {
+        format!("    brokers: [\"{}\"]\n    traces:\n      topic: {topic}\n      encoding: {encoding}\n", brokers())
+    };
+    let config = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{port}\nexporters:\n  kafka/proto:\n{}  kafka/json:\n{}service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [kafka/proto, kafka/json]\n",
+        exporter(&topics[0]),
+        exporter(&topics[1])
+    );
+    std::fs::write(d.join("collector.yaml"), config).unwrap();
+    let log = std::fs::File::create(d.join("collector.log")).unwrap();
+    let mut otelcol = Command::new(&collector).args(["--config", "file:collector.yaml"]).current_dir(d).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let ready = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < ready && otelcol.try_wait().unwrap().is_none(), "the Collector did not start:\n{}", std::fs::read_to_string(d.join("collector.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start_ms = 1_767_571_200_000i64; // 2026-01-05T00:00:00Z
+    let spans = 1800;
+    let sent = Command::new(&python)
+        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otel/send_spans.py"), &format!("http://127.0.0.1:{port}"), &start_ms.to_string(), &spans.to_string()])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "the SDK's sender failed:\n{}", String::from_utf8_lossy(&sent.stderr));
+    let sent: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    let expected: BTreeMap<(String, String, i64), (i64, i64)> = sent["windows"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let mut parts = k.split(' ');
+            let key = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string(), parts.next().unwrap().parse().unwrap());
+            (key, (v[0].as_i64().unwrap(), v[1].as_i64().unwrap()))
+        })
+        .collect();
+    assert_eq!(expected.values().map(|v| v.0).sum::<i64>(), spans);
+
+    let bundled = |job: &str, topic: &str, format: &str| {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/otel/").to_string() + job).unwrap();
+        let text = text.replacen("topic = \"otlp_spans\"", &format!("topic = \"{topic}\""), 1).replacen("format = \"otlp_proto\"", &format!("format = \"{format}\""), 1);
+        assert!(text.contains(topic) && text.contains(format), "{job}: the source was replaced");
+        let path = d.join(format!("{format}-{job}"));
+        std::fs::write(&path, text).unwrap();
+        path.file_name().unwrap().to_str().unwrap().to_string()
+    };
+    for (topic, format) in &topics {
+        let red = bundled("red.toml", topic, format);
+        // The Collector's exporter sends asynchronously: replay until every span is there.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rows = loop {
+            let out = osprey(d, &["replay", &red, "--brokers", &brokers(), "--output", "red.jsonl", "--quiet"]);
+            assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+            let rows: Vec<Value> = std::fs::read_to_string(d.join("red.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let seen: i64 = rows.iter().map(|r| r["requests"].as_i64().unwrap()).sum();
+            if seen >= spans || Instant::now() > deadline {
+                break rows;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let got: BTreeMap<(String, String, i64), (i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                let start = osprey::job::parse_instant(r["window_start"].as_str().unwrap()).unwrap();
+                ((r["service"].as_str().unwrap().to_string(), r["route"].as_str().unwrap().to_string(), start), (r["requests"].as_i64().unwrap(), r["errors"].as_i64().unwrap()))
+            })
+            .collect();
+        assert_eq!(got, expected, "{format}: requests and errors per service, route and minute: what the SDK sent (client spans left out)");
+
+        for (job, bad) in [("availability.toml", "bad"), ("latency.toml", "slow")] {
+            let slo = bundled(job, topic, format);
+            let out = osprey(d, &["replay", &slo, "--brokers", &brokers(), "--output", "alerts.jsonl", "--rows", "slo-rows.jsonl", "--quiet"]);
+            assert!(out.status.success(), "{format} {job}: {}", String::from_utf8_lossy(&out.stderr));
+            let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            for line in std::fs::read_to_string(d.join("slo-rows.jsonl")).unwrap().lines() {
+                let r: Value = serde_json::from_str(line).unwrap();
+                let t = totals.entry(r["service"].as_str().unwrap().to_string()).or_default();
+                t.0 += r["events"].as_i64().unwrap();
+                t.1 += r["bad_events"].as_i64().unwrap();
+            }
+            let want: BTreeMap<String, (i64, i64)> =
+                sent["slo"].as_object().unwrap().iter().map(|(s, v)| (s.clone(), (v["events"].as_i64().unwrap(), v[bad].as_i64().unwrap()))).collect();
+            assert_eq!(totals, want, "{format} {job}: good and bad server spans per service");
+        }
+    }
+    let _ = otelcol.kill();
+    let _ = otelcol.wait();
+}
