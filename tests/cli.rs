@@ -890,3 +890,44 @@ fn knight_cash_conservation_sums_exact_decimals_that_floats_get_wrong() {
     let records = fired[0]["evidence"]["records"].as_array().unwrap();
     assert_eq!(records.iter().map(|r| r["offset"].as_i64().unwrap()).collect::<Vec<_>>(), vec![4, 5]);
 }
+
+/// A file of OTLP/JSON export requests (one a line, as the Collector's file exporter writes
+/// them) replayed by the bundled RED job: one row per server span, a broken line a dead letter.
+#[test]
+fn otlp_json_lines_replay_through_the_bundled_red_job_and_a_broken_line_is_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let span = |svc: &str, route: &str, kind: u8, end_ms: u64, status: u16| {
+        let end = (1_767_571_200_000 + end_ms) * 1_000_000;
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{svc}"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET {route}","kind":{kind},"startTimeUnixNano":"{}","endTimeUnixNano":"{end}","attributes":[{{"key":"http.route","value":{{"stringValue":"{route}"}}}},{{"key":"http.response.status_code","value":{{"intValue":"{status}"}}}}]}}]}}]}}]}}"#,
+            end - 5_000_000
+        )
+    };
+    let lines = [
+        span("api", "/cart", 2, 1_000, 200),
+        span("api", "/cart", 2, 2_000, 503),
+        span("api", "/cart", 3, 2_500, 200), // a client span: not a request
+        "{\"resourceSpans\": [ {\"scopeSpans\": ".to_string(),
+        span("api", "/pay", 2, 61_000, 200),
+    ];
+    std::fs::write(d.join("spans.jsonl"), lines.join("\n") + "\n").unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/otel/red.toml")).unwrap();
+    let text = text
+        .replacen("kind = \"kafka\"\ntopic = \"otlp_spans\"", "kind = \"file\"\npath = \"spans.jsonl\"", 1)
+        .replacen("format = \"otlp_proto\"", "format = \"otlp_json\"", 1);
+    assert!(text.contains("path = \"spans.jsonl\"") && text.contains("otlp_json"), "the source was replaced");
+    write_job(d, "red.toml", &text);
+    let o = osprey(&["replay", "red.toml", "--output", "red.jsonl"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<(String, String, i64, i64)> = rows_of(&d.join("red.jsonl"))
+        .iter()
+        .map(|r| (r["window_start"].as_str().unwrap().to_string(), r["route"].as_str().unwrap().to_string(), r["requests"].as_i64().unwrap(), r["errors"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(rows, vec![("2026-01-05T00:00:00Z".into(), "/cart".into(), 2, 1), ("2026-01-05T00:01:00Z".into(), "/pay".into(), 1, 0)]);
+    let dead = std::fs::read_to_string(d.join("osprey-out/otel_red.dlq.jsonl")).unwrap();
+    let dead: Vec<Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["offset"], 4, "the broken line, by its line number: {dead:?}");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("OTLP/JSON"), "{dead:?}");
+}
