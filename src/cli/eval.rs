@@ -21,8 +21,8 @@ pub struct NabArgs {
     /// Where to write OUT/osprey/<category>/osprey_<file>.csv (timestamp,value,anomaly_score,label).
     #[arg(long)]
     results: PathBuf,
-    /// Detectors, comma-separated (likelihood, mad, ks, isolation_forest); the score is the highest.
-    #[arg(long, value_delimiter = ',', default_values_t = defaults::DETECTORS.iter().map(|d| d.name().to_string()).collect::<Vec<_>>())]
+    /// Detectors, comma-separated or repeated (`--detector mad --detector ks`); the score is the highest.
+    #[arg(long, alias = "detector", value_delimiter = ',', default_values_t = defaults::DETECTORS.iter().map(|d| d.name().to_string()).collect::<Vec<_>>())]
     detectors: Vec<String>,
     /// A row is a detection when its score is at or above this.
     #[arg(long, default_value_t = defaults::THRESHOLD, value_parser = super::fraction)]
