@@ -117,6 +117,24 @@ pub struct KindEntry {
     pub parse: ParseFn,
 }
 
+/// A kind's own table, when the job is of that kind (`selected`): refused in a job of another
+/// kind, required in a job of this one (`help` says what to write).
+pub fn own_table<'t, T>(
+    cx: &Checker,
+    kind: &str,
+    table: Option<&'t Spanned<T>>,
+    selected: bool,
+    kind_key: Option<&Spanned<String>>,
+    help: &str,
+) -> Result<Option<&'t Spanned<T>>, JobError> {
+    match (selected, table) {
+        (true, Some(t)) => Ok(Some(t)),
+        (true, None) => Err(missing_table(cx, kind, kind_key, help)),
+        (false, Some(t)) => Err(table_of_other_kind(cx, kind, t.span())),
+        (false, None) => Ok(None),
+    }
+}
+
 /// The error for a kind's table in a job of another kind.
 pub fn table_of_other_kind(cx: &Checker, table: &str, at: Span) -> JobError {
     cx.err_at(at, format!("[{table}] belongs to kind = \"{table}\" jobs")).with_help(format!("set kind = \"{table}\" before the first [table]"))

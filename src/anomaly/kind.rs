@@ -45,19 +45,7 @@ pub struct ClusterFile {
 
 fn parse(cx: &Checker, selected: bool, kind_key: Option<&Spanned<String>>, spans: &mut Spans) -> Result<Option<Box<dyn Kind>>, JobError> {
     let tables: Tables = cx.tables()?;
-    let table = match (selected, tables.anomaly.as_ref()) {
-        (true, Some(t)) => t,
-        (true, None) => {
-            return Err(kind::missing_table(
-                cx,
-                "anomaly",
-                kind_key,
-                "add [anomaly] with series = [\"service\"] and features = [\"p99_ms\"]: result columns of the SQL",
-            ));
-        }
-        (false, Some(t)) => return Err(kind::table_of_other_kind(cx, "anomaly", t.span())),
-        (false, None) => return Ok(None),
-    };
+    let Some(table) = kind::own_table(cx, "anomaly", tables.anomaly.as_ref(), selected, kind_key, "add [anomaly] with series = [\"service\"] and features = [\"p99_ms\"]: result columns of the SQL")? else { return Ok(None) };
     let t = table.get_ref();
     spans.insert("anomaly.series", t.series.span());
     spans.insert("anomaly.features", t.features.span());

@@ -48,19 +48,7 @@ pub struct DeadlineFile {
 
 fn parse(cx: &Checker, selected: bool, kind_key: Option<&Spanned<String>>, spans: &mut Spans) -> Result<Option<Box<dyn Kind>>, JobError> {
     let tables: Tables = cx.tables()?;
-    let table = match (selected, tables.invariant.as_ref()) {
-        (true, Some(t)) => t,
-        (true, None) => {
-            return Err(kind::missing_table(
-                cx,
-                "invariant",
-                kind_key,
-                "add [invariant] with key = [\"<column>\"] and violation = \"<SQL boolean over a result row>\"",
-            ));
-        }
-        (false, Some(t)) => return Err(kind::table_of_other_kind(cx, "invariant", t.span())),
-        (false, None) => return Ok(None),
-    };
+    let Some(table) = kind::own_table(cx, "invariant", tables.invariant.as_ref(), selected, kind_key, "add [invariant] with key = [\"<column>\"] and violation = \"<SQL boolean over a result row>\"")? else { return Ok(None) };
     let t = table.get_ref();
     let deadline = match &t.deadline {
         None => None,

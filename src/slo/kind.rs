@@ -52,19 +52,7 @@ pub struct SloAlertFile {
 
 fn parse(cx: &Checker, selected: bool, kind_key: Option<&Spanned<String>>, spans: &mut Spans) -> Result<Option<Box<dyn Kind>>, JobError> {
     let tables: Tables = cx.tables()?;
-    let table = match (selected, tables.slo.as_ref()) {
-        (true, Some(t)) => t,
-        (true, None) => {
-            return Err(kind::missing_table(
-                cx,
-                "slo",
-                kind_key,
-                "add [slo] with objective = 0.999 and good = \"<SQL boolean over one event>\" (or bad = \"...\")",
-            ));
-        }
-        (false, Some(t)) => return Err(kind::table_of_other_kind(cx, "slo", t.span())),
-        (false, None) => return Ok(None),
-    };
+    let Some(table) = kind::own_table(cx, "slo", tables.slo.as_ref(), selected, kind_key, "add [slo] with objective = 0.999 and good = \"<SQL boolean over one event>\" (or bad = \"...\")")? else { return Ok(None) };
     let t = table.get_ref();
     let objective = super::exact(t.objective.get_ref())
         .filter(|o| *o > Decimal::ZERO && *o < Decimal::ONE)

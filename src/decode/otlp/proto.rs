@@ -104,6 +104,13 @@ struct Point<'a> {
     max: Option<f64>,
 }
 
+/// A histogram's or an exponential histogram's point: the same fields in two message types.
+macro_rules! histogram {
+    ($p:expr) => {
+        Point { attributes: &$p.attributes, start: $p.start_time_unix_nano, time: $p.time_unix_nano, value: Cell::Null, count: Some($p.count), sum: $p.sum, min: $p.min, max: $p.max }
+    };
+}
+
 fn metrics(request: ExportMetricsServiceRequest, rows: &mut Rows) {
     for rm in &request.resource_metrics {
         for sm in &rm.scope_metrics {
@@ -111,20 +118,8 @@ fn metrics(request: ExportMetricsServiceRequest, rows: &mut Rows) {
                 let (kind, points): (&str, Vec<Point>) = match &m.data {
                     Some(metric::Data::Gauge(g)) => ("gauge", g.data_points.iter().map(number).collect()),
                     Some(metric::Data::Sum(s)) => ("sum", s.data_points.iter().map(number).collect()),
-                    Some(metric::Data::Histogram(h)) => (
-                        "histogram",
-                        h.data_points
-                            .iter()
-                            .map(|p| Point { attributes: &p.attributes, start: p.start_time_unix_nano, time: p.time_unix_nano, value: Cell::Null, count: Some(p.count), sum: p.sum, min: p.min, max: p.max })
-                            .collect(),
-                    ),
-                    Some(metric::Data::ExponentialHistogram(h)) => (
-                        "exponential_histogram",
-                        h.data_points
-                            .iter()
-                            .map(|p| Point { attributes: &p.attributes, start: p.start_time_unix_nano, time: p.time_unix_nano, value: Cell::Null, count: Some(p.count), sum: p.sum, min: p.min, max: p.max })
-                            .collect(),
-                    ),
+                    Some(metric::Data::Histogram(h)) => ("histogram", h.data_points.iter().map(|p| histogram!(p)).collect()),
+                    Some(metric::Data::ExponentialHistogram(h)) => ("exponential_histogram", h.data_points.iter().map(|p| histogram!(p)).collect()),
                     Some(metric::Data::Summary(s)) => (
                         "summary",
                         s.data_points
