@@ -16,6 +16,7 @@
 
 mod json;
 mod proto;
+mod typed;
 
 use std::fmt::Write as _;
 
@@ -186,12 +187,16 @@ impl Flattener {
     /// the column at position `i` under the key `c{i}`; the number of rows, or why the payload
     /// is not an export request of this signal.
     pub fn flatten(&self, payload: &[u8], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<usize, String> {
-        let mut rows = Rows { flattener: self, out, ends, count: 0 };
-        match self.encoding {
-            OtlpEncoding::Proto => proto::flatten(self.signal, payload, &mut rows)?,
-            OtlpEncoding::Json => json::flatten(self.signal, payload, &mut rows)?,
-        }
+        let mut rows = Rows { flattener: self, target: Target::Json { out, ends }, count: 0 };
+        self.walk(payload, &mut rows)?;
         Ok(rows.count)
+    }
+
+    fn walk(&self, payload: &[u8], rows: &mut Rows) -> Result<(), String> {
+        match self.encoding {
+            OtlpEncoding::Proto => proto::flatten(self.signal, payload, rows),
+            OtlpEncoding::Json => json::flatten(self.signal, payload, rows),
+        }
     }
 
     pub fn fields(&self) -> &[Field] {
@@ -202,9 +207,16 @@ impl Flattener {
 /// Where a walker puts rows: it asks for each field's cell of the current item.
 pub struct Rows<'f, 'o> {
     flattener: &'f Flattener,
-    out: &'o mut Vec<u8>,
-    ends: &'o mut Vec<usize>,
+    target: Target<'o>,
     count: usize,
+}
+
+enum Target<'o> {
+    /// JSON objects for the JSON decoder, and where each ends.
+    Json { out: &'o mut Vec<u8>, ends: &'o mut Vec<usize> },
+    /// Straight into columns of the declared types; `exact` turns false at the first value
+    /// only the JSON path's rules can judge.
+    Columns { columns: &'o mut [typed::Builder], event_time: usize, exact: &'o mut bool },
 }
 
 impl Rows<'_, '_> {
@@ -214,7 +226,22 @@ impl Rows<'_, '_> {
 
     /// One row: `cell(i, field)` gives column `i`'s value.
     pub fn push<'a>(&mut self, mut cell: impl FnMut(&Field) -> Cell<'a>) {
-        let out = &mut *self.out;
+        self.count += 1;
+        let (out, ends) = match &mut self.target {
+            Target::Json { out, ends } => (out, ends),
+            Target::Columns { columns, event_time, exact } => {
+                if **exact {
+                    for (i, (field, builder)) in self.flattener.fields.iter().zip(columns.iter_mut()).enumerate() {
+                        let value = cell(field);
+                        if !builder.append(value, i == *event_time) {
+                            **exact = false;
+                            return;
+                        }
+                    }
+                }
+                return;
+            }
+        };
         out.push(b'{');
         let mut first = true;
         for (i, (field, ty)) in self.flattener.fields.iter().zip(&self.flattener.types).enumerate() {
@@ -230,8 +257,7 @@ impl Rows<'_, '_> {
             write_cell(out, value, *ty);
         }
         out.push(b'}');
-        self.ends.push(out.len());
-        self.count += 1;
+        ends.push(out.len());
     }
 }
 
@@ -321,10 +347,22 @@ impl OtlpDecoder {
     }
 
     pub fn decode(&self, partition: usize, payload: &crate::source::Payload, schema: &datafusion::arrow::datatypes::SchemaRef) -> super::Decoded {
-        use crate::source::{Payload, RawRecord, RecordMeta};
+        use crate::source::Payload;
         let Payload::Json { data, records, meta } = payload else {
             unreachable!("OpenTelemetry sources give records as bytes (Kafka messages or lines)")
         };
+        if self.flattener.encoding == OtlpEncoding::Proto {
+            if let Some(decoded) = self.decode_typed(partition, data, records, meta.as_ref(), schema) {
+                return decoded;
+            }
+        }
+        self.decode_rows(partition, payload, schema)
+    }
+
+    /// Every request flattened into JSON rows, decoded by the JSON decoder.
+    pub(super) fn decode_rows(&self, partition: usize, payload: &crate::source::Payload, schema: &datafusion::arrow::datatypes::SchemaRef) -> super::Decoded {
+        use crate::source::{Payload, RawRecord, RecordMeta};
+        let Payload::Json { data, records, meta } = payload else { unreachable!("checked by decode") };
         let (mut out, mut ends, mut rows) = (Vec::with_capacity(data.len()), Vec::new(), Vec::new());
         let mut row_meta = meta.as_ref().map(|m| RecordMeta { topic: m.topic.clone(), timestamps: Vec::new(), trace_ids: Vec::new() });
         let mut dead_letters = Vec::new();
@@ -361,6 +399,44 @@ impl OtlpDecoder {
         decoded.dead_letters.extend(dead_letters);
         decoded.dead_letters.sort_by_key(|d| d.offset);
         decoded
+    }
+
+    /// Protobuf requests straight into columns of the declared types, when every value is one
+    /// the JSON path would take as it is (a string in a string column, an integer in range, a
+    /// time in nanoseconds, an event time present); otherwise `None`, and the chunk goes the
+    /// JSON way, which judges the rest with its own rules and reasons.
+    fn decode_typed(
+        &self,
+        partition: usize,
+        data: &[u8],
+        records: &[crate::source::RawRecord],
+        meta: Option<&crate::source::RecordMeta>,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+    ) -> Option<super::Decoded> {
+        let mut columns: Vec<typed::Builder> = self.flattener.types.iter().map(|t| typed::Builder::new(*t)).collect::<Option<_>>()?;
+        let mut exact = true;
+        let (mut offsets, mut row_records, mut dead_letters) = (Vec::new(), Vec::new(), Vec::new());
+        let event_time = self.inner.event_time;
+        for (i, r) in records.iter().enumerate() {
+            let bytes = &data[r.start as usize..r.end as usize];
+            let mut rows = Rows { flattener: &self.flattener, target: Target::Columns { columns: &mut columns, event_time, exact: &mut exact }, count: 0 };
+            match self.flattener.walk(bytes, &mut rows) {
+                Ok(()) => {
+                    let n = rows.count;
+                    offsets.extend(std::iter::repeat_n(r.offset, n));
+                    row_records.extend(std::iter::repeat_n(i, n));
+                }
+                // Protobuf is decoded whole before its first row: nothing of it was appended.
+                Err(reason) => dead_letters.push(super::DeadLetter { partition, offset: r.offset, reason, raw: bytes.to_vec() }),
+            }
+            if !exact {
+                return None;
+            }
+        }
+        let arrays = columns.into_iter().map(typed::Builder::finish).collect();
+        let batch = self.inner.assemble(partition, arrays, &offsets, meta.map(|m| (m, &row_records[..])));
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).expect("the same columns under their declared names");
+        Some(super::Decoded { batch, offsets, dead_letters })
     }
 
     /// A flattened row with its columns' declared names, for a dead letter.

@@ -263,3 +263,28 @@ fn jobs_naming_a_field_the_signal_lacks_or_no_signal_are_refused_with_the_line()
     let e = crate::job::parse(Path::new("t.toml"), &text("otlp_proto", "signal = \"traces\"\nkey = [\"service\"]", "name")).unwrap_err();
     assert!(e.message.contains("source key column `service`"), "{e}");
 }
+
+/// The typed path (protobuf values straight into columns) gives the batch the JSON rows give,
+/// and a chunk holding a value it cannot judge goes the JSON way whole.
+#[test]
+fn protobuf_straight_into_columns_equals_the_json_rows_and_falls_back_whole() {
+    let flow = job("otlp_proto", "traces", SPAN_SCHEMA, "end_time");
+    let decoder = Decoder::new(&flow);
+    let otlp = decoder.otlp.as_ref().unwrap();
+    let payload = messages(&[traces().encode_to_vec(), b"junk".to_vec(), traces().encode_to_vec()]);
+    let schema = decoder.schema();
+    let typed = otlp.decode_typed(0, match &payload { Payload::Json { data, .. } => data, _ => unreachable!() }, match &payload { Payload::Json { records, .. } => records, _ => unreachable!() }, None, &schema).expect("every value fits");
+    let rows = otlp.decode_rows(0, &payload, &schema);
+    assert_eq!(typed.batch, rows.batch);
+    assert_eq!(typed.offsets, rows.offsets);
+    assert_eq!(typed.dead_letters, rows.dead_letters);
+    assert_eq!(typed.batch.num_rows(), 6);
+
+    let mut odd = traces();
+    odd.resource_spans[0].scope_spans[0].spans[0].attributes = vec![kv("http.response.status_code", any_value::Value::DoubleValue(200.0))];
+    let payload = messages(&[traces().encode_to_vec(), odd.encode_to_vec()]);
+    let Payload::Json { data, records, .. } = &payload else { unreachable!() };
+    assert!(otlp.decode_typed(0, data, records, None, &schema).is_none(), "a float in an int32 column is the JSON path's to judge");
+    let d = decoder.decode(0, &payload);
+    assert_eq!(d.batch.num_rows() + d.dead_letters.len(), 6, "{:?}", d.dead_letters);
+}
