@@ -15,6 +15,7 @@
 //! drops metric data points in that format (opentelemetry-rust issue 3527).
 
 mod json;
+mod lite;
 mod proto;
 mod typed;
 
@@ -127,6 +128,8 @@ pub enum Cell<'a> {
     Nanos(u64),
     /// An array or map attribute, or a non-string body, as JSON text.
     Json(String),
+    /// A string field whose bytes are not UTF-8.
+    BadText,
 }
 
 /// Lower-case hex of an id; empty ids (no parent) are null.
@@ -187,7 +190,7 @@ impl Flattener {
     /// the column at position `i` under the key `c{i}`; the number of rows, or why the payload
     /// is not an export request of this signal.
     pub fn flatten(&self, payload: &[u8], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<usize, String> {
-        let mut rows = Rows { flattener: self, target: Target::Json { out, ends }, count: 0 };
+        let mut rows = Rows { flattener: self, target: Target::Json { out, ends }, count: 0, bad_text: false };
         self.walk(payload, &mut rows)?;
         Ok(rows.count)
     }
@@ -209,6 +212,8 @@ pub struct Rows<'f, 'o> {
     flattener: &'f Flattener,
     target: Target<'o>,
     count: usize,
+    /// A declared string that is not UTF-8 was read: the payload is not a valid request.
+    pub bad_text: bool,
 }
 
 enum Target<'o> {
@@ -233,6 +238,10 @@ impl Rows<'_, '_> {
                 if **exact {
                     for (i, (field, builder)) in self.flattener.fields.iter().zip(columns.iter_mut()).enumerate() {
                         let value = cell(field);
+                        if value == Cell::BadText {
+                            self.bad_text = true;
+                            return;
+                        }
                         if !builder.append(value, i == *event_time) {
                             **exact = false;
                             return;
@@ -247,6 +256,10 @@ impl Rows<'_, '_> {
         for (i, (field, ty)) in self.flattener.fields.iter().zip(&self.flattener.types).enumerate() {
             let value = cell(field);
             if value == Cell::Null {
+                continue;
+            }
+            if value == Cell::BadText {
+                self.bad_text = true;
                 continue;
             }
             if !first {
@@ -275,7 +288,7 @@ impl std::fmt::Write for Writer<'_> {
 fn write_cell(out: &mut Vec<u8>, value: Cell, ty: ColumnType) {
     let text_column = matches!(ty, ColumnType::String);
     match value {
-        Cell::Null => out.extend_from_slice(b"null"),
+        Cell::Null | Cell::BadText => out.extend_from_slice(b"null"),
         Cell::Str(s) => write_string(out, s),
         Cell::Text(s) | Cell::Json(s) => write_string(out, &s),
         Cell::Bool(b) if text_column => write_string(out, if b { "true" } else { "false" }),
@@ -419,14 +432,17 @@ impl OtlpDecoder {
         let event_time = self.inner.event_time;
         for (i, r) in records.iter().enumerate() {
             let bytes = &data[r.start as usize..r.end as usize];
-            let mut rows = Rows { flattener: &self.flattener, target: Target::Columns { columns: &mut columns, event_time, exact: &mut exact }, count: 0 };
+            let mut rows = Rows { flattener: &self.flattener, target: Target::Columns { columns: &mut columns, event_time, exact: &mut exact }, count: 0, bad_text: false };
             match self.flattener.walk(bytes, &mut rows) {
                 Ok(()) => {
                     let n = rows.count;
                     offsets.extend(std::iter::repeat_n(r.offset, n));
                     row_records.extend(std::iter::repeat_n(i, n));
                 }
-                // Protobuf is decoded whole before its first row: nothing of it was appended.
+                // A request that fails before its first row is one dead letter; one that fails
+                // after some (a string that is not UTF-8) sends the chunk the JSON way, which
+                // takes its rows back.
+                Err(_) if rows.count > 0 => return None,
                 Err(reason) => dead_letters.push(super::DeadLetter { partition, offset: r.offset, reason, raw: bytes.to_vec() }),
             }
             if !exact {

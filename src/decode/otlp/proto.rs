@@ -2,7 +2,6 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -14,7 +13,12 @@ use crate::jobfile::Signal;
 pub fn flatten(signal: Signal, payload: &[u8], rows: &mut Rows) -> Result<(), String> {
     let bad = |e: prost::DecodeError| format!("not an OTLP {} export request in protobuf: {e}", signal.name());
     match signal {
-        Signal::Traces => traces(ExportTraceServiceRequest::decode(payload).map_err(bad)?, rows),
+        Signal::Traces => {
+            traces(super::lite::ExportTraceServiceRequest::decode(bytes::Bytes::copy_from_slice(payload)).map_err(bad)?, rows);
+            if rows.bad_text {
+                return Err(format!("not an OTLP {} export request in protobuf: a string field is not UTF-8", signal.name()));
+            }
+        }
         Signal::Metrics => metrics(ExportMetricsServiceRequest::decode(payload).map_err(bad)?, rows),
         Signal::Logs => logs(ExportLogsServiceRequest::decode(payload).map_err(bad)?, rows),
     }
@@ -68,24 +72,75 @@ fn json_text(v: &AnyValue) -> serde_json::Value {
     }
 }
 
-fn traces(request: ExportTraceServiceRequest, rows: &mut Rows) {
+/// Spans from the lite messages: strings are checked as UTF-8 as a column reads them.
+fn traces(request: super::lite::ExportTraceServiceRequest, rows: &mut Rows) {
+    use super::lite;
+    fn text(b: &[u8]) -> Cell<'_> {
+        match std::str::from_utf8(b) {
+            Ok("") => Cell::Null,
+            Ok(s) => Cell::Str(s),
+            Err(_) => Cell::BadText,
+        }
+    }
+    fn any(v: &lite::AnyValue) -> Cell<'_> {
+        match &v.value {
+            Some(lite::Value::String(s)) => match std::str::from_utf8(s) {
+                Ok(s) => Cell::Str(s),
+                Err(_) => Cell::BadText,
+            },
+            Some(lite::Value::Bool(b)) => Cell::Bool(*b),
+            Some(lite::Value::Int(i)) => Cell::Int(*i),
+            Some(lite::Value::Double(f)) => Cell::Float(*f),
+            Some(_) => match json(v) {
+                Some(j) => Cell::Json(j.to_string()),
+                None => Cell::BadText,
+            },
+            None => Cell::Null,
+        }
+    }
+    fn json(v: &lite::AnyValue) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        Some(match &v.value {
+            Some(lite::Value::String(s)) => J::String(std::str::from_utf8(s).ok()?.to_string()),
+            Some(lite::Value::Bool(b)) => J::Bool(*b),
+            Some(lite::Value::Int(i)) => J::from(*i),
+            Some(lite::Value::Double(f)) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Some(lite::Value::Array(a)) => J::Array(a.values.iter().map(json).collect::<Option<_>>()?),
+            Some(lite::Value::Kvlist(m)) => J::Object(
+                m.values
+                    .iter()
+                    .map(|kv| Some((std::str::from_utf8(&kv.key).ok()?.to_string(), kv.value.as_ref().map(json).unwrap_or(Some(J::Null))?)))
+                    .collect::<Option<_>>()?,
+            ),
+            Some(lite::Value::Bytes(b)) => J::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+            None => J::Null,
+        })
+    }
+    fn attribute<'a>(list: &'a [lite::KeyValue], key: &str) -> Cell<'a> {
+        list.iter().find(|kv| kv.key.as_ref() == key.as_bytes()).and_then(|kv| kv.value.as_ref()).map(any).unwrap_or(Cell::Null)
+    }
     for rs in &request.resource_spans {
         for ss in &rs.scope_spans {
             for span in &ss.spans {
-                rows.push(|f| {
-                    common(f, rs.resource.as_ref(), ss.scope.as_ref(), &span.attributes).unwrap_or_else(|| match f {
-                        Field::TraceId => hex_id(&span.trace_id),
-                        Field::SpanId => hex_id(&span.span_id),
-                        Field::ParentSpanId => hex_id(&span.parent_span_id),
-                        Field::Name => Cell::Str(&span.name),
-                        Field::Kind => span_kind(span.kind),
-                        Field::StartTime => Cell::Nanos(span.start_time_unix_nano),
-                        Field::EndTime => Cell::Nanos(span.end_time_unix_nano),
-                        Field::DurationMs => duration_ms(span.start_time_unix_nano, span.end_time_unix_nano),
-                        Field::StatusCode => status_code(span.status.as_ref().map(|s| s.code).unwrap_or(0)),
-                        Field::StatusMessage => span.status.as_ref().map(|s| non_empty(&s.message)).unwrap_or(Cell::Null),
-                        _ => Cell::Null,
-                    })
+                rows.push(|f| match f {
+                    Field::Resource(key) => rs.resource.as_ref().map(|r| attribute(&r.attributes, key)).unwrap_or(Cell::Null),
+                    Field::ScopeName => ss.scope.as_ref().map(|s| text(&s.name)).unwrap_or(Cell::Null),
+                    Field::ScopeVersion => ss.scope.as_ref().map(|s| text(&s.version)).unwrap_or(Cell::Null),
+                    Field::Attribute(key) => attribute(&span.attributes, key),
+                    Field::TraceId => hex_id(&span.trace_id),
+                    Field::SpanId => hex_id(&span.span_id),
+                    Field::ParentSpanId => hex_id(&span.parent_span_id),
+                    Field::Name => match std::str::from_utf8(&span.name) {
+                        Ok(s) => Cell::Str(s),
+                        Err(_) => Cell::BadText,
+                    },
+                    Field::Kind => span_kind(span.kind),
+                    Field::StartTime => Cell::Nanos(span.start_time_unix_nano),
+                    Field::EndTime => Cell::Nanos(span.end_time_unix_nano),
+                    Field::DurationMs => duration_ms(span.start_time_unix_nano, span.end_time_unix_nano),
+                    Field::StatusCode => status_code(span.status.as_ref().map(|s| s.code).unwrap_or(0)),
+                    Field::StatusMessage => span.status.as_ref().map(|s| text(&s.message)).unwrap_or(Cell::Null),
+                    _ => Cell::Null,
                 });
             }
         }
@@ -136,7 +191,7 @@ fn metrics(request: ExportMetricsServiceRequest, rows: &mut Rows) {
                             Field::MetricUnit => non_empty(&m.unit),
                             Field::MetricType => Cell::Str(kind),
                             Field::Time => Cell::Nanos(p.time),
-                            Field::StartTime => Cell::Nanos(p.start),
+                        Field::StartTime => Cell::Nanos(p.start),
                             Field::Value => p.value.clone(),
                             Field::Count => p.count.map(|c| Cell::Int(c as i64)).unwrap_or(Cell::Null),
                             Field::Sum => p.sum.map(Cell::Float).unwrap_or(Cell::Null),

@@ -288,3 +288,18 @@ fn protobuf_straight_into_columns_equals_the_json_rows_and_falls_back_whole() {
     let d = decoder.decode(0, &payload);
     assert_eq!(d.batch.num_rows() + d.dead_letters.len(), 6, "{:?}", d.dead_letters);
 }
+
+/// A declared string that is not UTF-8 makes its request a dead letter, as a full decode would;
+/// the other requests of the chunk still decode.
+#[test]
+fn a_declared_string_that_is_not_utf8_makes_its_request_a_dead_letter() {
+    let good = traces().encode_to_vec();
+    let mut bad = good.clone();
+    let at = bad.windows(6).position(|w| w == b"GET /b").unwrap();
+    bad[at + 5] = 0xff;
+    let decoder = Decoder::new(&job("otlp_proto", "traces", SPAN_SCHEMA, "end_time"));
+    let d = decoder.decode(0, &messages(&[good.clone(), bad, good]));
+    assert_eq!(d.dead_letters.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![11], "{:?}", d.dead_letters);
+    assert!(d.dead_letters[0].reason.contains("UTF-8"), "{}", d.dead_letters[0].reason);
+    assert_eq!(d.offsets, vec![10, 10, 10, 12, 12, 12]);
+}
