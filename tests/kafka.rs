@@ -1484,6 +1484,11 @@ fn spans_sent_by_the_sdk_through_the_collector_give_the_red_and_slo_counts_in_bo
     let bundled = |job: &str, topic: &str, format: &str| {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/otel/").to_string() + job).unwrap();
         let text = text.replacen("topic = \"otlp_spans\"", &format!("topic = \"{topic}\""), 1).replacen("format = \"otlp_proto\"", &format!("format = \"{format}\""), 1);
+        // The sender packs four and a half minutes of event time into a second, so each SDK
+        // batch spans 15 s of it, and the two services' batches reach the partitions in any
+        // order: a delay of minutes keeps them all on time (real batches span seconds).
+        let text = text.replacen("watermark_delay = \"10s\"", "watermark_delay = \"10m\"", 1);
+        assert!(text.contains("watermark_delay = \"10m\""), "{job}: the delay was replaced");
         assert!(text.contains(topic) && text.contains(format), "{job}: the source was replaced");
         let path = d.join(format!("{format}-{job}"));
         std::fs::write(&path, text).unwrap();
