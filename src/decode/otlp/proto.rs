@@ -14,7 +14,13 @@ pub fn flatten(signal: Signal, payload: &[u8], rows: &mut Rows) -> Result<(), St
     let bad = |e: prost::DecodeError| format!("not an OTLP {} export request in protobuf: {e}", signal.name());
     match signal {
         Signal::Traces => {
-            traces(super::lite::ExportTraceServiceRequest::decode(bytes::Bytes::copy_from_slice(payload)).map_err(bad)?, rows);
+            // SAFETY: the request and every `Bytes` of it are dropped before this function
+            // returns (rows copy what they read), while `payload` lives on in the caller. A
+            // static `Bytes` is a plain slice: sharing its parts costs no reference counts,
+            // which were a third of the decoding time with a shared buffer.
+            let payload: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(payload) };
+            let request = super::lite::ExportTraceServiceRequest::decode(bytes::Bytes::from_static(payload)).map_err(bad)?;
+            traces(request, rows);
             if rows.bad_text {
                 return Err(format!("not an OTLP {} export request in protobuf: a string field is not UTF-8", signal.name()));
             }
