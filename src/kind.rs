@@ -136,12 +136,12 @@ pub fn own_table<'t, T>(
 }
 
 /// The error for a kind's table in a job of another kind.
-pub fn table_of_other_kind(cx: &Checker, table: &str, at: Span) -> JobError {
+fn table_of_other_kind(cx: &Checker, table: &str, at: Span) -> JobError {
     cx.err_at(at, format!("[{table}] belongs to kind = \"{table}\" jobs")).with_help(format!("set kind = \"{table}\" before the first [table]"))
 }
 
 /// The error for a kind selected without its table.
-pub fn missing_table(cx: &Checker, kind: &str, kind_key: Option<&Spanned<String>>, help: &str) -> JobError {
+fn missing_table(cx: &Checker, kind: &str, kind_key: Option<&Spanned<String>>, help: &str) -> JobError {
     let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
     let message = if kind == "slo" { "an SLO job needs an [slo] table".to_string() } else { format!("{article} {kind} job needs an [{kind}] table") };
     let at = kind_key.map(|k| k.span()).unwrap_or(0..0);

@@ -41,7 +41,7 @@ pub fn plan(job: &Job) -> Result<JobQuery, JobError> {
 }
 
 /// What planning tells a kind about the job: the result columns and the decoded events'.
-pub fn planned(job: &Job, output: &datafusion::arrow::datatypes::SchemaRef) -> Planned {
+fn planned(job: &Job, output: &datafusion::arrow::datatypes::SchemaRef) -> Planned {
     Planned { output: output.clone(), decoded: Decoder::new(&job.dataflow()).schema(), event_time_index: job.event_time_index() }
 }
 

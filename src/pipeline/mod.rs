@@ -208,7 +208,7 @@ impl Pipeline {
         let partitions = source.partitions().len();
         let declared = job.columns.len();
         let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
-        let alerting = Self::alerting(&job, &query, options.cluster.as_ref(), names)?;
+        let alerting = Self::alerting(&job, &query, schema.clone(), options.cluster.as_ref(), names)?;
         // A replay reads a range and commits nothing: its output is at-least-once.
         let transaction = match (&options.cluster, exactly_once(&job) && options.mode == Mode::Live) {
             (Some(c), true) => {
@@ -276,9 +276,10 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    fn alerting(job: &Job, query: &JobQuery, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
+    fn alerting(job: &Job, query: &JobQuery, decoded: datafusion::arrow::datatypes::SchemaRef, cluster: Option<&Cluster>, partition_names: Vec<String>) -> anyhow::Result<Option<Alerting>> {
         let Some(config) = &job.alerts else { return Ok(None) };
-        let planned = crate::plan::planned(job, &query.output_schema());
+        // The decoder is built already: its schema, not a second decoder's.
+        let planned = crate::kind::Planned { output: query.output_schema(), decoded, event_time_index: job.event_time_index() };
         let evaluator: Box<dyn Evaluator> = match job.kind.evaluator(&job.name, &planned).map_err(|e| anyhow::anyhow!("{}", job.kind_error(e)))? {
             Some(e) => e,
             None => anyhow::bail!("job `{}`: kind {} raises no alerts in this version", job.name, job.kind.name()),

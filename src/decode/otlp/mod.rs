@@ -201,10 +201,6 @@ impl Flattener {
             OtlpEncoding::Json => json::flatten(self.signal, payload, rows),
         }
     }
-
-    pub fn fields(&self) -> &[Field] {
-        &self.fields
-    }
 }
 
 /// Where a walker puts rows: it asks for each field's cell of the current item.
@@ -225,10 +221,6 @@ enum Target<'o> {
 }
 
 impl Rows<'_, '_> {
-    pub fn fields(&self) -> &[Field] {
-        &self.flattener.fields
-    }
-
     /// One row: `cell(i, field)` gives column `i`'s value.
     pub fn push<'a>(&mut self, mut cell: impl FnMut(&Field) -> Cell<'a>) {
         self.count += 1;
