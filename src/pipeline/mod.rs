@@ -57,6 +57,8 @@ pub struct Options {
     pub commit_interval: Duration,
     /// Checkpoint the job's state into a state folder (`osprey run --state-dir`).
     pub state: Option<StateOptions>,
+    /// Keep what the on-call page draws (`osprey serve`): alert transitions, SLO series.
+    pub history: Option<Arc<crate::history::JobHistory>>,
 }
 
 /// Where and how often a job checkpoints.
@@ -81,6 +83,7 @@ impl Options {
             cluster: None,
             commit_interval: Duration::from_secs(1),
             state: None,
+            history: None,
         }
     }
 
@@ -562,6 +565,8 @@ impl Pipeline {
                 self.fired_since_commit += 1;
                 continue;
             };
+            // The page draws an SLO's burn rates from its rows, wanted by a sink or not.
+            let history = self.options.history.as_ref().filter(|_| a.evaluator.kind() == "slo");
             let evaluation = Evaluation {
                 window_start: w.start,
                 window_end: w.end,
@@ -571,16 +576,20 @@ impl Pipeline {
                 update: w.update,
                 dropped: &out.dropped,
                 changes_only: out.changes_only,
-                want_rows: !self.sink.discards(),
+                want_rows: !self.sink.discards() || history.is_some(),
                 end_of_input,
             };
             let verdicts = a.evaluator.evaluate(&evaluation)?;
             match (&verdicts.rows, a.evaluator.rows_schema()) {
                 // The evaluator's own rows (burn rates): each row names its own pane.
                 (Some(rows), Some(schema)) => {
+                    if let Some(h) = history {
+                        let mut slo = h.slo.lock().expect("not poisoned");
+                        rows.iter().for_each(|b| slo.record(b));
+                    }
                     let own = WindowResult { schema: &schema, batches: rows, update: false, revision: 0, ..result };
-                    JobCounters::add(&self.counters.rows_out, own.rows() as u64);
-                    if own.rows() > 0 {
+                    if own.rows() > 0 && !self.sink.discards() {
+                        JobCounters::add(&self.counters.rows_out, own.rows() as u64);
                         self.sink.write(&own)?;
                     }
                 }
@@ -590,7 +599,11 @@ impl Pipeline {
                 }
             }
             for (t, holding) in verdicts.evaluations {
-                a.stage.judge(t, holding)?;
+                let transitions = a.stage.judge(t, holding)?;
+                if let (Some(h), false) = (&self.options.history, transitions.is_empty()) {
+                    let mut kept = h.transitions.lock().expect("not poisoned");
+                    transitions.iter().for_each(|alert| kept.push(alert));
+                }
             }
             let counts = a.stage.counts();
             let emitted = counts.fired + counts.resolved;

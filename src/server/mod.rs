@@ -5,11 +5,20 @@
 //! body), `POST /v1/validate`, `GET /v1/jobs`, `GET /v1/jobs/{name}`,
 //! `POST /v1/jobs/{name}/stop`, `POST /v1/jobs/{name}/restart`, `DELETE /v1/jobs/{name}`,
 //! `GET /metrics` (Prometheus text), `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//! The on-call page's data: `GET /v1/jobs/{name}/history` (rates, lag, latency, health),
+//! `GET /v1/jobs/{name}/slo[/{series}]` (budget, burn rates, firing spans),
+//! `GET /v1/alerts/timeline`, `GET /v1/jobs/{name}/alerts/{fingerprint}/{sequence}` (a record);
+//! and its pages: `/jobs/{name}`, `/jobs/{name}/series/{id}`, `/jobs/{name}/alerts/...`.
 //! Mutating routes need `Authorization: Bearer <OSPREY_TOKEN>` when a token is set; the server
 //! refuses to listen beyond loopback without one.
 
+mod charts;
+mod figures;
+mod html;
 mod metrics;
 mod page;
+mod pages;
+mod views;
 pub mod registry;
 pub mod shared;
 
@@ -43,6 +52,27 @@ struct Shared {
 
 type App = Arc<Shared>;
 
+/// How often the page's rates, lag and latency are sampled.
+const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sample every job's counters into its history until the server stops.
+fn sample_every(interval: std::time::Duration, app: &App, stop: &std::sync::atomic::AtomicBool) {
+    let mut next = std::time::Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if std::time::Instant::now() >= next {
+            next += interval;
+            let now = chrono::Utc::now().timestamp_millis();
+            let reg = app.registry.lock().expect("not poisoned");
+            for e in reg.jobs.values() {
+                if let Some(c) = &e.counters {
+                    e.history.samples.lock().expect("not poisoned").take(c, now);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Largest job file accepted (bytes).
 const MAX_BODY: usize = 1 << 20;
 
@@ -66,8 +96,20 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
             }
         })
     });
+    let sampling = {
+        let (app, stop) = (app.clone(), stop.clone());
+        std::thread::spawn(move || sample_every(SAMPLE_INTERVAL, &app, &stop))
+    };
     let router = Router::new()
         .route("/", get(home))
+        .route("/jobs/{name}", get(job_page))
+        .route("/jobs/{name}/series/{id}", get(series_page))
+        .route("/jobs/{name}/alerts/{fingerprint}/{sequence}", get(alert_page))
+        .route("/v1/jobs/{name}/history", get(history))
+        .route("/v1/jobs/{name}/slo", get(slo))
+        .route("/v1/jobs/{name}/slo/{id}", get(slo_series))
+        .route("/v1/jobs/{name}/alerts/{fingerprint}/{sequence}", get(alert_record))
+        .route("/v1/alerts/timeline", get(timeline))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/validate", post(validate))
         .route("/v1/jobs/{name}", get(show).delete(delete))
@@ -98,6 +140,7 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
     if let Some(t) = following {
         let _ = t.join();
     }
+    let _ = sampling.join();
     crate::log_info!("serve: stopping every job");
     app.registry.lock().expect("not poisoned").shutdown();
     Ok(())
@@ -239,4 +282,89 @@ async fn home(State(app): State<App>) -> Response {
 async fn metrics_text(State(app): State<App>) -> Response {
     let reg = app.registry.lock().expect("not poisoned");
     ([("content-type", "text/plain; version=0.0.4")], metrics::render(&reg)).into_response()
+}
+
+fn html(page: String) -> Response {
+    ([("content-type", "text/html; charset=utf-8")], page).into_response()
+}
+
+fn no_job(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no job named `{name}`"))
+}
+
+async fn job_page(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match reg.jobs.get(&name) {
+        Some(e) => html(pages::job(e)),
+        None => no_job(&name),
+    }
+}
+
+async fn series_page(State(app): State<App>, Path((name, id)): Path<(String, String)>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    let Some(e) = reg.jobs.get(&name) else { return no_job(&name) };
+    match pages::series(e, &id) {
+        Some(page) => html(page),
+        None => error(StatusCode::NOT_FOUND, format!("job `{name}` has no SLO series `{id}`; GET /v1/jobs/{name}/slo lists them")),
+    }
+}
+
+/// The record a timeline line links to, if the page still keeps it.
+fn find_alert(reg: &Registry, name: &str, fingerprint: &str, sequence: &str) -> Result<crate::alert::Alert, Response> {
+    let e = reg.jobs.get(name).ok_or_else(|| no_job(name))?;
+    sequence
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| views::alert(e, fingerprint, n))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("job `{name}` keeps no transition {fingerprint}/{sequence} (the last 24 hours are kept); GET /v1/alerts/timeline lists them")))
+}
+
+async fn alert_page(State(app): State<App>, Path((name, fingerprint, sequence)): Path<(String, String, String)>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match find_alert(&reg, &name, &fingerprint, &sequence) {
+        Ok(a) => html(pages::alert(&reg.jobs[&name], &a)),
+        Err(r) => r,
+    }
+}
+
+async fn alert_record(State(app): State<App>, Path((name, fingerprint, sequence)): Path<(String, String, String)>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match find_alert(&reg, &name, &fingerprint, &sequence) {
+        Ok(a) => Json(a).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn history(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let reg = app.registry.lock().expect("not poisoned");
+    match reg.jobs.get(&name) {
+        Some(e) => Json(views::history(e)).into_response(),
+        None => no_job(&name),
+    }
+}
+
+/// Series with their points in `GET /v1/jobs/{name}/slo` (the rest: summaries).
+const SLO_DETAILED: usize = 10;
+
+fn slo_view(reg: &Registry, name: &str, id: Option<&str>) -> Response {
+    let Some(e) = reg.jobs.get(name) else { return no_job(name) };
+    match views::slo(e, id, SLO_DETAILED) {
+        Some(v) if id.is_some() && v["series"].as_array().is_none_or(|s| s.is_empty()) => {
+            error(StatusCode::NOT_FOUND, format!("job `{name}` has no SLO series `{}`; GET /v1/jobs/{name}/slo lists them", id.unwrap_or_default()))
+        }
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("job `{name}` is a {} job, not an SLO", e.job.kind.name())),
+    }
+}
+
+async fn slo(State(app): State<App>, Path(name): Path<String>) -> Response {
+    slo_view(&app.registry.lock().expect("not poisoned"), &name, None)
+}
+
+async fn slo_series(State(app): State<App>, Path((name, id)): Path<(String, String)>) -> Response {
+    slo_view(&app.registry.lock().expect("not poisoned"), &name, Some(&id))
+}
+
+async fn timeline(State(app): State<App>) -> Json<Value> {
+    Json(views::timeline(&app.registry.lock().expect("not poisoned")))
 }

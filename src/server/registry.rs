@@ -40,6 +40,8 @@ pub struct Entry {
     pub counters: Option<Arc<JobCounters>>,
     /// The job's last log lines (JSON objects), across its restarts.
     pub log: crate::log::JobLog,
+    /// What the on-call page draws, across its restarts.
+    pub history: Arc<crate::history::JobHistory>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -277,7 +279,7 @@ impl Registry {
     pub fn insert(&mut self, text: String, job: Job, start: bool) {
         let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
         let name = job.name.clone();
-        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), thread: None });
+        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None });
         if start {
             self.start(&name);
         }
@@ -319,6 +321,7 @@ impl Registry {
         let job = e.job.clone();
         let run = e.run.clone();
         let log = e.log.clone();
+        let history = e.history.clone();
         let _logging = crate::log::for_job(&job.name, log.clone());
         let mut cluster = self.cluster.clone();
         if let Some(c) = &mut cluster {
@@ -335,7 +338,7 @@ impl Registry {
                 fresh: false,
                 from: None,
             });
-            let options = Options { cluster: cluster.clone(), decode_threads: 1, state, ..Options::live(stop) };
+            let options = Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) };
             Pipeline::new(job.clone(), source, sink, options)
         })();
         match built {

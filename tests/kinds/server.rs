@@ -234,15 +234,8 @@ fn the_page_shows_submitted_jobs_and_their_firing_alerts_in_a_real_browser() {
         .unwrap();
     let printed = String::from_utf8_lossy(&printed.stdout);
     assert!(printed.contains("red: started") && !printed.contains("busy:"), "{printed}");
-    let browser = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok());
-    let browser = browser.expect("chromium is installed (./scripts/test.sh installs Debian's chromium)");
-    let out = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--dump-dom", &format!("http://{}/", s.addr)])
-        .env("HOME", d)
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(dom.contains("<h1>Osprey</h1>"), "the browser rendered the page\n{}\n{dom}", String::from_utf8_lossy(&out.stderr));
+    let dom = browser(d, &s, "/", &["--dump-dom"]);
+    assert!(dom.contains("<h1>Osprey</h1>"), "the browser rendered the page\n{dom}");
     for name in ["red", "busy"] {
         assert!(dom.contains(&format!("data-job=\"{name}\"")), "job {name} listed\n{dom}");
     }
@@ -250,6 +243,144 @@ fn the_page_shows_submitted_jobs_and_their_firing_alerts_in_a_real_browser() {
     assert!(!alerts.is_empty() && alerts.iter().all(|l| l.contains("<td>busy</td>")), "busy's alerts listed\n{dom}");
     assert!(alerts.iter().any(|l| l.contains("service=checkout")), "{alerts:?}");
     assert!(alerts.iter().all(|l| !l.contains("<b>") && l.contains("&lt;b&gt;served")), "a job's text is escaped, not markup\n{alerts:?}");
+}
+
+/// What a real headless browser (Debian's chromium) makes of `path`: its stdout (the DOM with
+/// `--dump-dom`), then its stderr.
+fn browser(d: &Path, s: &Server, path: &str, args: &[&str]) -> String {
+    let browser = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok());
+    let browser = browser.expect("chromium is installed (./scripts/test.sh installs Debian's chromium)");
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"])
+        .args(args)
+        .arg(format!("http://{}{path}", s.addr))
+        .env("HOME", d)
+        .output()
+        .unwrap();
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The demo's incident (a 5xx burst on checkout) under an SLO job, with a page pair whose
+/// severity is markup and 1% of records malformed.
+const INCIDENT_SLO: &str = r#"name = "availability"
+kind = "slo"
+[slo]
+objective = 0.995
+period = "1d"
+good = "status < 500"
+labels = ["service"]
+pane = "1m"
+[[slo.alert]]
+severity = "page <img src=x onerror=alert(1)>"
+long = "1h"
+short = "5m"
+burn_rate = 14.4
+[[slo.alert]]
+severity = "ticket"
+long = "6h"
+short = "30m"
+burn_rate = 6
+[source]
+kind = "generator"
+stream = "http-requests"
+rate = 100
+speed = 600
+incident_at = "30m"
+incident_for = "10m"
+malformed_fraction = 0.01
+[source.schema]
+ts = "timestamp"
+service = "string"
+status = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "5s"
+[alerts]
+stdout = false
+"#;
+
+/// The on-call page in a real browser while the incident runs: checkout's error budget line
+/// falls below zero, the fast pair's firing span is drawn on its burn-rate chart, the
+/// timeline holds the pair's fired and resolved transitions with links to their records, the
+/// job is amber and says why (dead letters), and the markup in a label is shown as text. The
+/// same data is served as JSON. A screenshot is kept in the test's target folder.
+#[test]
+fn the_on_call_page_draws_the_budget_burn_rates_firing_spans_and_alert_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    let s = start(d, free_port());
+    let (status, body) = http(&s, "POST", "/v1/jobs", INCIDENT_SLO, Some("s3cret"));
+    assert_eq!(status, 201, "{body}");
+    let fast = "page <img src=x onerror=alert(1)>-1h-5m";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (timeline, history) = loop {
+        let (_, timeline) = http(&s, "GET", "/v1/alerts/timeline", "", None);
+        let (_, history) = http(&s, "GET", "/v1/jobs/availability/history", "", None);
+        let seen = |status: &str| timeline["transitions"].as_array().unwrap().iter().any(|t| t["rule"] == fast && t["status"] == status);
+        let sampled = history["samples"].as_array().is_some_and(|s| s.len() >= 3);
+        if (seen("firing") && seen("resolved") && sampled) || Instant::now() > deadline {
+            break (timeline, history);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let transitions = timeline["transitions"].as_array().unwrap();
+    let fired = transitions.iter().find(|t| t["rule"] == fast && t["status"] == "firing").unwrap_or_else(|| panic!("the fast pair fired\n{timeline}"));
+    assert!(transitions.iter().any(|t| t["rule"] == fast && t["status"] == "resolved"), "and resolved\n{timeline}");
+    assert_eq!(fired["labels"]["service"], "checkout", "{fired}");
+    assert!(history["samples"].as_array().unwrap().iter().any(|s| s["records_in_per_s"].as_f64().unwrap() > 0.0), "{history}");
+    assert_eq!(history["health"]["status"], "amber", "{history}");
+
+    // The JSON behind the charts: checkout worst, its budget gone, its points and spans.
+    let (status, slo) = http(&s, "GET", "/v1/jobs/availability/slo", "", None);
+    assert_eq!(status, 200, "{slo}");
+    let worst = &slo["series"][0];
+    assert_eq!(worst["labels"]["service"], "checkout", "worst first\n{slo}");
+    assert!(worst["error_budget_remaining"].as_f64().unwrap() < 0.0, "{worst}");
+    assert!(!worst["spans"][fast].as_array().unwrap().is_empty(), "{worst}");
+    let id = worst["id"].as_str().unwrap();
+    let (status, one) = http(&s, "GET", &format!("/v1/jobs/availability/slo/{id}"), "", None);
+    assert_eq!((status, one["series"][0]["id"].as_str()), (200, Some(id)), "{one}");
+    let (status, _) = http(&s, "GET", "/v1/jobs/availability/slo/nosuchseries", "", None);
+    assert_eq!(status, 404);
+    let record = fired["record"].as_str().unwrap();
+    let (status, alert) = http(&s, "GET", record, "", None);
+    assert_eq!(status, 200, "{alert}");
+    assert_eq!((alert["rule"].as_str(), alert["sequence"].as_u64()), (Some(fast), Some(1)), "{alert}");
+
+    let dom = browser(d, &s, "/", &["--dump-dom"]);
+    let section = dom.split("<section class=\"series\"").find(|sec| sec.contains("service=checkout")).unwrap_or_else(|| panic!("checkout's series drawn\n{dom}"));
+    let attribute = |tag: &str, name: &str| -> f64 {
+        let rest = tag.split(&format!("{name}=\"")).nth(1).unwrap_or_else(|| panic!("{name} in {tag}"));
+        rest.split('"').next().unwrap().parse().unwrap()
+    };
+    let budget = section.split("<polyline").find(|p| p.contains("data-series=\"budget left\"")).unwrap_or_else(|| panic!("a budget line\n{section}"));
+    let (first, last) = (attribute(budget, "data-first"), attribute(budget, "data-last"));
+    assert!(first > 0.0 && last < 0.0, "the budget line falls from {first} to {last}");
+    let burn = section.split("<svg").find(|c| c.contains("class=\"chart burn page &lt;img")).unwrap_or_else(|| panic!("the fast pair's chart\n{section}"));
+    assert!(burn.contains("<rect class=\"span\" data-rule=\"page &lt;img src=x onerror=alert(1)&gt;-1h-5m\""), "its firing span\n{burn}");
+    assert!(burn.contains("data-value=\"14.4\""), "its factor\n{burn}");
+    let timeline_html = dom.split("id=\"timeline\"").nth(1).unwrap_or_else(|| panic!("a timeline\n{dom}"));
+    for status in ["firing", "resolved"] {
+        let line = timeline_html.lines().find(|l| l.contains(&format!("data-status=\"{status}\"")) && l.contains("-1h-5m"));
+        let line = line.unwrap_or_else(|| panic!("a {status} line\n{timeline_html}"));
+        assert!(line.contains("href=\"/jobs/availability/alerts/"), "{line}");
+    }
+    assert!(!dom.contains("<img"), "markup in a label stays text\n{dom}");
+    assert!(dom.contains("page &lt;img src=x onerror=alert(1)&gt;"), "{dom}");
+    let job_row = dom.lines().find(|l| l.contains("class=\"job\"")).unwrap();
+    assert!(job_row.contains("amber: dead letters"), "the job says why it is not green\n{job_row}");
+    for class in ["records-in", "losses", "lag", "latency"] {
+        assert!(dom.contains(&format!("class=\"chart {class}\"")), "the job's {class} chart\n{dom}");
+    }
+    // The record behind a timeline line, as a page.
+    let page = browser(d, &s, &record.trim_start_matches("/v1").to_string(), &["--dump-dom"]);
+    assert!(page.contains("id=\"evidence\"") && page.contains("burn_rate") && !page.contains("<img"), "{page}");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oncall-page.png");
+    let _ = std::fs::remove_file(&shot);
+    browser(d, &s, "/", &["--window-size=1400,2400", &format!("--screenshot={}", shot.display())]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot at {}", shot.display());
 }
 
 /// schemathesis (from PyPI; `./scripts/test.sh` installs it) generates requests from the
