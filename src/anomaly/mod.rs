@@ -9,6 +9,7 @@
 //! together become one incident, and one alert: see [`cluster`].
 
 pub mod baseline;
+pub mod cad;
 pub mod cluster;
 pub mod detector;
 pub mod evaluator;

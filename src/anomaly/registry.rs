@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::cad::Cad;
 use super::detector::Detector;
 use super::forest::IsolationForest;
 use super::ks::KsShift;
@@ -87,6 +88,8 @@ detectors! {
     Ks(KsShift) = "ks", |b, w, s| KsShift::new(b, w);
     /// Isolation forest over the feature vectors (Liu, Ting and Zhou 2008).
     IsolationForest(IsolationForest) = "isolation_forest", |b, w, s| IsolationForest::new(b, w, s);
+    /// Contexts of quantised values (the Contextual Anomaly Detector, Smirnov 2016).
+    Cad(Cad) = "cad", |b, w, s| Cad::new(b.max(w), b.max(w) / 5);
 }
 
 /// Fresh detectors for one series, seeded from its name (the series' label values), so the
