@@ -297,8 +297,8 @@ impl Cad {
         let mut left: Vec<u64> = facts.iter().copied().chain(neurons).collect();
         left.sort_unstable();
         left.dedup();
+        let (mut added, predicted) = self.memory.predict(&left, &potential);
         self.left = left;
-        let (mut added, predicted) = self.memory.predict(&self.left.clone(), &potential);
         self.predicted = predicted;
         added += made_new as usize;
         let new_share = if made_new && !candidates.is_empty() { added as f64 / candidates.len() as f64 } else { 0.0 };

@@ -41,6 +41,8 @@ pub struct Span {
 pub struct SeriesHistory {
     /// Label name and value, in the job's order.
     pub labels: Vec<(String, String)>,
+    /// The label set's fingerprint, as an alert's: stable across runs and builds.
+    pub id: String,
     pub points: Vec<Point>,
     /// The newest point, also when thinning left it out of `points`.
     pub latest: Option<Point>,
@@ -105,22 +107,10 @@ impl SeriesHistory {
         self.spans.iter().filter(|(_, s)| s.last().is_some_and(|s| s.end.is_none())).map(|(r, _)| r.as_str()).collect()
     }
 
-    /// A stable id for links: a hash of the label values.
-    pub fn id(&self) -> String {
-        series_id(&self.labels)
+    /// A stable id for links.
+    pub fn id(&self) -> &str {
+        &self.id
     }
-}
-
-pub fn series_id(labels: &[(String, String)]) -> String {
-    // FNV-1a: stable across runs and builds, unlike the std hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in labels {
-        for b in k.bytes().chain([0x1f]).chain(v.bytes()).chain([0x1e]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }
 
 #[derive(Debug, Clone, Default)]
@@ -167,8 +157,9 @@ impl SloHistory {
                     self.untracked += 1;
                     continue;
                 }
-                let named = labels.iter().map(|(n, c)| (n.clone(), c.value(row).to_string())).collect();
-                self.series.insert(key.clone(), SeriesHistory { labels: named, ..SeriesHistory::default() });
+                let named: Vec<(String, String)> = labels.iter().map(|(n, c)| (n.clone(), c.value(row).to_string())).collect();
+                let id = crate::alert::fingerprint("", "slo-series", &named.iter().cloned().collect());
+                self.series.insert(key.clone(), SeriesHistory { labels: named, id, ..SeriesHistory::default() });
             }
             let point = Point {
                 t: end.value(row),
@@ -185,16 +176,18 @@ impl SloHistory {
 
     /// Series worst first: firing before quiet, then least budget left.
     pub fn worst_first(&self) -> Vec<&SeriesHistory> {
-        let mut all: Vec<&SeriesHistory> = self.series.values().collect();
-        let budget = |s: &SeriesHistory| s.latest.as_ref().map(|p| p.error_budget_remaining).unwrap_or(1.0);
-        all.sort_by(|a, b| {
-            b.firing_now().len().cmp(&a.firing_now().len()).then(budget(a).total_cmp(&budget(b))).then_with(|| a.labels.cmp(&b.labels))
-        });
-        all
+        // Each series' key once, not at every comparison.
+        let mut keyed: Vec<(usize, f64, &SeriesHistory)> = self
+            .series
+            .values()
+            .map(|s| (s.firing_now().len(), s.latest.as_ref().map(|p| p.error_budget_remaining).unwrap_or(1.0), s))
+            .collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then_with(|| a.2.labels.cmp(&b.2.labels)));
+        keyed.into_iter().map(|(_, _, s)| s).collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&SeriesHistory> {
-        self.series.values().find(|s| s.id() == id)
+        self.series.values().find(|s| s.id == id)
     }
 }
 
@@ -244,7 +237,7 @@ mod tests {
         assert_eq!(line.first().unwrap().t, 0, "the line starts at the first pane");
         assert_eq!(line.last().unwrap().t, 999 * 60_000, "and ends at the newest");
         assert!(line.windows(2).all(|w| w[0].t < w[1].t));
-        assert_eq!(h.get(&s.id()).unwrap().labels, s.labels);
+        assert_eq!(h.get(s.id()).unwrap().labels, s.labels);
         assert!(s.firing_now().is_empty());
     }
 }

@@ -24,6 +24,8 @@ pub struct Transition {
 #[derive(Debug, Clone, Default)]
 pub struct Transitions {
     pub kept: VecDeque<Transition>,
+    /// The newest transition's time (transitions may arrive out of time order).
+    newest: Option<Millis>,
 }
 
 impl Transitions {
@@ -34,7 +36,8 @@ impl Transitions {
         };
         let Some(at) = at else { return };
         self.kept.push_back(Transition { at, alert: alert.clone() });
-        let newest = self.kept.iter().map(|t| t.at).max().unwrap_or(at);
+        let newest = self.newest.map_or(at, |n| n.max(at));
+        self.newest = Some(newest);
         while self.kept.len() > MAX || self.kept.front().is_some_and(|t| t.at < newest - KEPT) {
             self.kept.pop_front();
         }

@@ -75,6 +75,23 @@ pub fn series(job: &str, pairs: &[Pair], windows: &[String], s: &SeriesHistory, 
     out
 }
 
+/// An SLO job's `n` worst series drawn; the number of series it has.
+pub fn worst_series(job: &str, config: &crate::slo::SloConfig, history: &crate::history::SloHistory, n: usize) -> (String, usize) {
+    let worst = history.worst_first();
+    let pairs = super::views::pairs(config);
+    let drawn = worst.iter().take(n).map(|s| series(job, &pairs, &history.windows, s, &config.period_text)).collect();
+    (drawn, worst.len())
+}
+
+/// A job's health as words: `amber: dead letters ...`.
+pub fn health(h: &crate::history::Health) -> String {
+    if h.reasons.is_empty() {
+        h.status.to_string()
+    } else {
+        format!("{}: {}", h.status, escape(&h.reasons.join("; ")))
+    }
+}
+
 pub fn labels(labels: &[(String, String)]) -> String {
     if labels.is_empty() {
         return "all events".into();

@@ -33,11 +33,11 @@ pub fn render(reg: &Registry) -> String {
         let link = format!("/jobs/{}", segment(&e.job.name));
         writeln!(
             jobs,
-            "<tr class=\"job\" data-job=\"{name}\"><td><a href=\"{link}\">{name}</a></td><td>{kind}</td><td class=\"status {status}\">{status}</td><td class=\"health {h}\">{h}{why}</td><td>{inn}</td><td>{out}</td><td>{wm}</td><td>{err}</td></tr>",
+            "<tr class=\"job\" data-job=\"{name}\"><td><a href=\"{link}\">{name}</a></td><td>{kind}</td><td class=\"status {status}\">{status}</td><td class=\"health {h}\">{why}</td><td>{inn}</td><td>{out}</td><td>{wm}</td><td>{err}</td></tr>",
             kind = escape(&text("kind")),
             status = escape(&status),
             h = health.status,
-            why = if health.reasons.is_empty() { String::new() } else { format!(": {}", escape(&health.reasons.join("; "))) },
+            why = figures::health(&health),
             inn = view["records_in"],
             out = view["records_out"],
             wm = escape(&watermark),
@@ -48,18 +48,14 @@ pub fn render(reg: &Registry) -> String {
         let open = if reg.jobs.len() <= OPEN_CHARTS || matches!(health.status, "red" | "amber") { " open" } else { "" };
         writeln!(per_job, "<details class=\"job-charts\" data-job=\"{name}\"{open}><summary>{name}: <span class=\"{h}\">{h}</span></summary>{charts}</details>", h = health.status, charts = figures::job(e)).unwrap();
         if let Some(config) = e.job.config::<SloConfig>() {
-            let h = e.history.slo.lock().expect("not poisoned");
-            let worst = h.worst_first();
-            let pairs = views::pairs(config);
+            let (drawn, total) = figures::worst_series(&e.job.name, config, &e.history.slo.lock().expect("not poisoned"), WORST_SHOWN);
             writeln!(budgets, "<h3 class=\"slo\" data-job=\"{name}\">{name}: {} over {}</h3>", escape(&config.objective.normalize().to_string()), escape(&config.period_text)).unwrap();
-            if worst.is_empty() {
+            if total == 0 {
                 budgets.push_str("<p>No pane evaluated yet.</p>\n");
             }
-            for s in worst.iter().take(WORST_SHOWN) {
-                budgets.push_str(&figures::series(&e.job.name, &pairs, &h.windows, s, &config.period_text));
-            }
-            if worst.len() > WORST_SHOWN {
-                writeln!(budgets, "<p><a href=\"{link}\">all {} series of {name}</a></p>", worst.len()).unwrap();
+            budgets.push_str(&drawn);
+            if total > WORST_SHOWN {
+                writeln!(budgets, "<p><a href=\"{link}\">all {total} series of {name}</a></p>").unwrap();
             }
         }
         let Some(c) = &e.counters else { continue };

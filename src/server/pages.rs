@@ -17,20 +17,17 @@ pub fn job(e: &Entry) -> String {
     let name = escape(&e.job.name);
     let health = views::health(e);
     let mut body = format!(
-        "<h1>{name}</h1>\n<p class=\"health {h}\">{h}{why}</p>\n<h2>Over the last hour</h2>\n{charts}\n",
+        "<h1>{name}</h1>\n<p class=\"health {h}\">{why}</p>\n<h2>Over the last hour</h2>\n{charts}\n",
         h = health.status,
-        why = if health.reasons.is_empty() { String::new() } else { format!(": {}", escape(&health.reasons.join("; "))) },
+        why = figures::health(&health),
         charts = figures::job(e),
     );
     if let Some(config) = e.job.config::<SloConfig>() {
         let h = e.history.slo.lock().expect("not poisoned");
-        let worst = h.worst_first();
-        let pairs = views::pairs(config);
-        writeln!(body, "<h2>Error budgets ({} series, worst first)</h2>", worst.len()).unwrap();
-        for s in worst.iter().take(DRAWN) {
-            body.push_str(&figures::series(&e.job.name, &pairs, &h.windows, s, &config.period_text));
-        }
-        if worst.len() > DRAWN {
+        let (drawn, total) = figures::worst_series(&e.job.name, config, &h, DRAWN);
+        writeln!(body, "<h2>Error budgets ({total} series, worst first)</h2>\n{drawn}").unwrap();
+        if total > DRAWN {
+            let worst = h.worst_first();
             body.push_str("<table id=\"series\"><tr><th>series</th><th>budget left</th><th>firing</th></tr>\n");
             for s in &worst[DRAWN..] {
                 writeln!(
@@ -50,10 +47,8 @@ pub fn job(e: &Entry) -> String {
             writeln!(body, "<p>{} more series are evaluated but not drawn (the page keeps {}).</p>", h.untracked, crate::history::slo::MAX_SERIES).unwrap();
         }
     }
-    let moments: Vec<views::Moment> = {
-        let t = e.history.transitions.lock().expect("not poisoned");
-        t.kept.iter().rev().map(|t| views::Moment { job: e.job.name.clone(), at: t.at, alert: t.alert.clone() }).collect()
-    };
+    let mut moments = views::moments_of(e);
+    moments.reverse();
     writeln!(body, "<h2>Alert timeline</h2>\n{}", figures::timeline(&moments, 200)).unwrap();
     document(&format!("Osprey: {}", e.job.name), &body, true)
 }

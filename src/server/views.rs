@@ -83,7 +83,7 @@ pub fn slo(e: &Entry, only: Option<&str>, detailed: usize) -> Option<Value> {
     let h = e.history.slo.lock().expect("not poisoned");
     let all = h.worst_first();
     let chosen: Vec<Value> = match only {
-        Some(id) => all.iter().filter(|s| s.id() == id).map(|s| series(&h.windows, s, true)).collect(),
+        Some(id) => h.get(id).map(|s| series(&h.windows, s, true)).into_iter().collect(),
         None => all.iter().enumerate().map(|(i, s)| series(&h.windows, s, i < detailed)).collect(),
     };
     Some(json!({
@@ -105,13 +105,15 @@ pub struct Moment {
     pub alert: crate::alert::Alert,
 }
 
+/// One job's kept transitions, in the order they happened.
+pub fn moments_of(e: &Entry) -> Vec<Moment> {
+    let t = e.history.transitions.lock().expect("not poisoned");
+    t.kept.iter().map(|t| Moment { job: e.job.name.clone(), at: t.at, alert: t.alert.clone() }).collect()
+}
+
 /// Every job's transitions in the 24 hours before the newest, newest first.
 pub fn moments(reg: &Registry) -> Vec<Moment> {
-    let mut all: Vec<Moment> = Vec::new();
-    for e in reg.jobs.values() {
-        let t = e.history.transitions.lock().expect("not poisoned");
-        all.extend(t.kept.iter().map(|t| Moment { job: e.job.name.clone(), at: t.at, alert: t.alert.clone() }));
-    }
+    let mut all: Vec<Moment> = reg.jobs.values().flat_map(moments_of).collect();
     let newest = all.iter().map(|m| m.at).max().unwrap_or(0);
     all.retain(|m| m.at >= newest - crate::history::transitions::KEPT);
     all.sort_by(|a, b| b.at.cmp(&a.at).then(a.job.cmp(&b.job)).then(b.alert.sequence.cmp(&a.alert.sequence)));
