@@ -3,10 +3,15 @@
 //! call, each with its own event, `Arc` and clock reads; on a fast broker that per-message
 //! toll, not decoding, capped a Kafka replay at half of what the broker serves.
 //!
-//! Only for consumers with an explicit assignment (range replays). The batch call serves any
-//! rebalance op itself, and with rust-rdkafka's event API there is no rebalance callback, so
-//! librdkafka would answer a group's rebalance by dropping the whole assignment: a group
-//! member keeps using `poll`.
+//! A consumer with an explicit assignment (range replays) reads its consumer queue this way.
+//! A group member cannot: the batch call serves any rebalance op itself, and with
+//! rust-rdkafka's event API there is no rebalance callback, so librdkafka would answer a
+//! rebalance by dropping the whole assignment. So a group member ([`BatchQueue::of_partitions`])
+//! sends every partition's messages to a queue of their own, read in batches, and its consumer
+//! queue, left with rebalances and errors, is still served by `poll`. A partition's fetch stop
+//! (its revocation) clears the forwarding, and the next fetch start leaves it cleared (it was
+//! the application's), so the source forwards its assigned partitions again before each read
+//! ([`BatchQueue::forward`]): messages that waited on a partition queue move over in order.
 //!
 //! The batch call also serves librdkafka's log lines, which rust-rdkafka routes to the same
 //! queue, by printing them to stderr; and it turns a global error (all brokers down) into such
@@ -27,7 +32,10 @@ use super::intake::Incoming;
 pub struct BatchQueue {
     client: NonNull<rd::rd_kafka_t>,
     queue: NonNull<rd::rd_kafka_queue_t>,
-    logs: NonNull<rd::rd_kafka_queue_t>,
+    /// The client's log lines (range mode); a group member leaves them on the main queue.
+    logs: Option<NonNull<rd::rd_kafka_queue_t>>,
+    /// A group member's partition queues, each forwarded to `queue`.
+    partitions: Vec<NonNull<rd::rd_kafka_queue_t>>,
     /// Messages of the last batch, destroyed when the next one is taken (or on drop).
     taken: Vec<*mut rd::rd_kafka_message_t>,
 }
@@ -51,17 +59,49 @@ impl BatchQueue {
         };
         // SAFETY: both pointers are live; librdkafka enqueues log lines there from now on.
         unsafe { rd::rd_kafka_set_log_queue(client.as_ptr(), logs.as_ptr()) };
-        Some(BatchQueue { client, queue, logs, taken: Vec::new() })
+        Some(BatchQueue { client, queue, logs: Some(logs), partitions: Vec::new(), taken: Vec::new() })
+    }
+
+    /// A queue of its own for the messages of `topic`'s partitions `0..partitions`, for a
+    /// consumer in a group; `None` when librdkafka refuses one. Its rebalances stay on the
+    /// consumer queue. Drop it before the consumer.
+    pub fn of_partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partitions: usize) -> Option<BatchQueue> {
+        let client = NonNull::new(consumer.client().native_ptr())?;
+        let name = std::ffi::CString::new(topic).ok()?;
+        // SAFETY: a live client; the new queue is owned by this handle, destroyed in `drop`.
+        let queue = NonNull::new(unsafe { rd::rd_kafka_queue_new(client.as_ptr()) })?;
+        let mut out = BatchQueue { client, queue, logs: None, partitions: Vec::with_capacity(partitions), taken: Vec::new() };
+        for p in 0..partitions {
+            // SAFETY: a live client and topic name; the handle is kept, destroyed in `drop`.
+            let part = NonNull::new(unsafe { rd::rd_kafka_queue_get_partition(client.as_ptr(), name.as_ptr(), p as i32) })?;
+            // SAFETY: both queues are live; the forwarding is the application's, so fetch
+            // starts at each assignment keep it.
+            unsafe { rd::rd_kafka_queue_forward(part.as_ptr(), queue.as_ptr()) };
+            out.partitions.push(part);
+        }
+        Some(out)
+    }
+
+    /// Forward these partitions' queues to the batch queue (again): a group member calls it
+    /// before each read, for its assigned partitions. Cheap: a lock and a reference each.
+    pub fn forward(&self, partitions: impl Iterator<Item = usize>) {
+        for p in partitions {
+            if let Some(part) = self.partitions.get(p) {
+                // SAFETY: both queues are live for this handle's life.
+                unsafe { rd::rd_kafka_queue_forward(part.as_ptr(), self.queue.as_ptr()) };
+            }
+        }
     }
 
     /// The latest global error librdkafka reported since the last call (its log lines of
     /// facility `ERROR`, such as "1/1 brokers are down"); other log lines are dropped, as they
     /// are on the `poll` path.
     pub fn alarm(&mut self) -> Option<String> {
+        let logs = self.logs?;
         let mut latest = None;
         loop {
             // SAFETY: a live queue; a zero timeout never blocks.
-            let event = unsafe { rd::rd_kafka_queue_poll(self.logs.as_ptr(), 0) };
+            let event = unsafe { rd::rd_kafka_queue_poll(logs.as_ptr(), 0) };
             if event.is_null() {
                 return latest;
             }
@@ -137,12 +177,19 @@ impl Drop for BatchQueue {
     fn drop(&mut self) {
         self.release();
         // SAFETY: the client outlives this queue (see `of`); log lines go back to the main
-        // queue, where rust-rdkafka had them; each handle is destroyed once.
+        // queue, where rust-rdkafka had them; each handle is destroyed once. A partition
+        // queue's forwarding stays (its handle is only a reference): the consumer is about to
+        // close, and nothing reads its messages any more.
         unsafe {
-            let main = rd::rd_kafka_queue_get_main(self.client.as_ptr());
-            rd::rd_kafka_set_log_queue(self.client.as_ptr(), main);
-            rd::rd_kafka_queue_destroy(main);
-            rd::rd_kafka_queue_destroy(self.logs.as_ptr());
+            if let Some(logs) = self.logs {
+                let main = rd::rd_kafka_queue_get_main(self.client.as_ptr());
+                rd::rd_kafka_set_log_queue(self.client.as_ptr(), main);
+                rd::rd_kafka_queue_destroy(main);
+                rd::rd_kafka_queue_destroy(logs.as_ptr());
+            }
+            for part in self.partitions.drain(..) {
+                rd::rd_kafka_queue_destroy(part.as_ptr());
+            }
             rd::rd_kafka_queue_destroy(self.queue.as_ptr());
         }
     }

@@ -76,8 +76,8 @@ impl ConsumerContext for GroupContext {
 }
 
 pub struct KafkaSource {
-    /// Range mode: the consumer queue read in batches (declared before `consumer`: it must be
-    /// dropped first).
+    /// Messages read in batches: a range replay's consumer queue, a group member's partition
+    /// queues (declared before `consumer`: it must be dropped first).
     batch: Option<BatchQueue>,
     /// Closed by `KafkaSource`'s `Drop`, with a bound, never by its own unbounded drop.
     consumer: ManuallyDrop<BaseConsumer<GroupContext>>,
@@ -222,6 +222,10 @@ impl KafkaSource {
             Start::Group { .. } => {
                 // No partition counts until the group assigns it.
                 source.ready.push_back(Poll::Revoked((0..partitions).collect()));
+                // Before the first assignment: see `batch`.
+                source.batch = Some(BatchQueue::of_partitions(&source.consumer, topic, partitions).with_context(|| {
+                    format!("cannot set up the partition queues of `{topic}` (librdkafka refused one)")
+                })?);
                 source.consumer.subscribe(&[topic]).with_context(|| format!("cannot subscribe to `{topic}`"))?
             }
             Start::Range { from, to } => source.assign_range(partitions, &from, &to)?,
@@ -326,9 +330,27 @@ impl KafkaSource {
     /// Read what librdkafka has (waiting up to `wait` for the first message) into the
     /// partition buffers; in range mode, mark partitions that reached their end.
     fn fetch(&mut self, wait: Duration) -> anyhow::Result<usize> {
-        if self.batch.is_some() {
+        if self.batch.is_none() {
+            return self.fetch_polled(wait);
+        }
+        if self.intake.ends.is_some() {
             return self.fetch_batch(wait);
         }
+        // A group member: its consumer queue carries rebalances and errors, served first;
+        // its messages come from the partition queues, in batches.
+        let polled = self.fetch_polled(Duration::ZERO)?;
+        // Before reading messages: an assignment clears its partitions' buffers, and must not
+        // clear messages of the new assignment read after it.
+        self.take_events();
+        if let Some(batch) = &self.batch {
+            batch.forward((0..self.assigned.len()).filter(|&p| self.assigned[p]));
+        }
+        Ok(polled + self.fetch_batch(wait)?)
+    }
+
+    /// [`fetch`](Self::fetch) one `poll` at a time: rebalances and errors on a group member's
+    /// consumer queue (and its messages, if its partition queues could not be split off).
+    fn fetch_polled(&mut self, wait: Duration) -> anyhow::Result<usize> {
         let (mut count, mut bytes) = (0usize, 0usize);
         let mut wait = wait;
         while count < MAX_MESSAGES && bytes < MAX_BYTES {
@@ -355,10 +377,7 @@ impl KafkaSource {
                     bytes += size;
                 }
                 Accepted::Skipped => {}
-                Accepted::Seek(p, position) => self
-                    .consumer
-                    .seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10))
-                    .map_err(|e| anyhow::anyhow!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic))?,
+                Accepted::Seek(p, position) => self.seek(p, position)?,
             }
         }
         Ok(count)
@@ -375,7 +394,13 @@ impl KafkaSource {
     fn fetch_from(&mut self, queue: &mut BatchQueue, wait: Duration) -> anyhow::Result<usize> {
         let batch = queue.take(wait, MAX_MESSAGES);
         let mut count = 0;
+        // Partitions sent back to a checkpoint's position by this batch: the rest of their
+        // messages in it are stale (librdkafka drops those still queued itself).
+        let mut seeked: Vec<usize> = Vec::new();
         for m in batch.iter() {
+            if seeked.contains(&(m.partition() as usize)) {
+                continue;
+            }
             if let Some(code) = m.error() {
                 match code {
                     RDKafkaErrorCode::PartitionEOF => self.intake.reached_end(m.partition()),
@@ -390,8 +415,10 @@ impl KafkaSource {
             match self.intake.accept(&m) {
                 Accepted::Buffered(_) => count += 1,
                 Accepted::Skipped => {}
-                // `resume_at` keeps no positions in range mode, the only one that batches.
-                Accepted::Seek(..) => unreachable!("a range replay never resumes at a checkpoint's position"),
+                Accepted::Seek(p, position) => {
+                    self.seek(p, position)?;
+                    seeked.push(p);
+                }
             }
         }
         let empty = batch.len() == 0;
@@ -401,6 +428,12 @@ impl KafkaSource {
             self.outage(&why);
         }
         Ok(count)
+    }
+
+    fn seek(&mut self, p: usize, position: i64) -> anyhow::Result<()> {
+        self.consumer
+            .seek(&self.topic, p as i32, Offset::Offset(position), Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic))
     }
 
     /// The end of partition `p`'s log as its last fetch answer gave it, without a request
