@@ -777,6 +777,152 @@ fn a_live_run_on_a_backlog_gives_the_replay_s_windows_whatever_the_fetch_sizes()
     }
 }
 
+/// `evs` with a copy of each event at the indexes `at`, an hour late, placed just before it.
+fn with_hour_late(evs: Vec<Event>, at: &[usize]) -> Vec<Event> {
+    let mut out = Vec::with_capacity(evs.len() + at.len());
+    for (i, e) in evs.into_iter().enumerate() {
+        if at.contains(&i) {
+            let ts = e.ts - 3_600_000;
+            let mut v: Value = serde_json::from_str(&e.line).unwrap();
+            v["ts"] = Value::from(ts);
+            out.push(Event { ts, service: e.service.clone(), bytes: e.bytes, line: v.to_string() });
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// Where the late records of a replay went: each one's `record`, sorted (positions differ
+/// between a file and a topic).
+fn late_records(path: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut record = serde_json::from_str::<Value>(l).unwrap()["record"].take();
+            let fields = record.as_object_mut().unwrap();
+            fields.remove("_partition");
+            fields.remove("_offset");
+            record.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect();
+    out.sort();
+    out
+}
+
+/// A range replay of a topic keyed by service judges lateness as a file replay of the same
+/// events does: an hour-late record inside a partition's first chunk is late there too (every
+/// partition's first event time is known before any full chunk runs), never a window of its own.
+#[test]
+fn a_range_replay_routes_the_hour_late_records_a_file_replay_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("hourlate");
+    create(&topic, 3);
+    // 100,000 requests over about 33 minutes; the first planted ones sit in their
+    // partition's first chunk of 8,192 records, the others anywhere.
+    let planted = [40, 400, 3_000, 9_000, 25_000, 51_234, 77_777, 99_000];
+    let all = with_hour_late(events(100_000, 61), &planted);
+    let p = producer();
+    for batch in all.chunks(10_000) {
+        send_events(&p, &topic, batch);
+        p.flush(Duration::from_secs(60)).unwrap();
+    }
+    let text: String = all.iter().map(|e| format!("{}\n", e.line)).collect();
+    std::fs::write(d.join("events.jsonl"), text).unwrap();
+    let late = |to: &str| format!("[late]\nkind = \"file\"\npath = \"{to}\"\n");
+    let kafka_job = counting_job(&unique("hourlate"), &topic, "", "", &late("kafka-late.jsonl"));
+    let file_job = counting_job(&unique("hourlate"), &topic, "", "", &late("file-late.jsonl"))
+        .replace(&format!("kind = \"kafka\"\ntopic = \"{topic}\""), "kind = \"file\"\npath = \"events.jsonl\"");
+    std::fs::write(d.join("kafka.toml"), kafka_job).unwrap();
+    std::fs::write(d.join("file.toml"), file_job).unwrap();
+    for (job, out) in [("kafka.toml", "kafka.jsonl"), ("file.toml", "file.jsonl")] {
+        let mut args = vec!["replay", job, "--output", out, "--quiet"];
+        let b = brokers();
+        if job == "kafka.toml" {
+            args.extend(["--brokers", b.as_str()]);
+        }
+        let o = osprey(d, &args);
+        assert!(o.status.success(), "{job}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (file_late, kafka_late) = (late_records(&d.join("file-late.jsonl")), late_records(&d.join("kafka-late.jsonl")));
+    assert_eq!(file_late.len(), planted.len(), "the file replay routes every hour-late record");
+    assert_eq!(kafka_late, file_late, "the range replay routes the same late records");
+    let (file_rows, kafka_rows) = (sorted_lines(&d.join("file.jsonl")), sorted_lines(&d.join("kafka.jsonl")));
+    assert!(file_rows.len() > 500, "{}", file_rows.len());
+    assert_eq!(kafka_rows, file_rows, "the range replay's windows are the file replay's");
+}
+
+/// A live run over a backlog whose partition 1 holds nothing but undecodable records: that
+/// partition, caught up with no event time, does not hold the watermark, so the first windows
+/// come out at once (not after `idle_timeout`), and the windows and late records are the
+/// replay's of the same topic.
+#[test]
+fn a_live_run_with_a_dead_letter_partition_gives_the_replay_s_windows_and_late_records_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("deadpart");
+    create(&topic, 3);
+    let all = with_hour_late(events(30_000, 67), &[25, 700, 5_000, 12_345, 29_000]);
+    let p = producer();
+    for e in &all {
+        let part = if partition_of(&e.service) == 2 { 2 } else { 0 };
+        p.send(BaseRecord::to(&topic).key(&e.service).payload(&e.line).partition(part).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
+    }
+    for i in 0..500 {
+        p.send(BaseRecord::to(&topic).key("junk").payload(&format!("not json {i}")).partition(1)).map_err(|(e, _)| e).unwrap();
+    }
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in [0, 2] {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let job = |name: &str| {
+        let tail = format!("[late]\nkind = \"file\"\npath = \"{name}-late.jsonl\"\n[dead_letter]\nkind = \"file\"\npath = \"{name}-dlq.jsonl\"\n");
+        std::fs::write(d.join(format!("{name}.toml")), counting_job(&unique(name), &topic, "", "idle_timeout = \"60s\"", &tail)).unwrap();
+    };
+    job("replayed");
+    let o = osprey(d, &["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed: Vec<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    assert!(replayed.len() > 100, "{}", replayed.len());
+    assert_eq!(
+        late_records(&d.join("replayed-late.jsonl")).len(),
+        5,
+        "the replay routes the hour-late records\n{}\n{}",
+        std::fs::read_to_string(d.join("replayed-late.jsonl")).unwrap_or_default(),
+        replayed.iter().filter(|l| l.contains("\"n\":1,")).cloned().collect::<Vec<_>>().join("\n")
+    );
+    job("live");
+    let started = Instant::now();
+    let child = spawn(d, &["run", "live.toml", "--brokers", &brokers(), "--output", "live.jsonl"], &[], "live.log");
+    let count = || std::fs::read_to_string(d.join("live.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() < replayed.len() && Instant::now() < deadline {
+        if first.is_none() && count() > 0 {
+            first = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop(child);
+    let log = std::fs::read_to_string(d.join("live.log")).unwrap();
+    let first = first.unwrap_or_else(|| started.elapsed());
+    // Well inside the 60 s idle timeout a partition that held the watermark would wait out.
+    assert!(first < Duration::from_secs(30), "the first window took {first:?}\n{log}");
+    assert_eq!(sorted_lines(&d.join("live.jsonl")), replayed, "live windows differ from the replay's\n{log}");
+    assert_eq!(late_records(&d.join("live-late.jsonl")), late_records(&d.join("replayed-late.jsonl")), "{log}");
+    assert_eq!(std::fs::read_to_string(d.join("live-dlq.jsonl")).unwrap().lines().count(), 500, "{log}");
+}
+
 /// Produce `all` in batches of 1,000 with a pause after each (a topic that fills while a job
 /// reads it), then the far-future closing records on every partition.
 fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {

@@ -99,9 +99,10 @@ pub fn default_decode_threads() -> usize {
 
 /// A source event waiting for its turn.
 enum Queued {
-    /// Partition, the offset of its last record, the decoding.
-    Chunk(usize, i64, Pending),
+    /// Partition, the offset of its last record, from a backlog, the decoding.
+    Chunk(usize, i64, bool, Pending),
     PartitionEnd(usize),
+    CaughtUp(usize),
     Assigned(Vec<usize>),
     Revoked(Vec<usize>),
 }
@@ -321,11 +322,15 @@ impl Pipeline {
                         JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
                         JobCounters::add(&self.counters.bytes_in, chunk.bytes);
                         let last = last_offset(&chunk.payload);
-                        queue.push_back(Queued::Chunk(chunk.partition, last, pool.submit(chunk)));
+                        queue.push_back(Queued::Chunk(chunk.partition, last, chunk.behind, pool.submit(chunk)));
                         continue;
                     }
                     Poll::PartitionEnd(p) => {
                         queue.push_back(Queued::PartitionEnd(p));
+                        continue;
+                    }
+                    Poll::CaughtUp(p) => {
+                        queue.push_back(Queued::CaughtUp(p));
                         continue;
                     }
                     Poll::Assigned(ps) => {
@@ -356,8 +361,9 @@ impl Pipeline {
                 }
             }
             match queue.pop_front() {
-                Some(Queued::Chunk(partition, last, pending)) => {
+                Some(Queued::Chunk(partition, last, behind, pending)) => {
                     let mut decoded = pending.wait();
+                    self.operator.watermarks_mut().chunk_arrives(partition, behind);
                     if let Some(first) = self.resume[partition] {
                         skip_before(&mut decoded, first)?;
                         if last + 1 >= first {
@@ -379,6 +385,11 @@ impl Pipeline {
                 }
                 Some(Queued::PartitionEnd(p)) => {
                     self.operator.watermarks_mut().end_partition(p);
+                    let fired = self.operator.fire();
+                    self.emit(fired)?;
+                }
+                Some(Queued::CaughtUp(p)) => {
+                    self.operator.watermarks_mut().caught_up(p);
                     let fired = self.operator.fire();
                     self.emit(fired)?;
                 }

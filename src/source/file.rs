@@ -118,7 +118,7 @@ impl FileSource {
             data.drain(..3);
         }
         let records = split_lines(&data, &mut f.next_offset);
-        Ok(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None } })
+        Ok(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None }, behind: false })
     }
 
     fn read_parquet(&mut self, p: usize) -> anyhow::Result<Chunk> {
@@ -134,6 +134,7 @@ impl FileSource {
             return Ok(Chunk {
                 partition: p,
                 bytes: 0,
+                behind: false,
                 payload: Payload::Arrow {
                     batch: datafusion::arrow::record_batch::RecordBatch::new_empty(schema),
                     first_offset: f.next_offset,
@@ -151,7 +152,7 @@ impl FileSource {
         if f.next >= groups {
             f.ended = true;
         }
-        Ok(Chunk { partition: p, bytes: group_bytes, payload: Payload::Arrow { batch, first_offset } })
+        Ok(Chunk { partition: p, bytes: group_bytes, payload: Payload::Arrow { batch, first_offset }, behind: false })
     }
 }
 

@@ -65,6 +65,10 @@ pub struct Chunk {
     pub payload: Payload,
     /// Bytes read from the source for this chunk, for progress.
     pub bytes: u64,
+    /// A live source already holds more of this partition: it is working through a backlog,
+    /// and partitions that are caught up stop holding the watermark meanwhile (see
+    /// [`Poll::CaughtUp`]). Bounded sources say `false`: their partitions end instead.
+    pub behind: bool,
 }
 
 /// What a source has for the pipeline now.
@@ -73,6 +77,12 @@ pub enum Poll {
     Chunk(Chunk),
     /// A partition has no more records, ever (end of a file): it no longer holds the watermark back.
     PartitionEnd(usize),
+    /// A live partition was read to the end of its log, and everything read was handed out.
+    /// While another partition works through a backlog, it does not hold the watermark back
+    /// (as an ended partition of a replay does not), and a partition that never gave an event
+    /// time (all dead letters so far) never does: the backlog's windows close when a replay's
+    /// would, and its late records are the replay's. Its next chunk makes it count again.
+    CaughtUp(usize),
     /// Nothing right now (a live source); ask again soon.
     Idle,
     /// The consumer group gave these partitions to this process.

@@ -3,6 +3,16 @@
 //! A partition's watermark is its largest event time minus the watermark delay. The job's
 //! watermark is the least over partitions that still count (not ended, not idle), and it never
 //! goes back. A partition that has seen nothing holds it at the start, until it is idle.
+//!
+//! A live partition read to the end of its log ("caught up") keeps counting while every
+//! partition is caught up (the steady state: a record a little behind another partition's is
+//! not late). It stops counting while another partition works through a backlog, as an ended
+//! partition of a replay does, so a live run over a backlog closes the replay's windows at the
+//! replay's moments; and a caught-up partition that never gave an event time never counts.
+//!
+//! Nor does a partition that was read and gave no event time (its records so far were all dead
+//! letters): it has no clock to hold anything at, and holding the watermark at the start would
+//! make nothing late and let no window close until it is idle or ended.
 
 use std::time::{Duration, Instant};
 
@@ -26,12 +36,21 @@ struct PartitionClock {
     idle: bool,
     #[serde(skip)]
     last_record: Option<Instant>,
+    /// Live: read to the end of its log, and nothing read since (see the module's text).
+    #[serde(skip)]
+    caught_up: bool,
+    /// Live: its last chunk came from a backlog (the source held more of it).
+    #[serde(skip)]
+    behind: bool,
+    /// A chunk of it was processed (since it was last rewound).
+    #[serde(skip)]
+    read: bool,
 }
 
 impl Watermarks {
     pub fn new(partitions: usize, delay: Millis) -> Self {
         let clocks = (0..partitions)
-            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None })
+            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None, caught_up: false, behind: false, read: false })
             .collect();
         let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN };
         w.recompute();
@@ -102,6 +121,26 @@ impl Watermarks {
         self.partitions[p].last_record = Some(now);
     }
 
+    /// A chunk of partition `p` is about to be processed; `behind`: from a backlog.
+    pub fn chunk_arrives(&mut self, p: usize, behind: bool) {
+        let c = &mut self.partitions[p];
+        if c.caught_up || c.behind != behind || !c.read {
+            c.caught_up = false;
+            c.behind = behind;
+            c.read = true;
+            self.recompute();
+        }
+    }
+
+    /// Live partition `p` was read to the end of its log; returns the job's watermark after.
+    pub fn caught_up(&mut self, p: usize) -> Millis {
+        let c = &mut self.partitions[p];
+        c.caught_up = true;
+        c.behind = false;
+        self.recompute();
+        self.current
+    }
+
     /// Partition `p` has no more records: it stops holding the watermark.
     pub fn end_partition(&mut self, p: usize) -> Millis {
         self.partitions[p].ended = true;
@@ -116,6 +155,7 @@ impl Watermarks {
     /// the other partitions alone would have carried past it: all of it late.
     pub fn deactivate(&mut self, p: usize) {
         let c = &mut self.partitions[p];
+        (c.caught_up, c.behind) = (false, false);
         c.idle = false;
         c.last_record = Some(Instant::now());
     }
@@ -128,12 +168,14 @@ impl Watermarks {
     /// where it is (it never goes back).
     pub fn rewind(&mut self, p: usize) {
         self.partitions[p].max_ts = Millis::MIN;
+        self.partitions[p].read = false;
         self.recompute();
     }
 
     /// Partition `p` belongs to this process again; its watermark resumes where it was.
     pub fn activate(&mut self, p: usize) {
         let c = &mut self.partitions[p];
+        (c.caught_up, c.behind) = (false, false);
         c.ended = false;
         c.idle = false;
         c.last_record = Some(Instant::now());
@@ -164,10 +206,13 @@ impl Watermarks {
     }
 
     fn recompute(&mut self) {
+        let counting = |c: &&PartitionClock| !c.ended && !c.idle;
+        let backlog = self.partitions.iter().filter(counting).any(|c| c.behind);
         let least = self
             .partitions
             .iter()
-            .filter(|c| !c.ended && !c.idle)
+            .filter(counting)
+            .filter(|c| !(c.max_ts == Millis::MIN && (c.read || c.caught_up)) && !(c.caught_up && backlog))
             .map(|c| self.clock_watermark(c))
             .min();
         self.least = least.unwrap_or(Millis::MIN);
@@ -244,6 +289,32 @@ mod tests {
         w.touch(2, Instant::now());
         assert_eq!(w.mark_idle(start + Duration::from_secs(31), start, Duration::from_secs(30)), 40_000);
         assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(1), start, Duration::from_secs(30)), 40_000);
+    }
+
+    #[test]
+    fn a_caught_up_partition_holds_the_watermark_only_while_no_other_works_through_a_backlog() {
+        let mut w = Watermarks::new(3, 0);
+        // Partition 1 was read, and gave nothing but dead letters: it holds nothing.
+        w.chunk_arrives(1, false);
+        w.chunk_arrives(0, true);
+        assert_eq!(w.observe(0, 1_000), Millis::MIN, "partition 2 has not been read yet");
+        w.chunk_arrives(2, true);
+        assert_eq!(w.observe(2, 2_000), 1_000, "partition 1 holds nothing");
+        // Partition 0 reaches the end of its log while partition 2 still has a backlog.
+        assert_eq!(w.caught_up(0), 2_000, "a caught-up partition does not hold back a backlog");
+        assert_eq!(w.observe(2, 5_000), 5_000);
+        // Steady state: everyone caught up, records trickle in; a caught-up partition holds
+        // again, so a record a little behind another partition's is not late.
+        w.caught_up(2);
+        w.chunk_arrives(2, false);
+        assert_eq!(w.observe(2, 9_000), 5_000, "partition 0 holds at its clock once nobody is behind");
+        w.chunk_arrives(0, false);
+        assert_eq!(w.observe(0, 6_000), 6_000);
+        // A partition caught up without ever giving a time (empty) never holds.
+        let mut w = Watermarks::new(2, 0);
+        w.caught_up(1);
+        w.chunk_arrives(0, false);
+        assert_eq!(w.observe(0, 700), 700);
     }
 
     #[test]

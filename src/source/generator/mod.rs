@@ -360,7 +360,7 @@ impl Source for GeneratorSource {
             }
             for (p, (data, records)) in per_partition.into_iter().enumerate() {
                 if !records.is_empty() {
-                    self.ready.push_back(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None } });
+                    self.ready.push_back(Chunk { partition: p, bytes: data.len() as u64, payload: Payload::Json { data, records, meta: None }, behind: false });
                 }
             }
         }

@@ -172,6 +172,28 @@ impl Buffer {
         self.chunks.back_mut().expect("pushed")
     }
 
+    /// The oldest record alone: a partition's first chunk, so that every partition has an
+    /// event time before any partition's first full chunk is judged (see `KafkaSource`).
+    pub fn pop_first(&mut self) -> Gather {
+        let Some(front) = self.chunks.front_mut().filter(|g| g.records.len() > 1) else { return self.pop_front() };
+        let first = front.records.remove(0);
+        let cut = first.end;
+        let mut one = Gather::default();
+        one.data.extend_from_slice(&front.data[first.start as usize..cut as usize]);
+        one.records.push(crate::source::RawRecord { start: 0, end: cut - first.start, offset: first.offset });
+        one.timestamps.push(front.timestamps.remove(0));
+        one.trace_ids.push(front.trace_ids.remove(0));
+        // Records are stored back to back: the rest move down by the first one's end.
+        front.data.drain(..cut as usize);
+        for r in &mut front.records {
+            debug_assert!(r.start >= cut);
+            r.start -= cut;
+            r.end -= cut;
+        }
+        self.len -= 1;
+        one
+    }
+
     /// The oldest chunk: [`RANGE_CHUNK`] records, or all there are.
     pub fn pop_front(&mut self) -> Gather {
         let g = self.chunks.pop_front().unwrap_or_default();

@@ -97,6 +97,8 @@ pub struct KafkaSource {
     paused: Vec<bool>,
     /// Per partition, the offset after the last message handed out.
     handed: Vec<Option<i64>>,
+    /// Group mode: [`Poll::CaughtUp`] was said since the partition's last chunk.
+    told_caught_up: Vec<bool>,
     /// Since when the broker has not answered (logged once).
     unreachable: Option<Instant>,
     /// Group mode: the group has assigned partitions to this member at least once.
@@ -214,6 +216,7 @@ impl KafkaSource {
             end_sent: vec![false; partitions],
             paused: vec![false; partitions],
             handed: vec![None; partitions],
+            told_caught_up: vec![false; partitions],
             unreachable: None,
             assigned_before: false,
             uncommitted: None,
@@ -453,13 +456,26 @@ impl KafkaSource {
         crate::log_info!("Kafka at {} answers again (after {:.1} s); reading `{}` on", self.brokers, since.elapsed().as_secs_f64(), self.topic);
     }
 
+    /// Hand out the next chunk of partition `p`: its first record alone when the partition has
+    /// not started (see [`poll_range`](Self::poll_range)), else its oldest chunk.
+    fn next_chunk(&mut self, p: usize) -> anyhow::Result<Poll> {
+        let g = if self.started[p] { self.intake.buffers[p].pop_front() } else { self.intake.buffers[p].pop_first() };
+        self.started[p] = true;
+        self.flow(p)?;
+        Ok(self.chunk(p, g))
+    }
+
     fn chunk(&mut self, p: usize, g: Gather) -> Poll {
         if let Some(last) = g.records.last() {
             self.handed[p] = Some(last.offset + 1);
         }
+        self.told_caught_up[p] = false;
+        // A range replay's partitions end instead; a live one is behind while it holds more.
+        let behind = self.intake.ends.is_none() && (g.records.len() >= RANGE_CHUNK || !self.intake.buffers[p].is_empty());
         let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
         Poll::Chunk(Chunk {
             partition: p,
+            behind,
             bytes: g.data.len() as u64,
             payload: Payload::Json { data: g.data, records: g.records, meta: Some(meta) },
         })
@@ -469,6 +485,11 @@ impl KafkaSource {
     /// furthest behind in event time, in chunks of exactly [`RANGE_CHUNK`] records, so the
     /// output never depends on fetch timing. Others' messages wait in their buffers (a full
     /// buffer pauses its partition).
+    ///
+    /// Each partition's first chunk is its first record alone. So every partition has an event
+    /// time before any full chunk runs, and a record an hour late in a partition's first chunk
+    /// is judged against the other partitions' clocks, as a live read of the interleaved topic
+    /// would judge it, not against partitions that have not spoken yet (nothing is late then).
     fn poll_range(&mut self, watermarks: &[Millis]) -> anyhow::Result<Poll> {
         loop {
             let next = (0..self.intake.buffers.len())
@@ -476,11 +497,8 @@ impl KafkaSource {
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             let Some(p) = next else { return Ok(Poll::End) };
             let have = self.intake.buffers[p].len();
-            if have >= RANGE_CHUNK || (self.intake.done[p] && have > 0) {
-                let g = self.intake.buffers[p].pop_front();
-                self.started[p] = true;
-                self.flow(p)?;
-                return Ok(self.chunk(p, g));
+            if have >= RANGE_CHUNK || (have > 0 && (self.intake.done[p] || !self.started[p])) {
+                return self.next_chunk(p);
             }
             if self.intake.done[p] {
                 self.end_sent[p] = true;
@@ -504,18 +522,22 @@ impl KafkaSource {
             if let Some(p) = self.ready.pop_front() {
                 return Ok(p);
             }
+            let told = (0..self.intake.buffers.len())
+                .find(|&p| self.assigned[p] && self.intake.caught_up[p] && self.intake.buffers[p].is_empty() && !self.told_caught_up[p]);
+            if let Some(p) = told {
+                self.told_caught_up[p] = true;
+                return Ok(Poll::CaughtUp(p));
+            }
             let next = (0..self.intake.buffers.len())
                 .filter(|&p| self.assigned[p] && !(self.intake.caught_up[p] && self.intake.buffers[p].is_empty()))
                 .min_by_key(|&p| (self.started[p], watermarks.get(p).copied().unwrap_or(Millis::MIN), p));
             if let Some(p) = next {
                 let have = self.intake.buffers[p].len();
                 let lingered = self.intake.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
-                if have >= RANGE_CHUNK || (have > 0 && (self.intake.caught_up[p] || lingered)) {
-                    let g = self.intake.buffers[p].pop_front();
+                if have >= RANGE_CHUNK || (have > 0 && (self.intake.caught_up[p] || lingered || !self.started[p])) {
+                    let chunk = self.next_chunk(p)?;
                     self.intake.first_at[p] = (!self.intake.buffers[p].is_empty()).then(Instant::now);
-                    self.started[p] = true;
-                    self.flow(p)?;
-                    return Ok(self.chunk(p, g));
+                    return Ok(chunk);
                 }
                 self.flow(p)?;
             }
@@ -562,6 +584,7 @@ impl KafkaSource {
     fn forget(&mut self, p: usize) {
         self.intake.buffers[p] = Buffer::default();
         self.handed[p] = None;
+        self.told_caught_up[p] = false;
         self.started[p] = false;
         self.intake.caught_up[p] = false;
         self.intake.first_at[p] = None;
