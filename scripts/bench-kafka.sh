@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Kafka replay benchmark: produce EVENTS generated telemetry events (JSON) to a topic, then
-# replay a tumbling job over the whole topic with Osprey, and read the same topic with a plain
-# rdkafka consumer (consume and discard) in the same script. Prints both rates and the ratio.
+# Kafka benchmark: produce EVENTS generated telemetry events (JSON) to a topic, then read the
+# whole topic three ways in the same script: a plain rdkafka consumer (consume and discard),
+# an Osprey replay of a tumbling job, and the same job run live (`osprey run`, a fresh consumer
+# group each round) catching up on the topic as a backlog. Prints the rates and the ratios to
+# the plain consumer. The live run is timed until it has written every window the replay
+# writes (a closing record per partition, an hour later, closes the last ones).
 #   EVENTS=5000000 ./scripts/bench-kafka.sh      (OSPREY_BENCH_BROKERS=host:port to use a running broker;
 #                                                 ROUNDS=5 alternating pairs of runs)
 set -euo pipefail
 source "$(dirname "$0")/lib/bench.sh"
 EVENTS="${EVENTS:-2000000}"
-cargo build --release --locked --quiet --bin osprey --example kafka_consume
+cargo build --release --locked --quiet --bin osprey --example kafka_consume --example kafka_close
 bench_broker
 TOPIC="bench-requests-$EVENTS-$$"
 DATA="${DATA:-bench-data}"
 mkdir -p "$DATA"
 "$OSPREY" generate --events "$EVENTS" --rate 2000 --brokers "$OSPREY_BENCH_BROKERS" --topic "$TOPIC" --partitions 3
+"$CARGO_TARGET_DIR/release/examples/kafka_close" "$OSPREY_BENCH_BROKERS" "$TOPIC"
 cat > "$DATA/bench-kafka.toml" <<TOML
-name = "bench_kafka"
+name = "bench_kafka_$$"
 sql_file = "$PWD/sql/bench_tumbling.sql"
 [source]
 kind = "kafka"
@@ -43,6 +47,7 @@ TOML
 # figure for its read loop alone is printed beside it.
 ROUNDS="${ROUNDS:-5}"
 ratios=()
+live_ratios=()
 for round in $(seq 1 "$ROUNDS"); do
   start=$(date +%s.%N)
   raw=$("$CARGO_TARGET_DIR/release/examples/kafka_consume" "$OSPREY_BENCH_BROKERS" "$TOPIC")
@@ -55,9 +60,33 @@ for round in $(seq 1 "$ROUNDS"); do
   osprey_rate=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
   ratio=$(awk -v a="$osprey_rate" -v b="$raw_rate" 'BEGIN { printf "%.2f", a / b }')
   ratios+=("$ratio")
-  echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio"
+  # Live: the same job in a consumer group of its own, until it has every window the replay has.
+  want=$(grep -vc zz-close "$DATA/bench-kafka.out.jsonl")
+  sed "s/^name = .*/name = \"bench_kafka_live_$$_$round\"/" "$DATA/bench-kafka.toml" > "$DATA/bench-kafka-live.toml"
+  rm -f "$DATA/bench-kafka-live.out.jsonl"
+  start=$(date +%s.%N)
+  "$OSPREY" run "$DATA/bench-kafka-live.toml" --brokers "$OSPREY_BENCH_BROKERS" --output "$DATA/bench-kafka-live.out.jsonl" 2>"$DATA/bench-kafka-live.err" &
+  live_pid=$!
+  deadline=$((SECONDS + 300))
+  while [ "$(cat "$DATA/bench-kafka-live.out.jsonl" 2>/dev/null | wc -l)" -lt "$want" ]; do
+    if [ $SECONDS -gt $deadline ] || ! kill -0 "$live_pid" 2>/dev/null; then
+      echo "the live run did not write the replay's $want windows rows; see $DATA/bench-kafka-live.err" >&2
+      kill "$live_pid" 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.02
+  done
+  end=$(date +%s.%N)
+  kill "$live_pid"
+  wait "$live_pid" || true
+  live_rate=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
+  live_ratio=$(awk -v a="$live_rate" -v b="$raw_rate" 'BEGIN { printf "%.2f", a / b }')
+  live_ratios+=("$live_ratio")
+  echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio; osprey run (live catch-up) $live_rate events/s, ratio $live_ratio"
 done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); broker Apache Kafka at $OSPREY_BENCH_BROKERS"
 echo "events: $EVENTS"
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "median ratio osprey/raw: $median (target >= 0.8)"
+live_median=$(printf '%s\n' "${live_ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "median ratio osprey run (live catch-up)/raw: $live_median (target >= 0.8)"
