@@ -55,7 +55,7 @@ pub fn shape(job: &crate::job::Job) -> u64 {
     fnv(text.as_bytes())
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in bytes {
         h ^= *b as u64;

@@ -71,6 +71,13 @@ pub trait Kind: Debug + Send + Sync + Any {
     /// checkpoints still restore.
     fn shape(&self) -> String;
 
+    /// Result columns the evaluator keeps state by (an invariant's key, an SLO's labels, an
+    /// anomaly job's series): records that share them must meet in one process when a job is
+    /// scaled out. Each is taken to be the input column of the same name, where there is one.
+    fn state_key(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// Lines for `osprey describe`.
     fn describe(&self) -> Vec<String> {
         Vec::new()

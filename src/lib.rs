@@ -26,6 +26,7 @@ pub mod plan;
 pub mod progress;
 pub mod query;
 pub mod server;
+pub mod shuffle;
 pub mod sink;
 pub mod slo;
 pub mod source;

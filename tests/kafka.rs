@@ -923,6 +923,87 @@ fn a_live_run_with_a_dead_letter_partition_gives_the_replay_s_windows_and_late_r
     assert_eq!(std::fs::read_to_string(d.join("live-dlq.jsonl")).unwrap().lines().count(), 500, "{log}");
 }
 
+/// Send `events` to a 6-partition topic keyed (and partitioned) by host, so every service's
+/// requests are spread over all partitions; no flush.
+fn send_by_host(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, events: &[Event]) {
+    for e in events {
+        let v: Value = serde_json::from_str(&e.line).unwrap();
+        let host = v["host"].as_str().unwrap().to_string();
+        let part = (host.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 6) as i32;
+        p.send(BaseRecord::to(topic).key(&host).payload(&e.line).partition(part).timestamp(e.ts)).map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// Three `osprey run` of a job grouped by service, over a topic keyed by host: each service's
+/// records are on every partition, so each process alone would write partial rows. Through the
+/// shuffle, their windows together are one process's replay of the topic (as a set), also
+/// when one of them is killed with SIGKILL mid-run and started again.
+#[test]
+fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_the_shuffle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("byhost");
+    create(&topic, 6);
+    let name = unique("byhost");
+    std::fs::write(d.join("job.toml"), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", "")).unwrap();
+    let o = osprey(d, &["explain", "job.toml"]);
+    let explained = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(explained.contains("two stages") && explained.contains("[service]"), "{explained}");
+    let run = |i: &str| spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--output", &format!("out-{i}.jsonl")], &[], &format!("run-{i}.log"));
+    let mut a = run("a");
+    let mut b = run("b");
+    let mut c = run("c");
+    let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
+    let logs = || ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<Vec<_>>().join("\n");
+    until(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2));
+    let all = events(40_000, 71);
+    let (first, second) = all.split_at(20_000);
+    let p = producer();
+    send_by_host(&p, &topic, first);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let rows = || -> BTreeSet<String> {
+        ["a", "b", "c", "b2"]
+            .iter()
+            .flat_map(|i| std::fs::read_to_string(d.join(format!("out-{i}.jsonl"))).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>())
+            .collect()
+    };
+    until(Duration::from_secs(90), "windows of the first half", || rows().len() > 40);
+    // One process dies mid-run, and comes back.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let b2 = run("b2");
+    send_by_host(&p, &topic, second);
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..6 {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let replay_job = counting_job(&unique("byhost-replay"), &topic, "", "", "");
+    std::fs::write(d.join("replay.toml"), replay_job).unwrap();
+    let o = osprey(d, &["replay", "replay.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: BTreeSet<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    assert!(expected.len() > 300, "{}", expected.len());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !expected.is_subset(&rows()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for child in [&mut a, &mut c] {
+        let _ = child.kill();
+    }
+    stop(b2);
+    let _ = (a.wait(), c.wait());
+    let got = rows();
+    let missing: Vec<&String> = expected.difference(&got).take(5).collect();
+    let extra: Vec<&String> = got.difference(&expected).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the replay {extra:?}\n{}", logs());
+    // Each process worked on its share.
+    for i in ["a", "c"] {
+        assert!(std::fs::read_to_string(d.join(format!("out-{i}.jsonl"))).unwrap_or_default().lines().count() > 0, "{i} wrote nothing\n{}", logs());
+    }
+}
+
 /// Produce `all` in batches of 1,000 with a pause after each (a topic that fills while a job
 /// reads it), then the far-future closing records on every partition.
 fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {

@@ -110,6 +110,12 @@ fn parse(cx: &Checker, selected: bool, kind_key: Option<&Spanned<String>>, spans
 }
 
 impl Kind for AnomalyConfig {
+    /// Each series' detectors need only its own records, but DBSCAN clusters a window's
+    /// anomalous series into incidents across all of them: every record meets in one process.
+    fn state_key(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
+
     fn name(&self) -> &'static str {
         "anomaly"
     }

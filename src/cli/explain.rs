@@ -20,6 +20,8 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         println!("\nrows go to {}", sink(&job));
     }
+    let planned = osprey::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("\nscaled out (`osprey run` in several processes): {}", osprey::shuffle::stages(&job, &planned));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -49,9 +49,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
-    let source = osprey::source::open_live(&job.source, &job.job_ref(), cluster.as_ref())?;
-    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     let stop = super::stop_on_signal();
+    let query = osprey::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let live = osprey::shuffle::open_live(&job, &query, cluster.as_ref(), stop.clone())?;
+    drop(query);
+    if live.first_stage.is_some() {
+        osprey::log_info!("{}: {}", job.name, live.stages);
+    }
+    let source = live.source;
+    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
         anyhow::bail!(
             "job `{}` ({}): --state-dir needs a source with positions to resume from (a file or a Kafka topic); the generator has none",
@@ -64,9 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
     };
     let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
-    let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop) };
+    let shuffled = live.first_stage.is_some();
+    let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, shuffled, ..Options::live(stop.clone()) };
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
-    let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
+    let summary = Pipeline::new(job.clone(), source, sink, options).and_then(|p| p.run());
+    // The first stage stops with the second, and commits what it forwarded.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let forwarded = live.first_stage.map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the shuffle's first stage panicked"))));
+    let summary = summary?;
+    if let Some(forwarded) = forwarded {
+        let f = forwarded?;
+        osprey::log_info!(
+            "{}: shuffle: {} records and {} clock markers forwarded in {} transactions, {} dead letters",
+            job.name,
+            f.records,
+            f.markers,
+            f.transactions,
+            f.dead_letters
+        );
+    }
     super::report(&job, &summary, false);
     Ok(ExitCode::SUCCESS)
 }

@@ -323,6 +323,11 @@ pub struct CumulativeRows {
 }
 
 impl CumulativeQuery {
+    /// Which records must meet in one process: the running groups' columns.
+    pub fn grouping(&self) -> super::grouping::Grouping {
+        self.partial.grouping()
+    }
+
     pub fn plan(job: &Dataflow) -> Result<CumulativeQuery, JobError> {
         let WindowConfig::Cumulative { size, ttl } = job.window else { unreachable!("a cumulative job") };
         let split = split(job)?;

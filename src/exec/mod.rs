@@ -6,6 +6,7 @@
 
 pub mod cumulative;
 mod errors;
+pub mod grouping;
 pub mod predicate;
 mod table;
 mod wildcard;
@@ -45,6 +46,14 @@ impl JobQuery {
         match self {
             JobQuery::Windowed(q) => q.output_schema(),
             JobQuery::Cumulative(q) => q.output_schema(),
+        }
+    }
+
+    /// Which records must meet in one process (see [`grouping`]).
+    pub fn grouping(&self) -> grouping::Grouping {
+        match self {
+            JobQuery::Windowed(q) => q.grouping(),
+            JobQuery::Cumulative(q) => q.grouping(),
         }
     }
 
@@ -202,6 +211,12 @@ impl WindowQuery {
     /// The columns the SQL sees in `events`.
     pub fn input_schema(&self) -> SchemaRef {
         self.input_schema.clone()
+    }
+
+    /// Which records must meet in one process (see [`grouping`]).
+    pub fn grouping(&self) -> grouping::Grouping {
+        let inputs: Vec<String> = self.input_schema.fields().iter().map(|f| f.name().clone()).collect();
+        grouping::of_plan(&self.plan, &inputs)
     }
 
     /// The optimised logical plan, as DataFusion prints it.

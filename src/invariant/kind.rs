@@ -130,6 +130,13 @@ fn parse(cx: &Checker, selected: bool, kind_key: Option<&Spanned<String>>, spans
 }
 
 impl Kind for InvariantConfig {
+    fn state_key(&self) -> Option<Vec<String>> {
+        Some(match &self.deadline {
+            Some(d) => d.key.clone(),
+            None => self.key.clone(),
+        })
+    }
+
     fn name(&self) -> &'static str {
         "invariant"
     }

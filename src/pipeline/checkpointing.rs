@@ -70,6 +70,9 @@ impl Pipeline {
         }
         let context = || format!("job `{name}`: restoring {}", loaded.path.display());
         self.operator = crate::state::from_bytes(&state.operator).with_context(context)?;
+        if self.options.shuffled {
+            self.operator.set_external_clock();
+        }
         self.query.load_state(&state.query).with_context(context)?;
         if let Some(a) = &mut self.alerting {
             a.evaluator.load_state(&state.evaluator).with_context(context)?;

@@ -24,7 +24,7 @@ use crate::job::Job;
 use crate::metrics::{CountersSnapshot, JobCounters};
 use crate::kafka::Cluster;
 use crate::progress::{Progress, Total};
-use crate::sink::route::{raw_json, Route};
+use crate::sink::route::Route;
 use crate::sink::{Sink, WindowResult};
 use crate::source::generator::format_ts;
 use crate::source::{Poll, Source};
@@ -59,6 +59,9 @@ pub struct Options {
     pub state: Option<StateOptions>,
     /// Keep what the on-call page draws (`osprey serve`): alert transitions, SLO series.
     pub history: Option<Arc<crate::history::JobHistory>>,
+    /// The second stage of a scaled-out job (`crate::shuffle`): its source is the internal
+    /// topic, its watermark the first stage's clocks (already delayed).
+    pub shuffled: bool,
 }
 
 /// Where and how often a job checkpoints.
@@ -84,6 +87,7 @@ impl Options {
             commit_interval: Duration::from_secs(1),
             state: None,
             history: None,
+            shuffled: false,
         }
     }
 
@@ -103,6 +107,7 @@ enum Queued {
     Chunk(usize, i64, bool, Pending),
     PartitionEnd(usize),
     CaughtUp(usize),
+    Clock(usize, crate::Millis),
     Assigned(Vec<usize>),
     Revoked(Vec<usize>),
 }
@@ -201,14 +206,17 @@ impl Pipeline {
             }
             _ => Vec::new(),
         };
-        let operator = WindowOperator::new(
+        let mut operator = WindowOperator::new(
             &job.window,
             key_columns,
             job.event_time_index(),
             source.partitions().len(),
-            job.event_time.watermark_delay,
+            if options.shuffled { 0 } else { job.event_time.watermark_delay },
             job.event_time.allowed_lateness,
         );
+        if options.shuffled {
+            operator.set_external_clock();
+        }
         let partitions = source.partitions().len();
         let declared = job.columns.len();
         let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
@@ -333,6 +341,10 @@ impl Pipeline {
                         queue.push_back(Queued::CaughtUp(p));
                         continue;
                     }
+                    Poll::Clock(p, watermark) => {
+                        queue.push_back(Queued::Clock(p, watermark));
+                        continue;
+                    }
                     Poll::Assigned(ps) => {
                         queue.push_back(Queued::Assigned(ps));
                         continue;
@@ -363,7 +375,10 @@ impl Pipeline {
             match queue.pop_front() {
                 Some(Queued::Chunk(partition, last, behind, pending)) => {
                     let mut decoded = pending.wait();
-                    self.operator.watermarks_mut().chunk_arrives(partition, behind);
+                    // A second stage's partitions hold the watermark at their clocks alone.
+                    if !self.options.shuffled {
+                        self.operator.watermarks_mut().chunk_arrives(partition, behind);
+                    }
                     if let Some(first) = self.resume[partition] {
                         skip_before(&mut decoded, first)?;
                         if last + 1 >= first {
@@ -385,6 +400,11 @@ impl Pipeline {
                 }
                 Some(Queued::PartitionEnd(p)) => {
                     self.operator.watermarks_mut().end_partition(p);
+                    let fired = self.operator.fire();
+                    self.emit(fired)?;
+                }
+                Some(Queued::Clock(p, watermark)) => {
+                    self.operator.watermarks_mut().advance(p, watermark);
                     let fired = self.operator.fire();
                     self.emit(fired)?;
                 }
@@ -486,16 +506,8 @@ impl Pipeline {
     fn process(&mut self, partition: usize, decoded: Decoded) -> anyhow::Result<()> {
         let partition_name = self.source.partitions()[partition].name.clone();
         for d in &decoded.dead_letters {
-            let (raw_key, raw) = raw_json(&d.raw);
-            let mut record = json!({
-                "job": self.job.name,
-                "source": partition_name,
-                "partition": partition,
-                "offset": d.offset,
-                "reason": d.reason,
-            });
-            record[raw_key] = raw;
-            self.dead_letters.write(&record)?;
+            debug_assert_eq!(d.partition, partition);
+            self.dead_letters.write(&crate::sink::route::dead_letter(&self.job.name, &partition_name, d))?;
         }
         JobCounters::add(&self.counters.decode_errors, decoded.dead_letters.len() as u64);
         for (i, seen) in self.columns_seen.iter_mut().enumerate() {

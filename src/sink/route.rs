@@ -90,6 +90,21 @@ fn describe_suffix(suffix: &str) -> &str {
 }
 
 /// The raw bytes of a record as JSON: text when they are UTF-8, hex otherwise.
+/// The record a dead letter of job `job` becomes on its route: where it came from
+/// (`source`, the partition's name), why, and its bytes.
+pub fn dead_letter(job: &str, source: &str, d: &crate::decode::DeadLetter) -> Value {
+    let (raw_key, raw) = raw_json(&d.raw);
+    let mut record = json!({
+        "job": job,
+        "source": source,
+        "partition": d.partition,
+        "offset": d.offset,
+        "reason": d.reason,
+    });
+    record[raw_key] = raw;
+    record
+}
+
 pub fn raw_json(raw: &[u8]) -> (&'static str, Value) {
     match std::str::from_utf8(raw) {
         Ok(s) => ("raw", json!(s)),

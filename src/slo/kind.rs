@@ -187,6 +187,10 @@ impl SloConfig {
 }
 
 impl Kind for SloConfig {
+    fn state_key(&self) -> Option<Vec<String>> {
+        Some(self.labels.clone())
+    }
+
     fn name(&self) -> &'static str {
         "slo"
     }

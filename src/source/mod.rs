@@ -83,6 +83,9 @@ pub enum Poll {
     /// time (all dead letters so far) never does: the backlog's windows close when a replay's
     /// would, and its late records are the replay's. Its next chunk makes it count again.
     CaughtUp(usize),
+    /// A scaled-out job's second stage: internal partition `p`'s watermark is now this, as the
+    /// first stage's clocks say (`crate::shuffle`); it comes after the records it covers.
+    Clock(usize, Millis),
     /// Nothing right now (a live source); ask again soon.
     Idle,
     /// The consumer group gave these partitions to this process.

@@ -81,6 +81,10 @@ pub struct WindowOperator {
     assigner: Assigner,
     lateness: Millis,
     event_time: usize,
+    /// A scaled-out job's second stage: the watermark comes from the first stage's clocks
+    /// ([`Watermarks::advance`]), never from the records (set again after a restore).
+    #[serde(skip)]
+    external_clock: bool,
 }
 
 impl WindowOperator {
@@ -92,7 +96,12 @@ impl WindowOperator {
             WindowConfig::Hopping { size, slide } => Assigner::Panes(Panes::new(*size, *slide)),
             WindowConfig::Session { gap, .. } => Assigner::Sessions(Sessions::new(*gap, key_columns)),
         };
-        WindowOperator { watermarks: Watermarks::new(partitions, delay), assigner, lateness, event_time }
+        WindowOperator { watermarks: Watermarks::new(partitions, delay), assigner, lateness, event_time, external_clock: false }
+    }
+
+    /// The watermark comes from outside (a second stage): records no longer move it.
+    pub fn set_external_clock(&mut self) {
+        self.external_clock = true;
     }
 
     pub fn watermark(&self) -> Millis {
@@ -182,7 +191,7 @@ impl WindowOperator {
                 out.late_rows.push(row as u32);
                 out.late_watermarks.push(wm);
             }
-            let new_wm = self.watermarks.observe(partition, t);
+            let new_wm = if self.external_clock { wm } else { self.watermarks.observe(partition, t) };
             if fate == Fate::FireNow || (new_wm > wm && new_wm >= self.next_fire()) {
                 self.materialize(batch);
                 out.fired.extend(self.fire());

@@ -29,6 +29,18 @@ pub struct Watermarks {
     least: Millis,
 }
 
+/// One partition's clock as a scaled-out job's first stage tells its second (see
+/// `crate::shuffle`): enough for the second stage to judge it as one process would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockState {
+    /// Its largest event time (`None` before the first).
+    pub max_ts: Option<Millis>,
+    pub idle: bool,
+    pub caught_up: bool,
+    pub behind: bool,
+    pub read: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartitionClock {
     max_ts: Millis,
@@ -74,6 +86,43 @@ impl Watermarks {
 
     fn clock_watermark(&self, c: &PartitionClock) -> Millis {
         if c.max_ts == Millis::MIN { Millis::MIN } else { c.max_ts.saturating_sub(self.delay) }
+    }
+
+    /// How many partitions there are.
+    pub fn len(&self) -> usize {
+        self.partitions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    /// Partition `p`'s clock, to send to a second stage.
+    pub fn state(&self, p: usize) -> ClockState {
+        let c = &self.partitions[p];
+        ClockState { max_ts: (c.max_ts != Millis::MIN).then_some(c.max_ts), idle: c.idle, caught_up: c.caught_up, behind: c.behind, read: c.read }
+    }
+
+    /// Take partition `p`'s clock as another process reports it; its largest event time never
+    /// goes back (a partition re-read by a new owner reports less for a while).
+    pub fn apply(&mut self, p: usize, s: ClockState) -> Millis {
+        let c = &mut self.partitions[p];
+        c.max_ts = c.max_ts.max(s.max_ts.unwrap_or(Millis::MIN));
+        (c.idle, c.caught_up, c.behind, c.read) = (s.idle, s.caught_up, s.behind, s.read);
+        self.recompute();
+        self.current
+    }
+
+    /// Move partition `p`'s watermark to at least `watermark` without a record (a second
+    /// stage, whose clock comes from its first stage's reports; its delay is 0).
+    pub fn advance(&mut self, p: usize, watermark: Millis) -> Millis {
+        debug_assert_eq!(self.delay, 0, "an external clock is already delayed");
+        let c = &mut self.partitions[p];
+        if watermark > c.max_ts {
+            c.max_ts = watermark;
+            self.recompute();
+        }
+        self.current
     }
 
     /// Record an event time seen on partition `p`; returns the job's watermark after it.

@@ -21,6 +21,7 @@ use super::{Chunk, PartitionInfo, Payload, Poll, RecordMeta, Source};
 use crate::kafka::Cluster;
 
 mod batch;
+pub mod clocks;
 mod intake;
 
 use crate::Millis;
@@ -53,16 +54,23 @@ enum GroupEvent {
     Revoked(Vec<usize>),
 }
 
+/// What runs inside a revocation, before the partitions go (see [`KafkaSource::before_revoke`]).
+pub type RevokeHook = Box<dyn FnMut(&BaseConsumer<GroupContext>) + Send>;
+
 /// Hears the group's rebalances, for the pipeline to act on after `poll` returns.
-struct GroupContext {
+pub struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
+    before_revoke: Mutex<Option<RevokeHook>>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some(hook) = self.before_revoke.lock().expect("not poisoned").as_mut() {
+                hook(consumer);
+            }
             let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
             self.events.lock().expect("not poisoned").push(GroupEvent::Revoked(parts));
         }
@@ -105,6 +113,8 @@ pub struct KafkaSource {
     assigned_before: bool,
     /// Group mode: positions the last commit could not store (the broker away), said at the end.
     uncommitted: Option<Vec<(usize, i64)>>,
+    /// A scaled-out job's second stage: the first stage's clocks, read off the internal topic.
+    clocks: Option<clocks::Clocks>,
 }
 
 /// Errors of a broker that is away for a while (restarting, a network blip): librdkafka
@@ -178,7 +188,7 @@ impl KafkaSource {
                 ("session.timeout.ms", "6000"),
                 ("heartbeat.interval.ms", "1000"),
             ])
-            .create_with_context(GroupContext { events: events.clone() })
+            .create_with_context(GroupContext { events: events.clone(), before_revoke: Mutex::new(None) })
             .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
         // A live run waits a minute for its topic to appear (a producer starting beside it).
         let patience = if matches!(start, Start::Group { .. }) { 60 } else { 0 };
@@ -220,6 +230,7 @@ impl KafkaSource {
             unreachable: None,
             assigned_before: false,
             uncommitted: None,
+            clocks: None,
         };
         match start {
             Start::Group { .. } => {
@@ -234,6 +245,26 @@ impl KafkaSource {
             Start::Range { from, to } => source.assign_range(partitions, &from, &to)?,
         }
         Ok(source)
+    }
+
+    /// A scaled-out job's second stage over its internal topic: markers there carry the
+    /// clocks of the source's `source_partitions` partitions, delayed by `delay` (see
+    /// [`clocks`]).
+    pub fn open_second_stage(cluster: &Cluster, topic: &str, group: &str, source_partitions: usize, delay: Millis) -> anyhow::Result<KafkaSource> {
+        let mut source = KafkaSource::open(cluster, topic, Start::Group { group: group.to_string() })?;
+        source.clocks = Some(clocks::Clocks::new(source.infos.len(), source_partitions, delay));
+        Ok(source)
+    }
+
+    /// Run `hook` inside each revocation, before the partitions go to another member: a first
+    /// stage commits its open transaction there, so the new owner starts where it stopped.
+    pub fn before_revoke(&mut self, hook: RevokeHook) {
+        *self.consumer.context().before_revoke.lock().expect("not poisoned") = Some(hook);
+    }
+
+    /// The consumer, for a first stage's transactions.
+    pub fn consumer(&self) -> &BaseConsumer<GroupContext> {
+        &self.consumer
     }
 
     fn assign_range(&mut self, partitions: usize, from: &Position, to: &Position) -> anyhow::Result<()> {
@@ -374,10 +405,16 @@ impl KafkaSource {
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
             }
+            if take_marker(&mut self.clocks, &self.assigned, &mut self.ready, &m) {
+                continue;
+            }
             match self.intake.accept(&m) {
                 Accepted::Buffered(size) => {
                     count += 1;
                     bytes += size;
+                    if let Some(c) = &mut self.clocks {
+                        c.buffered(Incoming::partition(&m) as usize);
+                    }
                 }
                 Accepted::Skipped => {}
                 Accepted::Seek(p, position) => self.seek(p, position)?,
@@ -415,8 +452,16 @@ impl KafkaSource {
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
             }
+            if take_marker(&mut self.clocks, &self.assigned, &mut self.ready, &m) {
+                continue;
+            }
             match self.intake.accept(&m) {
-                Accepted::Buffered(_) => count += 1,
+                Accepted::Buffered(_) => {
+                    count += 1;
+                    if let Some(c) = &mut self.clocks {
+                        c.buffered(m.partition() as usize);
+                    }
+                }
                 Accepted::Skipped => {}
                 Accepted::Seek(p, position) => {
                     self.seek(p, position)?;
@@ -470,6 +515,9 @@ impl KafkaSource {
             self.handed[p] = Some(last.offset + 1);
         }
         self.told_caught_up[p] = false;
+        if let Some(w) = self.clocks.as_mut().and_then(|c| c.handed(p, g.records.len())) {
+            self.ready.push_back(Poll::Clock(p, w));
+        }
         // A range replay's partitions end instead; a live one is behind while it holds more.
         let behind = self.intake.ends.is_none() && (g.records.len() >= RANGE_CHUNK || !self.intake.buffers[p].is_empty());
         let meta = RecordMeta { topic: self.topic.clone(), timestamps: g.timestamps, trace_ids: g.trace_ids };
@@ -585,6 +633,9 @@ impl KafkaSource {
         self.intake.buffers[p] = Buffer::default();
         self.handed[p] = None;
         self.told_caught_up[p] = false;
+        if let Some(c) = &mut self.clocks {
+            c.forget(p);
+        }
         self.started[p] = false;
         self.intake.caught_up[p] = false;
         self.intake.first_at[p] = None;
@@ -635,6 +686,22 @@ impl KafkaSource {
             }
         }
     }
+}
+
+/// A second stage's marker: its clock is taken (told at once when nothing of its partition
+/// waits), never buffered as a record. False for any other message.
+fn take_marker(clocks: &mut Option<clocks::Clocks>, assigned: &[bool], ready: &mut VecDeque<Poll>, m: &impl Incoming) -> bool {
+    let Some(clocks) = clocks else { return false };
+    if m.header(clocks::MARKER_HEADER).is_none() {
+        return false;
+    }
+    let p = m.partition() as usize;
+    if assigned.get(p).copied().unwrap_or(false) {
+        if let Some(w) = clocks.marker(p, m.payload()) {
+            ready.push_back(Poll::Clock(p, w));
+        }
+    }
+    true
 }
 
 /// How long a consumer may take to leave its group when the job ends.

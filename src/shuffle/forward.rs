@@ -1,0 +1,323 @@
+//! The first stage of a scaled-out job: the source topic, re-keyed into the internal topic.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use datafusion::arrow::row::{RowConverter, SortField};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::decode::{event_times, Decoder};
+use crate::job::Job;
+use crate::kafka::{Cluster, DeliveryLog};
+use crate::sink::route::Route;
+use crate::source::kafka::clocks::{Marker, MARKER_HEADER, SOURCE_HEADER};
+use crate::source::kafka::{GroupContext, KafkaSource};
+use crate::source::{Chunk, Payload, Poll, Source};
+use crate::time::watermark::{ClockState, Watermarks};
+
+/// How often the open transaction commits: the second stage sees records this much later.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How often every owned partition's clock is written again, changed or not: a second stage
+/// that starts, or takes over an internal partition, hears every clock within this.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long an open transaction of a crashed first stage blocks `read_committed` readers of
+/// the internal topic before the broker aborts it.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// What the first stage did, for the closing message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Forwarded {
+    pub records: u64,
+    pub dead_letters: u64,
+    pub markers: u64,
+    pub transactions: u64,
+}
+
+/// The open transaction: what it wrote, and the source positions it will commit.
+struct Open {
+    producer: Arc<ThreadedProducer<DeliveryLog>>,
+    source_topic: String,
+    /// Per source partition, the next offset after what was forwarded.
+    positions: Vec<Option<i64>>,
+    writes: u64,
+    /// A commit inside a revocation failed: the stage stops with it.
+    failed: Option<String>,
+    transactions: u64,
+}
+
+impl Open {
+    /// Commit what was written with the consumed offsets, and begin the next transaction.
+    fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in self.positions.iter().enumerate() {
+            if let Some(o) = o {
+                tpl.add_partition_offset(&self.source_topic, p as i32, Offset::Offset(*o))?;
+            }
+        }
+        if self.writes == 0 && tpl.count() == 0 {
+            return Ok(());
+        }
+        if tpl.count() > 0 {
+            let group = consumer.group_metadata().context("the first stage's consumer has no group metadata")?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
+                .context("cannot put the source offsets into the shuffle's transaction")?;
+        }
+        self.producer.commit_transaction(Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
+        self.producer.begin_transaction().context("cannot begin the shuffle's next transaction")?;
+        self.positions.iter_mut().for_each(|p| *p = None);
+        self.writes = 0;
+        self.transactions += 1;
+        Ok(())
+    }
+}
+
+/// Reads the source in the job's consumer group and writes each record to the internal
+/// partition of its group key, with markers of its partitions' clocks (see the module above).
+pub struct Forwarder {
+    job: String,
+    source: KafkaSource,
+    decoder: Decoder,
+    /// The group key's columns in decoded batches; empty: everything to partition 0.
+    key_columns: Vec<usize>,
+    converter: Option<RowConverter>,
+    event_time: usize,
+    watermarks: Watermarks,
+    idle_timeout: Duration,
+    topic: String,
+    partitions: i32,
+    open: Arc<Mutex<Open>>,
+    producer: Arc<ThreadedProducer<DeliveryLog>>,
+    dead_letters: Route,
+    assigned: Vec<bool>,
+    /// Per source partition, the clock last written.
+    sent: Vec<Option<ClockState>>,
+    done: Forwarded,
+}
+
+impl Forwarder {
+    /// The first stage of `job` over `source` (opened in the job's group), writing to the
+    /// internal topic `topic` of `partitions` partitions.
+    pub fn new(job: &Job, key: &[String], cluster: &Cluster, mut source: KafkaSource, topic: &str, partitions: usize) -> anyhow::Result<Forwarder> {
+        let decoder = Decoder::new(&job.dataflow());
+        let schema = decoder.schema();
+        let key_columns: Vec<usize> = key.iter().map(|k| schema.index_of(k).with_context(|| format!("the group key column `{k}` is not decoded"))).collect::<anyhow::Result<_>>()?;
+        let converter = if key_columns.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?)
+        };
+        // A transactional id of its own per process: the group's generation fences a member
+        // that lost its partitions (KIP-447), so no two need to share one.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let id = format!("osprey-{}-shuffle-{}-{}", job.name, std::process::id(), nanos % 1_000_000_000);
+        let mut own = cluster.clone();
+        own.transactional_id = Some(id.clone());
+        own.properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
+        let producer = crate::kafka::transactional(&own)?.expect("a transactional id was set");
+        let source_partitions = source.partitions().len();
+        let source_topic = match &job.source {
+            crate::job::SourceConfig::Kafka(k) => k.topic.clone(),
+            _ => bail!("job `{}`: the shuffle reads a Kafka source", job.name),
+        };
+        let open = Arc::new(Mutex::new(Open {
+            producer: producer.clone(),
+            source_topic,
+            positions: vec![None; source_partitions],
+            writes: 0,
+            failed: None,
+            transactions: 0,
+        }));
+        // Inside a revocation, before the partitions go: commit what was forwarded, so their
+        // next owner starts exactly after it.
+        let in_revoke = open.clone();
+        source.before_revoke(Box::new(move |consumer| {
+            let mut open = in_revoke.lock().expect("not poisoned");
+            if let Err(e) = open.commit(consumer) {
+                open.failed.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }));
+        Ok(Forwarder {
+            job: job.name.clone(),
+            decoder,
+            key_columns,
+            converter,
+            event_time: job.event_time_index(),
+            watermarks: Watermarks::new(source_partitions, job.event_time.watermark_delay),
+            idle_timeout: job.event_time.idle_timeout,
+            topic: topic.to_string(),
+            partitions: partitions as i32,
+            producer,
+            open,
+            dead_letters: Route::new(job.dead_letter.clone(), Some(cluster), &job.name, "dlq")?,
+            assigned: vec![false; source_partitions],
+            sent: vec![None; source_partitions],
+            source,
+            done: Forwarded::default(),
+        })
+    }
+
+    /// Forward until `stop` is set; the last transaction commits on the way out.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> anyhow::Result<Forwarded> {
+        let started = Instant::now();
+        let (mut last_commit, mut last_beat) = (Instant::now(), Instant::now());
+        let mut dirty = BTreeSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(e) = self.open.lock().expect("not poisoned").failed.take() {
+                bail!("job `{}`: the shuffle's first stage could not commit inside a rebalance: {e}", self.job);
+            }
+            let watermarks = self.watermarks.per_partition();
+            match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job))? {
+                Poll::Chunk(chunk) => {
+                    dirty.insert(chunk.partition);
+                    self.forward(chunk)?;
+                }
+                Poll::CaughtUp(p) => {
+                    self.watermarks.caught_up(p);
+                    dirty.insert(p);
+                }
+                Poll::Assigned(ps) => {
+                    for p in ps {
+                        self.assigned[p] = true;
+                        self.watermarks.activate(p);
+                        dirty.insert(p);
+                    }
+                }
+                Poll::Revoked(ps) => {
+                    // Committed inside the revocation; re-read from there by the next owner.
+                    for p in ps {
+                        self.assigned[p] = false;
+                        self.watermarks.deactivate(p);
+                        self.watermarks.rewind(p);
+                        self.sent[p] = None;
+                    }
+                }
+                Poll::Idle => std::thread::sleep(Duration::from_millis(5)),
+                Poll::Clock(..) | Poll::PartitionEnd(_) | Poll::End => {}
+            }
+            let now = Instant::now();
+            self.watermarks.mark_idle(now, started, self.idle_timeout);
+            if now.duration_since(last_beat) >= HEARTBEAT {
+                last_beat = now;
+                self.sent.iter_mut().for_each(|s| *s = None);
+                dirty.extend((0..self.assigned.len()).filter(|&p| self.assigned[p]));
+            } else {
+                // Clocks that changed without a chunk (idle, caught up).
+                dirty.extend((0..self.assigned.len()).filter(|&p| self.assigned[p] && self.sent[p] != Some(self.watermarks.state(p))));
+            }
+            for p in std::mem::take(&mut dirty) {
+                self.mark(p)?;
+            }
+            if now.duration_since(last_commit) >= COMMIT_EVERY {
+                last_commit = now;
+                self.commit()?;
+            }
+        }
+        self.commit()?;
+        self.dead_letters.flush()?;
+        self.done.transactions = self.open.lock().expect("not poisoned").transactions;
+        Ok(self.done)
+    }
+
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let mut open = self.open.lock().expect("not poisoned");
+        open.commit(self.source.consumer()).with_context(|| format!("job `{}`: the shuffle's first stage", self.job))
+    }
+
+    /// Write partition `p`'s clock to every internal partition, if it changed.
+    fn mark(&mut self, p: usize) -> anyhow::Result<()> {
+        if !self.assigned[p] {
+            return Ok(());
+        }
+        let clock = self.watermarks.state(p);
+        if self.sent[p] == Some(clock) {
+            return Ok(());
+        }
+        self.sent[p] = Some(clock);
+        let payload = serde_json::to_vec(&Marker { partition: p, clock })?;
+        for q in 0..self.partitions {
+            let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some("1") });
+            self.send(BaseRecord::to(&self.topic).partition(q).payload(payload.as_slice()).headers(headers))?;
+        }
+        self.done.markers += self.partitions as u64;
+        self.open.lock().expect("not poisoned").writes += self.partitions as u64;
+        Ok(())
+    }
+
+    /// Decode a chunk (dead letters are routed here), then write each record's own bytes to
+    /// the internal partition of its group key, in source order.
+    fn forward(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        let p = chunk.partition;
+        let decoded = self.decoder.decode(p, &chunk.payload);
+        let name = self.source.partitions()[p].name.clone();
+        for d in &decoded.dead_letters {
+            self.dead_letters.write(&crate::sink::route::dead_letter(&self.job, &name, d))?;
+        }
+        self.done.dead_letters += decoded.dead_letters.len() as u64;
+        let Payload::Json { data, records, meta } = &chunk.payload else { bail!("a Kafka chunk is JSON bytes") };
+        let rows = decoded.batch.num_rows();
+        let hashes: Vec<u64> = match &self.converter {
+            None => vec![0; rows],
+            Some(converter) => {
+                let columns: Vec<_> = self.key_columns.iter().map(|&i| decoded.batch.column(i).clone()).collect();
+                let keys = converter.convert_columns(&columns)?;
+                (0..rows).map(|i| crate::checkpoint::fnv(keys.row(i).as_ref())).collect()
+            }
+        };
+        let times = event_times(&decoded.batch, self.event_time);
+        self.watermarks.chunk_arrives(p, chunk.behind);
+        let mut at = 0;
+        for row in 0..rows {
+            let offset = decoded.offsets[row];
+            while records[at].offset != offset {
+                at += 1; // dead letters in between
+            }
+            let r = records[at];
+            self.watermarks.observe(p, times[row]);
+            let position = format!("{p}:{offset}");
+            let mut headers = OwnedHeaders::new().insert(Header { key: SOURCE_HEADER, value: Some(&position) });
+            let trace = meta.as_ref().and_then(|m| m.trace_ids[at].as_ref()).map(|t| format!("00-{t}-0000000000000001-01"));
+            if let Some(t) = &trace {
+                headers = headers.insert(Header { key: "traceparent", value: Some(t) });
+            }
+            let key = hashes[row].to_be_bytes();
+            let target = if self.converter.is_some() { (hashes[row] % self.partitions as u64) as i32 } else { 0 };
+            let mut record = BaseRecord::to(&self.topic).partition(target).payload(&data[r.start as usize..r.end as usize]).headers(headers);
+            if self.converter.is_some() {
+                record = record.key(&key[..]);
+            }
+            if let Some(t) = meta.as_ref().and_then(|m| m.timestamps[at]) {
+                record = record.timestamp(t);
+            }
+            self.send(record)?;
+        }
+        self.done.records += rows as u64;
+        let mut open = self.open.lock().expect("not poisoned");
+        open.writes += rows as u64;
+        if let Some(last) = records.last() {
+            open.positions[p] = Some(last.offset + 1);
+        }
+        Ok(())
+    }
+
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => bail!("job `{}`: cannot write to the internal topic `{}`: {e}", self.job, self.topic),
+            }
+        }
+    }
+}

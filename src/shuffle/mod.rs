@@ -1,0 +1,146 @@
+//! Scale-out for a job whose grouping its topic is not keyed by: two stages joined by an
+//! internal topic, `osprey-<job>-shuffle`, keyed by the job's group key.
+//!
+//! Several `osprey run` of a job share its topic's partitions. When the topic is keyed by the
+//! job's group key (`[source] key`), each group's records sit in one partition, so in one
+//! process, and one stage is enough. Otherwise every process would write its own partial row
+//! for the same window and group. So:
+//!
+//! - **first stage** ([`Forwarder`], a thread beside the pipeline): reads the topic in the job's
+//!   consumer group, decodes each record (dead letters are routed here), and writes its bytes
+//!   to the internal partition its group key hashes to. After each chunk, and every second, it
+//!   writes each of its source partitions' clocks (largest event time, idle, caught up) as a
+//!   marker to every internal partition. Writes and consumed offsets commit in one Kafka
+//!   transaction (every 100 ms, and inside a revocation), so a crash or a rebalance neither
+//!   loses a record nor forwards one twice.
+//! - **second stage** (the ordinary pipeline, `Options::shuffled`): reads the internal topic
+//!   (`read_committed`) in its own group, `osprey-<job>-shuffle`. Its watermark is not taken
+//!   from the records: per internal partition, it is the least over the source partitions'
+//!   clocks heard there, as one process over the whole topic would have it, taken only after
+//!   the records written before the marker (`source::kafka::clocks`). Lateness is judged here,
+//!   against that watermark: the first stage of one process sees only its own partitions'
+//!   clocks, which would call records late that one process would not.
+//!
+//! Both stages run in every process of the job.
+
+mod forward;
+
+pub use forward::Forwarder;
+
+use crate::exec::grouping::Grouping;
+use crate::exec::JobQuery;
+use crate::job::{Delivery, InputFormat, Job, SinkConfig, SourceConfig};
+
+/// How a live run of a job reads its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stages {
+    /// The job reads its source directly; why that gives one process's results.
+    One(String),
+    /// Through the internal topic, re-keyed by these input columns (empty: every record to
+    /// internal partition 0).
+    Two { key: Vec<String> },
+}
+
+/// The internal topic of job `name`.
+pub fn topic(name: &str) -> String {
+    format!("osprey-{name}-shuffle")
+}
+
+/// The consumer group of a job's second stage.
+pub fn group(name: &str) -> String {
+    format!("osprey-{name}-shuffle")
+}
+
+/// Whether a live run of `job` (planned as `query`) needs the shuffle, and on what key.
+pub fn stages(job: &Job, query: &JobQuery) -> Stages {
+    if !matches!(job.source, SourceConfig::Kafka(_)) {
+        return Stages::One("its source is not a Kafka topic: one process reads it all".into());
+    }
+    if !matches!(job.input, InputFormat::Json) {
+        return Stages::One(
+            "OpenTelemetry input: one message holds rows of many keys, so it is not re-keyed; with several processes, per-key results are whole only when the topic is keyed by the group key".into(),
+        );
+    }
+    // The message timestamp and trace id travel with each record; where it was read does not.
+    let named: Vec<&str> = crate::source::metadata::referenced_by(&job.sql.text).into_iter().filter(|c| ["_partition", "_offset", "_topic"].contains(c)).collect();
+    if !named.is_empty() {
+        return Stages::One(format!("its SQL reads {}, which re-keying would change: it reads the topic directly", named.join(", ")));
+    }
+    if matches!(job.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. }) {
+        return Stages::One("exactly-once: one instance of the job runs at a time (its transactional id fences any other)".into());
+    }
+    let inputs: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
+    let state = match job.kind.state_key() {
+        Some(key) => Grouping::Keys(key.into_iter().filter(|k| inputs.contains(&k.as_str())).collect()),
+        None => Grouping::RowWise,
+    };
+    let grouping = query.grouping().and(state);
+    if grouping.covered_by(&job.source_key) {
+        return Stages::One(match &grouping {
+            Grouping::RowWise => "each record's output is its own: processes may split the topic anyhow".into(),
+            Grouping::Keys(k) => format!("the topic is keyed by [{}] ([source] key), which holds each group [{}] in one partition", job.source_key.join(", "), k.join(", ")),
+        });
+    }
+    match grouping {
+        Grouping::Keys(key) => Stages::Two { key },
+        Grouping::RowWise => unreachable!("row-wise is always covered"),
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stages::One(why) => write!(f, "one stage: {why}"),
+            Stages::Two { key } if key.is_empty() => write!(
+                f,
+                "two stages: every record meets in one process (the grouping has no plain input column), through the internal topic's partition 0"
+            ),
+            Stages::Two { key } => write!(
+                f,
+                "two stages: the topic is not keyed by [{}] (declare [source] key if it is), so records are re-keyed by it through an internal topic",
+                key.join(", ")
+            ),
+        }
+    }
+}
+
+/// A live run's source: the job's own (one stage), or the internal topic with the first stage
+/// started on a thread of its own (two stages). The thread sets `stop` if it fails, so the
+/// pipeline ends too; join it after the pipeline and report its result.
+pub struct LiveSource {
+    pub source: Box<dyn crate::source::Source>,
+    /// Two stages: the first stage's thread.
+    pub first_stage: Option<std::thread::JoinHandle<anyhow::Result<forward::Forwarded>>>,
+    pub stages: Stages,
+}
+
+/// Open a live run's source for `job` (see [`stages`]). A topic of one partition is read in one
+/// stage whatever its key.
+pub fn open_live(job: &Job, query: &JobQuery, cluster: Option<&crate::kafka::Cluster>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<LiveSource> {
+    let stages = stages(job, query);
+    let (Stages::Two { key }, Some(cluster), SourceConfig::Kafka(k)) = (&stages, cluster, &job.source) else {
+        let source = crate::source::open_live(&job.source, &job.job_ref(), cluster)?;
+        return Ok(LiveSource { source, first_stage: None, stages });
+    };
+    use crate::source::Source;
+    let source = crate::source::kafka::KafkaSource::open(cluster, &k.topic, crate::source::kafka::Start::Group { group: k.group.clone() })?;
+    let partitions = source.partitions().len();
+    if partitions < 2 {
+        let stages = Stages::One(format!("the topic `{}` has one partition: one process reads it all", k.topic));
+        return Ok(LiveSource { source: Box::new(source), first_stage: None, stages });
+    }
+    let internal = topic(&job.name);
+    cluster.ensure_topics(&[(internal.as_str(), partitions as i32)])?;
+    let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions)?;
+    let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), partitions, job.event_time.watermark_delay)?;
+    let name = job.name.clone();
+    let thread = std::thread::Builder::new().name("shuffle".into()).spawn(move || {
+        let result = forwarder.run(stop.clone());
+        if let Err(e) = &result {
+            crate::log_error!("job `{name}`: the shuffle's first stage failed: {e:#}");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    })?;
+    Ok(LiveSource { source: Box::new(second), first_stage: Some(thread), stages })
+}
