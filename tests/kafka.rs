@@ -1543,9 +1543,11 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     };
     send(&all[..20_000], false);
     let text = format!(
-        "name = \"{}\"\nsql = \"SELECT window_start, service, count(*) AS n FROM events GROUP BY window_start, window_end, service\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n",
+        "name = \"{}\"\nsql = \"SELECT window_start, service, count(*) AS n FROM events GROUP BY window_start, window_end, service\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\nkey = \"service\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n",
         unique("restarted")
     );
+    // The topic is keyed by service, as `key` says: one stage. (The shuffle's first stage
+    // stops the job when an outage outlasts its 10 s transaction timeout; README.)
     std::fs::write(d.join("restarted.toml"), &text).unwrap();
     // The replay's topic: small producer batches and fetches that wait 100 ms for bytes that
     // never come, so reading it takes seconds and the outage catches it in the middle.

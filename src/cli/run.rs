@@ -50,10 +50,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
     let stop = super::stop_on_signal();
+    let from = match (&args.from, &args.from_offsets) {
+        (None, None) => None,
+        (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
+    };
     let query = osprey::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let live = osprey::shuffle::open_live(&job, &query, cluster.as_ref(), stop.clone())?;
+    let live = osprey::shuffle::open_live(&job, &query, cluster.as_ref(), from.as_ref(), stop.clone())?;
     drop(query);
-    if live.first_stage.is_some() {
+    let shuffled = live.first_stage.is_some();
+    if shuffled {
         osprey::log_info!("{}: {}", job.name, live.stages);
     }
     let source = live.source;
@@ -65,15 +70,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             job.path.display()
         );
     }
-    let from = match (&args.from, &args.from_offsets) {
-        (None, None) => None,
-        (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
-    };
+    // Two stages: `--from` went to the first stage's source.
+    let from = if shuffled { None } else { from };
     let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
-    let shuffled = live.first_stage.is_some();
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, shuffled, ..Options::live(stop.clone()) };
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
-    let summary = Pipeline::new(job.clone(), source, sink, options).and_then(|p| p.run());
+    // Two stages: dead letters are found, and routed, by the first; the second reads only
+    // records that decoded (anything it could not decode would show on stderr).
+    let mut second = job.clone();
+    if shuffled {
+        second.dead_letter = osprey::job::RouteConfig::Stderr;
+    }
+    let summary = Pipeline::new(second, source, sink, options).and_then(|p| p.run());
     // The first stage stops with the second, and commits what it forwarded.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let forwarded = live.first_stage.map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the shuffle's first stage panicked"))));

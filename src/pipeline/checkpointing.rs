@@ -233,7 +233,11 @@ impl Pipeline {
     /// per partition, the first row still held in a window, or past the last processed record.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.flush_outputs()?;
-        let positions: Vec<(usize, i64)> = self.committable().into_iter().filter(|&(p, o)| self.committed[p] != Some(o)).collect();
+        // Every position again when the watermark moved: each commit notes it (see
+        // `Source::commit_noting`), and a note must not lag behind the windows emitted.
+        let watermark = self.operator.watermark();
+        let moved = std::mem::replace(&mut self.noted_watermark, watermark) != watermark;
+        let positions: Vec<(usize, i64)> = self.committable().into_iter().filter(|&(p, o)| moved || self.committed[p] != Some(o)).collect();
         if !positions.is_empty() {
             if self.fired_since_commit > 0 {
                 if let Some(n) = self.exit_before_commit.as_mut() {
@@ -244,7 +248,7 @@ impl Pipeline {
                     }
                 }
             }
-            self.source.commit(&positions).with_context(|| format!("job `{}`", self.job.name))?;
+            self.source.commit_noting(&positions, watermark).with_context(|| format!("job `{}`", self.job.name))?;
             for (p, position) in positions {
                 self.committed[p] = Some(position);
             }

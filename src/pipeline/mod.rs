@@ -178,6 +178,13 @@ pub struct Pipeline {
     restored_unassigned: bool,
     /// When the source's lag was last asked for.
     lag_asked: Option<Instant>,
+    /// The watermark the last commit noted.
+    noted_watermark: crate::Millis,
+    /// Per partition read again from a commit without its window state: the watermark that
+    /// commit noted. Its records in windows that closed by then were emitted already, and are
+    /// skipped (not emitted again as partial windows) until the job's watermark gets there.
+    /// With how many records were skipped so far.
+    emitted: Vec<Option<(crate::Millis, u64)>>,
     /// Exactly-once: the job's transactional producer (sink, alert topic, routes); each
     /// checkpoint commits its transaction with the consumed offsets.
     transaction: Option<Arc<rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>>>,
@@ -262,6 +269,8 @@ impl Pipeline {
             resume: vec![None; partitions],
             restored_unassigned: false,
             lag_asked: None,
+            noted_watermark: crate::Millis::MIN,
+            emitted: vec![None; partitions],
             transaction,
             options,
         };
@@ -395,6 +404,7 @@ impl Pipeline {
                             self.operator.watermarks_mut().mark_idle(now, started, self.job.event_time.idle_timeout);
                         }
                     }
+                    self.skip_emitted(partition, &mut decoded)?;
                     self.process(partition, decoded)?;
                     self.processed[partition] = Some(last);
                 }
@@ -429,6 +439,10 @@ impl Pipeline {
                     }
                     for p in ps {
                         self.operator.watermarks_mut().activate(p);
+                        // Without checkpoints, a partition's window state starts empty here.
+                        if self.checkpoints.is_none() && self.transaction.is_none() {
+                            self.emitted[p] = self.source.emitted_up_to(p).map(|w| (w, 0));
+                        }
                     }
                 }
                 Some(Queued::Revoked(_)) if self.transaction.is_some() => {
@@ -501,6 +515,35 @@ impl Pipeline {
                 .map(|(_, c)| c.name.clone())
                 .collect(),
         })
+    }
+
+    /// Drop the rows of windows emitted before this partition was last committed (see
+    /// `emitted`), while the job's watermark is behind that point.
+    fn skip_emitted(&mut self, partition: usize, decoded: &mut Decoded) -> anyhow::Result<()> {
+        let Some((floor, skipped)) = self.emitted[partition] else { return Ok(()) };
+        if self.operator.watermark() >= floor {
+            self.emitted[partition] = None;
+            if skipped > 0 {
+                let name = &self.source.partitions()[partition].name;
+                crate::log_info!("{}: {name} was read again from its last commit: {skipped} records of windows emitted before it came here were skipped", self.job.name);
+            }
+            return Ok(());
+        }
+        let times = event_times(&decoded.batch, self.job.event_time_index());
+        let keep: Vec<bool> = times.iter().map(|&t| !self.operator.closed_by(t, floor)).collect();
+        if keep.iter().all(|&k| k) {
+            return Ok(());
+        }
+        let dropped = keep.iter().filter(|&&k| !k).count() as u64;
+        self.emitted[partition] = Some((floor, skipped + dropped));
+        let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
+        decoded.batch = datafusion::arrow::compute::filter_record_batch(&decoded.batch, &mask)?;
+        let mut i = 0;
+        decoded.offsets.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        Ok(())
     }
 
     fn process(&mut self, partition: usize, decoded: Decoded) -> anyhow::Result<()> {

@@ -274,6 +274,7 @@ impl Forwarder {
         };
         let times = event_times(&decoded.batch, self.event_time);
         self.watermarks.chunk_arrives(p, chunk.behind);
+        self.watermarks.touch(p, Instant::now());
         let mut at = 0;
         for row in 0..rows {
             let offset = decoded.offsets[row];

@@ -27,6 +27,8 @@ mod forward;
 
 pub use forward::Forwarder;
 
+use anyhow::Context;
+
 use crate::exec::grouping::Grouping;
 use crate::exec::JobQuery;
 use crate::job::{Delivery, InputFormat, Job, SinkConfig, SourceConfig};
@@ -115,19 +117,31 @@ pub struct LiveSource {
 }
 
 /// Open a live run's source for `job` (see [`stages`]). A topic of one partition is read in one
-/// stage whatever its key.
-pub fn open_live(job: &Job, query: &JobQuery, cluster: Option<&crate::kafka::Cluster>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<LiveSource> {
+/// stage whatever its key. `from` (a fresh start at a time or offsets) applies to the first
+/// stage's source; the second stage then starts at its group's commit.
+pub fn open_live(
+    job: &Job,
+    query: &JobQuery,
+    cluster: Option<&crate::kafka::Cluster>,
+    from: Option<&crate::source::kafka::Position>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<LiveSource> {
     let stages = stages(job, query);
     let (Stages::Two { key }, Some(cluster), SourceConfig::Kafka(k)) = (&stages, cluster, &job.source) else {
         let source = crate::source::open_live(&job.source, &job.job_ref(), cluster)?;
         return Ok(LiveSource { source, first_stage: None, stages });
     };
     use crate::source::Source;
-    let source = crate::source::kafka::KafkaSource::open(cluster, &k.topic, crate::source::kafka::Start::Group { group: k.group.clone() })?;
+    let mut source = crate::source::kafka::KafkaSource::open(cluster, &k.topic, crate::source::kafka::Start::Group { group: k.group.clone() })?;
     let partitions = source.partitions().len();
     if partitions < 2 {
         let stages = Stages::One(format!("the topic `{}` has one partition: one process reads it all", k.topic));
         return Ok(LiveSource { source: Box::new(source), first_stage: None, stages });
+    }
+    if let Some(from) = from {
+        let positions = source.positions_at(from).with_context(|| format!("job `{}`: --from", job.name))?;
+        crate::log_info!("{}: starting fresh at {positions:?} (per partition of the source, in the shuffle's first stage)", job.name);
+        source.resume_at(&positions);
     }
     let internal = topic(&job.name);
     cluster.ensure_topics(&[(internal.as_str(), partitions as i32)])?;

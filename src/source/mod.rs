@@ -122,6 +122,19 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// Commit `positions` noting the job's watermark then: the windows it closed were emitted,
+    /// so whoever reads a partition again from this commit without its window state
+    /// ([`Source::emitted_up_to`]) knows which records of it went out already. Sources
+    /// without such notes commit as [`Source::commit`] does.
+    fn commit_noting(&mut self, positions: &[(usize, i64)], _watermark: Millis) -> anyhow::Result<()> {
+        self.commit(positions)
+    }
+
+    /// The watermark noted with partition `p`'s last commit (see [`Source::commit_noting`]).
+    fn emitted_up_to(&mut self, _p: usize) -> Option<Millis> {
+        None
+    }
+
     /// Per assigned partition, how many records the source is behind the end of its log
     /// (Kafka: the high watermark less the next offset handed out). Asked every few seconds;
     /// `None` where there is no such notion (files, the generator).

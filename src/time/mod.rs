@@ -99,6 +99,16 @@ impl WindowOperator {
         WindowOperator { watermarks: Watermarks::new(partitions, delay), assigner, lateness, event_time, external_clock: false }
     }
 
+    /// Whether every window holding event time `t` ends at or before `watermark` (and so was
+    /// emitted when the watermark got there). Sessions never say so: their ends depend on
+    /// their rows.
+    pub fn closed_by(&self, t: Millis, watermark: Millis) -> bool {
+        match &self.assigner {
+            Assigner::Panes(p) => p.last_end(t) <= watermark,
+            Assigner::Sessions(_) => false,
+        }
+    }
+
     /// The watermark comes from outside (a second stage): records no longer move it.
     pub fn set_external_clock(&mut self) {
         self.external_clock = true;

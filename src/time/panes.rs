@@ -54,6 +54,11 @@ impl Panes {
     }
 
     /// Ends of the windows that contain the pane starting at `p`, earliest first.
+    /// The end of the last window holding event time `t`.
+    pub fn last_end(&self, t: Millis) -> Millis {
+        floor_to(floor_to(t, self.pane), self.slide) + self.size
+    }
+
     fn window_ends(&self, p: Millis) -> impl Iterator<Item = Millis> + use<> {
         let last_start = floor_to(p, self.slide);
         let (size, slide) = (self.size, self.slide);

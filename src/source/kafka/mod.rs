@@ -704,6 +704,9 @@ fn take_marker(clocks: &mut Option<clocks::Clocks>, assigned: &[bool], ready: &m
     true
 }
 
+/// How a commit's metadata notes the job's watermark (see [`Source::commit_noting`]).
+const WATERMARK_NOTE: &str = "osprey-watermark=";
+
 /// How long a consumer may take to leave its group when the job ends.
 const CLOSE_LIMIT: Duration = Duration::from_secs(15);
 
@@ -758,13 +761,21 @@ impl Source for KafkaSource {
     }
 
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
+        self.commit_noting(positions, Millis::MIN)
+    }
+
+    fn commit_noting(&mut self, positions: &[(usize, i64)], watermark: Millis) -> anyhow::Result<()> {
         if self.intake.ends.is_some() {
             return Ok(()); // a replay reads a range; it moves no group forward
         }
         let mut tpl = TopicPartitionList::new();
         for &(p, offset) in positions {
             if self.assigned.get(p).copied().unwrap_or(false) {
-                tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset))?;
+                let mut e = tpl.add_partition(&self.topic, p as i32);
+                e.set_offset(Offset::Offset(offset))?;
+                if watermark != Millis::MIN {
+                    e.set_metadata(format!("{WATERMARK_NOTE}{watermark}"));
+                }
             }
         }
         if tpl.count() == 0 {
@@ -805,6 +816,17 @@ impl Source for KafkaSource {
             out.push((p, (high - next).max(0)));
         }
         Some(out)
+    }
+
+    fn emitted_up_to(&mut self, p: usize) -> Option<Millis> {
+        if self.intake.ends.is_some() {
+            return None;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, p as i32);
+        let answer = self.consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+        let e = answer.find_partition(&self.topic, p as i32)?;
+        e.metadata().strip_prefix(WATERMARK_NOTE)?.parse().ok()
     }
 
     fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
