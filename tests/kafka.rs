@@ -1638,7 +1638,7 @@ fn a_fresh_start_from_a_time_reads_from_there() {
     let first = all.iter().map(|e| e.ts).min().unwrap();
     let from = first + 60_000;
     let text = format!(
-        "name = \"{}\"\nsql = \"SELECT window_start, count(*) AS n FROM events GROUP BY window_start, window_end\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\n[source.schema]\nts = \"timestamp\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n",
+        "name = \"{}\"\nsql = \"SELECT window_start, service, count(*) AS n FROM events GROUP BY window_start, window_end, service\"\n[source]\nkind = \"kafka\"\ntopic = \"{topic}\"\nkey = \"service\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\n[event_time]\ncolumn = \"ts\"\nwatermark_delay = \"3s\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n",
         unique("from")
     );
     std::fs::write(d.join("from.toml"), text).unwrap();
