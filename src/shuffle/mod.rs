@@ -146,7 +146,7 @@ pub fn open_live(
     let internal = topic(&job.name);
     cluster.ensure_topics(&[(internal.as_str(), partitions as i32)])?;
     let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions)?;
-    let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), partitions, job.event_time.watermark_delay)?;
+    let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), &k.topic, partitions, job.event_time.watermark_delay)?;
     let name = job.name.clone();
     let thread = std::thread::Builder::new().name("shuffle".into()).spawn(move || {
         let result = forwarder.run(stop.clone());

@@ -113,6 +113,27 @@ impl Watermarks {
         self.current
     }
 
+    /// The partitions that hold nothing only because they are caught up (read to their log
+    /// end while another works through a backlog, or caught up before any event time): a
+    /// second stage checks that claim against the source's log ends before leaning on it.
+    pub fn released(&self) -> Vec<usize> {
+        let backlog = self.partitions.iter().any(|c| !c.ended && !c.idle && c.behind);
+        (0..self.partitions.len())
+            .filter(|&p| {
+                let c = &self.partitions[p];
+                !c.ended && !c.idle && c.caught_up && (backlog || c.max_ts == Millis::MIN)
+            })
+            .collect()
+    }
+
+    /// Partition `p` is not caught up after all (its log grew since it said so): it holds the
+    /// watermark at its clock again, until it says otherwise.
+    pub fn hold(&mut self, p: usize) -> Millis {
+        self.partitions[p].caught_up = false;
+        self.recompute();
+        self.current
+    }
+
     /// Move partition `p`'s watermark to at least `watermark` without a record (a second
     /// stage, whose clock comes from its first stage's reports; its delay is 0).
     pub fn advance(&mut self, p: usize, watermark: Millis) -> Millis {

@@ -250,9 +250,9 @@ impl KafkaSource {
     /// A scaled-out job's second stage over its internal topic: markers there carry the
     /// clocks of the source's `source_partitions` partitions, delayed by `delay` (see
     /// [`clocks`]).
-    pub fn open_second_stage(cluster: &Cluster, topic: &str, group: &str, source_partitions: usize, delay: Millis) -> anyhow::Result<KafkaSource> {
+    pub fn open_second_stage(cluster: &Cluster, topic: &str, group: &str, source_topic: &str, source_partitions: usize, delay: Millis) -> anyhow::Result<KafkaSource> {
         let mut source = KafkaSource::open(cluster, topic, Start::Group { group: group.to_string() })?;
-        source.clocks = Some(clocks::Clocks::new(source.infos.len(), source_partitions, delay));
+        source.clocks = Some(clocks::Clocks::new(source_topic, source.infos.len(), source_partitions, delay));
         Ok(source)
     }
 
@@ -364,6 +364,9 @@ impl KafkaSource {
     /// Read what librdkafka has (waiting up to `wait` for the first message) into the
     /// partition buffers; in range mode, mark partitions that reached their end.
     fn fetch(&mut self, wait: Duration) -> anyhow::Result<usize> {
+        if let Some(c) = &mut self.clocks {
+            c.new_round();
+        }
         if self.batch.is_none() {
             return self.fetch_polled(wait);
         }
@@ -405,7 +408,7 @@ impl KafkaSource {
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
             }
-            if take_marker(&mut self.clocks, &self.assigned, &mut self.ready, &m) {
+            if take_marker(&mut self.clocks, &self.consumer, &self.assigned, &mut self.ready, &m) {
                 continue;
             }
             match self.intake.accept(&m) {
@@ -452,7 +455,7 @@ impl KafkaSource {
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
             }
-            if take_marker(&mut self.clocks, &self.assigned, &mut self.ready, &m) {
+            if take_marker(&mut self.clocks, &self.consumer, &self.assigned, &mut self.ready, &m) {
                 continue;
             }
             match self.intake.accept(&m) {
@@ -486,7 +489,7 @@ impl KafkaSource {
 
     /// The end of partition `p`'s log as its last fetch answer gave it, without a request
     /// (this runs on the pipeline thread every two seconds); `None` before one came.
-    fn cached_end(&self, p: usize) -> Option<i64> {
+    pub(crate) fn cached_end(&self, p: usize) -> Option<i64> {
         let topic = std::ffi::CString::new(self.topic.as_bytes()).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: a live client, a NUL-terminated topic name, and valid out-pointers; librdkafka
@@ -690,18 +693,31 @@ impl KafkaSource {
 
 /// A second stage's marker: its clock is taken (told at once when nothing of its partition
 /// waits), never buffered as a record. False for any other message.
-fn take_marker(clocks: &mut Option<clocks::Clocks>, assigned: &[bool], ready: &mut VecDeque<Poll>, m: &impl Incoming) -> bool {
+fn take_marker(clocks: &mut Option<clocks::Clocks>, consumer: &BaseConsumer<GroupContext>, assigned: &[bool], ready: &mut VecDeque<Poll>, m: &impl Incoming) -> bool {
     let Some(clocks) = clocks else { return false };
     if m.header(clocks::MARKER_HEADER).is_none() {
         return false;
     }
     let p = m.partition() as usize;
     if assigned.get(p).copied().unwrap_or(false) {
-        if let Some(w) = clocks.marker(p, m.payload()) {
+        let mut ends = BrokerEnds { consumer, topic: clocks.source_topic.clone() };
+        if let Some(w) = clocks.marker(p, m.payload(), &mut ends) {
             ready.push_back(Poll::Clock(p, w));
         }
     }
     true
+}
+
+/// The source topic's log ends, asked of the broker (a second stage's check of caught-up claims).
+struct BrokerEnds<'a> {
+    consumer: &'a BaseConsumer<GroupContext>,
+    topic: String,
+}
+
+impl clocks::LogEnds for BrokerEnds<'_> {
+    fn log_end(&mut self, p: usize) -> Option<i64> {
+        self.consumer.fetch_watermarks(&self.topic, p as i32, Duration::from_secs(2)).ok().map(|(_, high)| high)
+    }
 }
 
 /// How a commit's metadata notes the job's watermark (see [`Source::commit_noting`]).
