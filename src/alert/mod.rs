@@ -197,12 +197,6 @@ pub(crate) use state_in_checkpoints;
 /// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)
 /// into 16 hex digits. The same on every machine and in every version of the record.
 pub fn fingerprint(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> String {
-    fingerprint_hex(fingerprint_of(job, rule, labels))
-}
-
-/// The fingerprint as a number: what the alert stage keys its alerts by inside (no string
-/// built per observation); [`fingerprint_hex`] is its text in records.
-pub fn fingerprint_of(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -218,12 +212,7 @@ pub fn fingerprint_of(job: &str, rule: &str, labels: &BTreeMap<String, String>) 
         eat(k.as_bytes());
         eat(v.as_bytes());
     }
-    h
-}
-
-/// A fingerprint's text: 16 lower-case hex digits (so text order is number order).
-pub fn fingerprint_hex(fp: u64) -> String {
-    format!("{fp:016x}")
+    format!("{h:016x}")
 }
 
 /// An event time as RFC 3339 in UTC with `Z`; milliseconds only when not zero.
