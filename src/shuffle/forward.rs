@@ -100,8 +100,6 @@ pub struct Forwarder {
     assigned: Vec<bool>,
     /// Per source partition, the clock last written.
     sent: Vec<Option<ClockState>>,
-    /// Per source partition, the offset after the last record forwarded since it was assigned.
-    read_to: Vec<Option<i64>>,
     done: Forwarded,
 }
 
@@ -162,7 +160,6 @@ impl Forwarder {
             dead_letters: Route::new(job.dead_letter.clone(), Some(cluster), &job.name, "dlq")?,
             assigned: vec![false; source_partitions],
             sent: vec![None; source_partitions],
-            read_to: vec![None; source_partitions],
             source,
             done: Forwarded::default(),
         })
@@ -190,7 +187,6 @@ impl Forwarder {
                 Poll::Assigned(ps) => {
                     for p in ps {
                         self.assigned[p] = true;
-                        self.read_to[p] = None;
                         self.watermarks.activate(p);
                         dirty.insert(p);
                     }
@@ -248,7 +244,7 @@ impl Forwarder {
         self.sent[p] = Some(clock);
         // A caught-up claim names the offset it was read to, for the second stage to check
         // against the log's end (see `source::kafka::clocks`).
-        let end = if clock.caught_up { self.read_to[p].or_else(|| self.source.cached_end(p)) } else { None };
+        let end = if clock.caught_up { self.source.read_to(p) } else { None };
         let payload = serde_json::to_vec(&Marker { partition: p, clock, end })?;
         for q in 0..self.partitions {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some("1") });
@@ -312,7 +308,6 @@ impl Forwarder {
         open.writes += rows as u64;
         if let Some(last) = records.last() {
             open.positions[p] = Some(last.offset + 1);
-            self.read_to[p] = Some(last.offset + 1);
         }
         Ok(())
     }

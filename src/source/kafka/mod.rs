@@ -489,7 +489,13 @@ impl KafkaSource {
 
     /// The end of partition `p`'s log as its last fetch answer gave it, without a request
     /// (this runs on the pipeline thread every two seconds); `None` before one came.
-    pub(crate) fn cached_end(&self, p: usize) -> Option<i64> {
+    /// The offset partition `p` was read to: after the last message handed out since it was
+    /// assigned, else its log end as last fetched.
+    pub(crate) fn read_to(&self, p: usize) -> Option<i64> {
+        self.handed[p].or_else(|| self.cached_end(p))
+    }
+
+    fn cached_end(&self, p: usize) -> Option<i64> {
         let topic = std::ffi::CString::new(self.topic.as_bytes()).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: a live client, a NUL-terminated topic name, and valid out-pointers; librdkafka
