@@ -945,17 +945,22 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     let topic = unique("byhost");
     create(&topic, 6);
     let name = unique("byhost");
-    std::fs::write(d.join("job.toml"), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", "")).unwrap();
+    // One job; each process routes its late records to a file of its own.
+    for i in ["a", "b", "c", "b2"] {
+        let late = format!("[late]\nkind = \"file\"\npath = \"late-{i}.jsonl\"\n");
+        std::fs::write(d.join(format!("job-{i}.toml")), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", &late)).unwrap();
+    }
+    std::fs::copy(d.join("job-a.toml"), d.join("job.toml")).unwrap();
     let o = osprey(d, &["explain", "job.toml"]);
     let explained = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(explained.contains("two stages") && explained.contains("[service]"), "{explained}");
-    let run = |i: &str| spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--output", &format!("out-{i}.jsonl")], &[], &format!("run-{i}.log"));
-    let mut a = run("a");
+    let run = |i: &str| spawn(d, &["run", &format!("job-{i}.toml"), "--brokers", &brokers(), "--output", &format!("out-{i}.jsonl")], &[], &format!("run-{i}.log"));
+    let a = run("a");
     let mut b = run("b");
-    let mut c = run("c");
+    let c = run("c");
     let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
     let logs = || ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<Vec<_>>().join("\n");
-    until(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2));
+    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2), logs);
     let all = events(40_000, 71);
     let (first, second) = all.split_at(20_000);
     let p = producer();
@@ -967,7 +972,7 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
             .flat_map(|i| std::fs::read_to_string(d.join(format!("out-{i}.jsonl"))).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>())
             .collect()
     };
-    until(Duration::from_secs(90), "windows of the first half", || rows().len() > 40);
+    until_or(Duration::from_secs(90), "windows of the first half", || rows().len() > 40, logs);
     // One process dies mid-run, and comes back.
     b.kill().unwrap();
     b.wait().unwrap();
@@ -989,15 +994,20 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     while !expected.is_subset(&rows()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
     }
-    for child in [&mut a, &mut c] {
-        let _ = child.kill();
+    for child in [a, c, b2] {
+        stop(child);
     }
-    stop(b2);
-    let _ = (a.wait(), c.wait());
     let got = rows();
     let missing: Vec<&String> = expected.difference(&got).take(5).collect();
     let extra: Vec<&String> = got.difference(&expected).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the replay {extra:?}\n{}", logs());
+    let late: Vec<String> = ["a", "b", "c", "b2"]
+        .iter()
+        .flat_map(|i| std::fs::read_to_string(d.join(format!("late-{i}.jsonl"))).unwrap_or_default().lines().take(3).map(|l| format!("{i}: {l}")).collect::<Vec<_>>())
+        .collect();
+    if !(missing.is_empty() && extra.is_empty()) {
+        let logs = logs();
+        panic!("missing {missing:?}\nnot in the replay {extra:?}\nrouted late {late:?}\nkept in {}\n{logs}", dir.keep().display());
+    }
     // Each process worked on its share.
     for i in ["a", "c"] {
         assert!(std::fs::read_to_string(d.join(format!("out-{i}.jsonl"))).unwrap_or_default().lines().count() > 0, "{i} wrote nothing\n{}", logs());
@@ -1417,10 +1427,15 @@ fn call(s: &Served, method: &str, path: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+fn until(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    until_or(limit, what, done, String::new)
+}
+
+/// [`until`], with `explain` (the processes' logs) in the failure.
+fn until_or(limit: Duration, what: &str, mut done: impl FnMut() -> bool, explain: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        assert!(Instant::now() < deadline, "{what} within {limit:?}\n{}", explain());
         std::thread::sleep(Duration::from_millis(200));
     }
 }

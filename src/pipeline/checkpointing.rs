@@ -237,7 +237,12 @@ impl Pipeline {
         // `Source::commit_noting`), and a note must not lag behind the windows emitted.
         let watermark = self.operator.watermark();
         let moved = std::mem::replace(&mut self.noted_watermark, watermark) != watermark;
-        let positions: Vec<(usize, i64)> = self.committable().into_iter().filter(|&(p, o)| moved || self.committed[p] != Some(o)).collect();
+        let positions: Vec<(usize, i64, crate::Millis)> = self
+            .committable()
+            .into_iter()
+            .filter(|&(p, o)| moved || self.committed[p] != Some(o))
+            .map(|(p, o)| (p, o, self.operator.watermark_for(p)))
+            .collect();
         if !positions.is_empty() {
             if self.fired_since_commit > 0 {
                 if let Some(n) = self.exit_before_commit.as_mut() {
@@ -248,8 +253,8 @@ impl Pipeline {
                     }
                 }
             }
-            self.source.commit_noting(&positions, watermark).with_context(|| format!("job `{}`", self.job.name))?;
-            for (p, position) in positions {
+            self.source.commit_noting(&positions).with_context(|| format!("job `{}`", self.job.name))?;
+            for (p, position, _) in positions {
                 self.committed[p] = Some(position);
             }
         }

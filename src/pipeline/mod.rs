@@ -438,7 +438,7 @@ impl Pipeline {
                         }
                     }
                     for p in ps {
-                        self.operator.watermarks_mut().activate(p);
+                        self.operator.assign(p);
                         // Without checkpoints, a partition's window state starts empty here.
                         if self.checkpoints.is_none() && self.transaction.is_none() {
                             self.emitted[p] = self.source.emitted_up_to(p).map(|w| (w, 0));
@@ -521,7 +521,7 @@ impl Pipeline {
     /// `emitted`), while the job's watermark is behind that point.
     fn skip_emitted(&mut self, partition: usize, decoded: &mut Decoded) -> anyhow::Result<()> {
         let Some((floor, skipped)) = self.emitted[partition] else { return Ok(()) };
-        if self.operator.watermark() >= floor {
+        if self.operator.watermark_for(partition) >= floor {
             self.emitted[partition] = None;
             if skipped > 0 {
                 let name = &self.source.partitions()[partition].name;

@@ -242,9 +242,9 @@ impl Forwarder {
             return Ok(());
         }
         self.sent[p] = Some(clock);
-        // A caught-up claim names the offset it was read to, for the second stage to check
-        // against the log's end (see `source::kafka::clocks`).
-        let end = if clock.caught_up { self.source.read_to(p) } else { None };
+        // A caught-up or idle claim names the offset it was read to, for the second stage to
+        // check against the log's end (see `source::kafka::clocks`).
+        let end = if clock.caught_up || clock.idle { self.source.read_to(p) } else { None };
         let payload = serde_json::to_vec(&Marker { partition: p, clock, end })?;
         for q in 0..self.partitions {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some("1") });

@@ -122,12 +122,13 @@ pub trait Source: Send {
         Ok(())
     }
 
-    /// Commit `positions` noting the job's watermark then: the windows it closed were emitted,
-    /// so whoever reads a partition again from this commit without its window state
-    /// ([`Source::emitted_up_to`]) knows which records of it went out already. Sources
+    /// Commit `(partition, offset, watermark)`, noting with each partition the watermark its
+    /// windows were emitted up to: whoever reads it again from this commit without its window
+    /// state ([`Source::emitted_up_to`]) knows which records of it went out already. Sources
     /// without such notes commit as [`Source::commit`] does.
-    fn commit_noting(&mut self, positions: &[(usize, i64)], _watermark: Millis) -> anyhow::Result<()> {
-        self.commit(positions)
+    fn commit_noting(&mut self, positions: &[(usize, i64, Millis)]) -> anyhow::Result<()> {
+        let plain: Vec<(usize, i64)> = positions.iter().map(|&(p, o, _)| (p, o)).collect();
+        self.commit(&plain)
     }
 
     /// The watermark noted with partition `p`'s last commit (see [`Source::commit_noting`]).

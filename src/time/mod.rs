@@ -14,6 +14,8 @@ mod panes;
 mod sessions;
 pub mod watermark;
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +87,10 @@ pub struct WindowOperator {
     /// ([`Watermarks::advance`]), never from the records (set again after a restore).
     #[serde(skip)]
     external_clock: bool,
+    /// Second stage: partitions read again from their commit (handed over by a rebalance)
+    /// while this process's watermark is ahead of them, each with windows of its own.
+    #[serde(default)]
+    catching_up: BTreeMap<usize, Panes>,
 }
 
 impl WindowOperator {
@@ -96,7 +102,14 @@ impl WindowOperator {
             WindowConfig::Hopping { size, slide } => Assigner::Panes(Panes::new(*size, *slide)),
             WindowConfig::Session { gap, .. } => Assigner::Sessions(Sessions::new(*gap, key_columns)),
         };
-        WindowOperator { watermarks: Watermarks::new(partitions, delay), assigner, lateness, event_time, external_clock: false }
+        WindowOperator {
+            watermarks: Watermarks::new(partitions, delay),
+            assigner,
+            lateness,
+            event_time,
+            external_clock: false,
+            catching_up: BTreeMap::new(),
+        }
     }
 
     /// Whether every window holding event time `t` ends at or before `watermark` (and so was
@@ -109,13 +122,37 @@ impl WindowOperator {
         }
     }
 
-    /// The watermark comes from outside (a second stage): records no longer move it.
+    /// The watermark comes from outside (a second stage): records no longer move it, and a
+    /// partition handed away stops holding it at once (see [`WindowOperator::assign`]).
     pub fn set_external_clock(&mut self) {
         self.external_clock = true;
+        self.watermarks.second_stage();
     }
 
     pub fn watermark(&self) -> Millis {
         self.watermarks.current()
+    }
+
+    /// The watermark partition `p`'s records are judged against, and its windows emitted up
+    /// to: the job's, or a catching-up partition's own clock while that is behind.
+    pub fn watermark_for(&self, p: usize) -> Millis {
+        let current = self.watermarks.current();
+        if self.catching_up.contains_key(&p) { self.watermarks.partition(p).min(current) } else { current }
+    }
+
+    /// Partition `p` was assigned to this process. In a second stage the internal topic is
+    /// keyed by the job's group key, so its records hold groups no other partition holds; when
+    /// it is read from its commit while this process's watermark has moved ahead (another
+    /// process had it, or it was taken away and given back), its records are judged, and its
+    /// windows fired, by its own clock until that reaches the job's watermark. Judged by the
+    /// job's watermark, every record the previous owner had not emitted would be late: lost.
+    pub fn assign(&mut self, p: usize) {
+        self.watermarks.activate(p);
+        if self.external_clock && self.watermarks.partition(p) < self.watermarks.current() {
+            if let Assigner::Panes(main) = &self.assigner {
+                self.catching_up.insert(p, main.empty_like());
+            }
+        }
     }
 
     pub fn watermarks(&self) -> &Watermarks {
@@ -128,7 +165,8 @@ impl WindowOperator {
 
     /// Windows holding rows that have not fired yet.
     pub fn open_windows(&self) -> usize {
-        match &self.assigner {
+        let side: usize = self.catching_up.values().map(|c| c.open_windows()).sum();
+        side + match &self.assigner {
             Assigner::Panes(p) => p.open_windows(),
             Assigner::Sessions(s) => s.open_windows(),
         }
@@ -145,6 +183,7 @@ impl WindowOperator {
             Assigner::Panes(p) => Box::new(p.batches()),
             Assigner::Sessions(s) => Box::new(s.batches()),
         };
+        let batches = batches.chain(self.catching_up.values().flat_map(|c| c.batches()));
         for b in batches.filter(|b| b.num_rows() > 0) {
             let p = b.column(partition).as_primitive::<Int32Type>().value(0) as usize;
             if let Some(min) = datafusion::arrow::compute::min(b.column(offset).as_primitive::<Int64Type>()) {
@@ -167,6 +206,7 @@ impl WindowOperator {
             Assigner::Sessions(s) => s.retain_batches(keep),
         }
         for &p in partitions {
+            self.catching_up.remove(&p);
             self.watermarks.deactivate(p);
             self.watermarks.rewind(p);
         }
@@ -174,7 +214,8 @@ impl WindowOperator {
 
     /// Rows held in window state.
     pub fn buffered_rows(&self) -> usize {
-        match &self.assigner {
+        let side: usize = self.catching_up.values().map(|c| c.buffered_rows()).sum();
+        side + match &self.assigner {
             Assigner::Panes(p) => p.buffered_rows(),
             Assigner::Sessions(s) => s.buffered_rows(),
         }
@@ -187,6 +228,9 @@ impl WindowOperator {
             return out;
         }
         let ts = event_times(batch, self.event_time);
+        if self.catching_up.contains_key(&partition) {
+            return self.process_catching_up(partition, batch, &ts);
+        }
         let keys = match &mut self.assigner {
             Assigner::Sessions(s) => s.keys(batch),
             Assigner::Panes(_) => Vec::new(),
@@ -211,6 +255,29 @@ impl WindowOperator {
         out
     }
 
+    /// A batch of a catching-up partition: into its own windows, judged by its own clock.
+    fn process_catching_up(&mut self, partition: usize, batch: &RecordBatch, ts: &[Millis]) -> Processed {
+        let mut out = Processed::default();
+        let wm = self.watermark_for(partition);
+        let side = self.catching_up.get_mut(&partition).expect("catching up");
+        let mut fire_now = false;
+        for (row, &t) in ts.iter().enumerate() {
+            match side.accept(row as u32, t, wm, self.lateness) {
+                Fate::Late => {
+                    out.late_rows.push(row as u32);
+                    out.late_watermarks.push(wm);
+                }
+                Fate::FireNow => fire_now = true,
+                Fate::Stored => {}
+            }
+        }
+        side.materialize(batch);
+        if fire_now {
+            out.fired = side.fire(wm, self.lateness);
+        }
+        out
+    }
+
     /// Fire what the current watermark completes (after an end of partition or idleness).
     pub fn fire(&mut self) -> Vec<FiredWindow> {
         let wm = self.watermarks.current();
@@ -219,14 +286,43 @@ impl WindowOperator {
             Assigner::Panes(p) => p.fire(wm, lateness),
             Assigner::Sessions(s) => s.fire(wm, lateness),
         };
+        if !self.catching_up.is_empty() {
+            fired.extend(self.fire_catching_up(wm));
+        }
         fired.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        fired
+    }
+
+    /// Each catching-up partition's windows its own clock completes. A partition whose clock
+    /// reached `wm` has caught up: its open windows (all ending after `wm`) join the job's.
+    fn fire_catching_up(&mut self, wm: Millis) -> Vec<FiredWindow> {
+        let mut fired = Vec::new();
+        let mut caught_up = Vec::new();
+        for (&p, side) in &mut self.catching_up {
+            let own = self.watermarks.partition(p).min(wm);
+            fired.extend(side.fire(own, self.lateness));
+            if own >= wm {
+                caught_up.push(p);
+            }
+        }
+        for p in caught_up {
+            let side = self.catching_up.remove(&p).expect("listed");
+            let Assigner::Panes(main) = &mut self.assigner else { unreachable!("only panes catch up") };
+            main.absorb(side);
+        }
         fired
     }
 
     /// End of input: fire every window, in order of end.
     pub fn finish(&mut self) -> Vec<FiredWindow> {
         self.watermarks.finish();
-        self.fire()
+        let mut fired = self.fire();
+        for side in self.catching_up.values_mut() {
+            fired.extend(side.fire(Millis::MAX, 0));
+        }
+        self.catching_up.clear();
+        fired.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        fired
     }
 
     /// Take the open windows without firing them (a stop that discards them).
@@ -235,6 +331,10 @@ impl WindowOperator {
             Assigner::Panes(p) => p.fire(Millis::MAX, 0),
             Assigner::Sessions(s) => s.fire(Millis::MAX, 0),
         };
+        for side in self.catching_up.values_mut() {
+            w.extend(side.fire(Millis::MAX, 0));
+        }
+        self.catching_up.clear();
         w.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
         w
     }

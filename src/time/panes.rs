@@ -159,6 +159,22 @@ impl Panes {
         fired
     }
 
+    /// Empty windows of the same shape.
+    pub fn empty_like(&self) -> Panes {
+        Panes::new(self.size, self.slide)
+    }
+
+    /// Take in `other`'s rows and open windows (a catching-up partition's, every one of them
+    /// ending after this one's watermark, so none has fired here).
+    pub fn absorb(&mut self, other: Panes) {
+        for (p, b) in other.panes {
+            self.panes.entry(p).or_default().0.extend(b.0);
+        }
+        self.unfired.extend(other.unfired);
+        self.due_now.extend(other.due_now);
+        self.last = None;
+    }
+
     /// Every batch held, once.
     pub fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
         self.panes.values().flat_map(|b| b.0.iter())

@@ -178,3 +178,48 @@ fn a_fired_window_carries_its_rows_untouched() {
     assert_eq!(b.column(1).as_string::<i32>().value(0), "x");
     assert!(b.column(0).is_valid(0));
 }
+
+/// A second stage: partition 1 comes to this process (a rebalance) while partition 0 carried
+/// the watermark far ahead. Its records, read from its commit, are its groups' only ones: they
+/// are judged by partition 1's own clock, and their windows fire when that clock passes them,
+/// each once and whole; records behind its own clock are still late; caught up, it joins the
+/// job's windows.
+#[test]
+fn a_second_stage_partition_handed_over_late_is_judged_by_its_own_clock_until_it_catches_up() {
+    let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 2, 0, 0);
+    o.set_external_clock();
+    o.drop_partitions(&[0, 1], 1_000); // every partition starts revoked (no rows: the column is not read)
+    o.assign(0);
+    o.watermarks_mut().advance(0, 5);
+    assert!(o.process(0, &batch(&[(1, "a", 1), (12, "a", 2)])).late_rows.is_empty());
+    o.watermarks_mut().advance(0, 40);
+    assert_eq!(summary(&o.fire()), vec![(0, 10, vec![1], false), (10, 20, vec![2], false)], "partition 1 is not this process's: it holds nothing");
+    o.assign(1);
+    o.watermarks_mut().caught_up(1);
+    assert_eq!(o.watermark_for(1), Millis::MIN, "nothing heard of partition 1 yet, read to its end or not");
+    let p = o.process(1, &batch(&[(3, "b", 10), (14, "b", 11), (15, "b", 12)]));
+    assert!(p.late_rows.is_empty() && p.fired.is_empty(), "behind the job's watermark, not behind its own clock");
+    o.watermarks_mut().advance(1, 12);
+    assert_eq!(summary(&o.fire()), vec![(0, 10, vec![10], false)], "[10, 20) waits for partition 1's clock");
+    let p = o.process(1, &batch(&[(8, "b", 13), (19, "b", 14), (45, "b", 15)]));
+    assert_eq!(p.late_rows, vec![0], "behind partition 1's own clock: late");
+    o.process(0, &batch(&[(41, "a", 3)]));
+    o.watermarks_mut().advance(1, 44);
+    assert_eq!(summary(&o.fire()), vec![(10, 20, vec![11, 12, 14], false)]);
+    assert_eq!(o.watermark_for(1), 40, "caught up: judged by the job's watermark again");
+    o.watermarks_mut().advance(0, 50);
+    o.watermarks_mut().advance(1, 50);
+    assert_eq!(summary(&o.fire()), vec![(40, 50, vec![3, 15], false)], "one window again, both partitions' rows");
+    // No record on partition 1 for an hour of wall clock: its markers speak for it, not idleness.
+    o.watermarks_mut().advance(0, 90);
+    let (now, hour) = (std::time::Instant::now(), std::time::Duration::from_secs(3600));
+    assert_eq!(o.watermarks_mut().mark_idle(now + hour, now, std::time::Duration::from_secs(1)), 50);
+    // A fresh second stage: partition 1 is read to its end before its first records come.
+    let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 2, 0, 0);
+    o.set_external_clock();
+    o.drop_partitions(&[0, 1], 1_000);
+    o.assign(0);
+    o.assign(1);
+    o.watermarks_mut().caught_up(1);
+    assert_eq!(o.watermarks_mut().advance(0, 500), Millis::MIN, "partition 1 still holds the watermark");
+}

@@ -27,6 +27,9 @@ pub struct Watermarks {
     current: Millis,
     /// The least watermark over counting partitions, cached for the per-record path.
     least: Millis,
+    /// A second stage's clocks (see [`Watermarks::second_stage`]).
+    #[serde(skip)]
+    second_stage: bool,
 }
 
 /// One partition's clock as a scaled-out job's first stage tells its second (see
@@ -64,7 +67,7 @@ impl Watermarks {
         let clocks = (0..partitions)
             .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None, caught_up: false, behind: false, read: false })
             .collect();
-        let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN };
+        let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN, second_stage: false };
         w.recompute();
         w
     }
@@ -126,10 +129,17 @@ impl Watermarks {
             .collect()
     }
 
-    /// Partition `p` is not caught up after all (its log grew since it said so): it holds the
-    /// watermark at its clock again, until it says otherwise.
+    /// The partitions that hold nothing because they are idle (a second stage checks that
+    /// claim too: see [`Watermarks::released`]).
+    pub fn idle(&self) -> Vec<usize> {
+        (0..self.partitions.len()).filter(|&p| !self.partitions[p].ended && self.partitions[p].idle).collect()
+    }
+
+    /// Partition `p` is neither caught up nor idle after all (its log grew since it said so):
+    /// it holds the watermark at its clock again, until it says otherwise.
     pub fn hold(&mut self, p: usize) -> Millis {
         self.partitions[p].caught_up = false;
+        self.partitions[p].idle = false;
         self.recompute();
         self.current
     }
@@ -204,6 +214,12 @@ impl Watermarks {
 
     /// Live partition `p` was read to the end of its log; returns the job's watermark after.
     pub fn caught_up(&mut self, p: usize) -> Millis {
+        if self.second_stage {
+            // Its clock is the markers' (their source partitions' caught-up claims included);
+            // an internal partition read to its end before its records came would otherwise
+            // stop holding the watermark, and the others would carry it past them.
+            return self.current;
+        }
         let c = &mut self.partitions[p];
         c.caught_up = true;
         c.behind = false;
@@ -226,8 +242,25 @@ impl Watermarks {
     pub fn deactivate(&mut self, p: usize) {
         let c = &mut self.partitions[p];
         (c.caught_up, c.behind) = (false, false);
-        c.idle = false;
         c.last_record = Some(Instant::now());
+        if self.second_stage {
+            c.idle = true;
+            self.recompute();
+        } else {
+            c.idle = false;
+        }
+    }
+
+    /// The clocks of a second stage (an internal topic keyed by the job's group key, its
+    /// partitions' clocks told by markers): a partition handed away stops holding the
+    /// watermark at once, since its groups are no other partition's and one that comes back
+    /// is judged by its own clock until it catches up (`WindowOperator::assign`). Nor is a
+    /// partition ever idle by the wall clock or caught up: its markers keep its clock moving
+    /// (with the source partitions' own idleness and ends in it), and one called idle or
+    /// caught up while its records had not come yet would let the others' clocks carry the
+    /// watermark past all of them.
+    pub fn second_stage(&mut self) {
+        self.second_stage = true;
     }
 
     /// Partition `p`'s rows were dropped, to be read again from the group's commit (a
@@ -255,6 +288,9 @@ impl Watermarks {
     /// Mark partitions with no record for `timeout` as idle (live runs only: a replay has no
     /// wall clock to be idle by). `started` counts for partitions that never had a record.
     pub fn mark_idle(&mut self, now: Instant, started: Instant, timeout: Duration) -> Millis {
+        if self.second_stage {
+            return self.current;
+        }
         let mut changed = false;
         for c in &mut self.partitions {
             let last = c.last_record.unwrap_or(started);

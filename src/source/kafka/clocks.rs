@@ -12,6 +12,11 @@
 //! offset it was caught up to, and before a watermark leans on it the second stage asks the
 //! broker for the partition's log end (once per fetch round): a log that grew since holds the
 //! watermark at the partition's clock, as a partition with unread records would in one process.
+//!
+//! An "idle" claim (no record for `idle_timeout`) is checked the same way. In one process, a
+//! stream back from a quiet spell wakes every partition at once; heard from other processes,
+//! the partitions whose owners have not read their new records yet still say idle, and the
+//! first partition back would carry the watermark past all their records.
 
 use std::collections::VecDeque;
 
@@ -30,7 +35,7 @@ pub const SOURCE_HEADER: &str = "osprey-source";
 pub struct Marker {
     pub partition: usize,
     pub clock: ClockState,
-    /// With a caught-up clock: the offset the partition was read to (its log end then).
+    /// With a caught-up or idle clock: the offset the partition was read to (its log end then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<i64>,
 }
@@ -96,18 +101,19 @@ impl Clocks {
         if m.partition >= self.source_partitions {
             return None;
         }
-        self.claims[p][m.partition] = if m.clock.caught_up { m.end } else { None };
+        self.claims[p][m.partition] = if m.clock.caught_up || m.clock.idle { m.end } else { None };
         // Try it on a copy: a watermark, once raised, never goes back.
         let mut next = self.heard[p].clone();
         let mut watermark = next.apply(m.partition, m.clock);
         if watermark > self.told[p] {
-            let stale: Vec<usize> = next.released().into_iter().filter(|&s| !self.claim_holds(p, s, ends)).collect();
+            let claimed = next.released().into_iter().chain(next.idle());
+            let stale: Vec<usize> = claimed.filter(|&s| !self.claim_holds(p, s, ends)).collect();
             if !stale.is_empty() {
                 next = self.heard[p].clone();
                 for &s in &stale {
                     next.hold(s);
                 }
-                let clock = if stale.contains(&m.partition) { ClockState { caught_up: false, ..m.clock } } else { m.clock };
+                let clock = if stale.contains(&m.partition) { ClockState { caught_up: false, idle: false, ..m.clock } } else { m.clock };
                 watermark = next.apply(m.partition, clock);
             }
         }
@@ -213,5 +219,30 @@ mod tests {
         let mut c2 = Clocks::new("src", 1, 2, 0);
         c2.marker(0, &serde_json::to_vec(&Marker { partition: 0, clock: clock(10_000, true, false), end: Some(100) }).unwrap(), &mut Silent);
         assert_eq!(c2.marker(0, &serde_json::to_vec(&Marker { partition: 1, clock: clock(50_000, false, true), end: None }).unwrap(), &mut Silent), Some(10_000));
+    }
+
+    /// Every partition went quiet (idle) before the stream came back; partition 0's owner reads
+    /// its new records first. Partition 1's owner has not read its own yet and still says idle:
+    /// its log grew past the offset that claim names, so it holds the watermark, as one
+    /// process waking every partition would.
+    #[test]
+    fn an_idle_claim_whose_log_grew_holds_the_watermark() {
+        let idle = |max_ts| ClockState { max_ts: Some(max_ts), idle: true, caught_up: false, behind: false, read: true };
+        let busy = |max_ts| ClockState { max_ts: Some(max_ts), idle: false, caught_up: false, behind: true, read: true };
+        let send = |c: &mut Clocks, s, clock, end, ends: &mut Ends| c.marker(0, &serde_json::to_vec(&Marker { partition: s, clock, end }).unwrap(), ends);
+        let mut c = Clocks::new("src", 1, 2, 0);
+        let mut ends = Ends(vec![100, 200]);
+        assert_eq!(send(&mut c, 1, idle(5_000), Some(200), &mut ends), None, "partition 0 not heard");
+        assert_eq!(send(&mut c, 0, idle(5_000), Some(100), &mut ends), None, "both idle: nothing to go by");
+        // The stream comes back on both; only partition 0's owner has read it.
+        c.new_round();
+        ends.0 = vec![900, 800];
+        assert_eq!(send(&mut c, 0, busy(90_000), None, &mut ends), Some(5_000), "partition 1 holds it at its clock");
+        // Its owner reads its records and says so: the watermark follows the least.
+        c.new_round();
+        assert_eq!(send(&mut c, 1, busy(40_000), None, &mut ends), Some(40_000));
+        // Quiet again and read to the end: the idle claim holds, partition 0 alone counts.
+        c.new_round();
+        assert_eq!(send(&mut c, 1, idle(41_000), Some(800), &mut ends), Some(90_000));
     }
 }

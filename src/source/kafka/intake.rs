@@ -59,6 +59,8 @@ pub struct Intake {
     pub done: Vec<bool>,
     /// Group mode: the partition's last fetch reached its end (cleared by its next message).
     pub caught_up: Vec<bool>,
+    /// Group mode: the offset its end was at then, when the broker said.
+    pub end_at: Vec<Option<i64>>,
     /// Group mode: when the oldest message in the partition's buffer arrived.
     pub first_at: Vec<Option<Instant>>,
     /// A restored job's positions: an assigned partition seeks there (its group commit may
@@ -74,18 +76,22 @@ impl Intake {
             ends: None,
             done: vec![false; partitions],
             caught_up: vec![false; partitions],
+            end_at: vec![None; partitions],
             first_at: vec![None; partitions],
             resume: vec![None; partitions],
             buffers: (0..partitions).map(|_| Buffer::default()).collect(),
         }
     }
 
-    /// The broker said partition `p` has nothing more for now.
-    pub fn reached_end(&mut self, p: i32) {
+    /// The broker said partition `p` has nothing more for now (past `offset`, when it said).
+    pub fn reached_end(&mut self, p: i32, offset: Option<i64>) {
         let Some(p) = usize::try_from(p).ok().filter(|&p| p < self.done.len()) else { return };
         match self.ends {
             Some(_) => self.done[p] = true,
-            None => self.caught_up[p] = true,
+            None => {
+                self.caught_up[p] = true;
+                self.end_at[p] = offset.filter(|&o| o >= 0);
+            }
         }
     }
 

@@ -107,6 +107,9 @@ pub struct KafkaSource {
     handed: Vec<Option<i64>>,
     /// Group mode: [`Poll::CaughtUp`] was said since the partition's last chunk.
     told_caught_up: Vec<bool>,
+    /// Group mode: the offset partition `p` was read to when [`Poll::CaughtUp`] was last said
+    /// (not the log's end as fetched since: messages read after it may not be handed out yet).
+    caught_up_at: Vec<Option<i64>>,
     /// Since when the broker has not answered (logged once).
     unreachable: Option<Instant>,
     /// Group mode: the group has assigned partitions to this member at least once.
@@ -227,6 +230,7 @@ impl KafkaSource {
             paused: vec![false; partitions],
             handed: vec![None; partitions],
             told_caught_up: vec![false; partitions],
+            caught_up_at: vec![None; partitions],
             unreachable: None,
             assigned_before: false,
             uncommitted: None,
@@ -396,7 +400,7 @@ impl KafkaSource {
             let m = match result {
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(p)) => {
-                    self.intake.reached_end(p);
+                    self.intake.reached_end(p, None);
                     continue;
                 }
                 Err(e) if transient(&e) => {
@@ -446,7 +450,7 @@ impl KafkaSource {
             }
             if let Some(code) = m.error() {
                 match code {
-                    RDKafkaErrorCode::PartitionEOF => self.intake.reached_end(m.partition()),
+                    RDKafkaErrorCode::PartitionEOF => self.intake.reached_end(m.partition(), Some(m.offset())),
                     code if transient(&KafkaError::MessageConsumption(code)) => self.outage(&m.error_text()),
                     _ => bail!("reading the Kafka topic `{}`: {}", self.topic, m.error_text()),
                 }
@@ -487,14 +491,15 @@ impl KafkaSource {
             .map_err(|e| anyhow::anyhow!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic))
     }
 
-    /// The end of partition `p`'s log as its last fetch answer gave it, without a request
-    /// (this runs on the pipeline thread every two seconds); `None` before one came.
-    /// The offset partition `p` was read to: after the last message handed out since it was
-    /// assigned, else its log end as last fetched.
+    /// Where partition `p`'s last caught-up claim stands: the offset after the last message
+    /// handed out, or the end the broker named when nothing was; `None` when it cannot say
+    /// (a second stage then does not lean on the claim).
     pub(crate) fn read_to(&self, p: usize) -> Option<i64> {
-        self.handed[p].or_else(|| self.cached_end(p))
+        self.caught_up_at[p]
     }
 
+    /// The end of partition `p`'s log as its last fetch answer gave it, without a request
+    /// (this runs on the pipeline thread every two seconds); `None` before one came.
     fn cached_end(&self, p: usize) -> Option<i64> {
         let topic = std::ffi::CString::new(self.topic.as_bytes()).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
@@ -583,6 +588,8 @@ impl KafkaSource {
                 .find(|&p| self.assigned[p] && self.intake.caught_up[p] && self.intake.buffers[p].is_empty() && !self.told_caught_up[p]);
             if let Some(p) = told {
                 self.told_caught_up[p] = true;
+                // Everything read was handed out: the offset after it is where the claim stands.
+                self.caught_up_at[p] = self.handed[p].or(self.intake.end_at[p]);
                 return Ok(Poll::CaughtUp(p));
             }
             let next = (0..self.intake.buffers.len())
@@ -642,6 +649,8 @@ impl KafkaSource {
         self.intake.buffers[p] = Buffer::default();
         self.handed[p] = None;
         self.told_caught_up[p] = false;
+        self.caught_up_at[p] = None;
+        self.intake.end_at[p] = None;
         if let Some(c) = &mut self.clocks {
             c.forget(p);
         }
@@ -783,15 +792,16 @@ impl Source for KafkaSource {
     }
 
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
-        self.commit_noting(positions, Millis::MIN)
+        let unnoted: Vec<(usize, i64, Millis)> = positions.iter().map(|&(p, o)| (p, o, Millis::MIN)).collect();
+        self.commit_noting(&unnoted)
     }
 
-    fn commit_noting(&mut self, positions: &[(usize, i64)], watermark: Millis) -> anyhow::Result<()> {
+    fn commit_noting(&mut self, positions: &[(usize, i64, Millis)]) -> anyhow::Result<()> {
         if self.intake.ends.is_some() {
             return Ok(()); // a replay reads a range; it moves no group forward
         }
         let mut tpl = TopicPartitionList::new();
-        for &(p, offset) in positions {
+        for &(p, offset, watermark) in positions {
             if self.assigned.get(p).copied().unwrap_or(false) {
                 let mut e = tpl.add_partition(&self.topic, p as i32);
                 e.set_offset(Offset::Offset(offset))?;
@@ -811,7 +821,7 @@ impl Source for KafkaSource {
             // A later commit covers these positions; the job goes on while the broker is away.
             Err(e) if transient(&e) => {
                 self.outage(&e);
-                self.uncommitted = Some(positions.to_vec());
+                self.uncommitted = Some(positions.iter().map(|&(p, o, _)| (p, o)).collect());
                 Ok(())
             }
             Err(e) => Err(e).with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers)),
