@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{fingerprint, rfc3339, Alert, Observation, Status};
+use super::{fingerprint_hex, fingerprint_of, rfc3339, Alert, Observation, Status};
 use crate::Millis;
 
 /// How long a condition must hold before firing, and stay clear before resolving.
@@ -40,6 +40,9 @@ struct Tracked {
     state: State,
     sequence: u64,
     evaluations: u64,
+    /// The evaluation that last saw it hold (a counter of this process, not checkpointed).
+    #[serde(skip)]
+    seen_in: u64,
 }
 
 /// The lifecycle of every alert of one job.
@@ -50,8 +53,12 @@ pub struct Lifecycle {
     default: Timing,
     per_rule: BTreeMap<String, Timing>,
     retention: Millis,
-    alerts: BTreeMap<String, Tracked>,
+    /// By fingerprint as a number; checkpointed with the hex text as keys, as before.
+    #[serde(with = "hex_keys")]
+    alerts: BTreeMap<u64, Tracked>,
     last_evaluation: Option<Millis>,
+    #[serde(skip)]
+    evaluation: u64,
     /// Evaluations at which an alert kept firing and no record was written.
     pub deduplicated: u64,
     /// Evaluations older than one already made (a late window update), ignored.
@@ -81,7 +88,7 @@ impl Lifecycle {
                     rule: t.latest.rule.clone(),
                     severity: t.latest.severity.clone(),
                     labels: t.latest.labels.clone(),
-                    summary: t.latest.annotations.get("summary").cloned(),
+                    summary: t.latest.shown().annotations.get("summary").cloned(),
                     starts_at,
                 }),
                 _ => None,
@@ -99,6 +106,7 @@ impl Lifecycle {
             retention: DEFAULT_RETENTION,
             alerts: BTreeMap::new(),
             last_evaluation: None,
+            evaluation: 0,
             deduplicated: 0,
             stale_evaluations: 0,
         }
@@ -120,11 +128,6 @@ impl Lifecycle {
         self.alerts.len()
     }
 
-    /// Fingerprints firing now, with their severity and labels.
-    pub fn firing(&self) -> impl Iterator<Item = (&str, &Observation)> {
-        self.alerts.iter().filter(|(_, a)| matches!(a.state, State::Firing { .. })).map(|(f, a)| (f.as_str(), &a.latest))
-    }
-
     /// One evaluation at event time `t`: `holding` are the label sets whose condition holds;
     /// every other alert of the job is clear. Returns the transitions, firing ones in the order
     /// of `holding`, then resolved ones by fingerprint.
@@ -136,31 +139,34 @@ impl Lifecycle {
     /// (rule, labels) are clear, every other alert stays as it is. What an evaluator whose
     /// conditions change one at a time (deadlines) sends between full evaluations.
     pub fn evaluate_changes(&mut self, t: Millis, holding: Vec<Observation>, cleared: &[(String, BTreeMap<String, String>)]) -> Vec<Alert> {
-        let cleared: std::collections::BTreeSet<String> = cleared.iter().map(|(rule, labels)| fingerprint(&self.job, rule, labels)).collect();
+        let cleared: std::collections::HashSet<u64> = cleared.iter().map(|(rule, labels)| fingerprint_of(&self.job, rule, labels)).collect();
         self.evaluate_some(t, holding, Some(cleared))
     }
 
     /// `only_cleared`: `None`, every alert not holding is clear; `Some(set)`, only those.
-    fn evaluate_some(&mut self, t: Millis, holding: Vec<Observation>, only_cleared: Option<std::collections::BTreeSet<String>>) -> Vec<Alert> {
+    fn evaluate_some(&mut self, t: Millis, holding: Vec<Observation>, only_cleared: Option<std::collections::HashSet<u64>>) -> Vec<Alert> {
         if self.last_evaluation.is_some_and(|last| t < last) {
             self.stale_evaluations += 1;
             return Vec::new();
         }
         self.last_evaluation = Some(t);
+        // Marks which alerts held in this evaluation, without a set of them.
+        self.evaluation += 1;
+        let now = self.evaluation;
         let mut out = Vec::new();
-        let mut seen: std::collections::BTreeSet<String> = Default::default();
         for obs in holding {
-            let fp = fingerprint(&self.job, &obs.rule, &obs.labels);
-            if !seen.insert(fp.clone()) {
+            let fp = fingerprint_of(&self.job, &obs.rule, &obs.labels);
+            let timing = self.per_rule.get(&obs.rule).copied().unwrap_or(self.default);
+            let tracked = match self.alerts.entry(fp) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(Tracked { latest: obs.clone(), state: State::Inactive { since: t }, sequence: 0, evaluations: 0, seen_in: 0 })
+                }
+            };
+            if tracked.seen_in == now {
                 continue; // one alert per label set and evaluation; the first row speaks for it
             }
-            let timing = self.per_rule.get(&obs.rule).copied().unwrap_or(self.default);
-            let tracked = self.alerts.entry(fp.clone()).or_insert_with(|| Tracked {
-                latest: obs.clone(),
-                state: State::Inactive { since: t },
-                sequence: 0,
-                evaluations: 0,
-            });
+            tracked.seen_in = now;
             tracked.latest = obs;
             match tracked.state {
                 State::Inactive { .. } if timing.for_ == 0 => fire(tracked, t),
@@ -175,12 +181,12 @@ impl Lifecycle {
                 }
             }
             if matches!(tracked.state, State::Firing { .. }) {
-                out.push(record(&self.job, &self.kind, &fp, tracked, None));
+                out.push(record(&self.job, &self.kind, fp, tracked, None));
             }
         }
         let mut forget = Vec::new();
-        let clear = |fp: &String| !seen.contains(fp) && only_cleared.as_ref().is_none_or(|c| c.contains(fp));
-        for (fp, tracked) in self.alerts.iter_mut().filter(|(fp, _)| clear(fp)) {
+        let clear = |fp: &u64, tracked: &Tracked| tracked.seen_in != now && only_cleared.as_ref().is_none_or(|c| c.contains(fp));
+        for (fp, tracked) in self.alerts.iter_mut().filter(|(fp, tracked)| clear(fp, tracked)) {
             let timing = self.per_rule.get(&tracked.latest.rule).copied().unwrap_or(self.default);
             match tracked.state {
                 State::Pending { .. } => tracked.state = State::Inactive { since: t },
@@ -189,12 +195,12 @@ impl Lifecycle {
                     if t - since >= timing.keep_firing_for {
                         tracked.sequence += 1;
                         tracked.state = State::Inactive { since: t };
-                        out.push(record(&self.job, &self.kind, fp, tracked, Some((starts_at, t))));
+                        out.push(record(&self.job, &self.kind, *fp, tracked, Some((starts_at, t))));
                     } else {
                         tracked.state = State::Firing { starts_at, clear_since: Some(since) };
                     }
                 }
-                State::Inactive { since } if t - since > self.retention => forget.push(fp.clone()),
+                State::Inactive { since } if t - since > self.retention => forget.push(*fp),
                 State::Inactive { .. } => {}
             }
         }
@@ -205,6 +211,25 @@ impl Lifecycle {
     }
 }
 
+/// The alerts map in checkpoints: keyed by the fingerprint's hex text, as every version wrote it.
+mod hex_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, V: Serialize>(map: &BTreeMap<u64, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (super::fingerprint_hex(*k), v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(d: D) -> Result<BTreeMap<u64, V>, D::Error> {
+        let text: BTreeMap<String, V> = BTreeMap::deserialize(d)?;
+        text.into_iter()
+            .map(|(k, v)| u64::from_str_radix(&k, 16).map(|k| (k, v)).map_err(|_| D::Error::custom(format!("`{k}` is not an alert fingerprint"))))
+            .collect()
+    }
+}
+
 fn fire(tracked: &mut Tracked, t: Millis) {
     tracked.state = State::Firing { starts_at: t, clear_since: None };
     tracked.sequence += 1;
@@ -212,8 +237,9 @@ fn fire(tracked: &mut Tracked, t: Millis) {
 }
 
 /// The record of a transition: firing (`resolved` is `None`) or resolved at `(starts, ends)`.
-fn record(job: &str, kind: &str, fp: &str, tracked: &Tracked, resolved: Option<(Millis, Millis)>) -> Alert {
-    let obs = &tracked.latest;
+fn record(job: &str, kind: &str, fp: u64, tracked: &Tracked, resolved: Option<(Millis, Millis)>) -> Alert {
+    let shown = tracked.latest.shown();
+    let obs = &*shown;
     let mut labels = obs.labels.clone();
     labels.insert("alertname".into(), job.into());
     labels.insert("severity".into(), obs.severity.clone());
@@ -223,7 +249,7 @@ fn record(job: &str, kind: &str, fp: &str, tracked: &Tracked, resolved: Option<(
         (None, _) => unreachable!("a firing record is made only in the firing state"),
     };
     Alert {
-        fingerprint: fp.into(),
+        fingerprint: fingerprint_hex(fp),
         status,
         sequence: tracked.sequence,
         job: job.into(),

@@ -70,6 +70,7 @@ pub enum Status {
 
 /// One label set whose condition holds at an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "Shown")]
 pub struct Observation {
     pub rule: String,
     pub severity: String,
@@ -79,6 +80,77 @@ pub struct Observation {
     pub value: Value,
     pub threshold: Value,
     pub evidence: Value,
+    /// Set: `annotations`, `value`, `threshold` and `evidence` are built by it when a record
+    /// or a checkpoint shows them ([`Observation::shown`]). An SLO's burning series hold at
+    /// every pane, and the stage keeps only the last observation of each: most of those
+    /// texts would be built to be thrown away.
+    #[serde(skip)]
+    pub deferred: Option<Deferred>,
+}
+
+/// The texts of an observation, built on demand (see [`Observation::deferred`]).
+#[derive(Clone)]
+pub struct Deferred(pub std::sync::Arc<dyn Fn() -> Details + Send + Sync>);
+
+/// What a [`Deferred`] builds.
+pub struct Details {
+    pub annotations: BTreeMap<String, String>,
+    pub value: Value,
+    pub threshold: Value,
+    pub evidence: Value,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Deferred) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Observation {
+    /// The observation with its texts built (itself when they were not deferred).
+    pub fn shown(&self) -> std::borrow::Cow<'_, Observation> {
+        match &self.deferred {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(d) => {
+                let Details { annotations, value, threshold, evidence } = (d.0)();
+                std::borrow::Cow::Owned(Observation {
+                    deferred: None,
+                    rule: self.rule.clone(),
+                    severity: self.severity.clone(),
+                    labels: self.labels.clone(),
+                    annotations,
+                    value,
+                    threshold,
+                    evidence,
+                })
+            }
+        }
+    }
+}
+
+/// An observation as checkpoints (and every other serialisation) hold it: texts built.
+#[derive(Serialize)]
+struct Shown {
+    rule: String,
+    severity: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    value: Value,
+    threshold: Value,
+    evidence: Value,
+}
+
+impl From<Observation> for Shown {
+    fn from(o: Observation) -> Shown {
+        let o = o.shown().into_owned();
+        Shown { rule: o.rule, severity: o.severity, labels: o.labels, annotations: o.annotations, value: o.value, threshold: o.threshold, evidence: o.evidence }
+    }
 }
 
 /// One evaluation of an alerting job: a fired window and its SQL result.
@@ -197,6 +269,12 @@ pub(crate) use state_in_checkpoints;
 /// The stable identity of an alert: job, rule and labels (sorted), hashed (FNV-1a, 64 bits)
 /// into 16 hex digits. The same on every machine and in every version of the record.
 pub fn fingerprint(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> String {
+    fingerprint_hex(fingerprint_of(job, rule, labels))
+}
+
+/// The fingerprint as a number: what the alert stage keys its alerts by inside (no string
+/// built per observation); [`fingerprint_hex`] is its text in records.
+pub fn fingerprint_of(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -212,7 +290,12 @@ pub fn fingerprint(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> 
         eat(k.as_bytes());
         eat(v.as_bytes());
     }
-    format!("{h:016x}")
+    h
+}
+
+/// A fingerprint's text: 16 lower-case hex digits (so text order is number order).
+pub fn fingerprint_hex(fp: u64) -> String {
+    format!("{fp:016x}")
 }
 
 /// An event time as RFC 3339 in UTC with `Z`; milliseconds only when not zero.
@@ -233,6 +316,7 @@ pub fn parse_time(text: &str) -> Option<Millis> {
 #[cfg(test)]
 pub(crate) fn observation(rule: &str, severity: &str, labels: &[(&str, &str)]) -> Observation {
     Observation {
+        deferred: None,
         rule: rule.into(),
         severity: severity.into(),
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

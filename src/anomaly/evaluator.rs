@@ -121,6 +121,7 @@ impl AnomalyEvaluator {
             annotations.insert("runbook_url".into(), r.clone());
         }
         Observation {
+            deferred: None,
             rule: self.job.clone(),
             severity: self.config.severity.clone(),
             labels,

@@ -138,6 +138,7 @@ impl DeadlineEvaluator {
         }
         let within_s = self.config.within as f64 / 1000.0;
         Observation {
+            deferred: None,
             rule: self.job.clone(),
             severity: self.invariant.severity.clone(),
             labels: labels.clone(),

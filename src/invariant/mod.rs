@@ -126,6 +126,7 @@ impl InvariantEvaluator {
                     "records": samples.get(&key).cloned().unwrap_or_default(),
                 });
                 out.push(Observation {
+                    deferred: None,
                     rule: self.job.clone(),
                     severity: self.config.severity.clone(),
                     labels,

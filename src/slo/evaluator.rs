@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::series::{Counts, Layout, Series};
 use super::{compact, SloConfig};
-use crate::alert::{rfc3339, Evaluation, Evaluator, Holding, Observation, Verdicts};
+use crate::alert::{rfc3339, Deferred, Details, Evaluation, Evaluator, Holding, Observation, Verdicts};
 use crate::jobfile::timestamp_type;
 use crate::Millis;
 
@@ -35,6 +35,12 @@ pub struct Tracked {
     /// Counts of the pane being folded in, not yet in the ring.
     #[serde(default)]
     pending: Counts,
+    /// No pair can burn until the series counts new events: in every pair the long or the
+    /// short window holds no bad event, and windows only lose events between counts. Such a
+    /// series is neither evaluated nor moved at a pane end it has no events for (it is moved
+    /// when it next counts, or is corrected); unless rows are wanted.
+    #[serde(default)]
+    dormant: bool,
 }
 
 /// What the operator remembers (checkpointed with the job).
@@ -65,6 +71,7 @@ pub struct SloEvaluator {
     schema: SchemaRef,
     state: SloState,
     logged_overflow: bool,
+    texts: Arc<Texts>,
 }
 
 struct Pair {
@@ -120,7 +127,9 @@ impl SloEvaluator {
         fields.push(Field::new("error_budget_remaining", DataType::Float64, false));
         fields.push(Field::new("time_to_exhaustion_s", DataType::Float64, true));
         fields.push(Field::new("firing", DataType::Utf8, true));
+        let texts = Arc::new(Texts { job: job.into(), config: config.clone(), budget: budget.to_f64().unwrap_or(0.0) });
         SloEvaluator {
+            texts,
             job: job.into(),
             budget: budget.to_f64().unwrap_or(0.0),
             config,
@@ -189,7 +198,7 @@ impl SloEvaluator {
                     if !self.state.series.contains_key(key.as_str()) {
                         let labels = if n == 0 { Vec::new() } else { key.split(SEPARATOR).map(str::to_string).collect() };
                         let series = Series::new(&self.layout, head);
-                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default() });
+                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default(), dormant: false });
                     }
                 }
                 match late.as_deref_mut() {
@@ -233,18 +242,28 @@ impl SloEvaluator {
     /// Move every series to pane `p` (with its pending counts when `fold`, else none) and
     /// evaluate the pane's end.
     fn evaluate_pane(&mut self, p: i64, fold: bool, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
+        let (layout, pairs) = (&self.layout, &self.pairs);
         for t in self.state.series.values_mut() {
             let c = if fold { std::mem::take(&mut t.pending) } else { Counts::default() };
-            if t.series.head() < p {
-                t.series.advance(&self.layout, p, c);
+            if t.dormant && c.total == 0 && !want_rows {
+                continue;
             }
+            if t.series.head() < p {
+                t.series.advance(layout, p, c);
+            }
+            let burns_none = pairs.iter().all(|pair| t.series.window(pair.long).bad == 0 || t.series.window(pair.short).bad == 0);
+            t.dormant = burns_none && !want_rows && t.series.empty_from(layout).is_some();
         }
-        self.state.series.retain(|_, t| !t.series.is_empty(&self.layout));
+        self.state.series.retain(|_, t| match t.dormant {
+            // As `is_empty` would say once moved to `p`.
+            true => t.series.empty_from(layout).is_some_and(|from| p < from),
+            false => !t.series.is_empty(layout),
+        });
         self.state.last = Some(p);
         self.state.evaluations += 1;
         let t = (p + 1) * self.config.pane;
         let mut out = Vec::new();
-        for tracked in self.state.series.values() {
+        for tracked in self.state.series.values().filter(|t| !t.dormant) {
             let (labels, series) = (&tracked.labels, &tracked.series);
             let mut firing: Vec<&str> = Vec::new();
             for pair in &self.pairs {
@@ -279,7 +298,7 @@ impl SloEvaluator {
     }
 
     fn burn_rate(&self, c: Counts) -> Option<f64> {
-        (c.total > 0 && self.budget > 0.0).then(|| c.bad as f64 / c.total as f64 / self.budget)
+        burn_rate(c, self.budget)
     }
 
     /// Budget left over the period: 1 when nothing was bad, below 0 when overspent.
@@ -301,15 +320,61 @@ impl SloEvaluator {
         (burn > 0.0).then(|| remaining * (self.config.period as f64 / 1000.0) / burn)
     }
 
+    /// The pair holds for this series: its labels now, its texts when a record shows them.
     fn observation(&self, t: Millis, labels: &[String], series: &Series, pair: &Pair, long: Counts, short: Counts) -> Observation {
         let alert = &self.config.alerts[pair.alert];
         let mut out_labels: BTreeMap<String, String> = self.config.labels.iter().cloned().zip(labels.iter().cloned()).collect();
         out_labels.insert("long_window".into(), alert.long_text.clone());
         out_labels.insert("short_window".into(), alert.short_text.clone());
-        let burn_long = self.burn_rate(long).unwrap_or(0.0);
-        let burn_short = self.burn_rate(short).unwrap_or(0.0);
+        let facts = Facts {
+            alert: pair.alert,
+            t,
+            labels: labels.to_vec(),
+            long,
+            short,
+            remaining: self.budget_remaining(series),
+            time_to_exhaustion: self.time_to_exhaustion(series),
+        };
+        let texts = self.texts.clone();
+        Observation {
+            rule: pair.rule.clone(),
+            severity: alert.severity.clone(),
+            labels: out_labels,
+            annotations: BTreeMap::new(),
+            value: Value::Null,
+            threshold: Value::Null,
+            evidence: Value::Null,
+            deferred: Some(Deferred(Arc::new(move || texts.details(&facts)))),
+        }
+    }
+}
+
+/// What an SLO observation's texts are built from (see [`Observation::deferred`]).
+struct Facts {
+    alert: usize,
+    t: Millis,
+    labels: Vec<String>,
+    long: Counts,
+    short: Counts,
+    remaining: f64,
+    time_to_exhaustion: Option<f64>,
+}
+
+/// The job's side of an observation's texts, shared by every deferred one.
+struct Texts {
+    job: String,
+    config: SloConfig,
+    budget: f64,
+}
+
+impl Texts {
+    fn details(&self, f: &Facts) -> Details {
+        let (t, labels, long, short, remaining) = (f.t, &f.labels, f.long, f.short, f.remaining);
+        let alert = &self.config.alerts[f.alert];
+        let burn_rate = |c: Counts| burn_rate(c, self.budget);
+        let burn_long = burn_rate(long).unwrap_or(0.0);
+        let burn_short = burn_rate(short).unwrap_or(0.0);
         let threshold = alert.burn_rate.normalize().to_f64().unwrap_or(0.0);
-        let remaining = self.budget_remaining(series);
         let mut values = Map::new();
         for (l, v) in self.config.labels.iter().zip(labels) {
             values.insert(l.clone(), Value::String(v.clone()));
@@ -337,10 +402,7 @@ impl SloEvaluator {
             annotations.insert("runbook_url".into(), r.clone());
         }
         let window = |text: &str, c: Counts, burn: f64| json!({"window": text, "events": c.total, "bad_events": c.bad, "burn_rate": burn});
-        Observation {
-            rule: pair.rule.clone(),
-            severity: alert.severity.clone(),
-            labels: out_labels,
+        Details {
             annotations,
             value: json_number(burn_long),
             threshold: json_number(threshold),
@@ -351,10 +413,15 @@ impl SloEvaluator {
                 "short": window(&alert.short_text, short, burn_short),
                 "error_budget_remaining": json_number(remaining),
                 "period": self.config.period_text,
-                "time_to_exhaustion_s": self.time_to_exhaustion(series).map(json_number),
+                "time_to_exhaustion_s": f.time_to_exhaustion.map(json_number),
             }),
         }
     }
+}
+
+/// Bad over total as a multiple of the error budget; `None` with no events or no budget.
+fn burn_rate(c: Counts, budget: f64) -> Option<f64> {
+    (c.total > 0 && budget > 0.0).then(|| c.bad as f64 / c.total as f64 / budget)
 }
 
 fn is_overflow(labels: &[String]) -> bool {
@@ -384,6 +451,10 @@ impl Evaluator for SloEvaluator {
             self.fold(e.rows, head, Some(&mut corrections));
             for (key, c) in corrections {
                 if let Some(t) = self.state.series.get_mut(&key) {
+                    if t.series.head() < head {
+                        t.series.advance(&self.layout, head, Counts::default());
+                    }
+                    t.dormant = false;
                     t.series.correct(&self.layout, p, c);
                 }
             }

@@ -79,6 +79,14 @@ pub struct Series {
     period_sum: Counts,
     /// The newest pane folded in (its index: start / pane).
     head: i64,
+    /// The newest pane that counted an event (`i64::MAX`: not known, a checkpoint written
+    /// before it was kept).
+    #[serde(default = "unknown_pane")]
+    last: i64,
+}
+
+fn unknown_pane() -> i64 {
+    i64::MAX
 }
 
 impl Series {
@@ -94,6 +102,7 @@ impl Series {
             blocks,
             period_sum: Counts::default(),
             head,
+            last: i64::MIN,
         }
     }
 
@@ -123,6 +132,9 @@ impl Series {
 
     fn step(&mut self, layout: &Layout, p: i64, new: Counts) {
         let ring = layout.ring as i64;
+        if new.total > 0 {
+            self.last = p;
+        }
         for (sum, &n) in self.sums.iter_mut().zip(&layout.windows) {
             let [bad, total] = self.ring[(p - n as i64).rem_euclid(ring) as usize];
             sum.bad = sum.bad + new.bad - bad as u64;
@@ -172,6 +184,9 @@ impl Series {
         if age < 0 || age >= ring {
             return;
         }
+        if counts.total > 0 && self.last != i64::MAX {
+            self.last = self.last.max(p);
+        }
         let slot = &mut self.ring[p.rem_euclid(ring) as usize];
         let (old_bad, old_total) = (slot[0] as u64, slot[1] as u64);
         *slot = [saturate(counts.bad), saturate(counts.total)];
@@ -211,6 +226,23 @@ impl Series {
             Period::Fine { window } => self.sums[window],
             Period::Blocks { .. } => self.period_sum,
         }
+    }
+
+    /// The first head pane at which nothing this series counted is left in any window or the
+    /// period, were it moved there without new events: what [`Series::is_empty`] would say
+    /// then, without moving it (`None`: not known).
+    pub fn empty_from(&self, layout: &Layout) -> Option<i64> {
+        if self.last == i64::MAX {
+            return None;
+        }
+        if self.last == i64::MIN {
+            return Some(self.head);
+        }
+        let windows = self.last + layout.ring as i64;
+        Some(match layout.period {
+            Period::Fine { .. } => windows,
+            Period::Blocks { block, blocks } => windows.max((self.last.div_euclid(block as i64) + blocks as i64) * block as i64),
+        })
     }
 
     /// Nothing counted in any window or the period: the series can be forgotten.
@@ -262,6 +294,28 @@ mod tests {
             }
             for (i, &n) in layout.windows.iter().enumerate() {
                 assert_eq!(s.window(i), naive(&panes, p, n as i64), "window {n} at pane {p}");
+            }
+        }
+    }
+
+    /// Where a series not moved says it would be empty is where moving it says so.
+    #[test]
+    fn empty_from_says_what_moving_the_series_would() {
+        for layout in [Layout::new(vec![5, 60, 3], 60), Layout::new(vec![5, 60], 43_200)] {
+            let mut x: u64 = 11;
+            let mut s = Series::new(&layout, 0);
+            let mut p = 0;
+            for step in 0..3_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                p += 1 + (x >> 58) as i64 % 8 + if step % 211 == 0 { 40_000 } else { 0 };
+                let total = if (x >> 20) % 3 == 0 { 0 } else { 1 + (x >> 33) % 9 };
+                s.advance(&layout, p, Counts { bad: total / 3, total });
+                let from = s.empty_from(&layout).unwrap();
+                for gap in [1, 2, 3, 59, 60, 61, 3_000, 43_199, 43_200, 43_260, 50_000] {
+                    let mut moved = s.clone();
+                    moved.advance(&layout, p + gap, Counts::default());
+                    assert_eq!(moved.is_empty(&layout), p + gap >= from, "pane {p} + {gap}, empty from {from}");
+                }
             }
         }
     }
