@@ -186,6 +186,14 @@ impl SloEvaluator {
                 let total = events.value(row).max(0) as u64;
                 let good = if good.is_valid(row) { good.value(row).clamp(0, total as i64) as u64 } else { 0 };
                 let counts = Counts { bad: total - good, total };
+                // The common case, one lookup: a series already tracked, this pane's counts.
+                if late.is_none() {
+                    if let Some(t) = self.state.series.get_mut(key.as_str()) {
+                        t.pending.bad += counts.bad;
+                        t.pending.total += counts.total;
+                        continue;
+                    }
+                }
                 if !self.state.series.contains_key(key.as_str()) {
                     if tracked >= self.config.max_series && key != overflow_key {
                         self.state.folded_rows += 1;
