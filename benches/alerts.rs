@@ -46,6 +46,7 @@ fn observations(range: std::ops::Range<usize>) -> Vec<Observation> {
             value: (i as i64).into(),
             threshold: 10_000.into(),
             evidence: serde_json::Value::Null,
+            deferred: None,
         })
         .collect()
 }
