@@ -4,7 +4,9 @@
 # an Osprey replay of a tumbling job, and the same job run live (`osprey run`, a fresh consumer
 # group each round) catching up on the topic as a backlog. Prints the rates and the ratios to
 # the plain consumer. The live run is timed until it has written every window the replay
-# writes but the last (which only the end of a replay closes).
+# writes but the last (which only the end of a replay closes). Then the same live job without
+# its `[source] key`, so it runs in two stages through the internal topic in the one process:
+# its rate against the one-stage run's, and the internal topic's bytes per event on disk.
 #   EVENTS=5000000 ./scripts/bench-kafka.sh      (OSPREY_BENCH_BROKERS=host:port to use a running broker;
 #                                                 ROUNDS=5 alternating pairs of runs)
 set -euo pipefail
@@ -48,6 +50,40 @@ TOML
 ROUNDS="${ROUNDS:-5}"
 ratios=()
 live_ratios=()
+shuffle_ratios=()
+
+# time_live NAME: run $DATA/NAME.toml live until it has written the replay's $want window rows;
+# prints its rate in events/s (start-up, group join and, with two stages, the internal topic's
+# creation included).
+time_live() {
+  local name="$1" start end pid deadline
+  rm -f "$DATA/$name.out.jsonl"
+  start=$(date +%s.%N)
+  "$OSPREY" run "$DATA/$name.toml" --brokers "$OSPREY_BENCH_BROKERS" --output "$DATA/$name.out.jsonl" 2>"$DATA/$name.err" &
+  pid=$!
+  deadline=$((SECONDS + 300))
+  while [ "$(cat "$DATA/$name.out.jsonl" 2>/dev/null | wc -l)" -lt "$want" ]; do
+    if [ $SECONDS -gt $deadline ] || ! kill -0 "$pid" 2>/dev/null; then
+      echo "the live run did not write the replay's $want windows rows; see $DATA/$name.err" >&2
+      kill "$pid" 2>/dev/null || true
+      exit 1
+    fi
+    sleep 0.02
+  done
+  end=$(date +%s.%N)
+  kill "$pid"
+  wait "$pid" || true
+  awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }'
+}
+
+# topic_bytes TOPIC: the topic's bytes on the benchmark broker's disk (empty for a broker of
+# the user's own, whose disk this script cannot see).
+topic_bytes() {
+  local dir="$HOME/.cache/osprey/broker-${OSPREY_BROKER_PORT:-none}/data"
+  [ -d "$dir" ] || return 0
+  du -scb "$dir/$1"-* 2>/dev/null | tail -1 | cut -f1
+}
+source_bytes=$(topic_bytes "$TOPIC")
 for round in $(seq 1 "$ROUNDS"); do
   start=$(date +%s.%N)
   raw=$("$CARGO_TARGET_DIR/release/examples/kafka_consume" "$OSPREY_BENCH_BROKERS" "$TOPIC")
@@ -64,26 +100,22 @@ for round in $(seq 1 "$ROUNDS"); do
   last=$(grep -o '"window_start":"[^"]*"' "$DATA/bench-kafka.out.jsonl" | sort | tail -1)
   want=$(grep -vc "$last" "$DATA/bench-kafka.out.jsonl")
   sed "s/^name = .*/name = \"bench_kafka_live_$$_$round\"/" "$DATA/bench-kafka.toml" > "$DATA/bench-kafka-live.toml"
-  rm -f "$DATA/bench-kafka-live.out.jsonl"
-  start=$(date +%s.%N)
-  "$OSPREY" run "$DATA/bench-kafka-live.toml" --brokers "$OSPREY_BENCH_BROKERS" --output "$DATA/bench-kafka-live.out.jsonl" 2>"$DATA/bench-kafka-live.err" &
-  live_pid=$!
-  deadline=$((SECONDS + 300))
-  while [ "$(cat "$DATA/bench-kafka-live.out.jsonl" 2>/dev/null | wc -l)" -lt "$want" ]; do
-    if [ $SECONDS -gt $deadline ] || ! kill -0 "$live_pid" 2>/dev/null; then
-      echo "the live run did not write the replay's $want windows rows; see $DATA/bench-kafka-live.err" >&2
-      kill "$live_pid" 2>/dev/null || true
-      exit 1
-    fi
-    sleep 0.02
-  done
-  end=$(date +%s.%N)
-  kill "$live_pid"
-  wait "$live_pid" || true
-  live_rate=$(awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }')
+  live_rate=$(time_live bench-kafka-live)
   live_ratio=$(awk -v a="$live_rate" -v b="$raw_rate" 'BEGIN { printf "%.2f", a / b }')
   live_ratios+=("$live_ratio")
-  echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio; osprey run (live catch-up) $live_rate events/s, ratio $live_ratio"
+  # The same job without its `key`: two stages in the one process, joined by the internal topic.
+  shuffled="bench_kafka_shuffle_$$_$round"
+  grep -v '^key = ' "$DATA/bench-kafka.toml" | sed "s/^name = .*/name = \"$shuffled\"/" > "$DATA/bench-kafka-shuffle.toml"
+  shuffle_rate=$(time_live bench-kafka-shuffle)
+  shuffle_ratio=$(awk -v a="$shuffle_rate" -v b="$live_rate" 'BEGIN { printf "%.2f", a / b }')
+  shuffle_ratios+=("$shuffle_ratio")
+  shuffle_bytes=$(topic_bytes "osprey-$shuffled-shuffle")
+  # Its windows must be the one-stage run's (a duplicated or lost record would show here).
+  if ! cmp -s <(grep -v "$last" "$DATA/bench-kafka-live.out.jsonl" | sort) <(grep -v "$last" "$DATA/bench-kafka-shuffle.out.jsonl" | sort); then
+    echo "round $round: the shuffled run's windows differ from the one-stage run's: $DATA/bench-kafka-shuffle.out.jsonl" >&2
+    exit 1
+  fi
+  echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio; osprey run (live catch-up) $live_rate events/s, ratio $live_ratio; through the shuffle $shuffle_rate events/s, $shuffle_ratio of one stage, internal topic $(awk -v b="$shuffle_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }') bytes per event on disk (source topic $(awk -v b="$source_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }'))"
 done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); broker Apache Kafka at $OSPREY_BENCH_BROKERS"
 echo "events: $EVENTS"
@@ -91,3 +123,5 @@ median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[i
 echo "median ratio osprey/raw: $median (target >= 0.8)"
 live_median=$(printf '%s\n' "${live_ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "median ratio osprey run (live catch-up)/raw: $live_median (target >= 0.8)"
+shuffle_median=$(printf '%s\n' "${shuffle_ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "median ratio through the shuffle/one stage, live catch-up: $shuffle_median (target >= 0.6)"

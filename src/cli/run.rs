@@ -89,12 +89,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(forwarded) = forwarded {
         let f = forwarded?;
         osprey::log_info!(
-            "{}: shuffle: {} records and {} clock markers forwarded in {} transactions, {} dead letters",
+            "{}: shuffle: {} records and {} clock markers forwarded in {} transactions, {} dead letters; {:.1}s reading, {:.1}s writing, {:.1}s committing",
             job.name,
             f.records,
             f.markers,
             f.transactions,
-            f.dead_letters
+            f.dead_letters,
+            f.reading.as_secs_f64(),
+            f.writing.as_secs_f64(),
+            f.committing.as_secs_f64()
         );
     }
     super::report(&job, &summary, false);

@@ -39,6 +39,10 @@ pub struct Forwarded {
     pub dead_letters: u64,
     pub markers: u64,
     pub transactions: u64,
+    /// Where the stage's time went: reading the source, writing, committing transactions.
+    pub reading: Duration,
+    pub writing: Duration,
+    pub committing: Duration,
 }
 
 /// The open transaction: what it wrote, and the source positions it will commit.
@@ -175,10 +179,15 @@ impl Forwarder {
                 bail!("job `{}`: the shuffle's first stage could not commit inside a rebalance: {e}", self.job);
             }
             let watermarks = self.watermarks.per_partition();
-            match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job))? {
+            let asked = Instant::now();
+            let polled = self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job))?;
+            self.done.reading += asked.elapsed();
+            match polled {
                 Poll::Chunk(chunk) => {
                     dirty.insert(chunk.partition);
+                    let writing = Instant::now();
                     self.forward(chunk)?;
+                    self.done.writing += writing.elapsed();
                 }
                 Poll::CaughtUp(p) => {
                     self.watermarks.caught_up(p);
@@ -228,8 +237,11 @@ impl Forwarder {
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
         let mut open = self.open.lock().expect("not poisoned");
-        open.commit(self.source.consumer()).with_context(|| format!("job `{}`: the shuffle's first stage", self.job))
+        let result = open.commit(self.source.consumer()).with_context(|| format!("job `{}`: the shuffle's first stage", self.job));
+        self.done.committing += started.elapsed();
+        result
     }
 
     /// Write partition `p`'s clock to every internal partition, if it changed.
