@@ -61,6 +61,11 @@ pub struct Intake {
     pub caught_up: Vec<bool>,
     /// Group mode: the offset its end was at then, when the broker said.
     pub end_at: Vec<Option<i64>>,
+    /// The offset after the last message taken since the partition was (re)assigned or sought:
+    /// a message before it is one librdkafka delivered again, and is dropped (counted in
+    /// `redelivered`), so nothing is handed out twice.
+    pub taken_to: Vec<Option<i64>>,
+    pub redelivered: u64,
     /// Group mode: when the oldest message in the partition's buffer arrived.
     pub first_at: Vec<Option<Instant>>,
     /// A restored job's positions: an assigned partition seeks there (its group commit may
@@ -77,6 +82,8 @@ impl Intake {
             done: vec![false; partitions],
             caught_up: vec![false; partitions],
             end_at: vec![None; partitions],
+            taken_to: vec![None; partitions],
+            redelivered: 0,
             first_at: vec![None; partitions],
             resume: vec![None; partitions],
             buffers: (0..partitions).map(|_| Buffer::default()).collect(),
@@ -116,10 +123,16 @@ impl Intake {
             // checkpoint was unusable), or to where `--from` starts. The pipeline skips
             // anything before it that still comes. Seeking works only once the partition
             // is fetching, hence here and not at the assignment.
+            self.taken_to[p] = None;
             if offset != position {
                 return Accepted::Seek(p, position);
             }
         }
+        if self.taken_to[p].is_some_and(|to| offset < to) {
+            self.redelivered += 1;
+            return Accepted::Skipped;
+        }
+        self.taken_to[p] = Some(offset + 1);
         self.caught_up[p] = false;
         if self.buffers[p].is_empty() {
             self.first_at[p] = Some(Instant::now());
@@ -205,5 +218,52 @@ impl Buffer {
         let g = self.chunks.pop_front().unwrap_or_default();
         self.len -= g.records.len();
         g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Msg(i32, i64);
+    impl Incoming for Msg {
+        fn partition(&self) -> i32 {
+            self.0
+        }
+        fn offset(&self) -> i64 {
+            self.1
+        }
+        fn payload(&self) -> &[u8] {
+            b"{}"
+        }
+        fn timestamp(&self) -> Option<i64> {
+            None
+        }
+        fn header(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+    }
+
+    /// A partition read again from an older position (librdkafka going back to a committed
+    /// offset) hands out nothing twice; a seek to a restored position is not such a read.
+    #[test]
+    fn messages_delivered_again_are_skipped_once_taken() {
+        let mut intake = Intake::new(2);
+        for o in 0..5 {
+            assert!(matches!(intake.accept(&Msg(0, o)), Accepted::Buffered(_)));
+        }
+        for o in 2..5 {
+            assert!(matches!(intake.accept(&Msg(0, o)), Accepted::Skipped), "offset {o} again");
+        }
+        assert!(matches!(intake.accept(&Msg(0, 5)), Accepted::Buffered(_)));
+        assert_eq!((intake.redelivered, intake.buffers[0].len()), (3, 6));
+        // Partition 1, read to 20, is sent back to a restored position: taken again from there.
+        for o in 12..20 {
+            intake.accept(&Msg(1, o));
+        }
+        intake.resume[1] = Some(10);
+        assert!(matches!(intake.accept(&Msg(1, 20)), Accepted::Seek(1, 10)));
+        assert!(matches!(intake.accept(&Msg(1, 10)), Accepted::Buffered(_)), "the restored position is taken");
+        assert!(matches!(intake.accept(&Msg(1, 11)), Accepted::Buffered(_)));
     }
 }

@@ -110,6 +110,8 @@ pub struct KafkaSource {
     /// Group mode: the offset partition `p` was read to when [`Poll::CaughtUp`] was last said
     /// (not the log's end as fetched since: messages read after it may not be handed out yet).
     caught_up_at: Vec<Option<i64>>,
+    /// Redelivered messages were reported (see `Intake::taken_to`).
+    told_redelivered: bool,
     /// Since when the broker has not answered (logged once).
     unreachable: Option<Instant>,
     /// Group mode: the group has assigned partitions to this member at least once.
@@ -231,6 +233,7 @@ impl KafkaSource {
             handed: vec![None; partitions],
             told_caught_up: vec![false; partitions],
             caught_up_at: vec![None; partitions],
+            told_redelivered: false,
             unreachable: None,
             assigned_before: false,
             uncommitted: None,
@@ -386,7 +389,15 @@ impl KafkaSource {
         if let Some(batch) = &self.batch {
             batch.forward((0..self.assigned.len()).filter(|&p| self.assigned[p]));
         }
-        Ok(polled + self.fetch_batch(wait)?)
+        let fetched = self.fetch_batch(wait)?;
+        if self.intake.redelivered > 0 && !std::mem::replace(&mut self.told_redelivered, true) {
+            crate::log_warn!(
+                "{}: librdkafka delivered messages of `{}` it had delivered already (a partition read again from an older position); they are skipped, not handed out twice",
+                self.group_label(),
+                self.topic
+            );
+        }
+        Ok(polled + fetched)
     }
 
     /// [`fetch`](Self::fetch) one `poll` at a time: rebalances and errors on a group member's
@@ -651,6 +662,7 @@ impl KafkaSource {
         self.told_caught_up[p] = false;
         self.caught_up_at[p] = None;
         self.intake.end_at[p] = None;
+        self.intake.taken_to[p] = None;
         if let Some(c) = &mut self.clocks {
             c.forget(p);
         }
