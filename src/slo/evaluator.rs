@@ -57,8 +57,6 @@ pub struct SloState {
 }
 
 pub struct SloEvaluator {
-    job: String,
-    config: SloConfig,
     layout: Layout,
     /// Per alert pair: its long and short window's index in the layout, and its threshold
     /// on the bad fraction (`burn_rate × (1 - objective)`), exact and as a float.
@@ -67,10 +65,10 @@ pub struct SloEvaluator {
     window_names: Vec<String>,
     /// The window `time_to_exhaustion` takes the current burn from: the fastest pair's long one.
     current_window: usize,
-    budget: f64,
     schema: SchemaRef,
     state: SloState,
     logged_overflow: bool,
+    /// The job's name, `[slo]` and error budget, shared with the deferred observations.
     texts: Arc<Texts>,
 }
 
@@ -127,12 +125,9 @@ impl SloEvaluator {
         fields.push(Field::new("error_budget_remaining", DataType::Float64, false));
         fields.push(Field::new("time_to_exhaustion_s", DataType::Float64, true));
         fields.push(Field::new("firing", DataType::Utf8, true));
-        let texts = Arc::new(Texts { job: job.into(), config: config.clone(), budget: budget.to_f64().unwrap_or(0.0) });
+        let texts = Arc::new(Texts { job: job.into(), config, budget: budget.to_f64().unwrap_or(0.0) });
         SloEvaluator {
             texts,
-            job: job.into(),
-            budget: budget.to_f64().unwrap_or(0.0),
-            config,
             layout,
             pairs,
             window_names,
@@ -160,7 +155,7 @@ impl SloEvaluator {
     /// evaluated, or (`late`) as corrections of an evaluated pane. New label sets past
     /// `max_series` fold into the overflow series. `head`: where a new series starts.
     fn fold(&mut self, rows: &[RecordBatch], head: i64, late: Option<&mut BTreeMap<String, Counts>>) {
-        let n = self.config.labels.len();
+        let n = self.texts.config.labels.len();
         let overflow_key = vec![OVERFLOW; n].join(SEPARATOR);
         let mut tracked = self.state.series.len() - (n > 0 && self.state.series.contains_key(&overflow_key)) as usize;
         let mut late = late;
@@ -195,7 +190,7 @@ impl SloEvaluator {
                     }
                 }
                 if !self.state.series.contains_key(key.as_str()) {
-                    if tracked >= self.config.max_series && key != overflow_key {
+                    if tracked >= self.texts.config.max_series && key != overflow_key {
                         self.state.folded_rows += 1;
                         self.state.folded_events += total;
                         self.log_overflow_once();
@@ -233,8 +228,8 @@ impl SloEvaluator {
         crate::log_warn!(
             "{}: more than max_series = {} label sets; new ones fold into one series with every label `{OVERFLOW}`{}. \
              Drop the exploding label from [slo] labels, or raise max_series",
-            self.job,
-            self.config.max_series,
+            self.texts.job,
+            self.texts.config.max_series,
             self.exploding_label().map(|(l, n)| format!(" (`{l}` has {n} distinct values)")).unwrap_or_default()
         );
     }
@@ -242,8 +237,8 @@ impl SloEvaluator {
     /// The label with the most distinct values among the tracked series.
     fn exploding_label(&self) -> Option<(String, usize)> {
         let labels = || self.state.series.values().map(|t| &t.labels).filter(|l| !is_overflow(l));
-        (0..self.config.labels.len())
-            .map(|i| (self.config.labels[i].clone(), labels().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
+        (0..self.texts.config.labels.len())
+            .map(|i| (self.texts.config.labels[i].clone(), labels().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
             .max_by_key(|(_, n)| *n)
     }
 
@@ -269,7 +264,7 @@ impl SloEvaluator {
         });
         self.state.last = Some(p);
         self.state.evaluations += 1;
-        let t = (p + 1) * self.config.pane;
+        let t = (p + 1) * self.texts.config.pane;
         let mut out = Vec::new();
         for tracked in self.state.series.values().filter(|t| !t.dormant) {
             let (labels, series) = (&tracked.labels, &tracked.series);
@@ -291,7 +286,7 @@ impl SloEvaluator {
 
     /// The window burns faster than the pair's rate, with enough events to say so.
     fn burns(&self, c: Counts, pair: &Pair) -> bool {
-        if c.total == 0 || c.total < self.config.min_events {
+        if c.total == 0 || c.total < self.texts.config.min_events {
             return false;
         }
         let fraction = c.bad as f64 / c.total as f64;
@@ -306,16 +301,16 @@ impl SloEvaluator {
     }
 
     fn burn_rate(&self, c: Counts) -> Option<f64> {
-        burn_rate(c, self.budget)
+        burn_rate(c, self.texts.budget)
     }
 
     /// Budget left over the period: 1 when nothing was bad, below 0 when overspent.
     fn budget_remaining(&self, series: &Series) -> f64 {
         let p = series.period(&self.layout);
-        if p.total == 0 || self.budget <= 0.0 {
+        if p.total == 0 || self.texts.budget <= 0.0 {
             return 1.0;
         }
-        1.0 - (p.bad as f64 / p.total as f64) / self.budget
+        1.0 - (p.bad as f64 / p.total as f64) / self.texts.budget
     }
 
     /// Seconds until the budget is gone at the current burn; `None` when it is not burning.
@@ -325,13 +320,13 @@ impl SloEvaluator {
             return Some(0.0);
         }
         let burn = self.burn_rate(series.window(self.current_window))?;
-        (burn > 0.0).then(|| remaining * (self.config.period as f64 / 1000.0) / burn)
+        (burn > 0.0).then(|| remaining * (self.texts.config.period as f64 / 1000.0) / burn)
     }
 
     /// The pair holds for this series: its labels now, its texts when a record shows them.
     fn observation(&self, t: Millis, labels: &[String], series: &Series, pair: &Pair, long: Counts, short: Counts) -> Observation {
-        let alert = &self.config.alerts[pair.alert];
-        let mut out_labels: BTreeMap<String, String> = self.config.labels.iter().cloned().zip(labels.iter().cloned()).collect();
+        let alert = &self.texts.config.alerts[pair.alert];
+        let mut out_labels: BTreeMap<String, String> = self.texts.config.labels.iter().cloned().zip(labels.iter().cloned()).collect();
         out_labels.insert("long_window".into(), alert.long_text.clone());
         out_labels.insert("short_window".into(), alert.short_text.clone());
         let facts = Facts {
@@ -449,7 +444,7 @@ impl Evaluator for SloEvaluator {
     }
 
     fn evaluate(&mut self, e: &Evaluation) -> anyhow::Result<Verdicts> {
-        let pane = self.config.pane;
+        let pane = self.texts.config.pane;
         let p = e.window_start.div_euclid(pane);
         let mut verdicts = Verdicts::default();
         if e.update || self.state.last.is_some_and(|last| p <= last) {
@@ -524,7 +519,7 @@ impl RowsBuilder {
         RowsBuilder {
             start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
             end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            labels: e.config.labels.iter().map(|_| StringBuilder::new()).collect(),
+            labels: e.texts.config.labels.iter().map(|_| StringBuilder::new()).collect(),
             events: Int64Builder::new(),
             bad: Int64Builder::new(),
             burn: e.window_names.iter().map(|_| Float64Builder::new()).collect(),
@@ -535,7 +530,7 @@ impl RowsBuilder {
     }
 
     fn push(&mut self, e: &SloEvaluator, t: Millis, labels: &[String], series: &Series, firing: &[&str]) {
-        self.start.append_value(t - e.config.pane);
+        self.start.append_value(t - e.texts.config.pane);
         self.end.append_value(t);
         for (b, v) in self.labels.iter_mut().zip(labels) {
             b.append_value(v);

@@ -317,11 +317,7 @@ impl WindowOperator {
     pub fn finish(&mut self) -> Vec<FiredWindow> {
         self.watermarks.finish();
         let mut fired = self.fire();
-        for side in self.catching_up.values_mut() {
-            fired.extend(side.fire(Millis::MAX, 0));
-        }
-        self.catching_up.clear();
-        fired.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        self.drain_catching_up(&mut fired);
         fired
     }
 
@@ -331,12 +327,17 @@ impl WindowOperator {
             Assigner::Panes(p) => p.fire(Millis::MAX, 0),
             Assigner::Sessions(s) => s.fire(Millis::MAX, 0),
         };
-        for side in self.catching_up.values_mut() {
-            w.extend(side.fire(Millis::MAX, 0));
-        }
-        self.catching_up.clear();
-        w.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
+        self.drain_catching_up(&mut w);
         w
+    }
+
+    /// Every catching-up partition's windows into `fired` (the end of input, or a stop), and
+    /// all of them in order of end.
+    fn drain_catching_up(&mut self, fired: &mut Vec<FiredWindow>) {
+        for (_, mut side) in std::mem::take(&mut self.catching_up) {
+            fired.extend(side.fire(Millis::MAX, 0));
+        }
+        fired.sort_by(|a, b| (a.end, a.start, &a.key).cmp(&(b.end, b.start, &b.key)));
     }
 
     fn next_fire(&self) -> Millis {
