@@ -44,9 +44,14 @@ pub struct AnomalyConfig {
 /// One set of defaults for every series (what `osprey eval nab` scores).
 pub mod defaults {
     use super::DetectorKind;
-    /// Robust z-scores through the anomaly likelihood: the best on NAB's series (the README
-    /// has each one's).
+    /// Robust z-scores through the anomaly likelihood: a job's default. It scores every feature
+    /// and warms up in 32 windows.
     pub const DETECTORS: &[DetectorKind] = &[DetectorKind::Likelihood];
+    /// For one-feature series with a long history, as NAB's are: the Contextual Anomaly
+    /// Detector, the best of Osprey's on NAB's series under NAB's warm-up (the README has each
+    /// one's). Not a job's default: it reads only the first feature and learns its value range
+    /// over `max(baseline, warmup)` windows before it scores.
+    pub const UNIVARIATE: &[DetectorKind] = &[DetectorKind::Cad];
     pub const THRESHOLD: f64 = 0.5;
     /// Windows of history a detector keeps per series.
     pub const BASELINE: usize = 256;

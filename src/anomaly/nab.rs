@@ -33,6 +33,11 @@ pub fn scaled_sigmoid(p: f64) -> f64 {
     if p >= 3.0 { -1.0 } else { 2.0 * sigmoid(-5.0 * p) - 1.0 }
 }
 
+/// NAB's probation period of a series of `n` rows: its first 15%, at most 750 rows.
+pub fn probation_rows(n: usize) -> usize {
+    ((PROBATION * n as f64).floor()).min(PROBATION * 5000.0) as usize
+}
+
 /// One series: its rows' timestamps (as written) and the labelled windows as row ranges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
@@ -49,7 +54,7 @@ pub struct Scored {
 /// are inclusive row ranges.
 pub fn score(detected: &[bool], windows: &[(usize, usize)]) -> Scored {
     let n = detected.len();
-    let probation = ((PROBATION * n as f64).floor()).min(PROBATION * 5000.0) as usize;
+    let probation = probation_rows(n);
     let run = |detected: &dyn Fn(usize) -> bool| -> (f64, usize, usize, usize) {
         let max_tp = scaled_sigmoid(-1.0);
         let mut window_scores: BTreeMap<usize, f64> = BTreeMap::new();
@@ -147,7 +152,12 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
             timestamps.push(t.trim().to_string());
             values.push(v);
         }
-        let mut dets = super::registry::for_series(detectors, super::defaults::BASELINE, super::defaults::WARMUP, &[&key]);
+        // NAB hands every detector the series' probation period: it is the warm-up here (and
+        // the baseline, for detectors that learn from a window of history). NAB also hands
+        // detectors the whole series' minimum and maximum; a stream has no such thing, so no
+        // detector here is given them.
+        let probation = probation_rows(values.len());
+        let mut dets = super::registry::for_series(detectors, probation, probation, &[&key]);
         let raw: Vec<f64> = values.iter().map(|v| dets.iter_mut().filter_map(|d| d.observe(&[*v])).fold(0.0, f64::max)).collect();
         let scores = alert_scores(&raw, threshold);
         let windows = window_rows(&timestamps, labels.get(&key).map(Vec::as_slice).unwrap_or(&[]));

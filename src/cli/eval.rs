@@ -22,7 +22,7 @@ pub struct NabArgs {
     #[arg(long)]
     results: PathBuf,
     /// Detectors, comma-separated or repeated (`--detector mad --detector ks`); the score is the highest.
-    #[arg(long, alias = "detector", value_delimiter = ',', default_values_t = defaults::DETECTORS.iter().map(|d| d.name().to_string()).collect::<Vec<_>>())]
+    #[arg(long, alias = "detector", value_delimiter = ',', default_values_t = defaults::UNIVARIATE.iter().map(|d| d.name().to_string()).collect::<Vec<_>>())]
     detectors: Vec<String>,
     /// A row is a detection when its score is at or above this.
     #[arg(long, default_value_t = defaults::THRESHOLD, value_parser = super::fraction)]
@@ -40,37 +40,58 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     osprey::log_info!("eval nab: {} with detectors {} (threshold {})", a.dir.display(), names.join("+"), a.threshold);
     let results = evaluate(&a.dir, &a.results, &detectors, a.threshold, &mut |name| osprey::log_info!("  {name}"))?;
     println!("{:<58} {:>7} {:>10} {:>9} {:>7} {:>9}", "series", "windows", "detections", "precision", "recall", "NAB score");
-    let (mut raw, mut perfect, mut null) = (0.0, 0.0, 0.0);
-    let (mut windows, mut detected, mut detections, mut inside) = (0, 0, 0, 0);
     let pct = |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.2}", a as f64 / b as f64) };
-    for r in &results {
-        let s = &r.scored;
+    let line = |name: &str, t: &Totals| {
         println!(
             "{:<58} {:>7} {:>10} {:>9} {:>7} {:>9.1}",
-            r.name,
-            s.windows,
-            s.detections,
-            pct(s.detections_in_windows, s.detections),
-            pct(s.windows_detected, s.windows),
-            normalised(s.raw, s.perfect, s.null)
-        );
-        raw += s.raw;
-        perfect += s.perfect;
-        null += s.null;
-        windows += s.windows;
-        detected += s.windows_detected;
-        detections += s.detections;
-        inside += s.detections_in_windows;
+            name,
+            t.windows,
+            t.detections,
+            pct(t.inside, t.detections),
+            pct(t.detected, t.windows),
+            normalised(t.raw, t.perfect, t.null)
+        )
+    };
+    let mut categories: std::collections::BTreeMap<&str, Totals> = Default::default();
+    let mut total = Totals::default();
+    for r in &results {
+        let mut one = Totals::default();
+        one.add(&r.scored);
+        line(&r.name, &one);
+        categories.entry(r.name.split_once('/').map_or("", |(c, _)| c)).or_default().add(&r.scored);
+        total.add(&r.scored);
     }
-    println!(
-        "{:<58} {:>7} {:>10} {:>9} {:>7} {:>9.1}",
-        format!("total ({} series)", results.len()),
-        windows,
-        detections,
-        pct(inside, detections),
-        pct(detected, windows),
-        normalised(raw, perfect, null)
-    );
+    // NAB normalises a category's score over the category's own perfect and null detectors.
+    for (category, t) in &categories {
+        line(&format!("category {category} ({} series)", t.series), t);
+    }
+    line(&format!("total ({} series)", results.len()), &total);
     println!("standard profile (A_TP 1, A_FP 0.11, A_FN 1); results in {}", a.results.join("osprey").display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sums over several series: NAB's raw, perfect and null scores, and the counts.
+#[derive(Default)]
+struct Totals {
+    series: usize,
+    raw: f64,
+    perfect: f64,
+    null: f64,
+    windows: usize,
+    detected: usize,
+    detections: usize,
+    inside: usize,
+}
+
+impl Totals {
+    fn add(&mut self, s: &osprey::anomaly::nab::Scored) {
+        self.series += 1;
+        self.raw += s.raw;
+        self.perfect += s.perfect;
+        self.null += s.null;
+        self.windows += s.windows;
+        self.detected += s.windows_detected;
+        self.detections += s.detections;
+        self.inside += s.detections_in_windows;
+    }
 }
