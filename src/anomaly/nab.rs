@@ -38,8 +38,9 @@ pub fn probation_rows(n: usize) -> usize {
     ((PROBATION * n as f64).floor()).min(PROBATION * 5000.0) as usize
 }
 
-/// One series: its rows' timestamps (as written) and the labelled windows as row ranges.
-#[derive(Debug, Clone, PartialEq)]
+/// NAB's raw, perfect and null scores of one series or, summed with `+=`, of several, and
+/// the counts behind precision and recall.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scored {
     pub raw: f64,
     pub perfect: f64,
@@ -48,6 +49,18 @@ pub struct Scored {
     pub detections: usize,
     pub detections_in_windows: usize,
     pub windows_detected: usize,
+}
+
+impl std::ops::AddAssign<&Scored> for Scored {
+    fn add_assign(&mut self, s: &Scored) {
+        self.raw += s.raw;
+        self.perfect += s.perfect;
+        self.null += s.null;
+        self.windows += s.windows;
+        self.detections += s.detections;
+        self.detections_in_windows += s.detections_in_windows;
+        self.windows_detected += s.windows_detected;
+    }
 }
 
 /// NAB's score of one series: `detected[i]` says whether row `i` is a detection; `windows`

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use osprey::anomaly::nab::{evaluate, normalised};
+use osprey::anomaly::nab::{evaluate, normalised, Scored};
 use osprey::anomaly::{defaults, DetectorKind};
 
 #[derive(clap::Subcommand)]
@@ -41,57 +41,33 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     let results = evaluate(&a.dir, &a.results, &detectors, a.threshold, &mut |name| osprey::log_info!("  {name}"))?;
     println!("{:<58} {:>7} {:>10} {:>9} {:>7} {:>9}", "series", "windows", "detections", "precision", "recall", "NAB score");
     let pct = |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.2}", a as f64 / b as f64) };
-    let line = |name: &str, t: &Totals| {
+    let line = |name: &str, s: &Scored| {
         println!(
             "{:<58} {:>7} {:>10} {:>9} {:>7} {:>9.1}",
             name,
-            t.windows,
-            t.detections,
-            pct(t.inside, t.detections),
-            pct(t.detected, t.windows),
-            normalised(t.raw, t.perfect, t.null)
+            s.windows,
+            s.detections,
+            pct(s.detections_in_windows, s.detections),
+            pct(s.windows_detected, s.windows),
+            normalised(s.raw, s.perfect, s.null)
         )
     };
-    let mut categories: std::collections::BTreeMap<&str, Totals> = Default::default();
-    let mut total = Totals::default();
+    // Per category: how many series, and their sums.
+    let mut categories: std::collections::BTreeMap<&str, (usize, Scored)> = Default::default();
+    let mut total = Scored::default();
     for r in &results {
-        let mut one = Totals::default();
-        one.add(&r.scored);
-        line(&r.name, &one);
-        categories.entry(r.name.split_once('/').map_or("", |(c, _)| c)).or_default().add(&r.scored);
-        total.add(&r.scored);
+        line(&r.name, &r.scored);
+        let (series, sum) = categories.entry(r.name.split_once('/').map_or("", |(c, _)| c)).or_default();
+        *series += 1;
+        *sum += &r.scored;
+        total += &r.scored;
     }
     // NAB normalises a category's score over the category's own perfect and null detectors.
-    for (category, t) in &categories {
-        line(&format!("category {category} ({} series)", t.series), t);
+    for (category, (series, sum)) in &categories {
+        line(&format!("category {category} ({series} series)"), sum);
     }
     line(&format!("total ({} series)", results.len()), &total);
     println!("standard profile (A_TP 1, A_FP 0.11, A_FN 1); results in {}", a.results.join("osprey").display());
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sums over several series: NAB's raw, perfect and null scores, and the counts.
-#[derive(Default)]
-struct Totals {
-    series: usize,
-    raw: f64,
-    perfect: f64,
-    null: f64,
-    windows: usize,
-    detected: usize,
-    detections: usize,
-    inside: usize,
-}
-
-impl Totals {
-    fn add(&mut self, s: &osprey::anomaly::nab::Scored) {
-        self.series += 1;
-        self.raw += s.raw;
-        self.perfect += s.perfect;
-        self.null += s.null;
-        self.windows += s.windows;
-        self.detected += s.windows_detected;
-        self.detections += s.detections;
-        self.inside += s.detections_in_windows;
-    }
-}
