@@ -7,6 +7,13 @@ pub trait Detector: Send {
     /// The score of `x` against the baseline so far, in [0, 1]; `None` while warming up.
     /// Then `x` joins the baseline.
     fn observe(&mut self, x: &[f64]) -> Option<f64>;
+    /// [`observe`](Self::observe) at event time `t` (a window's start): what Osprey calls. Only
+    /// a detector whose baseline follows the clock ([`Seasonal`](super::seasonal::Seasonal))
+    /// reads `t`.
+    fn observe_at(&mut self, t: crate::Millis, x: &[f64]) -> Option<f64> {
+        let _ = t;
+        self.observe(x)
+    }
     /// Per feature, how far the last observed vector was from the baseline, in robust
     /// standard deviations (signed), when the detector can say; for evidence and clustering.
     fn deviations(&self) -> Option<&[f64]> {

@@ -181,7 +181,7 @@ impl Evaluator for AnomalyEvaluator {
                 continue;
             }
             let d = self.detectors_for(&labels);
-            let scores: Vec<Option<f64>> = d.detectors.iter_mut().map(|det| det.observe(&x)).collect();
+            let scores: Vec<Option<f64>> = d.detectors.iter_mut().map(|det| det.observe_at(e.window_start, &x)).collect();
             let moved = d.detectors.iter().find_map(|det| det.deviations().map(<[f64]>::to_vec)).unwrap_or_else(|| vec![0.0; x.len()]);
             let score = scores.iter().flatten().copied().reduce(f64::max);
             let is_anomalous = score.is_some_and(|s| s >= threshold);

@@ -20,6 +20,7 @@ pub mod likelihood;
 pub mod mad;
 pub mod nab;
 pub mod registry;
+pub mod seasonal;
 
 pub use detector::Detector;
 pub use registry::{AnyDetector, DetectorKind};

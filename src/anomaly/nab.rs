@@ -155,6 +155,7 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
         progress(&key);
         let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         let mut timestamps = Vec::new();
+        let mut times = Vec::new();
         let mut values = Vec::new();
         for (n, line) in text.lines().enumerate().skip(1) {
             if line.trim().is_empty() {
@@ -162,6 +163,9 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
             }
             let (t, v) = line.split_once(',').with_context(|| format!("{}:{}: expected timestamp,value", file.display(), n + 1))?;
             let v: f64 = v.trim().parse().with_context(|| format!("{}:{}: `{v}` is not a number", file.display(), n + 1))?;
+            let at = chrono::NaiveDateTime::parse_from_str(t.trim(), "%Y-%m-%d %H:%M:%S")
+                .with_context(|| format!("{}:{}: `{t}` is not a time like 2014-02-14 14:30:00", file.display(), n + 1))?;
+            times.push(at.and_utc().timestamp_millis());
             timestamps.push(t.trim().to_string());
             values.push(v);
         }
@@ -171,7 +175,7 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
         // detector here is given them.
         let probation = probation_rows(values.len());
         let mut dets = super::registry::for_series(detectors, probation, probation, &[&key]);
-        let raw: Vec<f64> = values.iter().map(|v| dets.iter_mut().filter_map(|d| d.observe(&[*v])).fold(0.0, f64::max)).collect();
+        let raw: Vec<f64> = values.iter().zip(&times).map(|(v, &t)| dets.iter_mut().filter_map(|d| d.observe_at(t, &[*v])).fold(0.0, f64::max)).collect();
         let scores = alert_scores(&raw, threshold);
         let windows = window_rows(&timestamps, labels.get(&key).map(Vec::as_slice).unwrap_or(&[]));
         let in_window = |i: usize| windows.iter().any(|&(l, r)| l <= i && i <= r);

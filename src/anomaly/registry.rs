@@ -10,6 +10,7 @@ use super::forest::IsolationForest;
 use super::ks::KsShift;
 use super::likelihood::Likelihood;
 use super::mad::RobustZ;
+use super::seasonal::Seasonal;
 
 /// Generates [`DetectorKind`] (the names), [`AnyDetector`] (the states) and the matches
 /// between them from one list: `Variant(Type) = "name", |baseline, warmup, seed| constructor`.
@@ -70,6 +71,12 @@ macro_rules! detectors {
                 }
             }
 
+            fn observe_at(&mut self, t: crate::Millis, x: &[f64]) -> Option<f64> {
+                match self {
+                    $( AnyDetector::$variant(d) => d.observe_at(t, x), )*
+                }
+            }
+
             fn deviations(&self) -> Option<&[f64]> {
                 match self {
                     $( AnyDetector::$variant(d) => d.deviations(), )*
@@ -90,6 +97,8 @@ detectors! {
     IsolationForest(IsolationForest) = "isolation_forest", |b, w, s| IsolationForest::new(b, w, s);
     /// Contexts of quantised values (the Contextual Anomaly Detector, Smirnov 2016).
     Cad(Cad) = "cad", |b, w, s| Cad::new(b.max(w), b.max(w) / 5);
+    /// Each hour of the day its own level and spread: a daily peak is not an anomaly.
+    Seasonal(Seasonal) = "seasonal", |b, w, s| Seasonal::new(b, w);
 }
 
 /// Fresh detectors for one series, seeded from its name (the series' label values), so the

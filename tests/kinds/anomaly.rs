@@ -129,3 +129,62 @@ fn eval_nab_scores_a_two_series_fixture_as_worked_out_by_hand() {
     let row220: Vec<&str> = out.lines().nth(221).unwrap().split(',').collect();
     assert!(row220[2].parse::<f64>().unwrap() >= 0.5 && row220[3] == "1", "{row220:?}");
 }
+
+/// A day's worth of minutes.
+const DAY_MINUTES: i64 = 24 * 60;
+
+/// Requests per minute of three services over three days: each swings ±60% around its mean
+/// over the day (peaking at 15:00 UTC), with 2% noise, and frontend triples for its nightly
+/// batch, 02:00–02:10. `night_surge`: search's 03:00–03:30 of the third day at its daily mean,
+/// two and a half times its usual night, and still below every afternoon.
+fn daily_traffic(night_surge: bool) -> String {
+    let mut rng = Rng(5);
+    let mut out = String::new();
+    for m in 0..3 * DAY_MINUTES {
+        let hours = (m % DAY_MINUTES) as f64 / 60.0;
+        let cycle = 1.0 + 0.6 * (std::f64::consts::TAU * (hours - 9.0) / 24.0).sin();
+        for (service, mean) in [("frontend", 3000.0), ("search", 1200.0), ("checkout", 400.0)] {
+            let surge = night_surge && service == "search" && (2 * DAY_MINUTES + 180..2 * DAY_MINUTES + 210).contains(&m);
+            let batch = service == "frontend" && (120..130).contains(&(m % DAY_MINUTES));
+            let level = if surge { mean } else if batch { 3.0 * mean * cycle } else { mean * cycle };
+            let requests = (level * (1.0 + 0.02 * (2.0 * rng.next_f64() - 1.0))).round();
+            writeln!(out, "{{\"ts\":{},\"service\":\"{service}\",\"requests\":{requests}}}", T0 + m * MINUTE).unwrap();
+        }
+    }
+    out
+}
+
+/// The firing alerts of a per-service traffic job over `events`, with `detectors`.
+fn traffic_alerts(d: &std::path::Path, detectors: &str, events: &str) -> Vec<Value> {
+    let job = format!(
+        "name = \"traffic\"\nkind = \"anomaly\"\nsql = \"SELECT service, sum(requests) AS requests FROM events GROUP BY service\"\n[source]\nkind = \"file\"\npath = \"traffic.jsonl\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nrequests = \"float64\"\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"1m\"\n[anomaly]\nseries = [\"service\"]\nfeatures = [\"requests\"]\ndetectors = {detectors}\n[alerts]\nfile = \"alerts.jsonl\"\n"
+    );
+    std::fs::write(d.join("traffic.toml"), job).unwrap();
+    std::fs::write(d.join("traffic.jsonl"), events).unwrap();
+    let _ = std::fs::remove_file(d.join("alerts.jsonl"));
+    osprey_ok(&["replay", "traffic.toml", "--quiet"], d);
+    let alerts = if d.join("alerts.jsonl").exists() { rows_of(&d.join("alerts.jsonl")) } else { Vec::new() };
+    assert_valid_alerts(&alerts);
+    alerts.into_iter().filter(|a| a["status"] == "firing").collect()
+}
+
+#[test]
+fn the_seasonal_baseline_keeps_daily_peaks_quiet_and_catches_a_night_at_the_day_s_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let at = |a: &Value| format!("{} at minute {}", a["labels"]["service"], minute(&a["starts_at"]));
+    let surge_window = 2 * DAY_MINUTES + 180..=2 * DAY_MINUTES + 211;
+    // A baseline of the last hours (`mad`'s) has the day's ramp in its spread: a night at the
+    // day's level is within it, and missed.
+    let plain = traffic_alerts(d, "[\"mad\"]", &daily_traffic(true));
+    assert!(!plain.iter().any(|a| a["labels"]["service"] == "search" && surge_window.contains(&minute(&a["starts_at"]))), "{:?}", plain.iter().map(at).collect::<Vec<_>>());
+    // Each hour of the day its own baseline: three days of peaks, troughs and nightly batches
+    // raise nothing...
+    let quiet = traffic_alerts(d, "[\"seasonal\"]", &daily_traffic(false));
+    assert!(quiet.is_empty(), "{:?}", quiet.iter().map(at).collect::<Vec<_>>());
+    // ...and search at its daily mean in the middle of the night is caught, nothing else.
+    let surge = traffic_alerts(d, "[\"seasonal\"]", &daily_traffic(true));
+    let window = 2 * DAY_MINUTES + 180..=2 * DAY_MINUTES + 182;
+    assert!(!surge.is_empty() && surge.iter().all(|a| a["labels"]["service"] == "search"), "{:?}", surge.iter().map(at).collect::<Vec<_>>());
+    assert!(surge.iter().any(|a| window.contains(&minute(&a["starts_at"]))), "caught within two minutes: {:?}", surge.iter().map(at).collect::<Vec<_>>());
+}
