@@ -10,9 +10,11 @@
 //! not apply (the deadline is the wait).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -40,7 +42,60 @@ struct Timer {
     opened_at: Millis,
     deadline: Millis,
     /// The opening event, with its source position.
-    record: Value,
+    record: Opening,
+}
+
+/// A timer's opening event. Most timers close in time and never need it as evidence, so it
+/// stays Arrow until its deadline passes (or a checkpoint writes it): the pane's openings still
+/// open at its end are copied into one small batch, one copy per column, not one JSON object
+/// per event. Written and read back as the JSON evidence (the checkpoint's form).
+#[derive(Clone)]
+enum Opening {
+    /// Row `row` of the pane's input batch `batch`, during the evaluation that opened it.
+    Pending { batch: usize, row: usize },
+    /// Row `row` of a batch of openings, with the source's partition names.
+    Row { batch: Arc<RecordBatch>, row: usize, names: Arc<[String]> },
+    Json(Value),
+}
+
+impl Opening {
+    fn json(&self, input: &[RecordBatch], names: &[String]) -> Value {
+        match self {
+            Opening::Pending { batch, row } => sample(&input[*batch], *row, names),
+            Opening::Row { batch, row, names } => sample(batch, *row, names),
+            Opening::Json(v) => v.clone(),
+        }
+    }
+
+    /// Outside an evaluation (a checkpoint, a comparison), where no evaluation is pending.
+    fn to_json(&self) -> Value {
+        debug_assert!(!matches!(self, Opening::Pending { .. }), "an opening is pending only inside an evaluation");
+        self.json(&[], &[])
+    }
+}
+
+impl PartialEq for Opening {
+    fn eq(&self, other: &Opening) -> bool {
+        self.to_json() == other.to_json()
+    }
+}
+
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+impl Serialize for Opening {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Opening {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Opening::Json)
+    }
 }
 
 /// The timers (checkpointed with the job).
@@ -70,6 +125,8 @@ pub struct DeadlineEvaluator {
     key_columns: Vec<usize>,
     event_time: usize,
     state: DeadlineState,
+    /// The source's partition names, shared by the openings kept as Arrow.
+    names: Option<Arc<[String]>>,
 }
 
 impl DeadlineEvaluator {
@@ -91,7 +148,7 @@ impl DeadlineEvaluator {
         };
         let opens = predicate(&config.opens, "deadline.opens")?;
         let closes = predicate(&config.closes, "deadline.closes")?;
-        Ok(DeadlineEvaluator { job: job.into(), invariant, config, opens, closes, key_columns, event_time, state: DeadlineState::default() })
+        Ok(DeadlineEvaluator { job: job.into(), invariant, config, opens, closes, key_columns, event_time, state: DeadlineState::default(), names: None })
     }
 
     pub fn state(&self) -> &DeadlineState {
@@ -104,11 +161,12 @@ impl DeadlineEvaluator {
     }
 
     /// Move every open timer whose deadline is before `t` to overdue, in deadline order: each
-    /// fires at its deadline.
-    fn expire_before(&mut self, t: Millis, changes: &mut Vec<(Millis, Holding)>) {
+    /// fires at its deadline, and its opening event becomes its evidence.
+    fn expire_before(&mut self, t: Millis, input: &[RecordBatch], names: &[String], changes: &mut Vec<(Millis, Holding)>) {
         while self.state.by_deadline.first().is_some_and(|(deadline, _)| *deadline < t) {
             let (deadline, k) = self.state.by_deadline.pop_first().expect("checked");
-            let timer = self.state.open.remove(&k).expect("an indexed timer is open");
+            let mut timer = self.state.open.remove(&k).expect("an indexed timer is open");
+            timer.record = Opening::Json(timer.record.json(input, names));
             self.state.missed += 1;
             let observation = self.observation(&k, &timer);
             change(changes, deadline).0.push(observation);
@@ -116,9 +174,42 @@ impl DeadlineEvaluator {
         }
     }
 
+    /// The openings of this evaluation still open at its end, copied out of the pane's input
+    /// (which is about to be dropped) into one batch per input batch.
+    fn keep_openings(&mut self, e: &Evaluation, opened_now: &[Vec<String>]) -> anyhow::Result<()> {
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); e.input.len()];
+        // (key, input batch, its row in the kept batch)
+        let mut placed: Vec<(&Vec<String>, usize, usize)> = Vec::new();
+        for k in opened_now {
+            if let Some(Timer { record: Opening::Pending { batch, row }, .. }) = self.state.open.get(k) {
+                placed.push((k, *batch, rows[*batch].len()));
+                rows[*batch].push(*row as u32);
+            }
+        }
+        if placed.is_empty() {
+            return Ok(());
+        }
+        if self.names.as_deref() != Some(e.partition_names) {
+            self.names = Some(e.partition_names.into());
+        }
+        let names = self.names.clone().expect("set above");
+        let kept: Vec<Option<Arc<RecordBatch>>> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(b, rows)| (!rows.is_empty()).then(|| take_record_batch(&e.input[b], &UInt32Array::from(rows)).map(Arc::new)).transpose())
+            .collect::<Result<_, _>>()?;
+        for (k, b, at) in placed {
+            let timer = self.state.open.get_mut(k).expect("placed while open");
+            timer.record = Opening::Row { batch: kept[b].clone().expect("gathered above"), row: at, names: names.clone() };
+        }
+        debug_assert!(self.state.open.values().all(|t| !matches!(t.record, Opening::Pending { .. })));
+        Ok(())
+    }
+
     fn observation(&self, key: &[String], timer: &Timer) -> Observation {
         let labels: BTreeMap<String, String> = self.config.key.iter().cloned().zip(key.iter().cloned()).collect();
-        let mut values: Map<String, Value> = timer.record.get("record").and_then(|r| r.as_object()).cloned().unwrap_or_default();
+        let Opening::Json(record) = &timer.record else { unreachable!("an expired timer's opening is JSON") };
+        let mut values: Map<String, Value> = record.get("record").and_then(|r| r.as_object()).cloned().unwrap_or_default();
         values.insert("opened_at".into(), rfc3339(timer.opened_at).into());
         values.insert("deadline".into(), rfc3339(timer.deadline).into());
         values.insert("within".into(), self.config.within_text.clone().into());
@@ -152,7 +243,7 @@ impl DeadlineEvaluator {
                 "within": self.config.within_text,
                 "opens": self.config.opens,
                 "closes": self.config.closes,
-                "records": [timer.record],
+                "records": [record],
             }),
         }
     }
@@ -187,10 +278,11 @@ impl Evaluator for DeadlineEvaluator {
         }
         let mut verdicts = Verdicts::default();
         let mut changes: Vec<(Millis, Holding)> = Vec::new();
+        let mut opened_now: Vec<Vec<String>> = Vec::new();
         for &(ts, closes, b, row) in &events {
             let batch = &e.input[b];
             let key: Vec<String> = self.key_columns.iter().map(|&c| text(batch.column(c).as_ref(), row)).collect();
-            self.expire_before(ts, &mut changes);
+            self.expire_before(ts, e.input, e.partition_names, &mut changes);
             if closes {
                 if let Some(timer) = self.state.open.remove(&key) {
                     self.state.by_deadline.remove(&(timer.deadline, key));
@@ -202,15 +294,17 @@ impl Evaluator for DeadlineEvaluator {
                 }
             } else if !self.state.open.contains_key(&key) && !self.state.overdue.contains_key(&key) {
                 self.state.opened += 1;
-                let timer = Timer { opened_at: ts, deadline: ts + self.config.within, record: sample(e, b, row) };
+                let timer = Timer { opened_at: ts, deadline: ts + self.config.within, record: Opening::Pending { batch: b, row } };
                 self.state.by_deadline.insert((timer.deadline, key.clone()));
+                opened_now.push(key.clone());
                 self.state.open.insert(key, timer);
                 self.state.peak_open = self.state.peak_open.max(self.state.open.len() as u64);
             }
         }
         // Time has passed the pane's end, or at the end of input, the newest event.
         let until = if e.end_of_input { e.window_end.min(self.state.newest.unwrap_or(e.window_end)) } else { e.window_end };
-        self.expire_before(until, &mut changes);
+        self.expire_before(until, e.input, e.partition_names, &mut changes);
+        self.keep_openings(e, &opened_now)?;
         verdicts.evaluations = changes;
         Ok(verdicts)
     }
@@ -243,15 +337,14 @@ fn change(changes: &mut Vec<(Millis, Holding)>, t: Millis) -> (&mut Vec<Observat
 }
 
 /// The event as evidence: its values and its source position and trace id.
-fn sample(e: &Evaluation, b: usize, row: usize) -> Value {
-    let batch = &e.input[b];
+fn sample(batch: &RecordBatch, row: usize, partition_names: &[String]) -> Value {
     let schema = batch.schema();
     let mut record = row_object(batch, row);
     record.retain(|name, _| !name.starts_with('_'));
     let partition = schema.index_of("_partition").ok().map(|c| batch.column(c).as_primitive::<Int32Type>().value(row) as usize);
     let offset = schema.index_of("_offset").ok().map(|c| batch.column(c).as_primitive::<Int64Type>().value(row));
     let mut out = json!({
-        "source": partition.and_then(|p| e.partition_names.get(p)).cloned().unwrap_or_default(),
+        "source": partition.and_then(|p| partition_names.get(p)).cloned().unwrap_or_default(),
         "offset": offset,
         "record": record,
     });
