@@ -260,8 +260,20 @@ impl Merge {
             return Ok(());
         }
         match self {
-            // Exact: integers and Decimal128 add without rounding (an overflow is an error).
-            Merge::Sum => *acc = acc.add_checked(v)?.cast_to(ty)?,
+            // The common types in place: `add_checked` goes through one-row arrays, and `cast_to`
+            // through another, for every group of every pane.
+            Merge::Sum => match (&mut *acc, v) {
+                (ScalarValue::Int64(Some(a)), ScalarValue::Int64(Some(b))) => *a = a.checked_add(*b).ok_or_else(|| overflow(ty))?,
+                (ScalarValue::UInt64(Some(a)), ScalarValue::UInt64(Some(b))) => *a = a.checked_add(*b).ok_or_else(|| overflow(ty))?,
+                (ScalarValue::Float64(Some(a)), ScalarValue::Float64(Some(b))) => *a += b,
+                (ScalarValue::Decimal128(Some(a), p, s), ScalarValue::Decimal128(Some(b), q, t)) if (*p, *s) == (*q, *t) && ty == &DataType::Decimal128(*p, *s) => {
+                    // Exact, and within the state's precision (38 digits), as the cast checked.
+                    let sum = a.checked_add(*b).filter(|x| x.unsigned_abs() < 10u128.pow(*p as u32)).ok_or_else(|| overflow(ty))?;
+                    *a = sum;
+                }
+                // Exact: integers and Decimal128 add without rounding (an overflow is an error).
+                _ => *acc = acc.add_checked(v)?.cast_to(ty)?,
+            },
             Merge::Min if v < acc => *acc = v.clone(),
             Merge::Max if v > acc => *acc = v.clone(),
             Merge::And => *acc = ScalarValue::Boolean(Some(acc == &ScalarValue::Boolean(Some(true)) && v == &ScalarValue::Boolean(Some(true)))),
@@ -270,6 +282,10 @@ impl Merge {
         }
         Ok(())
     }
+}
+
+fn overflow(ty: &DataType) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(format!("a running sum overflowed {ty}"))
 }
 
 /// One group's running partials and the event time of its last event.
@@ -539,6 +555,27 @@ mod tests {
         );
         assert_eq!(s.merges, [Merge::Sum; 5], "sums, counts and avg's two halves all merge by adding");
         assert!(s.final_.contains("FROM state") && s.final_.contains("HAVING sum(__osprey_a4) > 1") && !s.final_.contains("WHERE"), "{}", s.final_);
+    }
+
+    #[test]
+    fn sums_merge_exactly_and_an_overflow_is_an_error() {
+        let ty = DataType::Decimal128(38, 4);
+        let mut acc = ScalarValue::Decimal128(Some(1), 38, 4);
+        for _ in 0..1000 {
+            Merge::Sum.apply(&mut acc, &ScalarValue::Decimal128(Some(1_000_1), 38, 4), &ty).unwrap();
+        }
+        assert_eq!(acc, ScalarValue::Decimal128(Some(1 + 1000 * 1_000_1), 38, 4), "0.0001 + 1000 × 1.0001, exactly");
+        let mut near = ScalarValue::Decimal128(Some(10i128.pow(38) - 1), 38, 4);
+        assert!(Merge::Sum.apply(&mut near, &ScalarValue::Decimal128(Some(1), 38, 4), &ty).is_err(), "39 digits do not fit");
+        let mut big = ScalarValue::Int64(Some(i64::MAX));
+        assert!(Merge::Sum.apply(&mut big, &ScalarValue::Int64(Some(1)), &DataType::Int64).is_err());
+        // Other types take the general path, with the same meaning.
+        let mut small = ScalarValue::Int32(Some(2));
+        Merge::Sum.apply(&mut small, &ScalarValue::Int32(Some(3)), &DataType::Int32).unwrap();
+        assert_eq!(small, ScalarValue::Int32(Some(5)));
+        let mut nothing = ScalarValue::Int64(None);
+        Merge::Sum.apply(&mut nothing, &ScalarValue::Int64(Some(7)), &DataType::Int64).unwrap();
+        assert_eq!(nothing, ScalarValue::Int64(Some(7)), "a null running sum takes the first value");
     }
 
     #[test]
