@@ -1633,8 +1633,9 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     if lines() < expected.len() {
         let written: BTreeSet<String> = std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().map(String::from).collect();
         let missing: Vec<_> = expected.difference(&written).take(30).collect();
+        let count = written.len();
         let kept = dir.keep();
-        panic!("the job reconnects and writes every window: {} of {}; missing {missing:#?}\n(files kept in {})\n{log}", lines(), expected.len(), kept.display());
+        panic!("the job reconnects and writes every window: {count} of {}; missing {missing:#?}\n(files kept in {})\n{log}", expected.len(), kept.display());
     }
     // Stopped while its broker is away: it still ends (no coordinator answers its leaving
     // the group), and soon.
