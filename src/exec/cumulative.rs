@@ -21,13 +21,13 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArguments, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
@@ -310,14 +310,18 @@ pub struct CumulativeQuery {
     ttl: Option<Millis>,
 }
 
-/// What a cumulative query remembers: the running partials of every live group, in the
-/// order of their keys (so output never depends on hashing).
+/// A group's key: its group columns in Arrow's row format, whose bytes order as the values do.
+type Key = Box<[u8]>;
+
+/// What a cumulative query remembers: the running partials of every live group. Hashed by
+/// key (a pane looks each of its groups up once); evaluations and checkpoints take their
+/// groups in key order, so output never depends on hashing.
 #[derive(Debug, Default)]
 pub struct CumulativeState {
-    groups: BTreeMap<OwnedRow, Group>,
+    groups: HashMap<Key, Group>,
     /// With a `ttl`: every group by the time of its last event, so dropping idle groups
     /// looks only at those (not at every group, every pane).
-    by_last: BTreeSet<(Millis, OwnedRow)>,
+    by_last: BTreeSet<(Millis, Key)>,
     /// The first pane's start: `window_start` of every evaluation.
     pub since: Option<Millis>,
     pub dropped_groups: u64,
@@ -396,43 +400,46 @@ impl CumulativeQuery {
     /// Fold one pane in and evaluate the groups it changed, and those `ttl` dropped.
     pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<CumulativeRows> {
         let since = *self.state.since.get_or_insert(window.start);
-        let mut changed: BTreeSet<OwnedRow> = BTreeSet::new();
+        let mut changed: Vec<Key> = Vec::new();
+        let indexed = self.ttl.is_some();
         for b in self.partial.run(window)? {
             let b = conform(&b, &self.state_schema)?;
             let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
             let last = cast(b.column(b.num_columns() - 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
             let last = last.as_primitive::<TimestampMillisecondType>();
+            let partials: Vec<&dyn Array> = (0..self.merges.len()).map(|i| b.column(self.groups_n + i).as_ref()).collect();
             for row in 0..b.num_rows() {
-                let key = keys.row(row).owned();
+                let key = keys.row(row);
                 let t = if last.is_valid(row) { last.value(row) } else { window.start };
-                let values = (0..self.merges.len())
-                    .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                let indexed = self.ttl.is_some();
                 let state = &mut self.state;
-                match state.groups.get_mut(&key) {
+                match state.groups.get_mut(key.data()) {
                     Some(g) => {
-                        for (i, v) in values.iter().enumerate() {
+                        for (i, partial) in partials.iter().enumerate() {
                             let ty = self.state_schema.field(self.groups_n + i).data_type();
-                            self.merges[i].apply(&mut g.values[i], v, ty)?;
+                            merge_from(self.merges[i], &mut g.values[i], *partial, row, ty)?;
                         }
                         if indexed && t > g.last {
-                            state.by_last.remove(&(g.last, key.clone()));
-                            state.by_last.insert((t, key.clone()));
+                            let mut entry = (g.last, Key::from(key.data()));
+                            state.by_last.remove(&entry);
+                            entry.0 = t;
+                            state.by_last.insert(entry);
                         }
                         g.last = g.last.max(t);
                     }
                     None => {
+                        let values = partials.iter().map(|a| ScalarValue::try_from_array(*a, row)).collect::<datafusion::error::Result<Vec<_>>>()?;
                         if indexed {
-                            state.by_last.insert((t, key.clone()));
+                            state.by_last.insert((t, key.data().into()));
                         }
-                        state.groups.insert(key.clone(), Group { values, last: t });
+                        state.groups.insert(key.data().into(), Group { values, last: t });
                     }
                 }
-                changed.insert(key);
+                changed.push(key.data().into());
             }
         }
-        let mut dropped: Vec<(OwnedRow, Group)> = Vec::new();
+        changed.sort_unstable();
+        changed.dedup();
+        let mut dropped: Vec<(Key, Group)> = Vec::new();
         if let Some(ttl) = self.ttl {
             let cutoff = window.end - ttl;
             while self.state.by_last.first().is_some_and(|(last, _)| *last < cutoff) {
@@ -442,30 +449,33 @@ impl CumulativeQuery {
             }
             self.state.dropped_groups += dropped.len() as u64;
         }
+        debug_assert!(!indexed || self.state.by_last.len() == self.state.groups.len(), "every group indexed once by its last event");
         self.state.peak_groups = self.state.peak_groups.max(self.state.groups.len() as u64);
-        let changed: Vec<(&OwnedRow, &Group)> = changed.iter().filter_map(|k| self.state.groups.get_key_value(k)).collect();
+        let changed: Vec<(&[u8], &Group)> = changed.iter().filter_map(|k| self.state.groups.get_key_value(&**k)).map(|(k, g)| (&**k, g)).collect();
         let changed = self.evaluate(&changed, since, window.end)?;
-        let dropped: Vec<(&OwnedRow, &Group)> = dropped.iter().map(|(k, g)| (k, g)).collect();
+        let dropped: Vec<(&[u8], &Group)> = dropped.iter().map(|(k, g)| (&**k, g)).collect();
         let dropped = self.evaluate(&dropped, since, window.end)?;
         Ok(CumulativeRows { changed, dropped })
+    }
+
+    /// Groups as the state schema's columns, in the order given: keys, partials, last event.
+    fn columns(&self, groups: &[(&[u8], &Group)]) -> datafusion::error::Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| parser.parse(k)))?;
+        for i in 0..self.merges.len() {
+            let ty = self.state_schema.field(self.groups_n + i).data_type();
+            columns.push(column_of(groups.iter().map(|(_, g)| &g.values[i]), groups.len(), ty)?);
+        }
+        columns.push(Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>())));
+        Ok(columns)
     }
 
     /// The running state for a checkpoint: every group as a row of the state schema (keys,
     /// partials, last event) in an Arrow IPC stream, so types and exact decimals survive.
     pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
-        let groups: Vec<(&OwnedRow, &Group)> = self.state.groups.iter().collect();
-        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| k.row()))?;
-        for i in 0..self.merges.len() {
-            let ty = self.state_schema.field(self.groups_n + i).data_type();
-            let array = if groups.is_empty() {
-                datafusion::arrow::array::new_empty_array(ty)
-            } else {
-                ScalarValue::iter_to_array(groups.iter().map(|(_, g)| g.values[i].clone()))?
-            };
-            columns.push(if array.data_type() == ty { array } else { cast(&array, ty)? });
-        }
-        let last: ArrayRef = Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>()));
-        columns.push(last);
+        let mut groups: Vec<(&[u8], &Group)> = self.state.groups.iter().map(|(k, g)| (&**k, g)).collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let columns = self.columns(&groups)?;
         let fields: Vec<Field> = self.state_schema.fields().iter().take(columns.len() - 1).map(|f| f.as_ref().clone()).collect();
         let mut fields = fields;
         fields.push(Field::new("_last", DataType::Timestamp(TimeUnit::Millisecond, None), false));
@@ -488,7 +498,7 @@ impl CumulativeQuery {
             let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
             let last = b.column(b.num_columns() - 1).as_primitive::<TimestampMillisecondType>();
             for row in 0..b.num_rows() {
-                let key = keys.row(row).owned();
+                let key: Key = keys.row(row).data().into();
                 let values = (0..self.merges.len())
                     .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
@@ -503,25 +513,69 @@ impl CumulativeQuery {
     }
 
     /// The job's SQL over some groups' running values.
-    fn evaluate(&self, groups: &[(&OwnedRow, &Group)], since: Millis, end: Millis) -> datafusion::error::Result<Vec<RecordBatch>> {
+    fn evaluate(&self, groups: &[(&[u8], &Group)], since: Millis, end: Millis) -> datafusion::error::Result<Vec<RecordBatch>> {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
         let n = groups.len();
-        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| k.row()))?;
-        for i in 0..self.merges.len() {
-            let ty = self.state_schema.field(self.groups_n + i).data_type();
-            let array = ScalarValue::iter_to_array(groups.iter().map(|(_, g)| g.values[i].clone()))?;
-            columns.push(if array.data_type() == ty { array } else { cast(&array, ty)? });
-        }
+        let mut columns = self.columns(groups)?;
         let last_field = self.state_schema.field(self.state_schema.fields().len() - 1);
-        let last: ArrayRef = Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>()));
+        let last = columns.pop().expect("the last event's column");
         columns.push(cast(&last, last_field.data_type())?);
         columns.push(Arc::new(TimestampMillisecondArray::from_value(since, n).with_timezone("UTC")));
         columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
         let batch = RecordBatch::try_new(self.final_input.clone(), columns)?;
         self.final_.run(vec![batch])
     }
+}
+
+/// Merge row `row` of a pane's partial column into a running value: the common types read
+/// straight from the array, the rest through a [`ScalarValue`].
+fn merge_from(merge: Merge, acc: &mut ScalarValue, partial: &dyn Array, row: usize, ty: &DataType) -> datafusion::error::Result<()> {
+    if partial.is_null(row) {
+        return Ok(());
+    }
+    match (merge, &mut *acc, partial.data_type()) {
+        (Merge::Sum, ScalarValue::Decimal128(Some(a), p, s), DataType::Decimal128(q, t)) if (*p, *s) == (*q, *t) && ty == partial.data_type() => {
+            let sum = a.checked_add(partial.as_primitive::<Decimal128Type>().value(row));
+            *a = sum.filter(|x| x.unsigned_abs() < 10u128.pow(*p as u32)).ok_or_else(|| overflow(ty))?;
+        }
+        (Merge::Sum, ScalarValue::Int64(Some(a)), DataType::Int64) => {
+            *a = a.checked_add(partial.as_primitive::<Int64Type>().value(row)).ok_or_else(|| overflow(ty))?;
+        }
+        (Merge::Sum, ScalarValue::Float64(Some(a)), DataType::Float64) => *a += partial.as_primitive::<Float64Type>().value(row),
+        (Merge::Min | Merge::Max, ScalarValue::Utf8(Some(a)), DataType::Utf8) => {
+            let v = partial.as_string::<i32>().value(row);
+            if (merge == Merge::Max && v > a.as_str()) || (merge == Merge::Min && v < a.as_str()) {
+                a.clear();
+                a.push_str(v);
+            }
+        }
+        _ => merge.apply(acc, &ScalarValue::try_from_array(partial, row)?, ty)?,
+    }
+    Ok(())
+}
+
+/// `n` running values as an array of type `ty`: the common types built in place, the rest
+/// through [`ScalarValue::iter_to_array`] (which takes each value by copy).
+fn column_of<'a>(values: impl Iterator<Item = &'a ScalarValue> + Clone, n: usize, ty: &DataType) -> datafusion::error::Result<ArrayRef> {
+    let array: ArrayRef = match ty {
+        DataType::Utf8 if values.clone().all(|v| matches!(v, ScalarValue::Utf8(_))) => {
+            Arc::new(StringArray::from_iter(values.map(|v| if let ScalarValue::Utf8(s) = v { s.as_deref() } else { None })))
+        }
+        DataType::Decimal128(p, s) if values.clone().all(|v| matches!(v, ScalarValue::Decimal128(_, q, t) if (q, t) == (p, s))) => Arc::new(
+            Decimal128Array::from_iter(values.map(|v| if let ScalarValue::Decimal128(x, ..) = v { *x } else { None })).with_precision_and_scale(*p, *s)?,
+        ),
+        DataType::Int64 if values.clone().all(|v| matches!(v, ScalarValue::Int64(_))) => {
+            Arc::new(Int64Array::from_iter(values.map(|v| if let ScalarValue::Int64(x) = v { *x } else { None })))
+        }
+        DataType::Float64 if values.clone().all(|v| matches!(v, ScalarValue::Float64(_))) => {
+            Arc::new(Float64Array::from_iter(values.map(|v| if let ScalarValue::Float64(x) = v { *x } else { None })))
+        }
+        _ if n == 0 => datafusion::arrow::array::new_empty_array(ty),
+        _ => ScalarValue::iter_to_array(values.cloned())?,
+    };
+    Ok(if array.data_type() == ty { array } else { cast(&array, ty)? })
 }
 
 /// A batch cast to `schema`'s column types (decimals widened; names from the schema).
