@@ -1630,12 +1630,12 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = std::fs::read_to_string(d.join("live.log")).unwrap();
+    let live = || -> BTreeSet<String> {
+        std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().filter(|l| !l.contains("zz-close")).map(String::from).collect()
+    };
     if lines() < expected.len() {
-        let written: BTreeSet<String> = std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().map(String::from).collect();
-        let missing: Vec<_> = expected.difference(&written).take(30).collect();
-        let count = written.len();
-        let kept = dir.keep();
-        panic!("the job reconnects and writes every window: {count} of {}; missing {missing:#?}\n(files kept in {})\n{log}", expected.len(), kept.display());
+        let got = live();
+        windows_differ(dir, "the job reconnects and writes every window", &expected, &got, &log);
     }
     // Stopped while its broker is away: it still ends (no coordinator answers its leaving
     // the group), and soon.
@@ -1647,13 +1647,9 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     // The flushed closing window's positions could not be committed: the job says so.
     let log = std::fs::read_to_string(d.join("live.log")).unwrap();
     assert!(log.contains("could not commit") && log.contains("a restart reads again"), "{log}");
-    let live: BTreeSet<String> =
-        std::fs::read_to_string(d.join("live.jsonl")).unwrap().lines().filter(|l| !l.contains("zz-close")).map(String::from).collect();
+    let live = live();
     if live != expected {
-        let missing: Vec<_> = expected.difference(&live).take(20).collect();
-        let extra: Vec<_> = live.difference(&expected).take(20).collect();
-        let kept = dir.keep();
-        panic!("the windows of an uninterrupted replay: missing {missing:#?}\nextra {extra:#?}\n(files kept in {})\n{log}", kept.display());
+        windows_differ(dir, "the windows of an uninterrupted replay", &expected, &live, &log);
     }
     // Late records can only be re-reads: after the outage's rebalance the job reads again from
     // its last commit, and rows of windows it had already written come too late the second
@@ -1666,6 +1662,15 @@ fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
     let late = number_before(" records were late").max(number_before(" record was late"));
     assert!(read >= 40_003, "{log}");
     assert!(late <= read - 40_003, "{late} late records but only {} read twice\n{log}", read - 40_003);
+}
+
+/// Fail: the windows `got` lacks and those it has beyond `expected`, with the test's folder
+/// kept for a look.
+fn windows_differ(dir: tempfile::TempDir, what: &str, expected: &BTreeSet<String>, got: &BTreeSet<String>, log: &str) -> ! {
+    let missing: Vec<_> = expected.difference(got).take(20).collect();
+    let extra: Vec<_> = got.difference(expected).take(20).collect();
+    let (n, of) = (got.len(), expected.len());
+    panic!("{what}: {n} of {of} windows; missing {missing:#?}\nextra {extra:#?}\n(files kept in {})\n{log}", dir.keep().display());
 }
 
 fn osprey_in(d: &Path, args: &[&str]) {

@@ -119,8 +119,7 @@ impl Detector for Seasonal {
             *self = Seasonal { features: x.len(), level: vec![0.0; BUCKETS * x.len()], spread: vec![0.0; BUCKETS * x.len()], ..Seasonal::new(self.memory as usize, self.warmup) };
         }
         let b = Self::bucket(t);
-        let first = *self.first.get_or_insert(t);
-        debug_assert!(t >= first || self.seen > 0);
+        self.first.get_or_insert(t);
         let warm = self.is_warm(t, b);
         let score = if warm {
             self.last = x.iter().enumerate().map(|(j, v)| (v - self.level[b * self.features + j]) / self.sigma(b * self.features + j)).collect();

@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -260,20 +260,9 @@ impl Merge {
             return Ok(());
         }
         match self {
-            // The common types in place: `add_checked` goes through one-row arrays, and `cast_to`
-            // through another, for every group of every pane.
-            Merge::Sum => match (&mut *acc, v) {
-                (ScalarValue::Int64(Some(a)), ScalarValue::Int64(Some(b))) => *a = a.checked_add(*b).ok_or_else(|| overflow(ty))?,
-                (ScalarValue::UInt64(Some(a)), ScalarValue::UInt64(Some(b))) => *a = a.checked_add(*b).ok_or_else(|| overflow(ty))?,
-                (ScalarValue::Float64(Some(a)), ScalarValue::Float64(Some(b))) => *a += b,
-                (ScalarValue::Decimal128(Some(a), p, s), ScalarValue::Decimal128(Some(b), q, t)) if (*p, *s) == (*q, *t) && ty == &DataType::Decimal128(*p, *s) => {
-                    // Exact, and within the state's precision (38 digits), as the cast checked.
-                    let sum = a.checked_add(*b).filter(|x| x.unsigned_abs() < 10u128.pow(*p as u32)).ok_or_else(|| overflow(ty))?;
-                    *a = sum;
-                }
-                // Exact: integers and Decimal128 add without rounding (an overflow is an error).
-                _ => *acc = acc.add_checked(v)?.cast_to(ty)?,
-            },
+            // Exact: integers and Decimal128 add without rounding (an overflow is an error).
+            // (The common types add in place in `merge_from`, before they get here.)
+            Merge::Sum => *acc = acc.add_checked(v)?.cast_to(ty)?,
             Merge::Min if v < acc => *acc = v.clone(),
             Merge::Max if v > acc => *acc = v.clone(),
             Merge::And => *acc = ScalarValue::Boolean(Some(acc == &ScalarValue::Boolean(Some(true)) && v == &ScalarValue::Boolean(Some(true)))),
@@ -400,11 +389,14 @@ impl CumulativeQuery {
     /// Fold one pane in and evaluate the groups it changed, and those `ttl` dropped.
     pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<CumulativeRows> {
         let since = *self.state.since.get_or_insert(window.start);
-        let mut changed: Vec<Key> = Vec::new();
+        // Where each changed group's key is: (partial batch, row), in `keys`.
+        let mut changed: Vec<(usize, usize)> = Vec::new();
+        let mut keys_by_batch = Vec::new();
         let indexed = self.ttl.is_some();
         for b in self.partial.run(window)? {
             let b = conform(&b, &self.state_schema)?;
             let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
+            let batch = keys_by_batch.len();
             let last = cast(b.column(b.num_columns() - 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
             let last = last.as_primitive::<TimestampMillisecondType>();
             let partials: Vec<&dyn Array> = (0..self.merges.len()).map(|i| b.column(self.groups_n + i).as_ref()).collect();
@@ -434,11 +426,13 @@ impl CumulativeQuery {
                         state.groups.insert(key.data().into(), Group { values, last: t });
                     }
                 }
-                changed.push(key.data().into());
+                changed.push((batch, row));
             }
+            keys_by_batch.push(keys);
         }
-        changed.sort_unstable();
-        changed.dedup();
+        let key_at = |&(b, row): &(usize, usize)| keys_by_batch[b].row(row).data();
+        changed.sort_unstable_by(|x, y| key_at(x).cmp(key_at(y)));
+        changed.dedup_by(|x, y| key_at(x) == key_at(y));
         let mut dropped: Vec<(Key, Group)> = Vec::new();
         if let Some(ttl) = self.ttl {
             let cutoff = window.end - ttl;
@@ -451,7 +445,7 @@ impl CumulativeQuery {
         }
         debug_assert!(!indexed || self.state.by_last.len() == self.state.groups.len(), "every group indexed once by its last event");
         self.state.peak_groups = self.state.peak_groups.max(self.state.groups.len() as u64);
-        let changed: Vec<(&[u8], &Group)> = changed.iter().filter_map(|k| self.state.groups.get_key_value(&**k)).map(|(k, g)| (&**k, g)).collect();
+        let changed: Vec<(&[u8], &Group)> = changed.iter().filter_map(|at| self.state.groups.get_key_value(key_at(at))).map(|(k, g)| (&**k, g)).collect();
         let changed = self.evaluate(&changed, since, window.end)?;
         let dropped: Vec<(&[u8], &Group)> = dropped.iter().map(|(k, g)| (&**k, g)).collect();
         let dropped = self.evaluate(&dropped, since, window.end)?;
@@ -530,7 +524,9 @@ impl CumulativeQuery {
 }
 
 /// Merge row `row` of a pane's partial column into a running value: the common types read
-/// straight from the array, the rest through a [`ScalarValue`].
+/// straight from the array and add (checked, decimals within their precision) or compare in
+/// place; the rest through a [`ScalarValue`] and [`Merge::apply`], whose sum goes through
+/// one-row arrays.
 fn merge_from(merge: Merge, acc: &mut ScalarValue, partial: &dyn Array, row: usize, ty: &DataType) -> datafusion::error::Result<()> {
     if partial.is_null(row) {
         return Ok(());
@@ -542,6 +538,9 @@ fn merge_from(merge: Merge, acc: &mut ScalarValue, partial: &dyn Array, row: usi
         }
         (Merge::Sum, ScalarValue::Int64(Some(a)), DataType::Int64) => {
             *a = a.checked_add(partial.as_primitive::<Int64Type>().value(row)).ok_or_else(|| overflow(ty))?;
+        }
+        (Merge::Sum, ScalarValue::UInt64(Some(a)), DataType::UInt64) => {
+            *a = a.checked_add(partial.as_primitive::<UInt64Type>().value(row)).ok_or_else(|| overflow(ty))?;
         }
         (Merge::Sum, ScalarValue::Float64(Some(a)), DataType::Float64) => *a += partial.as_primitive::<Float64Type>().value(row),
         (Merge::Min | Merge::Max, ScalarValue::Utf8(Some(a)), DataType::Utf8) => {
@@ -613,23 +612,29 @@ mod tests {
 
     #[test]
     fn sums_merge_exactly_and_an_overflow_is_an_error() {
+        use datafusion::arrow::array::Int32Array;
         let ty = DataType::Decimal128(38, 4);
+        let decimal = |x: i128| Decimal128Array::from(vec![x]).with_precision_and_scale(38, 4).unwrap();
         let mut acc = ScalarValue::Decimal128(Some(1), 38, 4);
         for _ in 0..1000 {
-            Merge::Sum.apply(&mut acc, &ScalarValue::Decimal128(Some(1_000_1), 38, 4), &ty).unwrap();
+            merge_from(Merge::Sum, &mut acc, &decimal(1_000_1), 0, &ty).unwrap();
         }
         assert_eq!(acc, ScalarValue::Decimal128(Some(1 + 1000 * 1_000_1), 38, 4), "0.0001 + 1000 × 1.0001, exactly");
         let mut near = ScalarValue::Decimal128(Some(10i128.pow(38) - 1), 38, 4);
-        assert!(Merge::Sum.apply(&mut near, &ScalarValue::Decimal128(Some(1), 38, 4), &ty).is_err(), "39 digits do not fit");
+        assert!(merge_from(Merge::Sum, &mut near, &decimal(1), 0, &ty).is_err(), "39 digits do not fit");
         let mut big = ScalarValue::Int64(Some(i64::MAX));
-        assert!(Merge::Sum.apply(&mut big, &ScalarValue::Int64(Some(1)), &DataType::Int64).is_err());
+        assert!(merge_from(Merge::Sum, &mut big, &Int64Array::from(vec![1]), 0, &DataType::Int64).is_err());
         // Other types take the general path, with the same meaning.
         let mut small = ScalarValue::Int32(Some(2));
-        Merge::Sum.apply(&mut small, &ScalarValue::Int32(Some(3)), &DataType::Int32).unwrap();
+        merge_from(Merge::Sum, &mut small, &Int32Array::from(vec![3]), 0, &DataType::Int32).unwrap();
         assert_eq!(small, ScalarValue::Int32(Some(5)));
         let mut nothing = ScalarValue::Int64(None);
-        Merge::Sum.apply(&mut nothing, &ScalarValue::Int64(Some(7)), &DataType::Int64).unwrap();
+        merge_from(Merge::Sum, &mut nothing, &Int64Array::from(vec![7]), 0, &DataType::Int64).unwrap();
         assert_eq!(nothing, ScalarValue::Int64(Some(7)), "a null running sum takes the first value");
+        let mut name = ScalarValue::Utf8(Some("b".into()));
+        merge_from(Merge::Max, &mut name, &StringArray::from(vec!["c"]), 0, &DataType::Utf8).unwrap();
+        merge_from(Merge::Max, &mut name, &StringArray::from(vec!["a"]), 0, &DataType::Utf8).unwrap();
+        assert_eq!(name, ScalarValue::Utf8(Some("c".into())), "max of strings in place");
     }
 
     #[test]
