@@ -13,6 +13,7 @@ pub mod anomaly;
 pub mod checkpoint;
 pub mod decode;
 pub mod exec;
+pub mod fleet;
 pub mod history;
 pub mod invariant;
 pub mod job;

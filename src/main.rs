@@ -64,9 +64,9 @@ enum Command {
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
     },
-    /// Run a job over archived files (JSON lines, Parquet) or a range of its Kafka topic as fast as possible, closing every window at the end.
+    /// Run jobs over archived files (JSON lines, Parquet) or a range of their Kafka topic as fast as possible, closing every window at the end; jobs over one source read and decode it once.
     Replay(cli::replay::Args),
-    /// Run a job on its source until Ctrl-C or SIGTERM.
+    /// Run jobs on their sources until Ctrl-C or SIGTERM; jobs over one source read and decode it once.
     Run(cli::run::Args),
     /// Write generated telemetry as JSON lines (for replays and benchmarks).
     Generate(cli::generate::Args),

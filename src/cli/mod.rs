@@ -12,6 +12,8 @@ pub mod slo;
 pub mod validate;
 
 use std::path::Path;
+
+use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -104,6 +106,9 @@ pub struct Outputs {
     /// Write late records here (JSON lines) instead of the job's [late].
     #[arg(long)]
     pub late: Option<std::path::PathBuf>,
+    /// Several jobs: each job's output (as --output) in DIR/<job>.jsonl.
+    #[arg(long = "output-dir", value_name = "DIR", conflicts_with = "output")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Outputs {
@@ -118,6 +123,42 @@ impl Outputs {
         }
         alert_outputs(job, self.output.as_deref(), self.rows.as_deref())
     }
+}
+
+/// Load several jobs, each with its outputs: `--output-dir` gives each its own file; the
+/// one-file flags are refused, as the jobs would write over each other.
+#[allow(clippy::type_complexity)]
+pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Result<Vec<(Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>))>> {
+    if paths.len() > 1 {
+        for (flag, given) in [("--output", outputs.output.is_some()), ("--rows", outputs.rows.is_some()), ("--dead-letters", outputs.dead_letters.is_some()), ("--late", outputs.late.is_some())] {
+            anyhow::ensure!(
+                !given,
+                "{flag} names one file, and {} jobs would write over each other in it: use --output-dir DIR (each job's output in DIR/<job>.jsonl), or the destinations in the job files",
+                paths.len()
+            );
+        }
+    }
+    if let Some(dir) = &outputs.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
+    }
+    let mut jobs: Vec<(Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>))> = Vec::new();
+    for path in paths {
+        let mut job = load_job(path)?;
+        if let Some((other, _)) = jobs.iter().find(|(j, _)| j.name == job.name) {
+            anyhow::bail!("two jobs are named `{}` ({} and {}); a job's name keys its state, group and outputs: rename one", job.name, other.path.display(), path.display());
+        }
+        let outs = match &outputs.dir {
+            Some(dir) => {
+                let file = dir.join(format!("{}.jsonl", job.name));
+                let routes = Outputs { output: None, rows: None, dir: None, dead_letters: outputs.dead_letters.clone(), late: outputs.late.clone() };
+                routes.apply(&mut job)?;
+                alert_outputs(&mut job, Some(&file), outputs.rows.as_deref())?
+            }
+            None => outputs.apply(&mut job)?,
+        };
+        jobs.push((job, outs));
+    }
+    Ok(jobs)
 }
 
 /// For an alerting job, `--output` takes the place of its alert destinations and `--rows`

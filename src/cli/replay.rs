@@ -10,8 +10,9 @@ use osprey::source::Source;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The job file.
-    pub job: PathBuf,
+    /// The job files. Jobs over one source read and decode it once (see `osprey run`).
+    #[arg(required = true, value_name = "JOB")]
+    pub jobs: Vec<PathBuf>,
     /// Files to replay: a path or a quoted glob ('archive/*.jsonl'); JSON lines, or Parquet by extension.
     /// Defaults to the job's own source.
     #[arg(long, short)]
@@ -43,7 +44,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut job = super::load_job(&args.job)?;
+    if args.jobs.len() > 1 || args.outputs.dir.is_some() {
+        return run_many(args);
+    }
+    let mut job = super::load_job(&args.jobs[0])?;
     let (sink_output, rows) = args.outputs.apply(&mut job)?;
     let cluster = super::cluster(&job, args.brokers.as_deref());
     let inputs = match (&args.input, &job.source) {
@@ -52,11 +56,105 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     super::check_destinations(&job, inputs.as_deref(), sink_output.as_deref(), rows.as_deref())?;
-    let source: Box<dyn Source> = match (&args.input, &job.source) {
+    let source = open_source(&args, &job, cluster.as_ref())?;
+    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
+    let options = Options { progress: !args.quiet && !osprey::log::json(), cluster, ..Options::replay() };
+    let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
+    Ok(judge(&args, &job, &summary))
+}
+
+/// Several jobs: those over one source read it together (`osprey::fleet`), each share on a
+/// thread of its own.
+fn run_many(args: Args) -> anyhow::Result<ExitCode> {
+    let args = std::sync::Arc::new(args);
+    let jobs = super::load_jobs(&args.jobs, &args.outputs)?;
+    for (job, (output, rows)) in &jobs {
+        let inputs = match (&args.input, &job.source) {
+            (Some(input), _) => Some(input.clone()),
+            (None, SourceConfig::File { pattern, .. }) => Some(pattern.clone()),
+            _ => None,
+        };
+        super::check_destinations(job, inputs.as_deref(), output.as_deref(), rows.as_deref())?;
+    }
+    let list: Vec<osprey::job::Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let (shares, alone) = osprey::fleet::plan(&list, |_| None);
+    let mut groups: Vec<Vec<usize>> = shares.into_iter().map(|s| s.jobs).collect();
+    for a in alone {
+        osprey::log_info!("{}: reads its source on its own: {}", list[a.job].name, a.reason);
+        groups.push(vec![a.job]);
+    }
+    let quiet = args.quiet || osprey::log::json();
+    let jobs = std::sync::Arc::new(jobs);
+    let threads: Vec<_> = groups
+        .into_iter()
+        .map(|group| {
+            let (args, jobs) = (args.clone(), jobs.clone());
+            std::thread::spawn(move || -> Vec<(usize, anyhow::Result<osprey::pipeline::Summary>)> {
+                let first = &jobs[group[0]].0;
+                if group.len() > 1 {
+                    let names: Vec<&str> = group.iter().map(|&i| jobs[i].0.name.as_str()).collect();
+                    osprey::log_info!("{}: one read and one decode of their source", names.join(", "));
+                }
+                let cluster = super::cluster(first, args.brokers.as_deref());
+                let source = match open_source(&args, first, cluster.as_ref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        return group.iter().map(|&i| (i, Err(anyhow::anyhow!("{message}")))).collect();
+                    }
+                };
+                let members = group
+                    .iter()
+                    .map(|&i| {
+                        let (job, (output, rows)) = jobs[i].clone();
+                        let brokers = args.brokers.clone();
+                        osprey::fleet::Member {
+                            job,
+                            build: Box::new(move |job: &osprey::job::Job| {
+                                let cluster = super::cluster(job, brokers.as_deref());
+                                let sink = osprey::sink::build(job, output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
+                                Ok((sink, Options { cluster, ..Options::replay() }))
+                            }),
+                        }
+                    })
+                    .collect();
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                group.iter().copied().zip(osprey::fleet::run(source, members, stop, !quiet)).collect()
+            })
+        })
+        .collect();
+    let mut results: Vec<(usize, anyhow::Result<osprey::pipeline::Summary>)> =
+        threads.into_iter().flat_map(|t| t.join().expect("a share's thread does not panic")).collect();
+    results.sort_by_key(|(i, _)| *i);
+    let mut code = ExitCode::SUCCESS;
+    let mut failed = 0;
+    for (i, result) in results {
+        let job = &jobs[i].0;
+        match result {
+            Ok(summary) => {
+                if judge(&args, job, &summary) != ExitCode::SUCCESS {
+                    code = ExitCode::from(3);
+                }
+            }
+            Err(e) => {
+                osprey::log_error!("error: job `{}` ({}): {e:#}", job.name, job.path.display());
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} jobs failed (above); the others finished", jobs.len());
+    }
+    Ok(code)
+}
+
+/// The source a replay of `job` reads: `--input`, the job's files, or a range of its topic.
+fn open_source(args: &Args, job: &osprey::job::Job, cluster: Option<&osprey::kafka::Cluster>) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match (&args.input, &job.source) {
         (Some(input), _) => Box::new(open_files(&job.name, input, FileFormat::Auto)?),
         (None, SourceConfig::File { pattern, format }) => Box::new(open_files(&job.name, pattern, *format)?),
         (None, SourceConfig::Kafka(k)) => {
-            let Some(cluster) = &cluster else {
+            let Some(cluster) = cluster else {
                 bail!("job `{}` reads Kafka: pass --brokers HOST:PORT (or set OSPREY_BROKERS), or --input FILES", job.name);
             };
             let from = position(args.from.as_deref(), args.from_offsets.as_deref())?;
@@ -66,13 +164,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, SourceConfig::Generator(_)) => bail!(
             "job `{}` ({}) reads the generator; pass --input 'archive/*.jsonl' to replay files",
             job.name,
-            args.job.display()
+            job.path.display()
         ),
-    };
-    let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
-    let options = Options { progress: !args.quiet && !osprey::log::json(), cluster, ..Options::replay() };
-    let summary = Pipeline::new(job.clone(), source, sink, options)?.run()?;
-    super::report(&job, &summary, args.quiet);
+    })
+}
+
+/// Report a job's replay; exit status 3 when too many of its records did not decode.
+fn judge(args: &Args, job: &osprey::job::Job, summary: &osprey::pipeline::Summary) -> ExitCode {
+    super::report(job, summary, args.quiet);
     let c = &summary.counters;
     if c.records_in > 0 && c.decode_errors as f64 > args.max_dead_letter_ratio * c.records_in as f64 {
         osprey::log_error!(
@@ -84,9 +183,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             100.0 * c.decode_errors as f64 / c.records_in as f64,
             args.max_dead_letter_ratio
         );
-        return Ok(ExitCode::from(3));
+        return ExitCode::from(3);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 fn open_files(job: &str, pattern: &str, format: FileFormat) -> anyhow::Result<FileSource> {

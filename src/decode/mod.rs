@@ -47,7 +47,7 @@ pub struct DeadLetter {
 }
 
 /// The rows of one chunk that decoded, and those that did not.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoded {
     /// Declared columns, then the metadata columns the SQL uses. The event time is never null.
     pub batch: RecordBatch,
@@ -179,12 +179,19 @@ impl Decoder {
     }
 
     pub fn decode(&self, partition: usize, payload: &Payload) -> Decoded {
+        match payload {
+            // The pool hands these over without a copy; this path is for callers without one.
+            Payload::Decoded { decoded, .. } => return (**decoded).clone(),
+            Payload::Shared(p) => return self.decode(partition, p),
+            _ => {}
+        }
         if let Some(otlp) = &self.otlp {
             return otlp.decode(partition, payload, &self.schema);
         }
         match payload {
             Payload::Json { data, records, meta } => self.decode_json(partition, data, records, meta.as_ref()),
             Payload::Arrow { batch, first_offset } => self.decode_arrow(partition, batch, *first_offset),
+            Payload::Decoded { .. } | Payload::Shared(_) => unreachable!("matched above"),
         }
     }
 

@@ -67,6 +67,9 @@ impl DecodePool {
     }
 
     pub fn submit(&self, chunk: Chunk) -> Pending {
+        if let crate::source::Payload::Decoded { decoded, .. } = chunk.payload {
+            return Pending::Ready(*decoded);
+        }
         match &self.tasks {
             None => Pending::Ready(self.decoder.decode(chunk.partition, &chunk.payload)),
             Some(tasks) => {

@@ -338,7 +338,7 @@ impl Pipeline {
                         progress.advance(chunk.bytes, chunk.payload.len() as u64);
                         JobCounters::add(&self.counters.records_in, chunk.payload.len() as u64);
                         JobCounters::add(&self.counters.bytes_in, chunk.bytes);
-                        let last = last_offset(&chunk.payload);
+                        let last = chunk.payload.last_offset();
                         queue.push_back(Queued::Chunk(chunk.partition, last, chunk.behind, pool.submit(chunk)));
                         continue;
                     }
@@ -705,12 +705,4 @@ fn skip_before(decoded: &mut Decoded, first: i64) -> anyhow::Result<()> {
     decoded.batch = datafusion::arrow::compute::filter_record_batch(&decoded.batch, &keep)?;
     decoded.offsets.retain(|&o| o >= first);
     Ok(())
-}
-
-/// The position of a chunk's last record.
-fn last_offset(payload: &crate::source::Payload) -> i64 {
-    match payload {
-        crate::source::Payload::Json { records, .. } => records.last().map(|r| r.offset).unwrap_or(-1),
-        crate::source::Payload::Arrow { batch, first_offset } => first_offset + batch.num_rows() as i64 - 1,
-    }
 }

@@ -43,6 +43,11 @@ pub enum Payload {
     Json { data: Vec<u8>, records: Vec<RawRecord>, meta: Option<RecordMeta> },
     /// Rows already in Arrow (Parquet), numbered from `first_offset`.
     Arrow { batch: RecordBatch, first_offset: i64 },
+    /// Decoded already, by a reader several jobs share (`crate::fleet`): `records` raw records
+    /// of which `last_offset` was the last.
+    Decoded { decoded: Box<crate::decode::Decoded>, records: usize, last_offset: i64 },
+    /// A chunk several jobs share, which this job decodes itself (`crate::fleet`).
+    Shared(std::sync::Arc<Payload>),
 }
 
 impl Payload {
@@ -50,11 +55,23 @@ impl Payload {
         match self {
             Payload::Json { records, .. } => records.len(),
             Payload::Arrow { batch, .. } => batch.num_rows(),
+            Payload::Decoded { records, .. } => *records,
+            Payload::Shared(p) => p.len(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The position of the last record (-1: none).
+    pub fn last_offset(&self) -> i64 {
+        match self {
+            Payload::Json { records, .. } => records.last().map(|r| r.offset).unwrap_or(-1),
+            Payload::Arrow { batch, first_offset } => first_offset + batch.num_rows() as i64 - 1,
+            Payload::Decoded { last_offset, .. } => *last_offset,
+            Payload::Shared(p) => p.last_offset(),
+        }
     }
 }
 
@@ -129,6 +146,19 @@ pub trait Source: Send {
     fn commit_noting(&mut self, positions: &[(usize, i64, Millis)]) -> anyhow::Result<()> {
         let plain: Vec<(usize, i64)> = positions.iter().map(|&(p, o, _)| (p, o)).collect();
         self.commit(&plain)
+    }
+
+    /// Commit `(partition, offset, note)` with a note of the caller's own (several jobs sharing
+    /// one read note each job's watermark, `crate::fleet`); an empty note is none. Sources
+    /// without notes commit as [`Source::commit`] does.
+    fn commit_notes(&mut self, positions: &[(usize, i64, String)]) -> anyhow::Result<()> {
+        let plain: Vec<(usize, i64)> = positions.iter().map(|(p, o, _)| (*p, *o)).collect();
+        self.commit(&plain)
+    }
+
+    /// The note committed with partition `p`'s last commit, if any.
+    fn committed_note(&mut self, _p: usize) -> Option<String> {
+        None
     }
 
     /// The watermark noted with partition `p`'s last commit (see [`Source::commit_noting`]).

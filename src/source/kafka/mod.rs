@@ -809,16 +809,24 @@ impl Source for KafkaSource {
     }
 
     fn commit_noting(&mut self, positions: &[(usize, i64, Millis)]) -> anyhow::Result<()> {
+        let noted: Vec<(usize, i64, String)> = positions
+            .iter()
+            .map(|&(p, o, w)| (p, o, if w == Millis::MIN { String::new() } else { format!("{WATERMARK_NOTE}{w}") }))
+            .collect();
+        self.commit_notes(&noted)
+    }
+
+    fn commit_notes(&mut self, positions: &[(usize, i64, String)]) -> anyhow::Result<()> {
         if self.intake.ends.is_some() {
             return Ok(()); // a replay reads a range; it moves no group forward
         }
         let mut tpl = TopicPartitionList::new();
-        for &(p, offset, watermark) in positions {
-            if self.assigned.get(p).copied().unwrap_or(false) {
-                let mut e = tpl.add_partition(&self.topic, p as i32);
-                e.set_offset(Offset::Offset(offset))?;
-                if watermark != Millis::MIN {
-                    e.set_metadata(format!("{WATERMARK_NOTE}{watermark}"));
+        for (p, offset, note) in positions {
+            if self.assigned.get(*p).copied().unwrap_or(false) {
+                let mut e = tpl.add_partition(&self.topic, *p as i32);
+                e.set_offset(Offset::Offset(*offset))?;
+                if !note.is_empty() {
+                    e.set_metadata(note.clone());
                 }
             }
         }
@@ -833,7 +841,7 @@ impl Source for KafkaSource {
             // A later commit covers these positions; the job goes on while the broker is away.
             Err(e) if transient(&e) => {
                 self.outage(&e);
-                self.uncommitted = Some(positions.iter().map(|&(p, o, _)| (p, o)).collect());
+                self.uncommitted = Some(positions.iter().map(|(p, o, _)| (*p, *o)).collect());
                 Ok(())
             }
             Err(e) => Err(e).with_context(|| format!("cannot commit offsets of `{}` to {}", self.topic, self.brokers)),
@@ -863,6 +871,10 @@ impl Source for KafkaSource {
     }
 
     fn emitted_up_to(&mut self, p: usize) -> Option<Millis> {
+        self.committed_note(p)?.strip_prefix(WATERMARK_NOTE)?.parse().ok()
+    }
+
+    fn committed_note(&mut self, p: usize) -> Option<String> {
         if self.intake.ends.is_some() {
             return None;
         }
@@ -870,7 +882,7 @@ impl Source for KafkaSource {
         tpl.add_partition(&self.topic, p as i32);
         let answer = self.consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
         let e = answer.find_partition(&self.topic, p as i32)?;
-        e.metadata().strip_prefix(WATERMARK_NOTE)?.parse().ok()
+        Some(e.metadata().to_string()).filter(|m| !m.is_empty())
     }
 
     fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
