@@ -931,3 +931,83 @@ fn otlp_json_lines_replay_through_the_bundled_red_job_and_a_broken_line_is_a_dea
     assert_eq!(dead[0]["offset"], 4, "the broken line, by its line number: {dead:?}");
     assert!(dead[0]["reason"].as_str().unwrap().contains("OTLP/JSON"), "{dead:?}");
 }
+
+/// What a job wrote (sorted lines: dead letters and late records of two files interleave by
+/// the read order only).
+fn lines_of(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn jobs_over_one_source_share_one_read_and_each_gets_what_it_would_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("in")).unwrap();
+    generate(&d.join("in"), "a.jsonl", 20_000, &["--malformed", "0.01"]);
+    generate(&d.join("in"), "b.jsonl", 30_000, &["--seed", "7", "--malformed", "0.01", "--late", "0.02"]);
+    // Records only `red` cannot read (bytes is not an integer), which `p99` counts.
+    let extra: String = (0..40)
+        .map(|i| format!("{{\"ts\":\"2026-01-05T09:0{}:{:02}Z\",\"service\":\"checkout\",\"status\":200,\"duration_ms\":{i},\"bytes\":\"lots\"}}\n", 1 + i % 3, i))
+        .collect();
+    std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(d.join("in/a.jsonl")).unwrap(), extra.as_bytes()).unwrap();
+    let routes = "[dead_letter]\nkind = \"file\"\npath = \"dlq.jsonl\"\n[late]\nkind = \"file\"\npath = \"late.jsonl\"\n";
+    let input = format!("path = \"{}/in/*.jsonl\"", d.display());
+    let red = RED_JOB.replace("path = \"requests.jsonl\"", &input).replace("[event_time]", &format!("{routes}[event_time]"));
+    let p99 = r#"name = "p99"
+sql = """
+SELECT window_start, service, count(*) AS n, approx_percentile_cont(duration_ms, 0.99) AS p99
+FROM events GROUP BY window_start, service ORDER BY service
+"""
+[source]
+kind = "file"
+path = "IN"
+[source.schema]
+ts = "timestamp"
+service = "string"
+duration_ms = "float64"
+[event_time]
+column = "ts"
+watermark_delay = "2s"
+[window]
+kind = "hopping"
+size = "2m"
+slide = "1m"
+"#
+    .replace("path = \"IN\"", &input)
+    .replace("[event_time]", &format!("{routes}[event_time]"));
+    // `status` as text: it reads on its own.
+    let text = red.replace("name = \"red\"", "name = \"text\"").replace("status = \"int64\"", "status = \"string\"").replace("CASE WHEN status >= 500", "CASE WHEN status >= '500'");
+    for (name, job) in [("red", &red), ("p99", &p99), ("text", &text)] {
+        for side in ["alone", "shared"] {
+            std::fs::create_dir_all(d.join(side).join(name)).unwrap();
+            write_job(&d.join(side).join(name), "job.toml", job);
+        }
+        let o = osprey(&["replay", &format!("alone/{name}/job.toml"), "--output", &format!("alone/{name}/out.jsonl"), "--quiet", "--max-dead-letter-ratio", "1"], d);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = osprey(&["replay", "shared/red/job.toml", "shared/p99/job.toml", "shared/text/job.toml", "--output-dir", "shared", "--max-dead-letter-ratio", "1"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("red, p99: one read and one decode of their source"), "{err}");
+    assert!(err.contains("text: reads its source on its own: it reads `status` as Utf8, job `red` as Int64"), "{err}");
+    for name in ["red", "p99", "text"] {
+        let alone = std::fs::read_to_string(d.join(format!("alone/{name}/out.jsonl"))).unwrap();
+        let shared = std::fs::read_to_string(d.join(format!("shared/{name}.jsonl"))).unwrap();
+        assert!(alone.lines().count() >= 15, "{name}: {alone}");
+        assert_eq!(alone, shared, "job `{name}`: the shared read changed its rows");
+        for route in ["dlq.jsonl", "late.jsonl"] {
+            assert_eq!(lines_of(&d.join(format!("alone/{name}/{route}"))), lines_of(&d.join(format!("shared/{name}/{route}"))), "job `{name}`: {route}");
+        }
+    }
+    let dead = |name: &str| lines_of(&d.join(format!("shared/{name}/dlq.jsonl"))).len();
+    assert_eq!(dead("red"), dead("p99") + 40, "the 40 records only `red` cannot read are p99's rows, not its dead letters");
+    let late: usize = ["red", "p99", "text"].iter().map(|n| lines_of(&d.join(format!("shared/{n}/late.jsonl"))).len()).sum();
+    assert!(late > 0, "the late records were compared: {err}");
+    // One file for several jobs is refused, and so are two jobs of one name.
+    let o = osprey(&["replay", "shared/red/job.toml", "shared/p99/job.toml", "--output", "x.jsonl"], d);
+    assert!(!o.status.success() && stderr(&o).contains("--output names one file"), "{}", stderr(&o));
+    let o = osprey(&["replay", "shared/red/job.toml", "alone/red/job.toml", "--output-dir", "twice"], d);
+    assert!(!o.status.success() && stderr(&o).contains("two jobs are named `red`"), "{}", stderr(&o));
+}

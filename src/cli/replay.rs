@@ -76,7 +76,11 @@ fn run_many(args: Args) -> anyhow::Result<ExitCode> {
         };
         super::check_destinations(job, inputs.as_deref(), output.as_deref(), rows.as_deref())?;
     }
-    let list: Vec<osprey::job::Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let mut list: Vec<osprey::job::Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    if let Some(input) = &args.input {
+        // `--input` is every job's source.
+        list.iter_mut().for_each(|j| j.source = SourceConfig::File { pattern: input.clone(), format: FileFormat::Auto });
+    }
     let (shares, alone) = osprey::fleet::plan(&list, |_| None);
     let mut groups: Vec<Vec<usize>> = shares.into_iter().map(|s| s.jobs).collect();
     for a in alone {
@@ -119,7 +123,7 @@ fn run_many(args: Args) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                group.iter().copied().zip(osprey::fleet::run(source, members, stop, !quiet)).collect()
+                group.iter().copied().zip(osprey::fleet::run(source, members, stop, !quiet, false)).collect()
             })
         })
         .collect();

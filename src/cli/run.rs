@@ -1,13 +1,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use osprey::job::SourceConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use osprey::job::{Job, SourceConfig};
 use osprey::pipeline::{Options, Pipeline};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The job file.
-    pub job: PathBuf,
+    /// The job files. Jobs over one source read and decode it once, each with its own windows,
+    /// state and outputs; a job that runs in two stages or delivers exactly once reads alone.
+    #[arg(required = true, value_name = "JOB")]
+    pub jobs: Vec<PathBuf>,
     /// Kafka bootstrap servers (HOST:PORT,...); also OSPREY_BROKERS, or [source] brokers.
     #[arg(long)]
     pub brokers: Option<String>,
@@ -38,8 +43,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut job = super::load_job(&args.job)?;
+    let stop = super::stop_on_signal();
+    if args.jobs.len() > 1 || args.outputs.dir.is_some() {
+        return run_many(args, stop);
+    }
+    let mut job = super::load_job(&args.jobs[0])?;
     let (sink_output, rows) = args.outputs.apply(&mut job)?;
+    run_alone(job, sink_output, rows, &args, stop)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One job on its own source (and, scaled out, its shuffle).
+fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut cluster = super::cluster(&job, args.brokers.as_deref());
     if let Some(c) = &mut cluster {
         osprey::pipeline::prepare_cluster(&job, c);
@@ -49,7 +64,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
-    let stop = super::stop_on_signal();
     let from = match (&args.from, &args.from_offsets) {
         (None, None) => None,
         (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
@@ -72,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Two stages: `--from` went to the first stage's source.
     let from = if shuffled { None } else { from };
-    let state = args.state_dir.map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
+    let state = args.state_dir.clone().map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
     let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, shuffled, ..Options::live(stop.clone()) };
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
     // Two stages: dead letters are found, and routed, by the first; the second reads only
@@ -101,5 +115,128 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     super::report(&job, &summary, false);
+    Ok(())
+}
+
+/// Several jobs: those over one source read it together (`osprey::fleet`); one that runs in
+/// two stages, or delivers exactly once (its transactions commit its own group's offsets),
+/// runs alone beside them.
+fn run_many(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.jobs.len() == 1 || (args.from.is_none() && args.from_offsets.is_none()),
+        "--from and --from-offsets start one job fresh at a position: run that job on its own with them"
+    );
+    let args = Arc::new(args);
+    let jobs = super::load_jobs(&args.jobs, &args.outputs)?;
+    for (job, (output, rows)) in &jobs {
+        let inputs = match &job.source {
+            SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
+            _ => None,
+        };
+        super::check_destinations(job, inputs, output.as_deref(), rows.as_deref())?;
+        if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
+            anyhow::bail!("job `{}` ({}): --state-dir needs a source with positions to resume from (a file or a Kafka topic); the generator has none", job.name, job.path.display());
+        }
+    }
+    let list: Vec<Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
+    let own = |job: &Job| -> Option<String> {
+        if osprey::pipeline::exactly_once(job) {
+            return Some("it delivers exactly once, and its transactions commit its own consumer group's offsets".into());
+        }
+        let query = osprey::plan::plan(job).ok()?;
+        let stages = osprey::shuffle::stages(job, &query);
+        matches!(stages, osprey::shuffle::Stages::Two { .. }).then(|| format!("it runs in {stages}"))
+    };
+    let (shares, alone) = osprey::fleet::plan(&list, own);
+    let jobs = Arc::new(jobs);
+    let mut threads: Vec<std::thread::JoinHandle<Vec<(usize, anyhow::Result<()>)>>> = Vec::new();
+    for a in alone {
+        osprey::log_info!("{}: reads its source on its own: {}", list[a.job].name, a.reason);
+        let (args, jobs, stop) = (args.clone(), jobs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let (job, (output, rows)) = jobs[a.job].clone();
+            let result = run_alone(job, output, rows, &args, stop.clone());
+            if result.is_err() {
+                // One process, one fate: the other jobs stop (and commit) too.
+                stop.store(true, Ordering::Relaxed);
+            }
+            vec![(a.job, result)]
+        }));
+    }
+    for share in shares {
+        let (args, jobs, stop) = (args.clone(), jobs.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || run_share(&share.jobs, &jobs, &args, stop)));
+    }
+    let mut results: Vec<(usize, anyhow::Result<()>)> = threads.into_iter().flat_map(|t| t.join().expect("a share's thread does not panic")).collect();
+    results.sort_by_key(|(i, _)| *i);
+    let mut failed = 0;
+    for (i, result) in results {
+        if let Err(e) = result {
+            let job = &jobs[i].0;
+            osprey::log_error!("error: job `{}` ({}): {e:#}", job.name, job.path.display());
+            failed += 1;
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} jobs failed (above)", jobs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::type_complexity)]
+fn run_share(group: &[usize], jobs: &[(Job, (Option<PathBuf>, Option<PathBuf>))], args: &Args, stop: Arc<AtomicBool>) -> Vec<(usize, anyhow::Result<()>)> {
+    let fail = |e: anyhow::Error| {
+        let message = format!("{e:#}");
+        group.iter().map(|&i| (i, Err(anyhow::anyhow!("{message}")))).collect()
+    };
+    let members: Vec<&Job> = group.iter().map(|&i| &jobs[i].0).collect();
+    let first = members[0];
+    let cluster = super::cluster(first, args.brokers.as_deref());
+    let source: Box<dyn osprey::source::Source> = match (&first.source, &cluster) {
+        (SourceConfig::Kafka(k), Some(c)) => {
+            let group = osprey::fleet::group(&members);
+            match osprey::source::kafka::KafkaSource::open(c, &k.topic, osprey::source::kafka::Start::Group { group }) {
+                Ok(s) => Box::new(s),
+                Err(e) => return fail(e),
+            }
+        }
+        _ => match osprey::source::open_live(&first.source, &first.job_ref(), cluster.as_ref()) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        },
+    };
+    if members.len() > 1 {
+        let names: Vec<&str> = members.iter().map(|j| j.name.as_str()).collect();
+        osprey::log_info!("{}: one read and one decode of their source; running, Ctrl-C stops", names.join(", "));
+    } else {
+        osprey::log_info!("{}: running; Ctrl-C stops", first.name);
+    }
+    let fleet_members = group
+        .iter()
+        .map(|&i| {
+            let (job, (output, rows)) = jobs[i].clone();
+            let brokers = args.brokers.clone();
+            let (flush_on_stop, stop) = (args.flush_on_stop, stop.clone());
+            let state = args.state_dir.clone().map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from: None });
+            osprey::fleet::Member {
+                job,
+                build: Box::new(move |job: &Job| {
+                    let cluster = super::cluster(job, brokers.as_deref());
+                    let sink = osprey::sink::build(job, output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
+                    Ok((sink, Options { flush_on_stop, cluster, state, ..Options::live(stop) }))
+                }),
+            }
+        })
+        .collect();
+    let summaries = osprey::fleet::run(source, fleet_members, stop, false, true);
+    group
+        .iter()
+        .zip(summaries)
+        .map(|(&i, s)| {
+            (
+                i,
+                s.map(|summary| {
+                    super::report(&jobs[i].0, &summary, false);
+                }),
+            )
+        })
+        .collect()
 }

@@ -84,11 +84,19 @@ pub fn plan(jobs: &[Job], own: impl Fn(&Job) -> Option<String>) -> (Vec<Share>, 
 fn same_source(a: &Job, b: &Job) -> bool {
     let source = match (&a.source, &b.source) {
         (SourceConfig::Kafka(x), SourceConfig::Kafka(y)) => x.topic == y.topic && x.brokers == y.brokers && x.properties == y.properties,
-        (SourceConfig::File { pattern: p, format: f }, SourceConfig::File { pattern: q, format: g }) => p == q && f == g,
+        (SourceConfig::File { pattern: p, format: f }, SourceConfig::File { pattern: q, format: g }) => f == g && (p == q || same_files(p, q)),
         (SourceConfig::Generator(x), SourceConfig::Generator(y)) => x == y,
         _ => false,
     };
     source && a.input == b.input
+}
+
+/// Two patterns (written from two job folders, say) naming the same files.
+fn same_files(p: &str, q: &str) -> bool {
+    let files = |pattern: &str| -> Option<Vec<std::path::PathBuf>> {
+        crate::source::file::expand(pattern).ok()?.iter().map(|f| std::fs::canonicalize(f).ok()).collect()
+    };
+    matches!((files(p), files(q)), (Some(a), Some(b)) if a == b)
 }
 
 /// Why two jobs over the same source cannot share one decode.
@@ -159,8 +167,10 @@ pub struct Member {
 }
 
 /// Read `source` once for all `members`, each job on a thread of its own. Returns each job's
-/// result in the order given. `progress`: one progress bar for the share.
-pub fn run(source: Box<dyn crate::source::Source>, members: Vec<Member>, stop: Arc<AtomicBool>, progress: bool) -> Vec<anyhow::Result<Summary>> {
+/// result in the order given. `progress`: one progress bar for the share. `together`: a job
+/// that fails stops the others (a live process: its supervisor restarts them all, and each
+/// continues from its checkpoint); otherwise the others finish.
+pub fn run(source: Box<dyn crate::source::Source>, members: Vec<Member>, stop: Arc<AtomicBool>, progress: bool, together: bool) -> Vec<anyhow::Result<Summary>> {
     let jobs: Vec<Job> = members.iter().map(|m| m.job.clone()).collect();
     let partitions = source.partitions().to_vec();
     let shared = Arc::new(Shared::new(members.len(), partitions.len()));
@@ -174,7 +184,9 @@ pub fn run(source: Box<dyn crate::source::Source>, members: Vec<Member>, stop: A
         let branch = Branch::new(i, partitions.clone(), rx, shared.clone(), bounded);
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let stop = stop.clone();
         let name = member.job.name.clone();
+        let thread_name = name.clone();
         let handle = std::thread::Builder::new()
             .name(format!("osprey-job-{i}"))
             .spawn(move || {
@@ -189,9 +201,13 @@ pub fn run(source: Box<dyn crate::source::Source>, members: Vec<Member>, stop: A
                 })();
                 let _ = ready.send(());
                 shared.end(i);
+                if let (Err(e), true) = (&result, together) {
+                    crate::log_error!("job `{name}` failed, and the jobs beside it stop: {e:#}");
+                    stop.store(true, Ordering::Relaxed);
+                }
                 result
             })
-            .unwrap_or_else(|e| panic!("cannot start a thread for job `{name}`: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start a thread for job `{thread_name}`: {e}"));
         handles.push(handle);
     }
     drop(ready_tx);

@@ -198,7 +198,8 @@ pub fn prepare_cluster(job: &Job, cluster: &mut Cluster) {
     }
 }
 
-fn exactly_once(job: &Job) -> bool {
+/// The job's sink delivers exactly once (one transaction per checkpoint).
+pub fn exactly_once(job: &Job) -> bool {
     matches!(job.sink, crate::job::SinkConfig::Kafka { delivery: crate::job::Delivery::ExactlyOnce, .. })
 }
 
