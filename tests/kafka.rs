@@ -1818,3 +1818,50 @@ fn spans_sent_by_the_sdk_through_the_collector_give_the_red_and_slo_counts_in_bo
     let _ = otelcol.kill();
     let _ = otelcol.wait();
 }
+
+#[test]
+fn several_jobs_in_one_process_share_one_read_and_a_killed_run_restarts_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, out10, out20) = (unique("requests"), unique("red10"), unique("red20"));
+    create(&topic, 3);
+    let keyed = |path: std::path::PathBuf, size: &str| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replacen(&format!("topic = \"{topic}\""), &format!("topic = \"{topic}\"\nkey = [\"service\"]"), 1).replace("size = \"10s\"", &format!("size = \"{size}\""));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ten = keyed(job(d, "ten", &topic, &out10), "10s");
+    let twenty = keyed(job(d, "twenty", &topic, &out20), "20s");
+    let (ten, twenty) = (ten.to_str().unwrap(), twenty.to_str().unwrap());
+    let events = events(4_000, 21);
+    let (first, second) = events.split_at(2_000);
+    let p = producer();
+    send_events(&p, &topic, first);
+    p.flush(Duration::from_secs(30)).unwrap();
+    let args = ["run", ten, twenty, "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "500ms"];
+    let mut run = spawn(d, &args, &[], "first.log");
+    // Killed once both jobs have emitted windows and checkpointed.
+    consume(&out20, |r| r.len() >= 5);
+    std::thread::sleep(Duration::from_millis(1_500));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let close = produce(&topic, second);
+    let again = spawn(d, &args, &[], "second.log");
+    let logs = || ["first.log", "second.log"].map(|l| std::fs::read_to_string(d.join(l)).unwrap_or_default()).join("\n");
+    for (out, size) in [(&out10, 10_000), (&out20, 20_000)] {
+        let want: BTreeSet<_> = expected(&events, size).into_iter().collect();
+        let rows = consume(out, |r| rows_in(r, close, size).is_superset(&want));
+        // A set: windows emitted again after the kill are the same rows, never partial ones.
+        assert_eq!(rows_in(&rows, close, size), want, "{out}: every window of the job, each with all its rows, across the kill\n{}", logs());
+    }
+    assert!(stop(again).success(), "{}", logs());
+    let logs = logs();
+    assert!(logs.contains("one read and one decode of their source"), "{logs}");
+    assert!(logs.contains("restored checkpoint"), "the restart continued from the jobs' checkpoints\n{logs}");
+}
+
+/// The distinct rows of windows of `size` ms before the closing events.
+fn rows_in(rows: &[(Option<String>, Value)], close: i64, size: i64) -> BTreeSet<((i64, String), (i64, i64))> {
+    rows.iter().map(|(_, v)| row_key(v)).filter(|((w, _), _)| *w < close - close.rem_euclid(size)).collect()
+}
