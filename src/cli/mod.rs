@@ -125,10 +125,12 @@ impl Outputs {
     }
 }
 
+/// A job with its `--output` and `--rows` files.
+pub type Loaded = (Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>));
+
 /// Load several jobs, each with its outputs: `--output-dir` gives each its own file; the
 /// one-file flags are refused, as the jobs would write over each other.
-#[allow(clippy::type_complexity)]
-pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Result<Vec<(Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>))>> {
+pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Result<Vec<Loaded>> {
     if paths.len() > 1 {
         for (flag, given) in [("--output", outputs.output.is_some()), ("--rows", outputs.rows.is_some()), ("--dead-letters", outputs.dead_letters.is_some()), ("--late", outputs.late.is_some())] {
             anyhow::ensure!(
@@ -141,7 +143,7 @@ pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Res
     if let Some(dir) = &outputs.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
     }
-    let mut jobs: Vec<(Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>))> = Vec::new();
+    let mut jobs: Vec<Loaded> = Vec::new();
     for path in paths {
         let mut job = load_job(path)?;
         if let Some((other, _)) = jobs.iter().find(|(j, _)| j.name == job.name) {

@@ -149,7 +149,9 @@ fn run_many(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     };
     let (shares, alone) = osprey::fleet::plan(&list, own);
     let jobs = Arc::new(jobs);
-    let mut threads: Vec<std::thread::JoinHandle<Vec<(usize, anyhow::Result<()>)>>> = Vec::new();
+    // Each thread: per job of its share (by index), how it ended.
+    type Ended = Vec<(usize, anyhow::Result<()>)>;
+    let mut threads: Vec<std::thread::JoinHandle<Ended>> = Vec::new();
     for a in alone {
         osprey::log_info!("{}: reads its source on its own: {}", list[a.job].name, a.reason);
         let (args, jobs, stop) = (args.clone(), jobs.clone(), stop.clone());
@@ -181,8 +183,7 @@ fn run_many(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::type_complexity)]
-fn run_share(group: &[usize], jobs: &[(Job, (Option<PathBuf>, Option<PathBuf>))], args: &Args, stop: Arc<AtomicBool>) -> Vec<(usize, anyhow::Result<()>)> {
+fn run_share(group: &[usize], jobs: &[super::Loaded], args: &Args, stop: Arc<AtomicBool>) -> Vec<(usize, anyhow::Result<()>)> {
     let fail = |e: anyhow::Error| {
         let message = format!("{e:#}");
         group.iter().map(|&i| (i, Err(anyhow::anyhow!("{message}")))).collect()

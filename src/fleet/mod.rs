@@ -121,15 +121,18 @@ fn conflict(a: &Job, b: &Job) -> Option<String> {
     None
 }
 
+/// Per job, per partition.
+type Grid<T> = Vec<Vec<T>>;
+
 /// What the jobs of a share tell the reader, and it them, beside the events on their channels.
 pub(crate) struct Shared {
     /// Per job, per partition: the position (and watermark note) it may commit.
-    pub(crate) commits: Mutex<Vec<Vec<Option<(i64, Millis)>>>>,
+    pub(crate) commits: Mutex<Grid<Option<(i64, Millis)>>>,
     /// Per job, per partition: revoked by the group, and the job has not yet been told. Its
     /// positions there are stale until it has.
-    pub(crate) fenced: Mutex<Vec<Vec<bool>>>,
+    pub(crate) fenced: Mutex<Grid<bool>>,
     /// Per job, per partition: the watermark the group's last commit noted for it.
-    pub(crate) notes: Mutex<Vec<Vec<Option<Millis>>>>,
+    pub(crate) notes: Mutex<Grid<Option<Millis>>>,
     /// Per job: the positions a restored checkpoint continues at.
     pub(crate) resume: Mutex<Vec<Option<Vec<Option<i64>>>>>,
     pub(crate) lag: Mutex<Option<Vec<(usize, i64)>>>,
@@ -163,8 +166,11 @@ impl Shared {
 /// decodes, so `decode_threads` is ignored).
 pub struct Member {
     pub job: Job,
-    pub build: Box<dyn FnOnce(&Job) -> anyhow::Result<(Box<dyn Sink>, Options)> + Send>,
+    pub build: Build,
 }
+
+/// Builds a job's sink and options, on the job's own thread.
+pub type Build = Box<dyn FnOnce(&Job) -> anyhow::Result<(Box<dyn Sink>, Options)> + Send>;
 
 /// Read `source` once for all `members`, each job on a thread of its own. Returns each job's
 /// result in the order given. `progress`: one progress bar for the share. `together`: a job
@@ -247,10 +253,8 @@ pub fn group(jobs: &[&Job]) -> String {
             _ => None,
         })
         .collect();
-    if let Some(first) = groups.first() {
-        if groups.iter().all(|g| g == first) {
-            return first.to_string();
-        }
+    if let Some(first) = groups.first().filter(|first| groups.iter().all(|g| g == *first)) {
+        return first.to_string();
     }
     let mut names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     names.sort_unstable();
