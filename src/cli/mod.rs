@@ -129,8 +129,9 @@ impl Outputs {
 pub type Loaded = (Job, (Option<std::path::PathBuf>, Option<std::path::PathBuf>));
 
 /// Load several jobs, each with its outputs: `--output-dir` gives each its own file; the
-/// one-file flags are refused, as the jobs would write over each other.
-pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Result<Vec<Loaded>> {
+/// one-file flags are refused, as the jobs would write over each other. Each job's
+/// destinations are checked against its input files (`input`, else its own).
+pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs, input: Option<&str>) -> anyhow::Result<Vec<Loaded>> {
     if paths.len() > 1 {
         for (flag, given) in [("--output", outputs.output.is_some()), ("--rows", outputs.rows.is_some()), ("--dead-letters", outputs.dead_letters.is_some()), ("--late", outputs.late.is_some())] {
             anyhow::ensure!(
@@ -158,6 +159,11 @@ pub fn load_jobs(paths: &[std::path::PathBuf], outputs: &Outputs) -> anyhow::Res
             }
             None => outputs.apply(&mut job)?,
         };
+        let own = match &job.source {
+            osprey::job::SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
+            _ => None,
+        };
+        check_destinations(&job, input.or(own), outs.0.as_deref(), outs.1.as_deref())?;
         jobs.push((job, outs));
     }
     Ok(jobs)

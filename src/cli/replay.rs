@@ -67,15 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// thread of its own.
 fn run_many(args: Args) -> anyhow::Result<ExitCode> {
     let args = std::sync::Arc::new(args);
-    let jobs = super::load_jobs(&args.jobs, &args.outputs)?;
-    for (job, (output, rows)) in &jobs {
-        let inputs = match (&args.input, &job.source) {
-            (Some(input), _) => Some(input.clone()),
-            (None, SourceConfig::File { pattern, .. }) => Some(pattern.clone()),
-            _ => None,
-        };
-        super::check_destinations(job, inputs.as_deref(), output.as_deref(), rows.as_deref())?;
-    }
+    let jobs = super::load_jobs(&args.jobs, &args.outputs, args.input.as_deref())?;
     let mut list: Vec<osprey::job::Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
     if let Some(input) = &args.input {
         // `--input` is every job's source.

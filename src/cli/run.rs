@@ -44,26 +44,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop = super::stop_on_signal();
-    if args.jobs.len() > 1 || args.outputs.dir.is_some() {
+    if args.jobs.len() > 1 {
         return run_many(args, stop);
     }
-    let mut job = super::load_job(&args.jobs[0])?;
-    let (sink_output, rows) = args.outputs.apply(&mut job)?;
+    let (job, (sink_output, rows)) = super::load_jobs(&args.jobs, &args.outputs, None)?.remove(0);
     run_alone(job, sink_output, rows, &args, stop)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// One job on its own source (and, scaled out, its shuffle).
+/// One job on its own source (and, scaled out, its shuffle); its destinations were checked
+/// when it was loaded.
 fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut cluster = super::cluster(&job, args.brokers.as_deref());
     if let Some(c) = &mut cluster {
         osprey::pipeline::prepare_cluster(&job, c);
     }
-    let inputs = match &job.source {
-        SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
-        _ => None,
-    };
-    super::check_destinations(&job, inputs, sink_output.as_deref(), rows.as_deref())?;
     let from = match (&args.from, &args.from_offsets) {
         (None, None) => None,
         (t, o) => Some(super::replay::position(t.as_deref(), o.as_deref())?),
@@ -123,17 +118,12 @@ fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args
 /// runs alone beside them.
 fn run_many(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        args.jobs.len() == 1 || (args.from.is_none() && args.from_offsets.is_none()),
+        args.from.is_none() && args.from_offsets.is_none(),
         "--from and --from-offsets start one job fresh at a position: run that job on its own with them"
     );
     let args = Arc::new(args);
-    let jobs = super::load_jobs(&args.jobs, &args.outputs)?;
-    for (job, (output, rows)) in &jobs {
-        let inputs = match &job.source {
-            SourceConfig::File { pattern, .. } => Some(pattern.as_str()),
-            _ => None,
-        };
-        super::check_destinations(job, inputs, output.as_deref(), rows.as_deref())?;
+    let jobs = super::load_jobs(&args.jobs, &args.outputs, None)?;
+    for (job, _) in &jobs {
         if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
             anyhow::bail!("job `{}` ({}): --state-dir needs a source with positions to resume from (a file or a Kafka topic); the generator has none", job.name, job.path.display());
         }

@@ -35,26 +35,9 @@ use crate::source::metadata::{self, METADATA_COLUMNS};
 use crate::source::{Payload, RawRecord, RecordMeta};
 use crate::Millis;
 
-/// A record that did not decode, with everything needed to find and replay it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    pub partition: usize,
-    /// Line, row or Kafka offset in the partition.
-    pub offset: i64,
-    pub reason: String,
-    /// The record's original bytes (for Parquet rows: the row as JSON).
-    pub raw: Vec<u8>,
-}
-
-/// The rows of one chunk that decoded, and those that did not.
-#[derive(Debug, Clone)]
-pub struct Decoded {
-    /// Declared columns, then the metadata columns the SQL uses. The event time is never null.
-    pub batch: RecordBatch,
-    /// Each row's position in its partition (line, row or Kafka offset).
-    pub offsets: Vec<i64>,
-    pub dead_letters: Vec<DeadLetter>,
-}
+// What a chunk becomes: the source's vocabulary, so a shared reader can hand a chunk over
+// decoded (`crate::fleet`) without sources knowing the decoder.
+pub use crate::source::{DeadLetter, Decoded};
 
 /// Decodes chunks for one job.
 pub struct Decoder {

@@ -17,7 +17,7 @@
 mod branch;
 mod reader;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::job::{Job, SourceConfig};
@@ -136,9 +136,7 @@ pub(crate) struct Shared {
     /// Per job: the positions a restored checkpoint continues at.
     pub(crate) resume: Mutex<Vec<Option<Vec<Option<i64>>>>>,
     pub(crate) lag: Mutex<Option<Vec<(usize, i64)>>>,
-    /// Jobs whose pipeline has ended (or never started).
-    pub(crate) finished: AtomicUsize,
-    /// Per job: ended.
+    /// Per job: its pipeline has ended (or never started).
     pub(crate) ended: Vec<AtomicBool>,
 }
 
@@ -150,15 +148,16 @@ impl Shared {
             notes: Mutex::new(vec![vec![None; partitions]; jobs]),
             resume: Mutex::new(vec![None; jobs]),
             lag: Mutex::new(None),
-            finished: AtomicUsize::new(0),
             ended: (0..jobs).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
     fn end(&self, member: usize) {
-        if !self.ended[member].swap(true, Ordering::SeqCst) {
-            self.finished.fetch_add(1, Ordering::SeqCst);
-        }
+        self.ended[member].store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| e.load(Ordering::SeqCst))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
 use crate::job::Job;
 use crate::jobfile::Dataflow;
-use crate::progress::{Progress, Total};
+use crate::progress::Progress;
 use crate::source::{Chunk, Payload, Poll, Source};
 use crate::Millis;
 
@@ -115,11 +115,7 @@ impl Reader {
     pub(super) fn run(mut self, stop: &AtomicBool, progress: bool) -> anyhow::Result<()> {
         self.resume();
         let bounded = self.source.is_bounded();
-        let total = match (self.source.total_records(), self.source.total_bytes()) {
-            (Some(r), _) => Total::Records(r),
-            (None, Some(b)) => Total::Bytes(b),
-            (None, None) => Total::Unknown,
-        };
+        let total = self.source.progress_total();
         let label = format!("{} jobs", self.links.len());
         let mut progress = Progress::new(&label, total, progress);
         let pool = DecodePool::new(self.decoder.clone(), crate::pipeline::default_decode_threads());
@@ -217,7 +213,7 @@ impl Reader {
     }
 
     fn all_ended(&self) -> bool {
-        self.shared.finished.load(Ordering::SeqCst) == self.links.len()
+        self.shared.all_ended()
     }
 
     /// Hand job `i` an event, waiting while its channel is full (the slowest job paces the

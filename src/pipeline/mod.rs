@@ -23,7 +23,7 @@ use crate::exec::JobQuery;
 use crate::job::Job;
 use crate::metrics::{CountersSnapshot, JobCounters};
 use crate::kafka::Cluster;
-use crate::progress::{Progress, Total};
+use crate::progress::Progress;
 use crate::sink::route::Route;
 use crate::sink::{Sink, WindowResult};
 use crate::source::generator::format_ts;
@@ -317,11 +317,7 @@ impl Pipeline {
 
     pub fn run(mut self) -> anyhow::Result<Summary> {
         let started = Instant::now();
-        let total = match (self.source.total_records(), self.source.total_bytes()) {
-            (Some(r), _) => Total::Records(r),
-            (None, Some(b)) => Total::Bytes(b),
-            (None, None) => Total::Unknown,
-        };
+        let total = self.source.progress_total();
         let mut progress = Progress::new(&self.job.name, total, self.options.progress);
         let live = self.options.mode == Mode::Live;
         let pool = DecodePool::new(self.decoder.clone(), self.options.decode_threads);

@@ -37,6 +37,27 @@ pub struct RecordMeta {
     pub trace_ids: Vec<Option<String>>,
 }
 
+/// A record that did not decode, with everything needed to find and replay it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub partition: usize,
+    /// Line, row or Kafka offset in the partition.
+    pub offset: i64,
+    pub reason: String,
+    /// The record's original bytes (for Parquet rows: the row as JSON).
+    pub raw: Vec<u8>,
+}
+
+/// The rows of one chunk that decoded, and those that did not (see `crate::decode`).
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Declared columns, then the metadata columns the SQL uses. The event time is never null.
+    pub batch: RecordBatch,
+    /// Each row's position in its partition (line, row or Kafka offset).
+    pub offsets: Vec<i64>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
 #[derive(Debug)]
 pub enum Payload {
     /// JSON text, one record per range; `meta` for sources that have more than bytes (Kafka).
@@ -45,7 +66,7 @@ pub enum Payload {
     Arrow { batch: RecordBatch, first_offset: i64 },
     /// Decoded already, by a reader several jobs share (`crate::fleet`): `records` raw records
     /// of which `last_offset` was the last.
-    Decoded { decoded: Box<crate::decode::Decoded>, records: usize, last_offset: i64 },
+    Decoded { decoded: Box<Decoded>, records: usize, last_offset: i64 },
     /// A chunk several jobs share, which this job decodes itself (`crate::fleet`).
     Shared(std::sync::Arc<Payload>),
 }
@@ -131,6 +152,15 @@ pub trait Source: Send {
     /// Records this source will read, when known (a Kafka replay range), for the progress bar.
     fn total_records(&self) -> Option<u64> {
         None
+    }
+
+    /// What a progress bar counts toward: records when known, else bytes.
+    fn progress_total(&self) -> crate::progress::Total {
+        match (self.total_records(), self.total_bytes()) {
+            (Some(r), _) => crate::progress::Total::Records(r),
+            (None, Some(b)) => crate::progress::Total::Bytes(b),
+            (None, None) => crate::progress::Total::Unknown,
+        }
     }
 
     /// Record that everything before `offset` in each listed partition is done: the output
