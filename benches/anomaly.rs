@@ -34,7 +34,7 @@ fn detectors(c: &mut Criterion) {
             black_box(&history);
         })
     });
-    for kind in [DetectorKind::Likelihood, DetectorKind::Mad, DetectorKind::Ks, DetectorKind::IsolationForest, DetectorKind::Cad] {
+    for kind in [DetectorKind::Likelihood, DetectorKind::Mad, DetectorKind::Ks, DetectorKind::IsolationForest, DetectorKind::Cad, DetectorKind::Artime] {
         // The forest retrains every 32 windows (100 trees each time): warming 10,000 of them
         // would take minutes, so it is measured on 1,000 and reported per vector.
         let series = if kind == DetectorKind::IsolationForest { SERIES / 10 } else { SERIES };

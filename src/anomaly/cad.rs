@@ -329,6 +329,14 @@ impl Detector for Cad {
         }
         Some(calibrated(self.score(v)))
     }
+
+    fn given_range(&mut self, min: f64, max: f64) {
+        if self.learn > 0 && self.learning.is_empty() {
+            // As `with_range`: CAD learns and scores from the first value, as NAB runs it.
+            self.set_range(min, max);
+            self.learn = 0;
+        }
+    }
 }
 
 /// CAD's raw score at which it detects, mapped to 0.5, the threshold every detector shares

@@ -19,6 +19,11 @@ pub trait Detector: Send {
     fn deviations(&self) -> Option<&[f64]> {
         None
     }
+    /// The series' whole range, known in advance (NAB hands it to its detectors; a stream has
+    /// none). Only detectors that quantise values read it, before their first value.
+    fn given_range(&mut self, min: f64, max: f64) {
+        let _ = (min, max);
+    }
 }
 
 /// A score in [0, 1] from a deviation in robust standard deviations: 0.5 at `half`, rising

@@ -8,6 +8,7 @@
 //! scores, the direction their features moved, and their labels, so anomalies that occur
 //! together become one incident, and one alert: see [`cluster`].
 
+pub mod artime;
 pub mod baseline;
 pub mod cad;
 pub mod cluster;
@@ -48,11 +49,11 @@ pub mod defaults {
     /// Robust z-scores through the anomaly likelihood: a job's default. It scores every feature
     /// and warms up in 32 windows.
     pub const DETECTORS: &[DetectorKind] = &[DetectorKind::Likelihood];
-    /// For one-feature series with a long history, as NAB's are: the Contextual Anomaly
-    /// Detector, the best of Osprey's on NAB's series under NAB's warm-up (the README has each
-    /// one's). Not a job's default: it reads only the first feature and learns its value range
-    /// over `max(baseline, warmup)` windows before it scores.
-    pub const UNIVARIATE: &[DetectorKind] = &[DetectorKind::Cad];
+    /// For one-feature series with a long history, as NAB's are: ARTime (adaptive resonance),
+    /// the best of Osprey's on NAB's series under NAB's rules (the README has each one's). Not
+    /// a job's default: it reads only the first feature, learns `max(baseline, warmup)` windows
+    /// before it scores, and needs a value range (NAB hands one; a stream's is its warm-up's).
+    pub const UNIVARIATE: &[DetectorKind] = &[DetectorKind::Artime];
     pub const THRESHOLD: f64 = 0.5;
     /// Windows of history a detector keeps per series.
     pub const BASELINE: usize = 256;

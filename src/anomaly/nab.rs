@@ -126,8 +126,9 @@ pub struct SeriesResult {
 }
 
 /// Stream every series of `dir` through `detectors` (fresh for each series, one set of
-/// defaults), write NAB's results layout under `out/osprey/`, and score each series.
-pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f64, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<SeriesResult>> {
+/// defaults), write NAB's results layout under `out/osprey/`, and score each series. `range`:
+/// hand each detector the series' minimum and maximum, as NAB's runner does.
+pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f64, range: bool, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<SeriesResult>> {
     let labels_path = dir.join("labels.json");
     let labels: BTreeMap<String, Vec<(String, String)>> = serde_json::from_str(
         &std::fs::read_to_string(&labels_path).with_context(|| format!("cannot read {}: a NAB folder has labels.json", labels_path.display()))?,
@@ -171,10 +172,17 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
         }
         // NAB hands every detector the series' probation period: it is the warm-up here (and
         // the baseline, for detectors that learn from a window of history). NAB also hands
-        // detectors the whole series' minimum and maximum; a stream has no such thing, so no
-        // detector here is given them.
+        // detectors the whole series' minimum and maximum (every published NAB score was made
+        // with them); `range` false withholds them, as a stream has none, and the detectors
+        // that quantise learn a range from the probation instead.
         let probation = probation_rows(values.len());
         let mut dets = super::registry::for_series(detectors, probation, probation, &[&key]);
+        if range {
+            let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            for d in &mut dets {
+                d.given_range(lo, hi);
+            }
+        }
         let raw: Vec<f64> = values.iter().zip(&times).map(|(v, &t)| dets.iter_mut().filter_map(|d| d.observe_at(t, &[*v])).fold(0.0, f64::max)).collect();
         let scores = alert_scores(&raw, threshold);
         let windows = window_rows(&timestamps, labels.get(&key).map(Vec::as_slice).unwrap_or(&[]));

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::artime::Artime;
 use super::cad::Cad;
 use super::detector::Detector;
 use super::forest::IsolationForest;
@@ -82,6 +83,12 @@ macro_rules! detectors {
                     $( AnyDetector::$variant(d) => d.deviations(), )*
                 }
             }
+
+            fn given_range(&mut self, min: f64, max: f64) {
+                match self {
+                    $( AnyDetector::$variant(d) => d.given_range(min, max), )*
+                }
+            }
         }
     };
 }
@@ -99,6 +106,8 @@ detectors! {
     Cad(Cad) = "cad", |b, w, s| Cad::new(b.max(w), b.max(w) / 5);
     /// Each hour of the day its own level and spread: a daily peak is not an anomaly.
     Seasonal(Seasonal) = "seasonal", |b, w, s| Seasonal::new(b, w);
+    /// Adaptive resonance over windows of the recent past (ARTime, Hampton 2021).
+    Artime(Artime) = "artime", |b, w, s| Artime::new(b.max(w));
 }
 
 /// Fresh detectors for one series, seeded from its name (the series' label values), so the

@@ -27,6 +27,10 @@ pub struct NabArgs {
     /// A row is a detection when its score is at or above this.
     #[arg(long, default_value_t = defaults::THRESHOLD, value_parser = super::fraction)]
     threshold: f64,
+    /// Do not hand the detectors each series' minimum and maximum (NAB's runner hands them; a
+    /// stream has none): `artime` and `cad` then learn a range from the probation period.
+    #[arg(long)]
+    no_range: bool,
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -37,8 +41,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         .map(|d| DetectorKind::parse(d.trim()).ok_or_else(|| anyhow::anyhow!("unknown detector `{d}`; the detectors are {}", DetectorKind::NAMES.join(", "))))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let names: Vec<&str> = detectors.iter().map(|d| d.name()).collect();
-    osprey::log_info!("eval nab: {} with detectors {} (threshold {})", a.dir.display(), names.join("+"), a.threshold);
-    let results = evaluate(&a.dir, &a.results, &detectors, a.threshold, &mut |name| osprey::log_info!("  {name}"))?;
+    let range = if a.no_range { "range learnt from the probation" } else { "each series' range given, as NAB gives it" };
+    osprey::log_info!("eval nab: {} with detectors {} (threshold {}, {range})", a.dir.display(), names.join("+"), a.threshold);
+    let results = evaluate(&a.dir, &a.results, &detectors, a.threshold, !a.no_range, &mut |name| osprey::log_info!("  {name}"))?;
     println!("{:<58} {:>7} {:>10} {:>9} {:>7} {:>9}", "series", "windows", "detections", "precision", "recall", "NAB score");
     let pct = |a: usize, b: usize| if b == 0 { "-".to_string() } else { format!("{:.2}", a as f64 / b as f64) };
     let line = |name: &str, s: &Scored| {

@@ -95,8 +95,8 @@ fn eval_nab_scores_a_two_series_fixture_as_worked_out_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("nab/fixture")).unwrap();
-    // Scored with `likelihood`: `cad`, the default here, quantises by the warm-up's range, and
-    // a flat warm-up has none (README, Anomaly jobs).
+    // Scored with `eval nab`'s default (`artime`, handed each series' range as NAB hands it)
+    // and with `likelihood`, a job's default: both catch both spikes, and nothing else.
     // Two flat series of 400 rows, 5 minutes apart. a: one spike at row 220, inside its window
     // (rows 200..=239). b: one spike at row 100, before its window (rows 300..=339), none in it.
     let ts = |i: usize| (chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap() + chrono::Duration::minutes(5 * i as i64)).format("%Y-%m-%d %H:%M:%S").to_string();
@@ -112,16 +112,18 @@ fn eval_nab_scores_a_two_series_fixture_as_worked_out_by_hand() {
         "fixture/b.csv": [[format!("{}.000000", ts(300)), format!("{}.000000", ts(339))]],
     });
     std::fs::write(d.join("nab/labels.json"), labels.to_string()).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_osprey")).args(["eval", "nab", "nab", "--results", "out", "--detector", "likelihood"]).current_dir(d).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let report = String::from_utf8_lossy(&o.stdout).into_owned();
-    // By hand, NAB's standard profile: a's detection at p = -(239 - 220 + 1) / 40 = -0.5 scores
-    // sigma(-0.5) / sigma(-1); b's costs A_FP (no window before it) and its window A_FN.
-    let sigma = |p: f64| 2.0 / (1.0 + (5.0 * p).exp()) - 1.0;
-    let raw = sigma(-0.5) / sigma(-1.0) - 0.11 - 1.0;
-    let expected = 100.0 * (raw - -2.0) / (2.0 - -2.0);
-    let total: f64 = report.lines().find(|l| l.starts_with("total")).unwrap().split_whitespace().last().unwrap().parse().unwrap();
-    assert!((total - expected).abs() < 0.051, "{total} vs {expected:.2}\n{report}");
+    for detector in [&["--detector", "likelihood"][..], &[]] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_osprey")).args(["eval", "nab", "nab", "--results", "out"]).args(detector).current_dir(d).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report = String::from_utf8_lossy(&o.stdout).into_owned();
+        // By hand, NAB's standard profile: a's detection at p = -(239 - 220 + 1) / 40 = -0.5 scores
+        // sigma(-0.5) / sigma(-1); b's costs A_FP (no window before it) and its window A_FN.
+        let sigma = |p: f64| 2.0 / (1.0 + (5.0 * p).exp()) - 1.0;
+        let raw = sigma(-0.5) / sigma(-1.0) - 0.11 - 1.0;
+        let expected = 100.0 * (raw - -2.0) / (2.0 - -2.0);
+        let total: f64 = report.lines().find(|l| l.starts_with("total")).unwrap().split_whitespace().last().unwrap().parse().unwrap();
+        assert!((total - expected).abs() < 0.051, "{detector:?}: {total} vs {expected:.2}\n{report}");
+    }
     // NAB's results layout, one row per input row.
     let out = std::fs::read_to_string(d.join("out/osprey/fixture/osprey_a.csv")).unwrap();
     assert!(out.starts_with("timestamp,value,anomaly_score,label\n"));
