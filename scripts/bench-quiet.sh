@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib/bench.sh"   # OSPREY_BIN=path runs a binary already built
 DAYS="${DAYS:-3}"
 RATE="${RATE:-20}"
-DETECTORS="${DETECTORS:-likelihood mad ks isolation_forest cad seasonal}"
+DETECTORS="${DETECTORS:-likelihood mad ks isolation_forest cad seasonal artime}"
 EVENTS=$(python3 -c "print(int($DAYS * 86400 * $RATE))")
 FILE="$DATA/quiet-$DAYS-$RATE.jsonl"
 if [ ! -f "$FILE" ]; then
