@@ -28,6 +28,10 @@ pub struct Inhibitor {
     pub suppressed: u64,
     /// Held alerts shown once their source resolved.
     pub released: u64,
+    /// What is held was checked against the sources since this stage was built or restored
+    /// (the rules may have changed since a checkpoint was written).
+    #[serde(skip)]
+    checked: bool,
 }
 
 impl Inhibitor {
@@ -41,12 +45,15 @@ impl Inhibitor {
             return transitions;
         }
         // Sources first: a page firing in the same evaluation as a ticket inhibits it.
+        let mut source_resolved = false;
         for a in &transitions {
             if self.rules.iter().any(|r| r.source_severity == a.severity) {
                 match a.status {
-                    Status::Firing => self.sources.insert(a.fingerprint.clone(), a.clone()),
-                    Status::Resolved => self.sources.remove(&a.fingerprint),
-                };
+                    Status::Firing => {
+                        self.sources.insert(a.fingerprint.clone(), a.clone());
+                    }
+                    Status::Resolved => source_resolved |= self.sources.remove(&a.fingerprint).is_some(),
+                }
             }
         }
         let mut out = Vec::with_capacity(transitions.len());
@@ -60,6 +67,12 @@ impl Inhibitor {
                 _ => out.push(a),
             }
         }
+        // A held alert stays inhibited while every source that held it still fires: only a
+        // resolved source can release one (steady evaluations skip the scan of what is held).
+        if !source_resolved && self.checked {
+            return out;
+        }
+        self.checked = true;
         let free: Vec<String> = self.held.iter().filter(|(_, a)| !self.inhibited(a)).map(|(f, _)| f.clone()).collect();
         for f in free {
             self.released += 1;
@@ -110,5 +123,23 @@ mod tests {
         assert_eq!(third, ["page:db:Firing", "ticket:api:Resolved", "ticket:web:Resolved"]);
         assert_eq!(shown(4, vec![obs("page", "db")]), Vec::<String>::new());
         assert_eq!((inh.suppressed, inh.released), (3, 1));
+    }
+
+    /// What is held is checked again after a restore: the rules may have changed since the
+    /// checkpoint (steady evaluations skip the check).
+    #[test]
+    fn a_held_alert_no_rule_holds_after_a_restore_is_released_at_once() {
+        let mut l = Lifecycle::new("slo", "slo", Timing::default());
+        let rule = |equal: &str| InhibitRule { source_severity: "page".into(), target_severity: "ticket".into(), equal: vec![equal.into()] };
+        let mut inh = Inhibitor::new(vec![rule("alertname")]);
+        let held = inh.apply(l.evaluate(1, vec![obs("page", "api"), obs("ticket", "web")]));
+        assert_eq!(held.len(), 1, "the page is shown, the web ticket held: {held:?}");
+        assert_eq!(inh.apply(l.evaluate(2, vec![obs("page", "api"), obs("ticket", "web")])), Vec::new());
+        // Restored under a rule that needs the same service: nothing holds the web ticket.
+        let saved = serde_json::to_string(&inh).unwrap();
+        let mut restored: Inhibitor = serde_json::from_str(&saved).unwrap();
+        restored.rules = vec![rule("service")];
+        let shown = restored.apply(l.evaluate(3, vec![obs("page", "api"), obs("ticket", "web")]));
+        assert_eq!(shown.iter().map(|a| format!("{}:{:?}", a.labels["service"], a.status)).collect::<Vec<_>>(), ["web:Firing"]);
     }
 }

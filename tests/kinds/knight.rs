@@ -276,7 +276,13 @@ fn knight_checks_killed_and_restarted_from_checkpoints_raise_the_alerts_of_one_r
             restored += std::fs::read_to_string(d.join(format!("{check}.{i}.log"))).unwrap().contains("restored checkpoint") as usize;
         }
         assert!(restored >= 1, "{check}: a restart continued from a checkpoint");
-        assert_eq!(seen, once, "{check}: the alert transitions of one uninterrupted run");
-        assert_eq!(seen_rows, once_rows, "{check}: the evaluated rows (running positions) of one uninterrupted run");
+        // Only the differences, so a failure shows what was lost or added.
+        let differ = |a: &std::collections::BTreeSet<String>, b: &std::collections::BTreeSet<String>| -> (Vec<String>, Vec<String>) {
+            (b.difference(a).cloned().collect(), a.difference(b).cloned().collect())
+        };
+        let (missing, extra) = differ(&seen, &once);
+        assert!(missing.is_empty() && extra.is_empty(), "{check}: the alert transitions of one uninterrupted run; missing {missing:#?}; extra {extra:#?}");
+        let (missing, extra) = differ(&seen_rows, &once_rows);
+        assert!(missing.is_empty() && extra.is_empty(), "{check}: the evaluated rows (running positions) of one uninterrupted run; missing {missing:#?}; extra {extra:#?}");
     }
 }
