@@ -180,6 +180,7 @@ impl Lifecycle {
         self.evaluation += 1;
         let now = self.evaluation;
         let mut out = Vec::new();
+        let mut seen = 0;
         for obs in holding {
             let fp = fingerprint_of(&self.job, &obs.rule, &obs.labels);
             let timing = self.per_rule.get(&obs.rule).copied().unwrap_or(self.default);
@@ -193,6 +194,7 @@ impl Lifecycle {
                 continue; // one alert per label set and evaluation; the first row speaks for it
             }
             tracked.seen_in = now;
+            seen += 1;
             tracked.latest = obs;
             match tracked.state {
                 State::Inactive { .. } if timing.for_ == 0 => fire(tracked, t),
@@ -209,6 +211,9 @@ impl Lifecycle {
             if matches!(tracked.state, State::Firing { .. }) {
                 out.push(record(&self.job, &self.kind, fp, tracked, None));
             }
+        }
+        if seen == self.alerts.len() {
+            return out; // every alert held: none to clear or forget (a steady evaluation)
         }
         let mut forget = Vec::new();
         let clear = |fp: &u64, tracked: &Tracked| tracked.seen_in != now && only_cleared.as_ref().is_none_or(|c| c.contains(fp));
