@@ -255,6 +255,35 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
+/// A mean of values whose last one can still be lowered; summed in arrival order, as a list's
+/// sum would be.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct AnomalySimilarities {
+    earlier_sum: f64,
+    count: u64,
+    last: Option<f64>,
+}
+
+impl AnomalySimilarities {
+    fn push(&mut self, x: f64) {
+        if let Some(last) = self.last {
+            self.earlier_sum += last;
+        }
+        self.last = Some(x);
+        self.count += 1;
+    }
+
+    fn lower_last(&mut self, x: f64) {
+        if let Some(last) = &mut self.last {
+            *last = last.min(x);
+        }
+    }
+
+    fn mean(&self) -> Option<f64> {
+        self.last.map(|last| (self.earlier_sum + last) / self.count as f64)
+    }
+}
+
 /// Where the series stands while its range is not known yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Range {
@@ -286,7 +315,9 @@ pub struct Artime {
     similarity_count: u64,
     recent_similarity: std::collections::VecDeque<f64>,
     recent_shortfall: std::collections::VecDeque<f64>,
-    anomaly_similarities: Vec<f64>,
+    /// The least similarity of each anomaly's masking window, as a running mean: a stream
+    /// raises anomalies for ever.
+    anomaly_similarities: AnomalySimilarities,
     last_anomaly: usize,
     last_anomaly_similarity: f64,
     last_vigilance_update: usize,
@@ -319,7 +350,7 @@ impl Artime {
             similarity_count: 0,
             recent_similarity: std::iter::repeat_n(1.0, trend / 2 + 1).collect(),
             recent_shortfall: std::iter::repeat_n(0.0, trend + 1).collect(),
-            anomaly_similarities: Vec::new(),
+            anomaly_similarities: AnomalySimilarities::default(),
             last_anomaly: 0,
             last_anomaly_similarity: 0.0,
             last_vigilance_update: 0,
@@ -433,9 +464,7 @@ impl Artime {
         self.recent_shortfall.pop_front();
         self.recent_shortfall.push_back(self.art.upper - r.similarity);
         if since_anomaly < MASK {
-            if let Some(last) = self.anomaly_similarities.last_mut() {
-                *last = last.min(r.similarity);
-            }
+            self.anomaly_similarities.lower_last(r.similarity);
         }
         let masking = self.mask_after_category || masked_after_anomaly;
         let clearly_less_familiar = r.similarity < self.last_anomaly_similarity * if masked_after_anomaly { 0.90 } else { 0.70 };
@@ -468,10 +497,9 @@ impl Artime {
                 }
             }
             let lower = previous - decrease.max(0.01) / 2.0;
-            if self.anomaly_similarities.is_empty() {
-                lower
-            } else {
-                lower.max(self.anomaly_similarities.iter().sum::<f64>() / self.anomaly_similarities.len() as f64)
+            match self.anomaly_similarities.mean() {
+                None => lower,
+                Some(mean) => lower.max(mean),
             }
         };
         lower = lower.min(upper);
