@@ -126,30 +126,26 @@ impl Art {
             self.last_used = vec![self.presented];
             return Resonance { similarity: 0.0, energy: 0.0, new_cluster: true };
         }
-        let n = self.categories();
         let mut best = (0.0, 0.0);
         let mut resonant = false;
-        let mut scores = Vec::with_capacity(n);
-        for c in 0..n {
-            let (m, e) = Art::matches(&self.weights[c * 2 * DIM..(c + 1) * 2 * DIM], &x);
+        for (c, w) in self.weights.chunks_exact_mut(2 * DIM).enumerate() {
+            let (m, e) = Art::matches(w, &x);
             if m > best.0 {
                 best = (m, e);
             }
-            scores.push(m);
-        }
-        if !learn {
-            return Resonance { similarity: best.0, energy: best.1, new_cluster: true };
-        }
-        // Every category resonating above the upper vigilance learns (fast learning: it
-        // shrinks to what it shares with the pattern).
-        for (c, &m) in scores.iter().enumerate() {
-            if m >= self.upper {
+            // Every category resonating above the upper vigilance learns (fast learning: it
+            // shrinks to what it shares with the pattern). A category's match is its own, so
+            // learning one changes no other's.
+            if learn && m >= self.upper {
                 resonant = true;
                 self.last_used[c] = self.presented;
-                for (w, xi) in self.weights[c * 2 * DIM..(c + 1) * 2 * DIM].iter_mut().zip(&x) {
+                for (w, xi) in w.iter_mut().zip(&x) {
                     *w = w.min(*xi);
                 }
             }
+        }
+        if !learn {
+            return Resonance { similarity: best.0, energy: best.1, new_cluster: true };
         }
         let new_cluster = if resonant {
             false
@@ -307,7 +303,7 @@ pub struct Artime {
     stride_values: Vec<f64>,
     moving_average: f64,
     median: LevelMedian,
-    levels: Vec<f64>,
+    levels: [f64; WINDOW],
     /// The probation's patterns, learnt as a batch when it ends.
     probation_patterns: Vec<[f64; DIM]>,
     art: Art,
@@ -343,7 +339,7 @@ impl Artime {
             stride_values: vec![0.0; stride],
             moving_average: 0.0,
             median: LevelMedian::new(),
-            levels: vec![0.0; WINDOW],
+            levels: [0.0; WINDOW],
             probation_patterns: Vec::new(),
             art: Art::new(),
             similarity_sum: 0.0,
@@ -404,7 +400,7 @@ impl Artime {
         self.levels[WINDOW - 1] = x;
         let mut pattern = [0.0; DIM];
         if self.step >= WINDOW {
-            let mut shape: [f64; WINDOW] = self.levels.clone().try_into().expect("a window of levels");
+            let mut shape = self.levels;
             unit(&mut shape);
             let mut coefficients = haar(&shape);
             unit(&mut coefficients);
@@ -427,7 +423,7 @@ impl Artime {
     fn learn_probation(&mut self) {
         let patterns = std::mem::take(&mut self.probation_patterns);
         let full = &patterns[(WINDOW - 1).min(patterns.len())..];
-        let sums: Vec<f64> = full.iter().map(|a| full.iter().map(|b| if std::ptr::eq(a, b) { 1.0 } else { cosine(a, b) }).sum()).collect();
+        let sums: Vec<f64> = full.iter().enumerate().map(|(i, a)| full.iter().enumerate().map(|(j, b)| if i == j { 1.0 } else { cosine(a, b) }).sum()).collect();
         let mut order: Vec<usize> = (0..full.len()).collect();
         order.sort_by(|&a, &b| sums[a].total_cmp(&sums[b]));
         let mut trial = Art::new();
@@ -545,7 +541,7 @@ impl Detector for Artime {
                 return None;
             }
             let values = std::mem::take(values);
-            let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (lo, hi) = super::detector::range_of(&values);
             self.range = Range::Known { min: lo, max: hi };
             for v in values {
                 self.value(v);

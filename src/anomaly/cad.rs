@@ -318,7 +318,7 @@ impl Detector for Cad {
             if self.learning.len() < self.learn {
                 return None;
             }
-            let (lo, hi) = self.learning.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (lo, hi) = super::detector::range_of(&self.learning);
             self.set_range(lo, hi);
             let learnt = std::mem::take(&mut self.learning);
             for x in learnt {

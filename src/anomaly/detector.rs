@@ -26,6 +26,12 @@ pub trait Detector: Send {
     }
 }
 
+/// The least and greatest of `values` (what a detector that quantises learns, or is given, as
+/// its range); NaNs are passed over.
+pub fn range_of(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
 /// A score in [0, 1] from a deviation in robust standard deviations: 0.5 at `half`, rising
 /// like a logistic curve (0.12 at `half - 2`, 0.88 at `half + 2`).
 pub fn logistic(z: f64, half: f64) -> f64 {

@@ -178,7 +178,7 @@ pub fn evaluate(dir: &Path, out: &Path, detectors: &[DetectorKind], threshold: f
         let probation = probation_rows(values.len());
         let mut dets = super::registry::for_series(detectors, probation, probation, &[&key]);
         if range {
-            let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (lo, hi) = super::detector::range_of(&values);
             for d in &mut dets {
                 d.given_range(lo, hi);
             }
