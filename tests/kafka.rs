@@ -951,6 +951,60 @@ fn a_live_run_with_a_dead_letter_partition_gives_the_replay_s_windows_and_late_r
     assert_eq!(std::fs::read_to_string(d.join("live-dlq.jsonl")).unwrap().lines().count(), 500, "{log}");
 }
 
+/// A live run caught up on every partition, then a burst onto all of them at once (producers
+/// back after an outage): the partition read first works through a backlog, and the others,
+/// whose new records are on their way, keep holding the watermark (their caught-up claims are
+/// stale), so none of their records turns late. The windows are the replay's.
+#[test]
+fn a_burst_onto_every_partition_of_a_caught_up_live_run_makes_no_record_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("burst");
+    create(&topic, 3);
+    let all = events(200_000, 71);
+    let p = producer();
+    send_events(&p, &topic, &all[..3_000]);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let job = |name: &str| {
+        let tail = format!("[late]\nkind = \"file\"\npath = \"{name}-late.jsonl\"\n");
+        std::fs::write(d.join(format!("{name}.toml")), counting_job(&unique(name), &topic, "key = \"service\"", "idle_timeout = \"60s\"", &tail)).unwrap();
+    };
+    job("live");
+    let child = spawn(d, &["run", "live.toml", "--brokers", &brokers(), "--output", "live.jsonl"], &[], "live.log");
+    let count = || std::fs::read_to_string(d.join("live.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    until(Duration::from_secs(60), "the live run writes its first windows", || count() > 0);
+    // Caught up on every partition: the first minute's windows are out.
+    std::thread::sleep(Duration::from_secs(2));
+    // One transaction: the burst becomes readable on every partition at the same moment.
+    let t: ThreadedProducer<DefaultProducerContext> =
+        Cluster::new(brokers()).config(&[("transactional.id", &unique("burst-producer")), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")]).create().unwrap();
+    t.init_transactions(Duration::from_secs(30)).unwrap();
+    t.begin_transaction().unwrap();
+    send_events(&t, &topic, &all[3_000..]);
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..3 {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"bytes\":0}}");
+        t.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    t.commit_transaction(Duration::from_secs(60)).unwrap();
+    job("replayed");
+    let o = osprey(d, &["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed: Vec<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    assert!(replayed.len() > 300, "{}", replayed.len());
+    assert!(late_records(&d.join("replayed-late.jsonl")).is_empty(), "events out of order by 2 s are on time with a 3 s delay");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() < replayed.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop(child);
+    let log = std::fs::read_to_string(d.join("live.log")).unwrap();
+    let late = late_records(&d.join("live-late.jsonl"));
+    assert!(late.is_empty(), "{} records of the burst were late\n{log}", late.len());
+    assert_eq!(sorted_lines(&d.join("live.jsonl")), replayed, "live windows differ from the replay's\n{log}");
+}
+
 /// Send `events` to a 6-partition topic keyed (and partitioned) by host, so every service's
 /// requests are spread over all partitions; no flush.
 fn send_by_host(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, events: &[Event]) {

@@ -328,6 +328,7 @@ fn copy(event: &Poll) -> Poll {
     match event {
         Poll::PartitionEnd(p) => Poll::PartitionEnd(*p),
         Poll::CaughtUp(p) => Poll::CaughtUp(*p),
+        Poll::NotCaughtUp(p) => Poll::NotCaughtUp(*p),
         Poll::Clock(p, w) => Poll::Clock(*p, *w),
         Poll::Assigned(ps) => Poll::Assigned(ps.clone()),
         Poll::Revoked(ps) => Poll::Revoked(ps.clone()),

@@ -107,6 +107,7 @@ enum Queued {
     Chunk(usize, i64, bool, Pending),
     PartitionEnd(usize),
     CaughtUp(usize),
+    NotCaughtUp(usize),
     Clock(usize, crate::Millis),
     Assigned(Vec<usize>),
     Revoked(Vec<usize>),
@@ -347,6 +348,10 @@ impl Pipeline {
                         queue.push_back(Queued::CaughtUp(p));
                         continue;
                     }
+                    Poll::NotCaughtUp(p) => {
+                        queue.push_back(Queued::NotCaughtUp(p));
+                        continue;
+                    }
                     Poll::Clock(p, watermark) => {
                         queue.push_back(Queued::Clock(p, watermark));
                         continue;
@@ -419,6 +424,12 @@ impl Pipeline {
                     self.operator.watermarks_mut().caught_up(p);
                     let fired = self.operator.fire();
                     self.emit(fired)?;
+                }
+                // Holding the watermark again never moves it: nothing to fire.
+                Some(Queued::NotCaughtUp(p)) => {
+                    if !self.options.shuffled {
+                        self.operator.watermarks_mut().hold(p);
+                    }
                 }
                 Some(Queued::Assigned(ps)) => {
                     // Exactly-once: one instance of the job at a time (its transactional id

@@ -193,6 +193,10 @@ impl Forwarder {
                     self.watermarks.caught_up(p);
                     dirty.insert(p);
                 }
+                Poll::NotCaughtUp(p) => {
+                    self.watermarks.hold(p);
+                    dirty.insert(p);
+                }
                 Poll::Assigned(ps) => {
                     for p in ps {
                         self.assigned[p] = true;

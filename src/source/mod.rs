@@ -121,6 +121,10 @@ pub enum Poll {
     /// time (all dead letters so far) never does: the backlog's windows close when a replay's
     /// would, and its late records are the replay's. Its next chunk makes it count again.
     CaughtUp(usize),
+    /// A partition that said [`Poll::CaughtUp`] has more to read after all (its log grew, its
+    /// new records are on their way): it holds the watermark at its clock again, so another
+    /// partition's backlog does not carry the watermark past its records.
+    NotCaughtUp(usize),
     /// A scaled-out job's second stage: internal partition `p`'s watermark is now this, as the
     /// first stage's clocks say (`crate::shuffle`); it comes after the records it covers.
     Clock(usize, Millis),

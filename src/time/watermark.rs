@@ -416,6 +416,15 @@ mod tests {
         assert_eq!(w.observe(2, 9_000), 5_000, "partition 0 holds at its clock once nobody is behind");
         w.chunk_arrives(0, false);
         assert_eq!(w.observe(0, 6_000), 6_000);
+        // A burst on every partition: 2's chunk is a backlog, but 0 said caught up before its
+        // own records came. Taken back (its log grew) before 2's chunk, it holds at its clock.
+        w.caught_up(0);
+        w.caught_up(2);
+        w.hold(0);
+        w.chunk_arrives(2, true);
+        assert_eq!(w.observe(2, 60_000), 6_000, "partition 0's records of these minutes are still to come");
+        w.chunk_arrives(0, true);
+        assert_eq!(w.observe(0, 30_000), 30_000);
         // A partition caught up without ever giving a time (empty) never holds.
         let mut w = Watermarks::new(2, 0);
         w.caught_up(1);

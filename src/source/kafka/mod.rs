@@ -610,6 +610,9 @@ impl KafkaSource {
                 let have = self.intake.buffers[p].len();
                 let lingered = self.intake.first_at[p].is_some_and(|t| t.elapsed() >= LINGER);
                 if have >= RANGE_CHUNK || (have > 0 && (self.intake.caught_up[p] || lingered || !self.started[p])) {
+                    if self.take_back_stale_claims(p) {
+                        continue;
+                    }
                     let chunk = self.next_chunk(p)?;
                     self.intake.first_at[p] = (!self.intake.buffers[p].is_empty()).then(Instant::now);
                     return Ok(chunk);
@@ -622,6 +625,34 @@ impl KafkaSource {
                 return Ok(Poll::Idle);
             }
         }
+    }
+
+    /// Before partition `p`'s chunk goes out: every other partition that said
+    /// [`Poll::CaughtUp`] and has more to read now (messages buffered, or a log end past the
+    /// one it was caught up to, as its last fetch answer gives it) says
+    /// [`Poll::NotCaughtUp`] first. Otherwise a burst landing on every partition at once
+    /// (producers back after an outage) would make `p`'s chunk a backlog that the others'
+    /// stale claims do not hold back, and their records of the same minutes would be late.
+    /// Returns whether any did (they wait in `ready`, before the chunk).
+    fn take_back_stale_claims(&mut self, p: usize) -> bool {
+        if self.clocks.is_some() {
+            // A second stage's clocks are its first stage's (see `clocks`).
+            return false;
+        }
+        for q in 0..self.told_caught_up.len() {
+            if q == p || !self.told_caught_up[q] {
+                continue;
+            }
+            let grown = || self.cached_end(q).zip(self.intake.end_at[q]).is_some_and(|(end, at)| end > at);
+            if self.intake.caught_up[q] && self.intake.buffers[q].is_empty() && !grown() {
+                continue;
+            }
+            self.told_caught_up[q] = false;
+            // Told again at its next end of log, once everything read is handed out.
+            self.intake.caught_up[q] = false;
+            self.ready.push_back(Poll::NotCaughtUp(q));
+        }
+        !self.ready.is_empty()
     }
 
     /// Pause partitions with full buffers, resume the rest (always `wanted`).
