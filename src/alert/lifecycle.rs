@@ -113,7 +113,7 @@ impl Lifecycle {
                 State::Firing { starts_at, .. } => Some(Firing {
                     rule: t.latest.rule.clone(),
                     severity: t.latest.severity.clone(),
-                    labels: t.latest.labels.clone(),
+                    labels: (*t.latest.labels).clone(),
                     summary: t.latest.shown().annotations.get("summary").cloned(),
                     starts_at,
                 }),
@@ -182,7 +182,8 @@ impl Lifecycle {
         let mut out = Vec::new();
         let mut seen = 0;
         for obs in holding {
-            let fp = fingerprint_of(&self.job, &obs.rule, &obs.labels);
+            let fp = obs.fingerprint.unwrap_or_else(|| fingerprint_of(&self.job, &obs.rule, &obs.labels));
+            debug_assert_eq!(fp, fingerprint_of(&self.job, &obs.rule, &obs.labels), "an evaluator's fingerprint is the stage's");
             let timing = self.per_rule.get(&obs.rule).copied().unwrap_or(self.default);
             let tracked = match self.alerts.entry(fp) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -276,7 +277,7 @@ fn fire(tracked: &mut Tracked, t: Millis) {
 fn record(job: &str, kind: &str, fp: u64, tracked: &Tracked, resolved: Option<(Millis, Millis)>) -> Alert {
     let shown = tracked.latest.shown();
     let obs = &*shown;
-    let mut labels = obs.labels.clone();
+    let mut labels = (*obs.labels).clone();
     labels.insert("alertname".into(), job.into());
     labels.insert("severity".into(), obs.severity.clone());
     let (status, starts_at, ends_at) = match (resolved, &tracked.state) {

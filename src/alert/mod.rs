@@ -74,8 +74,9 @@ pub enum Status {
 pub struct Observation {
     pub rule: String,
     pub severity: String,
-    /// Without `alertname` and `severity`: the stage adds them.
-    pub labels: BTreeMap<String, String>,
+    /// Without `alertname` and `severity`: the stage adds them. Shared, so an evaluator that
+    /// raises the same label set at every evaluation (an SLO's burning series) builds it once.
+    pub labels: Labels,
     pub annotations: BTreeMap<String, String>,
     pub value: Value,
     pub threshold: Value,
@@ -86,7 +87,14 @@ pub struct Observation {
     /// texts would be built to be thrown away.
     #[serde(skip)]
     pub deferred: Option<Deferred>,
+    /// `fingerprint_of(job, rule, labels)`, when the evaluator keeps it (`None`: the stage
+    /// computes it).
+    #[serde(skip)]
+    pub fingerprint: Option<u64>,
 }
+
+/// An observation's labels (see [`Observation::labels`]).
+pub type Labels = std::sync::Arc<BTreeMap<String, String>>;
 
 /// The texts of an observation, built on demand (see [`Observation::deferred`]).
 #[derive(Clone)]
@@ -121,6 +129,7 @@ impl Observation {
                 let Details { annotations, value, threshold, evidence } = (d.0)();
                 std::borrow::Cow::Owned(Observation {
                     deferred: None,
+                    fingerprint: self.fingerprint,
                     rule: self.rule.clone(),
                     severity: self.severity.clone(),
                     labels: self.labels.clone(),
@@ -149,7 +158,7 @@ struct Shown {
 impl From<Observation> for Shown {
     fn from(o: Observation) -> Shown {
         let o = o.shown().into_owned();
-        Shown { rule: o.rule, severity: o.severity, labels: o.labels, annotations: o.annotations, value: o.value, threshold: o.threshold, evidence: o.evidence }
+        Shown { rule: o.rule, severity: o.severity, labels: std::sync::Arc::unwrap_or_clone(o.labels), annotations: o.annotations, value: o.value, threshold: o.threshold, evidence: o.evidence }
     }
 }
 
@@ -317,9 +326,10 @@ pub fn parse_time(text: &str) -> Option<Millis> {
 pub(crate) fn observation(rule: &str, severity: &str, labels: &[(&str, &str)]) -> Observation {
     Observation {
         deferred: None,
+        fingerprint: None,
         rule: rule.into(),
         severity: severity.into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: Labels::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
         annotations: Default::default(),
         value: 1.into(),
         threshold: 0.into(),

@@ -122,9 +122,10 @@ impl AnomalyEvaluator {
         }
         Observation {
             deferred: None,
+            fingerprint: None,
             rule: self.job.clone(),
             severity: self.config.severity.clone(),
-            labels,
+            labels: labels.into(),
             annotations,
             value: json!(score),
             threshold: json!(self.config.threshold),

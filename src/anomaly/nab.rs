@@ -213,6 +213,7 @@ pub fn alert_scores(raw: &[f64], threshold: f64) -> Vec<f64> {
     let mut lifecycle = Lifecycle::new("eval", "anomaly", Timing { for_: 0, keep_firing_for: QUIET_ROWS as crate::Millis });
     let anomalous = crate::alert::Observation {
         deferred: None,
+        fingerprint: None,
         rule: "anomaly".into(),
         severity: "warning".into(),
         labels: Default::default(),

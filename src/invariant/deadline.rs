@@ -230,9 +230,10 @@ impl DeadlineEvaluator {
         let within_s = self.config.within as f64 / 1000.0;
         Observation {
             deferred: None,
+            fingerprint: None,
             rule: self.job.clone(),
             severity: self.invariant.severity.clone(),
-            labels: labels.clone(),
+            labels: labels.clone().into(),
             annotations,
             value: json!(within_s),
             threshold: json!(within_s),

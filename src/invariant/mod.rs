@@ -77,7 +77,7 @@ impl Evaluator for InvariantEvaluator {
             return Ok(Verdicts::one(e.window_end, holding));
         }
         // Only changed groups were evaluated: those not violating now, and dropped ones, clear.
-        let violating: std::collections::BTreeSet<&BTreeMap<String, String>> = holding.iter().map(|o| &o.labels).collect();
+        let violating: std::collections::BTreeSet<&BTreeMap<String, String>> = holding.iter().map(|o| &*o.labels).collect();
         let rows = e.rows.iter().flat_map(|b| (0..b.num_rows()).map(move |r| (b, r)));
         let mut cleared: Vec<(String, BTreeMap<String, String>)> =
             rows.map(|(b, r)| self.labels(b, r)).filter(|l| !violating.contains(l)).map(|l| (self.job.clone(), l)).collect();
@@ -127,9 +127,10 @@ impl InvariantEvaluator {
                 });
                 out.push(Observation {
                     deferred: None,
+                    fingerprint: None,
                     rule: self.job.clone(),
                     severity: self.config.severity.clone(),
-                    labels,
+                    labels: labels.into(),
                     annotations,
                     value,
                     threshold: self.config.threshold.clone(),

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::series::{Counts, Layout, Series};
 use super::{compact, SloConfig};
-use crate::alert::{rfc3339, Deferred, Details, Evaluation, Evaluator, Holding, Observation, Verdicts};
+use crate::alert::{fingerprint_of, rfc3339, Deferred, Details, Evaluation, Evaluator, Holding, Labels, Observation, Verdicts};
 use crate::jobfile::timestamp_type;
 use crate::Millis;
 
@@ -41,6 +41,20 @@ pub struct Tracked {
     /// when it next counts, or is corrected); unless rows are wanted.
     #[serde(default)]
     dormant: bool,
+    /// Per alert pair, once it first holds: its labels and fingerprint, shared by every
+    /// observation of it after (a burning series holds at every pane).
+    #[serde(skip)]
+    raised: Raised,
+}
+
+/// See [`Tracked::raised`]: a cache, so two series with and without it are equal.
+#[derive(Debug, Clone, Default)]
+struct Raised(std::sync::OnceLock<Box<[std::sync::OnceLock<(u64, Labels)>]>>);
+
+impl PartialEq for Raised {
+    fn eq(&self, _: &Raised) -> bool {
+        true
+    }
 }
 
 /// What the operator remembers (checkpointed with the job).
@@ -138,9 +152,18 @@ impl SloEvaluator {
         }
     }
 
-    /// Heap bytes one series takes, whatever its traffic.
+    /// Heap bytes one series takes at most, whatever its traffic (its ring whole).
     pub fn bytes_per_series(&self) -> usize {
         self.layout.bytes_per_series()
+    }
+
+    /// Heap bytes a series takes now, on average (rings grow with a series' age).
+    pub fn mean_bytes_per_series(&self) -> usize {
+        let n = self.state.series.len();
+        if n == 0 {
+            return 0;
+        }
+        self.state.series.values().map(|t| t.series.heap_bytes()).sum::<usize>() / n
     }
 
     pub fn state(&self) -> &SloState {
@@ -201,7 +224,7 @@ impl SloEvaluator {
                     if !self.state.series.contains_key(key.as_str()) {
                         let labels = if n == 0 { Vec::new() } else { key.split(SEPARATOR).map(str::to_string).collect() };
                         let series = Series::new(&self.layout, head);
-                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default(), dormant: false });
+                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default(), dormant: false, raised: Raised::default() });
                     }
                 }
                 match late.as_deref_mut() {
@@ -269,13 +292,13 @@ impl SloEvaluator {
         for tracked in self.state.series.values().filter(|t| !t.dormant) {
             let (labels, series) = (&tracked.labels, &tracked.series);
             let mut firing: Vec<&str> = Vec::new();
-            for pair in &self.pairs {
+            for (i, pair) in self.pairs.iter().enumerate() {
                 let (long, short) = (series.window(pair.long), series.window(pair.short));
                 if !(self.burns(long, pair) && self.burns(short, pair)) {
                     continue;
                 }
                 firing.push(&pair.rule);
-                out.push(self.observation(t, labels, series, pair, long, short));
+                out.push(self.observation(t, tracked, i, long, short));
             }
             if want_rows {
                 rows.push(self, t, labels, series, &firing);
@@ -323,16 +346,22 @@ impl SloEvaluator {
         (burn > 0.0).then(|| remaining * (self.texts.config.period as f64 / 1000.0) / burn)
     }
 
-    /// The pair holds for this series: its labels now, its texts when a record shows them.
-    fn observation(&self, t: Millis, labels: &[String], series: &Series, pair: &Pair, long: Counts, short: Counts) -> Observation {
+    /// Pair `i` holds for this series: its labels now (built once per series and pair), its
+    /// texts when a record shows them.
+    fn observation(&self, t: Millis, tracked: &Tracked, i: usize, long: Counts, short: Counts) -> Observation {
+        let (pair, series) = (&self.pairs[i], &tracked.series);
         let alert = &self.texts.config.alerts[pair.alert];
-        let mut out_labels: BTreeMap<String, String> = self.texts.config.labels.iter().cloned().zip(labels.iter().cloned()).collect();
-        out_labels.insert("long_window".into(), alert.long_text.clone());
-        out_labels.insert("short_window".into(), alert.short_text.clone());
+        let raised = tracked.raised.0.get_or_init(|| (0..self.pairs.len()).map(|_| std::sync::OnceLock::new()).collect());
+        let (fingerprint, labels) = raised[i].get_or_init(|| {
+            let mut labels: BTreeMap<String, String> = self.texts.config.labels.iter().cloned().zip(tracked.labels.iter().cloned()).collect();
+            labels.insert("long_window".into(), alert.long_text.clone());
+            labels.insert("short_window".into(), alert.short_text.clone());
+            (fingerprint_of(&self.texts.job, &pair.rule, &labels), Labels::new(labels))
+        });
         let facts = Facts {
             alert: pair.alert,
             t,
-            labels: labels.to_vec(),
+            labels: labels.clone(),
             long,
             short,
             remaining: self.budget_remaining(series),
@@ -342,7 +371,8 @@ impl SloEvaluator {
         Observation {
             rule: pair.rule.clone(),
             severity: alert.severity.clone(),
-            labels: out_labels,
+            labels: labels.clone(),
+            fingerprint: Some(*fingerprint),
             annotations: BTreeMap::new(),
             value: Value::Null,
             threshold: Value::Null,
@@ -356,7 +386,8 @@ impl SloEvaluator {
 struct Facts {
     alert: usize,
     t: Millis,
-    labels: Vec<String>,
+    /// The observation's labels: the series' and the pair's windows.
+    labels: Labels,
     long: Counts,
     short: Counts,
     remaining: f64,
@@ -379,8 +410,9 @@ impl Texts {
         let burn_short = burn_rate(short).unwrap_or(0.0);
         let threshold = alert.burn_rate.normalize().to_f64().unwrap_or(0.0);
         let mut values = Map::new();
-        for (l, v) in self.config.labels.iter().zip(labels) {
-            values.insert(l.clone(), Value::String(v.clone()));
+        let series: Vec<&str> = self.config.labels.iter().map(|l| labels.get(l).map_or("", String::as_str)).collect();
+        for (l, v) in self.config.labels.iter().zip(&series) {
+            values.insert(l.clone(), Value::String(v.to_string()));
         }
         values.insert("long_window".into(), alert.long_text.clone().into());
         values.insert("short_window".into(), alert.short_text.clone().into());
@@ -388,7 +420,7 @@ impl Texts {
         values.insert("burn_rate_short".into(), format!("{burn_short:.2}").into());
         values.insert("burn_rate".into(), threshold.into());
         values.insert("error_budget_remaining".into(), format!("{:.1}%", remaining * 100.0).into());
-        let who = if labels.is_empty() { String::new() } else { format!(" ({})", labels.join(", ")) };
+        let who = if series.is_empty() { String::new() } else { format!(" ({})", series.join(", ")) };
         let summary = match &self.config.summary {
             Some(s) => crate::invariant::interpolate(s, &values),
             None => format!(
@@ -496,7 +528,7 @@ impl Evaluator for SloEvaluator {
             ("evaluations", self.state.evaluations),
             ("folded_label_sets", self.state.folded_rows),
             ("folded_events", self.state.folded_events),
-            ("state_bytes_per_series", self.bytes_per_series() as u64),
+            ("state_bytes_per_series", self.mean_bytes_per_series() as u64),
         ]
     }
 }
@@ -535,7 +567,7 @@ impl RowsBuilder {
         for (b, v) in self.labels.iter_mut().zip(labels) {
             b.append_value(v);
         }
-        let pane = series.pane(&e.layout);
+        let pane = series.pane();
         self.events.append_value(pane.total as i64);
         self.bad.append_value(pane.bad as i64);
         for (i, b) in self.burn.iter_mut().enumerate() {

@@ -1,10 +1,16 @@
 //! One SLO series' counts: pane partials in a ring, and running sums per window.
 //!
-//! Memory is fixed per series, whatever the traffic: `(bad, total)` as two `u32` per pane of
+//! Memory is bounded per series, whatever the traffic: `(bad, total)` as two `u32` per pane of
 //! the longest window (a 3-day window of 1-minute panes: 4,320 panes, 34.6 KB), and for a
 //! period longer than the ring (30 days), the period's counts in at most 720 blocks (an hour
 //! each for 30 days, 11.5 KB). Each window's sum is kept running: advancing a pane adds the
 //! new pane and subtracts the one that left, so an evaluation costs O(windows), not O(panes).
+//!
+//! The ring grows with the series' age, up to the longest window: a series seen for an hour
+//! holds an hour of panes, not three days of zeros. Panes before the series began are empty,
+//! so a window reaching back past its beginning reads nothing from memory. (A fleet's series
+//! come and go; allocating and zeroing the full ring for each new one was a seventh of an
+//! SLO job's time at 10,000 series.)
 
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +65,7 @@ impl Layout {
         Layout { windows, ring, period }
     }
 
-    /// Heap bytes of one series in this layout.
+    /// Heap bytes of one series in this layout once its ring is whole (its longest window old).
     pub fn bytes_per_series(&self) -> usize {
         let blocks = match self.period {
             Period::Fine { .. } => 0,
@@ -72,8 +78,13 @@ impl Layout {
 /// One series: its ring of panes, running sums, and the period's blocks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Series {
-    /// `(bad, total)` of pane `p` at `p % ring`.
+    /// `(bad, total)` of pane `p` at `p % ring.len()`, for the panes after `origin` and within
+    /// the longest window of the head. Its length is at least that many panes (see [`Series::reserve`]).
     ring: Vec<[u32; 2]>,
+    /// Every pane at or before it is empty (where the series began; `i64::MIN`: not known,
+    /// a checkpoint written when the ring was always whole).
+    #[serde(default = "unknown_origin")]
+    origin: i64,
     sums: Vec<Counts>,
     blocks: Vec<Counts>,
     period_sum: Counts,
@@ -89,6 +100,10 @@ fn unknown_pane() -> i64 {
     i64::MAX
 }
 
+fn unknown_origin() -> i64 {
+    i64::MIN
+}
+
 impl Series {
     /// A series whose newest pane is `head` and that has counted nothing yet.
     pub fn new(layout: &Layout, head: i64) -> Series {
@@ -97,7 +112,8 @@ impl Series {
             Period::Blocks { blocks, .. } => vec![Counts::default(); blocks as usize],
         };
         Series {
-            ring: vec![[0, 0]; layout.ring as usize],
+            ring: Vec::new(),
+            origin: head,
             sums: vec![Counts::default(); layout.windows.len()],
             blocks,
             period_sum: Counts::default(),
@@ -118,10 +134,14 @@ impl Series {
             // Every window lost all it had: start empty one ring before `to`.
             let head = to - ring;
             self.skip_blocks(layout, head);
-            self.ring.iter_mut().for_each(|s| *s = [0, 0]);
             self.sums.iter_mut().for_each(|s| *s = Counts::default());
             self.head = head;
+            // Nothing before `to` is in any window: the panes between only move the period's
+            // blocks, and the series begins again with a small ring.
+            self.ring = Vec::new();
+            self.origin = to - 1;
         }
+        self.reserve(layout, self.origin, to);
         while self.head < to {
             let p = self.head + 1;
             let new = if p == to { counts } else { Counts::default() };
@@ -130,17 +150,57 @@ impl Series {
         }
     }
 
+    /// Make the ring long enough for the panes after `origin` up to `newest` (at most the
+    /// longest window of them), moving what it holds to the longer ring's slots.
+    fn reserve(&mut self, layout: &Layout, origin: i64, newest: i64) {
+        let full = layout.ring as usize;
+        let needed = newest.saturating_sub(origin).clamp(0, full as i64) as usize;
+        let len = self.ring.len();
+        if needed <= len {
+            return;
+        }
+        let grown = needed.max(2 * len).max(8).min(full);
+        let mut ring = vec![[0, 0]; grown];
+        // The panes held now: after the old origin, within the old ring of the head.
+        let first = self.origin.max(self.head - len as i64) + 1;
+        for q in first..=self.head {
+            ring[q.rem_euclid(grown as i64) as usize] = self.ring[q.rem_euclid(len as i64) as usize];
+        }
+        self.ring = ring;
+    }
+
+    /// Pane `q`'s counts; `q` within the longest window of the head (or the pane leaving it).
+    #[inline]
+    fn read(&self, q: i64) -> [u32; 2] {
+        if q <= self.origin {
+            return [0, 0];
+        }
+        self.ring[q.rem_euclid(self.ring.len() as i64) as usize]
+    }
+
     fn step(&mut self, layout: &Layout, p: i64, new: Counts) {
-        let ring = layout.ring as i64;
+        debug_assert!(self.ring.len() as i64 >= (p - self.origin).min(layout.ring as i64), "the ring holds every pane a window reads");
         if new.total > 0 {
             self.last = p;
         }
-        for (sum, &n) in self.sums.iter_mut().zip(&layout.windows) {
-            let [bad, total] = self.ring[(p - n as i64).rem_euclid(ring) as usize];
+        // One division per step: each window's leaving pane is found from the new pane's slot.
+        let len = self.ring.len() as i64;
+        let slot = p.rem_euclid(len);
+        for i in 0..self.sums.len() {
+            let n = layout.windows[i] as i64;
+            // A pane at or before the origin is empty; a window longer than a young ring
+            // reaches back past it.
+            let [bad, total] = if p - n <= self.origin || n > len {
+                [0, 0]
+            } else {
+                let at = slot - n;
+                self.ring[if at < 0 { at + len } else { at } as usize]
+            };
+            let sum = &mut self.sums[i];
             sum.bad = sum.bad + new.bad - bad as u64;
             sum.total = sum.total + new.total - total as u64;
         }
-        self.ring[p.rem_euclid(ring) as usize] = [saturate(new.bad), saturate(new.total)];
+        self.ring[slot as usize] = [saturate(new.bad), saturate(new.total)];
         if let Period::Blocks { block, blocks } = layout.period {
             let b = p.div_euclid(block as i64);
             let slot = &mut self.blocks[b.rem_euclid(blocks as i64) as usize];
@@ -187,7 +247,13 @@ impl Series {
         if counts.total > 0 && self.last != i64::MAX {
             self.last = self.last.max(p);
         }
-        let slot = &mut self.ring[p.rem_euclid(ring) as usize];
+        if p <= self.origin {
+            // A pane from before the series began: it begins earlier.
+            self.reserve(layout, p - 1, self.head);
+            self.origin = p - 1;
+        }
+        let len = self.ring.len() as i64;
+        let slot = &mut self.ring[p.rem_euclid(len) as usize];
         let (old_bad, old_total) = (slot[0] as u64, slot[1] as u64);
         *slot = [saturate(counts.bad), saturate(counts.total)];
         let (new_bad, new_total) = (slot[0] as u64, slot[1] as u64);
@@ -215,8 +281,8 @@ impl Series {
     }
 
     /// Counts in the head pane.
-    pub fn pane(&self, layout: &Layout) -> Counts {
-        let [bad, total] = self.ring[self.head.rem_euclid(layout.ring as i64) as usize];
+    pub fn pane(&self) -> Counts {
+        let [bad, total] = self.read(self.head);
         Counts { bad: bad as u64, total: total as u64 }
     }
 
@@ -243,6 +309,11 @@ impl Series {
             Period::Fine { .. } => windows,
             Period::Blocks { block, blocks } => windows.max((self.last.div_euclid(block as i64) + blocks as i64) * block as i64),
         })
+    }
+
+    /// Heap bytes this series takes now (at most [`Layout::bytes_per_series`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.ring.capacity() * 8 + (self.sums.capacity() + self.blocks.capacity()) * std::mem::size_of::<Counts>() + std::mem::size_of::<Series>()
     }
 
     /// Nothing counted in any window or the period: the series can be forgotten.
@@ -285,6 +356,13 @@ mod tests {
             let c = Counts { bad: (x >> 33) % 5, total: 5 + (x >> 40) % 20 };
             s.advance(&layout, p, c);
             panes.push((p, c));
+            if step == 2 {
+                // A late record for a pane before the series began: it begins earlier.
+                let q = 97;
+                let fixed = Counts { bad: 2, total: 3 };
+                s.correct(&layout, q, fixed);
+                panes.push((q, fixed));
+            }
             if step % 13 == 0 && p > 110 {
                 let q = p - 2; // a late correction
                 let fixed = Counts { bad: 1, total: 9 };
@@ -296,6 +374,26 @@ mod tests {
                 assert_eq!(s.window(i), naive(&panes, p, n as i64), "window {n} at pane {p}");
             }
         }
+    }
+
+    /// A young series holds only the panes since it began; an old one, the longest window.
+    #[test]
+    fn the_ring_grows_with_the_series_age_up_to_the_longest_window() {
+        let layout = Layout::new(vec![5, 4_320], 43_200);
+        let mut s = Series::new(&layout, 1_000);
+        s.advance(&layout, 1_010, Counts { bad: 1, total: 4 });
+        // The period's 720 blocks (11,520 bytes) and ten panes, not 4,320.
+        assert!(s.heap_bytes() < 12_000, "ten panes old: {} bytes", s.heap_bytes());
+        assert_eq!(s.pane(), Counts { bad: 1, total: 4 });
+        for p in 1_011..10_000 {
+            s.advance(&layout, p, Counts { bad: 0, total: 1 });
+        }
+        assert_eq!(s.window(1), Counts { bad: 0, total: 4_320 });
+        assert!(s.heap_bytes() <= layout.bytes_per_series() && s.heap_bytes() > 40_000, "{}", s.heap_bytes());
+        // Quiet for longer than the ring: it starts small again.
+        s.advance(&layout, 20_000, Counts { bad: 1, total: 1 });
+        assert_eq!((s.window(0), s.window(1)), (Counts { bad: 1, total: 1 }, Counts { bad: 1, total: 1 }));
+        assert!(s.heap_bytes() < 12_000, "{}", s.heap_bytes());
     }
 
     /// Where a series not moved says it would be empty is where moving it says so.
