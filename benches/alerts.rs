@@ -41,12 +41,13 @@ fn observations(range: std::ops::Range<usize>) -> Vec<Observation> {
         .map(|i| Observation {
             rule: "position".into(),
             severity: if i % 10 == 0 { "page".into() } else { "ticket".into() },
-            labels: [("account".to_string(), format!("ACC-{}", i % 1000)), ("symbol".to_string(), format!("S{}", i / 1000))].into(),
+            labels: BTreeMap::from([("account".to_string(), format!("ACC-{}", i % 1000)), ("symbol".to_string(), format!("S{}", i / 1000))]).into(),
             annotations: Default::default(),
             value: (i as i64).into(),
             threshold: 10_000.into(),
             evidence: serde_json::Value::Null,
             deferred: None,
+            fingerprint: None,
         })
         .collect()
 }
@@ -111,8 +112,8 @@ fn bench(c: &mut Criterion) {
             || all.clone(),
             |obs| {
                 for o in obs {
-                    let labels: BTreeMap<String, String> = o.labels;
-                    *map.entry(fingerprint("bench", &o.rule, &labels)).or_default() += 1;
+                    let labels: &BTreeMap<String, String> = &o.labels;
+                    *map.entry(fingerprint("bench", &o.rule, labels)).or_default() += 1;
                 }
                 black_box(map.len())
             },
