@@ -192,6 +192,10 @@ impl Watermarks {
             if c.idle && (q == p || all_idle) {
                 c.idle = false;
                 c.last_record = Some(now);
+                // Read to its end before the pause, not since: its new records may be a
+                // fetch away, so it holds the watermark even while another works through a
+                // backlog (a stream back after an outage comes back as one).
+                c.caught_up = false;
             }
         }
     }

@@ -114,6 +114,9 @@ pub struct KafkaSource {
     told_redelivered: bool,
     /// Since when the broker has not answered (logged once).
     unreachable: Option<Instant>,
+    /// The broker answered again after an outage: every caught-up claim made before it is
+    /// stale (producers wrote meanwhile, and the log ends cached then are old).
+    reconnected: bool,
     /// Group mode: the group has assigned partitions to this member at least once.
     assigned_before: bool,
     /// Group mode: positions the last commit could not store (the broker away), said at the end.
@@ -235,6 +238,7 @@ impl KafkaSource {
             caught_up_at: vec![None; partitions],
             told_redelivered: false,
             unreachable: None,
+            reconnected: false,
             assigned_before: false,
             uncommitted: None,
             clocks: None,
@@ -422,6 +426,7 @@ impl KafkaSource {
             };
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
+                self.reconnected = true;
             }
             if take_marker(&mut self.clocks, &self.consumer, &self.assigned, &mut self.ready, &m) {
                 continue;
@@ -469,6 +474,7 @@ impl KafkaSource {
             }
             if let Some(since) = self.unreachable.take() {
                 self.answers_again(since);
+                self.reconnected = true;
             }
             if take_marker(&mut self.clocks, &self.consumer, &self.assigned, &mut self.ready, &m) {
                 continue;
@@ -639,12 +645,13 @@ impl KafkaSource {
             // A second stage's clocks are its first stage's (see `clocks`).
             return false;
         }
+        let reconnected = std::mem::take(&mut self.reconnected);
         for q in 0..self.told_caught_up.len() {
             if q == p || !self.told_caught_up[q] {
                 continue;
             }
             let grown = || self.cached_end(q).zip(self.intake.end_at[q]).is_some_and(|(end, at)| end > at);
-            if self.intake.caught_up[q] && self.intake.buffers[q].is_empty() && !grown() {
+            if !reconnected && self.intake.caught_up[q] && self.intake.buffers[q].is_empty() && !grown() {
                 continue;
             }
             self.told_caught_up[q] = false;
