@@ -91,32 +91,34 @@ impl std::hash::Hasher for FingerprintHasher {
 /// One day: how long a resolved fingerprint's sequence is remembered by default.
 pub const DEFAULT_RETENTION: Millis = 24 * 3_600_000;
 
-/// An alert firing now, as the server's page lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An alert firing now, as the server's page lists it. Its summary is written when the page
+/// asks for it: the list is renewed at every transition, and most renewals are never shown.
+#[derive(Debug, Clone)]
 pub struct Firing {
-    pub rule: String,
-    pub severity: String,
-    pub labels: BTreeMap<String, String>,
-    pub summary: Option<String>,
     pub starts_at: Millis,
+    /// Its newest observation.
+    pub latest: Observation,
+}
+
+impl Firing {
+    pub fn summary(&self) -> Option<String> {
+        self.latest.shown().annotations.get("summary").cloned()
+    }
 }
 
 impl Lifecycle {
     /// Up to `limit` of the alerts firing now, in fingerprint order.
     pub fn firing_list(&self, limit: usize) -> Vec<Firing> {
-        let mut firing: Vec<(&u64, &Tracked)> = self.alerts.iter().filter(|(_, t)| matches!(t.state, State::Firing { .. })).collect();
-        firing.sort_unstable_by_key(|(fp, _)| **fp);
+        let mut firing: Vec<(u64, &Tracked)> = self.alerts.iter().filter(|(_, t)| matches!(t.state, State::Firing { .. })).map(|(fp, t)| (*fp, t)).collect();
+        if firing.len() > limit && limit > 0 {
+            firing.select_nth_unstable_by_key(limit - 1, |(fp, _)| *fp);
+            firing.truncate(limit);
+        }
+        firing.sort_unstable_by_key(|(fp, _)| *fp);
         firing
             .into_iter()
-            .map(|(_, t)| t)
-            .filter_map(|t| match t.state {
-                State::Firing { starts_at, .. } => Some(Firing {
-                    rule: t.latest.rule.clone(),
-                    severity: t.latest.severity.clone(),
-                    labels: (*t.latest.labels).clone(),
-                    summary: t.latest.shown().annotations.get("summary").cloned(),
-                    starts_at,
-                }),
+            .filter_map(|(_, t)| match t.state {
+                State::Firing { starts_at, .. } => Some(Firing { starts_at, latest: t.latest.clone() }),
                 _ => None,
             })
             .take(limit)

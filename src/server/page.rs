@@ -60,14 +60,14 @@ pub fn render(reg: &Registry) -> String {
         }
         let Some(c) = &e.counters else { continue };
         for f in c.firing.lock().expect("not poisoned").iter() {
-            let labels: Vec<String> = f.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = f.latest.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(
                 alerts,
                 "<tr class=\"alert\"><td>{name}</td><td>{rule}</td><td>{sev}</td><td>{labels}</td><td>{summary}</td><td>{since}</td></tr>",
-                rule = escape(&f.rule),
-                sev = escape(&f.severity),
+                rule = escape(&f.latest.rule),
+                sev = escape(&f.latest.severity),
                 labels = escape(&labels.join(", ")),
-                summary = escape(f.summary.as_deref().unwrap_or("")),
+                summary = escape(f.summary().as_deref().unwrap_or("")),
                 since = escape(&time(f.starts_at)),
             )
             .unwrap();

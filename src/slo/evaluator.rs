@@ -1,6 +1,6 @@
 //! The SLO operator: pane counts in, burn-rate evaluations and rows out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::series::{Counts, Layout, Series};
+use super::store::{Counts, Layout, Slot, Store, Touched};
 use super::{compact, SloConfig};
 use crate::alert::{fingerprint_of, rfc3339, Deferred, Details, Evaluation, Evaluator, Holding, Labels, Observation, Verdicts};
 use crate::jobfile::timestamp_type;
@@ -27,47 +27,98 @@ pub const OVERFLOW: &str = "__overflow__";
 /// Joins label values into a series key (a character no label value is expected to hold).
 const SEPARATOR: &str = "\u{1f}";
 
-/// One series: its label values and its counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tracked {
-    pub labels: Vec<String>,
-    pub series: Series,
-    /// Counts of the pane being folded in, not yet in the ring.
-    #[serde(default)]
-    pending: Counts,
-    /// No pair can burn until the series counts new events: in every pair the long or the
-    /// short window holds no bad event, and windows only lose events between counts. Such a
-    /// series is neither evaluated nor moved at a pane end it has no events for (it is moved
-    /// when it next counts, or is corrected); unless rows are wanted.
-    #[serde(default)]
-    dormant: bool,
-    /// Per alert pair, once it first holds: its labels and fingerprint, shared by every
-    /// observation of it after (a burning series holds at every pane).
-    #[serde(skip)]
-    raised: Raised,
-}
-
-/// See [`Tracked::raised`]: a cache, so two series with and without it are equal.
-#[derive(Debug, Clone, Default)]
-struct Raised(std::sync::OnceLock<Box<[std::sync::OnceLock<(u64, Labels)>]>>);
-
-impl PartialEq for Raised {
-    fn eq(&self, _: &Raised) -> bool {
-        true
-    }
-}
-
-/// What the operator remembers (checkpointed with the job).
+/// What the operator remembers (checkpointed with the job): the series' keys by slot and their
+/// counts by pane. What [`Series`] holds is rebuilt from it on restore.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SloState {
-    /// By label values (joined by U+001F), in the order of `labels`.
-    pub series: BTreeMap<String, Tracked>,
+    /// Per slot of the store: the series' label values joined by U+001F (`None`: a free slot).
+    #[serde(default)]
+    keys: Vec<Option<Arc<str>>>,
+    #[serde(default)]
+    store: Store,
+    /// A checkpoint of rings per series (read, never written): see [`super::legacy`].
+    #[serde(default, skip_serializing)]
+    series: super::legacy::Legacy,
     /// The newest pane evaluated.
     pub last: Option<i64>,
     /// Pane rows of new label sets folded into the overflow series, and their events.
     pub folded_rows: u64,
     pub folded_events: u64,
     pub evaluations: u64,
+}
+
+/// The series tracked, found by key, in key order, and those that may burn.
+#[derive(Default)]
+struct Series {
+    by_key: HashMap<Key, Slot>,
+    /// Every series in key order (rows go out in it).
+    ordered: BTreeMap<Arc<str>, Slot>,
+    /// The series some pair may burn for: in its long and its short window some event was
+    /// bad. The others cannot burn until they count a bad event (windows only lose events
+    /// between counts), so a pane end evaluates these only; in key order, as observations go.
+    hot: BTreeMap<Arc<str>, Slot>,
+    slots: Vec<Option<Tracked>>,
+    free: Vec<Slot>,
+}
+
+/// A series key as the index holds it: inline up to 22 bytes (label values are mostly short),
+/// so finding a series reads the index's table and not a string elsewhere in memory (that was
+/// a cache miss per pane row at 10,000 series).
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    fn new(s: &str) -> Key {
+        match s.len() {
+            len @ 0..=22 => {
+                let mut bytes = [0; 22];
+                bytes[..len].copy_from_slice(s.as_bytes());
+                Key::Inline { len: len as u8, bytes }
+            }
+            _ => Key::Heap(s.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..*len as usize],
+            Key::Heap(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for Key {
+    // As `[u8]` hashes, so the key's bytes find it.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_bytes().hash(h)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+/// One series: its labels, whether it is hot, and what its alerts look like once raised.
+struct Tracked {
+    key: Arc<str>,
+    labels: Vec<String>,
+    hot: bool,
+    /// Per alert pair, once it first holds: its labels and fingerprint, shared by every
+    /// observation of it after (a burning series holds at every pane).
+    raised: Box<[std::sync::OnceLock<(u64, Labels)>]>,
 }
 
 pub struct SloEvaluator {
@@ -81,6 +132,7 @@ pub struct SloEvaluator {
     current_window: usize,
     schema: SchemaRef,
     state: SloState,
+    series: Series,
     logged_overflow: bool,
     /// The job's name, `[slo]` and error budget, shared with the deferred observations.
     texts: Arc<Texts>,
@@ -140,6 +192,7 @@ impl SloEvaluator {
         fields.push(Field::new("time_to_exhaustion_s", DataType::Float64, true));
         fields.push(Field::new("firing", DataType::Utf8, true));
         let texts = Arc::new(Texts { job: job.into(), config, budget: budget.to_f64().unwrap_or(0.0) });
+        let state = SloState { store: Store::new(&layout), ..SloState::default() };
         SloEvaluator {
             texts,
             layout,
@@ -147,40 +200,144 @@ impl SloEvaluator {
             window_names,
             current_window,
             schema: Arc::new(Schema::new(fields)),
-            state: SloState::default(),
+            state,
+            series: Series::default(),
             logged_overflow: false,
         }
     }
 
-    /// Heap bytes one series takes at most, whatever its traffic (its ring whole).
+    /// Heap bytes one series takes at most, whatever its traffic (every pane and block counted).
     pub fn bytes_per_series(&self) -> usize {
         self.layout.bytes_per_series()
     }
 
-    /// Heap bytes a series takes now, on average (rings grow with a series' age).
+    /// Heap bytes a series takes now, on average (its counts, its sums, its key and labels).
     pub fn mean_bytes_per_series(&self) -> usize {
-        let n = self.state.series.len();
+        let n = self.series.by_key.len();
         if n == 0 {
             return 0;
         }
-        self.state.series.values().map(|t| t.series.heap_bytes()).sum::<usize>() / n
+        let per_slot = std::mem::size_of::<Option<Tracked>>() + std::mem::size_of::<Option<Arc<str>>>();
+        let names: usize = self.series.slots.iter().flatten().map(|t| 3 * (t.key.len() + 48) + t.labels.iter().map(|l| l.len() + 24).sum::<usize>()).sum();
+        (self.state.store.heap_bytes() + self.series.slots.capacity() * per_slot + names) / n
     }
 
     pub fn state(&self) -> &SloState {
         &self.state
     }
 
+    /// Take a checkpoint's state: the running sums and the series' index are rebuilt from it.
     pub fn restore(&mut self, state: SloState) {
         self.state = state;
+        let legacy = std::mem::take(&mut self.state.series);
+        if legacy.is_empty() {
+            self.state.store.rebuild(&self.layout);
+        } else {
+            self.restore_legacy(legacy);
+        }
+        self.series = Series::default();
+        let keys = self.state.keys.clone();
+        self.series.slots = (0..keys.len()).map(|_| None).collect();
+        for (slot, key) in keys.iter().enumerate() {
+            match key {
+                Some(key) => self.track(slot as Slot, key.clone()),
+                None => self.series.free.push(slot as Slot),
+            }
+        }
+        self.series.free.reverse();
+        for slot in 0..self.state.keys.len() as Slot {
+            self.state.store.reserve(slot);
+            if self.series.slots[slot as usize].is_some() && self.state.store.is_empty(&self.layout, slot) {
+                self.forget(slot);
+            }
+            self.rejudge(slot);
+        }
     }
 
-    /// Fold one SQL result's pane counts into the series: into `pending` for the pane being
-    /// evaluated, or (`late`) as corrections of an evaluated pane. New label sets past
-    /// `max_series` fold into the overflow series. `head`: where a new series starts.
-    fn fold(&mut self, rows: &[RecordBatch], head: i64, late: Option<&mut BTreeMap<String, Counts>>) {
+    /// Rings per series into the store: each series at the slot of its rank in key order.
+    fn restore_legacy(&mut self, legacy: super::legacy::Legacy) {
+        let now = self.state.last.or(legacy.values().map(|t| t.series_head()).max()).unwrap_or(0);
+        let (mut panes, mut blocks) = (Vec::new(), Vec::new());
+        self.state.keys = Vec::new();
+        for (slot, (key, tracked)) in legacy.into_iter().enumerate() {
+            let (p, b) = super::legacy::counts_at(&tracked.series, &self.layout, now);
+            panes.extend(p.into_iter().map(|(q, c)| (slot as Slot, q, c)));
+            blocks.extend(b.into_iter().map(|(q, c)| (slot as Slot, q, c)));
+            self.state.keys.push(Some(Arc::from(key)));
+        }
+        self.state.store = Store::from_parts(&self.layout, now, &panes, &blocks);
+    }
+
+    /// A slot for a new series.
+    fn insert(&mut self, key: &str) -> Slot {
+        let slot = self.series.free.pop().unwrap_or(self.state.keys.len() as Slot);
+        let key: Arc<str> = Arc::from(key);
+        if slot as usize == self.state.keys.len() {
+            self.state.keys.push(None);
+            self.series.slots.push(None);
+        }
+        self.state.keys[slot as usize] = Some(key.clone());
+        self.state.store.reserve(slot);
+        self.track(slot, key);
+        slot
+    }
+
+    fn track(&mut self, slot: Slot, key: Arc<str>) {
+        let labels = if self.texts.config.labels.is_empty() { Vec::new() } else { key.split(SEPARATOR).map(str::to_string).collect() };
+        self.series.by_key.insert(Key::new(&key), slot);
+        self.series.ordered.insert(key.clone(), slot);
+        let raised = (0..self.pairs.len()).map(|_| std::sync::OnceLock::new()).collect();
+        self.series.slots[slot as usize] = Some(Tracked { key, labels, hot: false, raised });
+    }
+
+    /// Forget a series with nothing left in any window or the period.
+    fn forget(&mut self, slot: Slot) {
+        let Some(t) = self.series.slots[slot as usize].take() else { return };
+        self.series.by_key.remove(t.key.as_bytes());
+        self.series.ordered.remove(&t.key);
+        if t.hot {
+            self.series.hot.remove(&t.key);
+        }
+        self.state.keys[slot as usize] = None;
+        self.state.store.forget(&self.layout, slot);
+        self.series.free.push(slot);
+    }
+
+    /// Whether some pair may burn for the series in `slot`, after its bad counts changed.
+    fn rejudge(&mut self, slot: Slot) {
+        let store = &self.state.store;
+        let Some(t) = self.series.slots.get_mut(slot as usize).and_then(Option::as_mut) else { return };
+        let hot = self.pairs.iter().any(|pair| store.window(slot, pair.long).bad > 0 && store.window(slot, pair.short).bad > 0);
+        if hot != t.hot {
+            t.hot = hot;
+            if hot {
+                self.series.hot.insert(t.key.clone(), slot);
+            } else {
+                self.series.hot.remove(&t.key);
+            }
+        }
+    }
+
+    /// After a move or a correction: forget the series left empty, rejudge those whose bad
+    /// counts changed.
+    fn settle(&mut self, touched: &Touched) {
+        for &slot in &touched.emptier {
+            if self.series.slots[slot as usize].is_some() && self.state.store.is_empty(&self.layout, slot) {
+                self.forget(slot);
+            }
+        }
+        for &slot in &touched.bad {
+            self.rejudge(slot);
+        }
+    }
+
+    /// Fold one SQL result's pane counts into the series: into the store's pane being folded
+    /// in, or (`late`) as corrections of an evaluated pane. New label sets past `max_series`
+    /// fold into the overflow series.
+    fn fold(&mut self, rows: &[RecordBatch], late: Option<&mut HashMap<Slot, Counts>>) {
         let n = self.texts.config.labels.len();
         let overflow_key = vec![OVERFLOW; n].join(SEPARATOR);
-        let mut tracked = self.state.series.len() - (n > 0 && self.state.series.contains_key(&overflow_key)) as usize;
+        let mut tracked = self.series.by_key.len() - (n > 0 && self.series.by_key.contains_key(overflow_key.as_bytes())) as usize;
         let mut late = late;
         let mut key = String::new();
         for batch in rows {
@@ -204,40 +361,30 @@ impl SloEvaluator {
                 let total = events.value(row).max(0) as u64;
                 let good = if good.is_valid(row) { good.value(row).clamp(0, total as i64) as u64 } else { 0 };
                 let counts = Counts { bad: total - good, total };
-                // The common case, one lookup: a series already tracked, this pane's counts.
-                if late.is_none() {
-                    if let Some(t) = self.state.series.get_mut(key.as_str()) {
-                        t.pending.bad += counts.bad;
-                        t.pending.total += counts.total;
-                        continue;
+                let slot = match self.series.by_key.get(key.as_bytes()) {
+                    Some(&slot) => slot,
+                    None => {
+                        if tracked >= self.texts.config.max_series && key != overflow_key {
+                            self.state.folded_rows += 1;
+                            self.state.folded_events += total;
+                            self.log_overflow_once();
+                            key.clone_from(&overflow_key);
+                        } else if key != overflow_key {
+                            tracked += 1;
+                        }
+                        match self.series.by_key.get(key.as_bytes()) {
+                            Some(&slot) => slot,
+                            None => self.insert(&key),
+                        }
                     }
-                }
-                if !self.state.series.contains_key(key.as_str()) {
-                    if tracked >= self.texts.config.max_series && key != overflow_key {
-                        self.state.folded_rows += 1;
-                        self.state.folded_events += total;
-                        self.log_overflow_once();
-                        key.clone_from(&overflow_key);
-                    } else if key != overflow_key {
-                        tracked += 1;
-                    }
-                    if !self.state.series.contains_key(key.as_str()) {
-                        let labels = if n == 0 { Vec::new() } else { key.split(SEPARATOR).map(str::to_string).collect() };
-                        let series = Series::new(&self.layout, head);
-                        self.state.series.insert(key.clone(), Tracked { labels, series, pending: Counts::default(), dormant: false, raised: Raised::default() });
-                    }
-                }
+                };
                 match late.as_deref_mut() {
                     Some(corrections) => {
-                        let c = corrections.entry(key.clone()).or_default();
+                        let c = corrections.entry(slot).or_default();
                         c.bad += counts.bad;
                         c.total += counts.total;
                     }
-                    None => {
-                        let t = self.state.series.get_mut(key.as_str()).expect("inserted");
-                        t.pending.bad += counts.bad;
-                        t.pending.total += counts.total;
-                    }
+                    None => self.state.store.add(slot, counts),
                 }
             }
         }
@@ -259,50 +406,47 @@ impl SloEvaluator {
 
     /// The label with the most distinct values among the tracked series.
     fn exploding_label(&self) -> Option<(String, usize)> {
-        let labels = || self.state.series.values().map(|t| &t.labels).filter(|l| !is_overflow(l));
+        let labels = || self.series.slots.iter().flatten().map(|t| &t.labels).filter(|l| !is_overflow(l));
         (0..self.texts.config.labels.len())
             .map(|i| (self.texts.config.labels[i].clone(), labels().map(|k| &k[i]).collect::<BTreeSet<_>>().len()))
             .max_by_key(|(_, n)| *n)
     }
 
-    /// Move every series to pane `p` (with its pending counts when `fold`, else none) and
-    /// evaluate the pane's end.
-    fn evaluate_pane(&mut self, p: i64, fold: bool, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
-        let (layout, pairs) = (&self.layout, &self.pairs);
-        for t in self.state.series.values_mut() {
-            let c = if fold { std::mem::take(&mut t.pending) } else { Counts::default() };
-            if t.dormant && c.total == 0 && !want_rows {
-                continue;
-            }
-            if t.series.head() < p {
-                t.series.advance(layout, p, c);
-            }
-            let burns_none = pairs.iter().all(|pair| t.series.window(pair.long).bad == 0 || t.series.window(pair.short).bad == 0);
-            t.dormant = burns_none && !want_rows && t.series.empty_from(layout).is_some();
-        }
-        self.state.series.retain(|_, t| match t.dormant {
-            // As `is_empty` would say once moved to `p`.
-            true => t.series.empty_from(layout).is_some_and(|from| p < from),
-            false => !t.series.is_empty(layout),
-        });
+    /// Move every series to pane `p` (with the counts folded in) and evaluate the pane's end:
+    /// the hot series, or every series when rows are wanted.
+    fn evaluate_pane(&mut self, p: i64, want_rows: bool, rows: &mut RowsBuilder) -> Vec<Observation> {
+        let mut touched = Touched::default();
+        self.state.store.advance(&self.layout, p, &mut touched);
+        self.settle(&touched);
         self.state.last = Some(p);
         self.state.evaluations += 1;
         let t = (p + 1) * self.texts.config.pane;
         let mut out = Vec::new();
-        for tracked in self.state.series.values().filter(|t| !t.dormant) {
-            let (labels, series) = (&tracked.labels, &tracked.series);
+        let store = &self.state.store;
+        if !want_rows {
+            for &slot in self.series.hot.values() {
+                let tracked = self.series.slots[slot as usize].as_ref().expect("a hot series is tracked");
+                for (i, pair) in self.pairs.iter().enumerate() {
+                    let (long, short) = (store.window(slot, pair.long), store.window(slot, pair.short));
+                    if self.burns(long, pair) && self.burns(short, pair) {
+                        out.push(self.observation(t, tracked, slot, i, long, short));
+                    }
+                }
+            }
+            return out;
+        }
+        let panes = store.head_pane(&self.layout);
+        for &slot in self.series.ordered.values() {
+            let tracked = self.series.slots[slot as usize].as_ref().expect("an ordered series is tracked");
             let mut firing: Vec<&str> = Vec::new();
             for (i, pair) in self.pairs.iter().enumerate() {
-                let (long, short) = (series.window(pair.long), series.window(pair.short));
-                if !(self.burns(long, pair) && self.burns(short, pair)) {
-                    continue;
+                let (long, short) = (store.window(slot, pair.long), store.window(slot, pair.short));
+                if self.burns(long, pair) && self.burns(short, pair) {
+                    firing.push(&pair.rule);
+                    out.push(self.observation(t, tracked, slot, i, long, short));
                 }
-                firing.push(&pair.rule);
-                out.push(self.observation(t, tracked, i, long, short));
             }
-            if want_rows {
-                rows.push(self, t, labels, series, &firing);
-            }
+            rows.push(self, t, &tracked.labels, slot, panes.get(&slot).copied().unwrap_or_default(), &firing);
         }
         out
     }
@@ -328,8 +472,8 @@ impl SloEvaluator {
     }
 
     /// Budget left over the period: 1 when nothing was bad, below 0 when overspent.
-    fn budget_remaining(&self, series: &Series) -> f64 {
-        let p = series.period(&self.layout);
+    fn budget_remaining(&self, slot: Slot) -> f64 {
+        let p = self.state.store.period(&self.layout, slot);
         if p.total == 0 || self.texts.budget <= 0.0 {
             return 1.0;
         }
@@ -337,22 +481,21 @@ impl SloEvaluator {
     }
 
     /// Seconds until the budget is gone at the current burn; `None` when it is not burning.
-    fn time_to_exhaustion(&self, series: &Series) -> Option<f64> {
-        let remaining = self.budget_remaining(series);
+    fn time_to_exhaustion(&self, slot: Slot) -> Option<f64> {
+        let remaining = self.budget_remaining(slot);
         if remaining <= 0.0 {
             return Some(0.0);
         }
-        let burn = self.burn_rate(series.window(self.current_window))?;
+        let burn = self.burn_rate(self.state.store.window(slot, self.current_window))?;
         (burn > 0.0).then(|| remaining * (self.texts.config.period as f64 / 1000.0) / burn)
     }
 
     /// Pair `i` holds for this series: its labels now (built once per series and pair), its
     /// texts when a record shows them.
-    fn observation(&self, t: Millis, tracked: &Tracked, i: usize, long: Counts, short: Counts) -> Observation {
-        let (pair, series) = (&self.pairs[i], &tracked.series);
+    fn observation(&self, t: Millis, tracked: &Tracked, slot: Slot, i: usize, long: Counts, short: Counts) -> Observation {
+        let pair = &self.pairs[i];
         let alert = &self.texts.config.alerts[pair.alert];
-        let raised = tracked.raised.0.get_or_init(|| (0..self.pairs.len()).map(|_| std::sync::OnceLock::new()).collect());
-        let (fingerprint, labels) = raised[i].get_or_init(|| {
+        let (fingerprint, labels) = tracked.raised[i].get_or_init(|| {
             let mut labels: BTreeMap<String, String> = self.texts.config.labels.iter().cloned().zip(tracked.labels.iter().cloned()).collect();
             labels.insert("long_window".into(), alert.long_text.clone());
             labels.insert("short_window".into(), alert.short_text.clone());
@@ -364,8 +507,8 @@ impl SloEvaluator {
             labels: labels.clone(),
             long,
             short,
-            remaining: self.budget_remaining(series),
-            time_to_exhaustion: self.time_to_exhaustion(series),
+            remaining: self.budget_remaining(slot),
+            time_to_exhaustion: self.time_to_exhaustion(slot),
         };
         let texts = self.texts.clone();
         Observation {
@@ -481,18 +624,13 @@ impl Evaluator for SloEvaluator {
         let mut verdicts = Verdicts::default();
         if e.update || self.state.last.is_some_and(|last| p <= last) {
             // A late record corrected a pane already evaluated: later evaluations see it.
-            let mut corrections = BTreeMap::new();
-            let head = self.state.last.unwrap_or(p);
-            self.fold(e.rows, head, Some(&mut corrections));
-            for (key, c) in corrections {
-                if let Some(t) = self.state.series.get_mut(&key) {
-                    if t.series.head() < head {
-                        t.series.advance(&self.layout, head, Counts::default());
-                    }
-                    t.dormant = false;
-                    t.series.correct(&self.layout, p, c);
-                }
-            }
+            let mut fixes = HashMap::new();
+            self.fold(e.rows, Some(&mut fixes));
+            let mut touched = Touched::default();
+            self.state.store.correct(&self.layout, p, &fixes, &mut touched);
+            // A new series whose pane is too old to correct holds nothing.
+            touched.emptier.extend(fixes.keys());
+            self.settle(&touched);
             return Ok(verdicts);
         }
         let mut rows = RowsBuilder::new(self);
@@ -500,15 +638,18 @@ impl Evaluator for SloEvaluator {
         // Pane ends with no events are evaluated too; once no series has anything left in
         // any window, the rest of a gap would say nothing.
         while q < p {
-            if self.state.series.is_empty() {
+            if self.series.by_key.is_empty() {
                 break;
             }
-            let holding = self.evaluate_pane(q, false, e.want_rows, &mut rows);
+            let holding = self.evaluate_pane(q, e.want_rows, &mut rows);
             verdicts.evaluations.push(((q + 1) * pane, Holding::All(holding)));
             q += 1;
         }
-        self.fold(e.rows, p - 1, None);
-        let holding = self.evaluate_pane(p, true, e.want_rows, &mut rows);
+        if self.series.by_key.is_empty() && self.state.store.head().is_some_and(|h| h < p - 1) {
+            self.state.store.restart(p - 1);
+        }
+        self.fold(e.rows, None);
+        let holding = self.evaluate_pane(p, e.want_rows, &mut rows);
         verdicts.evaluations.push(((p + 1) * pane, Holding::All(holding)));
         if e.want_rows {
             verdicts.rows = Some(vec![rows.finish(&self.schema)?]);
@@ -524,7 +665,7 @@ impl Evaluator for SloEvaluator {
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("series", self.state.series.len() as u64),
+            ("series", self.series.by_key.len() as u64),
             ("evaluations", self.state.evaluations),
             ("folded_label_sets", self.state.folded_rows),
             ("folded_events", self.state.folded_events),
@@ -561,21 +702,21 @@ impl RowsBuilder {
         }
     }
 
-    fn push(&mut self, e: &SloEvaluator, t: Millis, labels: &[String], series: &Series, firing: &[&str]) {
+    fn push(&mut self, e: &SloEvaluator, t: Millis, labels: &[String], slot: Slot, pane: Counts, firing: &[&str]) {
         self.start.append_value(t - e.texts.config.pane);
         self.end.append_value(t);
         for (b, v) in self.labels.iter_mut().zip(labels) {
             b.append_value(v);
         }
-        let pane = series.pane();
         self.events.append_value(pane.total as i64);
         self.bad.append_value(pane.bad as i64);
         for (i, b) in self.burn.iter_mut().enumerate() {
-            let c = if i < e.layout.windows.len() { series.window(i) } else { series.period(&e.layout) };
+            let store = &e.state.store;
+            let c = if i < e.layout.windows.len() { store.window(slot, i) } else { store.period(&e.layout, slot) };
             b.append_option(e.burn_rate(c));
         }
-        self.remaining.append_value(e.budget_remaining(series));
-        self.exhaustion.append_option(e.time_to_exhaustion(series));
+        self.remaining.append_value(e.budget_remaining(slot));
+        self.exhaustion.append_option(e.time_to_exhaustion(slot));
         if firing.is_empty() { self.firing.append_null() } else { self.firing.append_value(firing.join(",")) }
     }
 
@@ -589,5 +730,99 @@ impl RowsBuilder {
         columns.push(Arc::new(self.exhaustion.finish()));
         columns.push(Arc::new(self.firing.finish()));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    fn evaluator() -> SloEvaluator {
+        let text = "name = \"t\"\nkind = \"slo\"\n[slo]\nobjective = 0.99\ngood = \"status < 500\"\nlabels = [\"service\"]\n\
+            [source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nstatus = \"int64\"\n\
+            [event_time]\ncolumn = \"ts\"\n";
+        let job = crate::job::parse(std::path::Path::new("t.toml"), text).expect("the job parses");
+        SloEvaluator::new("t", job.config::<SloConfig>().expect("an SLO job").clone())
+    }
+
+    /// Pane counts of a few services: `(service, events, good)`.
+    fn batch(rows: &[(String, i64, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("service", DataType::Utf8, false),
+            Field::new("events", DataType::Int64, false),
+            Field::new("good", DataType::Int64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.clone()))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// What each evaluation held, as records show it.
+    fn run(e: &mut SloEvaluator, panes: &[(i64, bool, Vec<(String, i64, i64)>)], out: &mut Vec<String>) {
+        for (p, update, rows) in panes {
+            let rows = vec![batch(rows)];
+            let evaluation = Evaluation {
+                window_start: p * 60_000,
+                window_end: (p + 1) * 60_000,
+                rows: &rows,
+                input: &[],
+                partition_names: &[],
+                update: *update,
+                changes_only: false,
+                dropped: &[],
+                want_rows: p % 7 == 0,
+                end_of_input: false,
+            };
+            for (t, holding) in e.evaluate(&evaluation).unwrap().evaluations {
+                let Holding::All(holding) = holding else { panic!("an SLO says what holds") };
+                for o in holding {
+                    out.push(format!("{t} {}", serde_json::to_string(&*o.shown()).unwrap()));
+                }
+            }
+        }
+    }
+
+    /// Services with spells of errors, gaps longer than the shorter windows, and late
+    /// corrections: a run restored from its checkpoint halfway says what the run without the
+    /// restart says, pane for pane.
+    #[test]
+    fn a_run_restored_from_its_checkpoint_says_what_the_run_without_it_says() {
+        let mut x: u64 = 3;
+        let mut panes = Vec::new();
+        let mut p = 1_000;
+        for step in 0..2_500 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            p += if step % 400 == 399 { 90 } else { 1 };
+            let mut rows = Vec::new();
+            for s in 0..6 {
+                if (x >> (20 + s)) & 3 == 0 {
+                    continue;
+                }
+                let errors = if (step / 150 + s as i32) % 5 == 0 { 30 } else { 0 };
+                let events = 50 + (x >> 40) as i64 % 50;
+                rows.push((format!("svc-{s}"), events, events - errors.min(events)));
+            }
+            panes.push((p, false, rows));
+            if step % 37 == 5 {
+                panes.push((p - 3, true, vec![("svc-1".to_string(), 80, 10)]));
+            }
+        }
+        let mut whole = Vec::new();
+        run(&mut evaluator(), &panes, &mut whole);
+        assert!(whole.len() > 1_000, "the scenario burns: {} observations", whole.len());
+        let half = panes.len() / 2;
+        let mut first = evaluator();
+        let mut restarted = Vec::new();
+        run(&mut first, &panes[..half], &mut restarted);
+        let mut second = evaluator();
+        second.load_state(&first.save_state().unwrap()).unwrap();
+        assert_eq!(second.state(), first.state(), "the checkpoint holds the whole state");
+        run(&mut second, &panes[half..], &mut restarted);
+        assert_eq!(restarted.len(), whole.len());
+        assert!(restarted == whole, "the restored run differs");
     }
 }

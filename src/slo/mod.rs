@@ -3,9 +3,9 @@
 //!
 //! The job's SQL (default `SELECT * FROM events`) gives the events; Osprey wraps it in one
 //! aggregation per pane (`count(*)` and the count of good events, per label set), so DataFusion
-//! does the counting and the operator only keeps **pane partials per series**: a ring of
-//! `(bad, total)` pairs as long as the longest alert window, and running sums per window, so a
-//! 3-day window costs the same per evaluation as a 5-minute one. See [`series`].
+//! does the counting and the operator only keeps **pane partials**: by pane, the series that
+//! counted in it, for the longest alert window, and running sums per series and window, so a
+//! 3-day window costs the same per evaluation as a 5-minute one. See [`store`].
 //!
 //! At each pane end `t`, once the watermark has passed it, for each series and window `w`:
 //! `burn(w) = bad in [t-w, t) / all in [t-w, t) / (1 - objective)`. A pair fires while both its
@@ -15,8 +15,9 @@
 
 pub mod evaluator;
 pub mod kind;
+mod legacy;
 pub mod rules;
-pub mod series;
+pub mod store;
 
 use rust_decimal::Decimal;
 
