@@ -206,11 +206,6 @@ impl SloEvaluator {
         }
     }
 
-    /// Heap bytes one series takes at most, whatever its traffic (every pane and block counted).
-    pub fn bytes_per_series(&self) -> usize {
-        self.layout.bytes_per_series()
-    }
-
     /// Heap bytes a series takes now, on average (its counts, its sums, its key and labels).
     pub fn mean_bytes_per_series(&self) -> usize {
         let n = self.series.by_key.len();

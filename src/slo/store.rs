@@ -71,14 +71,16 @@ impl Layout {
         Layout { windows, ring, period }
     }
 
-    /// Heap bytes one series takes at most, whatever its traffic: a count and a bad count in
-    /// every pane of the longest window and every block of the period, and its running sums.
+    /// Heap bytes one series takes at most, whatever its traffic: a pair of events and one of
+    /// bad events in every pane of the longest window and every block of the period (10 bytes
+    /// each at worst: a slot far from the previous pair's, a count in the billions; 2 or 3 as
+    /// counts and slots usually are), and its running sums.
     pub fn bytes_per_series(&self) -> usize {
         let blocks = match self.period {
             Period::Fine { .. } => 0,
-            Period::Blocks { blocks, .. } => blocks as usize * 2 * std::mem::size_of::<(Slot, u64)>() + std::mem::size_of::<Counts>(),
+            Period::Blocks { blocks, .. } => blocks as usize * 2 * MAX_PAIR + std::mem::size_of::<Counts>(),
         };
-        self.ring as usize * 2 * std::mem::size_of::<(Slot, u32)>() + (self.windows.len() + 1) * std::mem::size_of::<Counts>() + blocks
+        self.ring as usize * 2 * MAX_PAIR + self.windows.len() * std::mem::size_of::<Counts>() + blocks
     }
 
     fn blocks(&self) -> Option<(i64, i64)> {
@@ -89,51 +91,115 @@ impl Layout {
     }
 }
 
+/// Bytes of one packed pair at most (two varints of up to 33 bits).
+const MAX_PAIR: usize = 10;
+
 /// A series' place in the store (the evaluator names it).
 pub type Slot = u32;
 
-/// A count as a column holds it: panes hold `u32` (saturated), blocks `u64`.
-trait Count: Copy + Default + PartialEq + std::fmt::Debug {
-    fn get(self) -> u64;
-    fn of(n: u64) -> Self;
+/// A pane's count as the store holds it: saturated at `u32::MAX` (4 billion events of one
+/// series in one pane), so what leaves a window is what came in.
+fn saturate(n: u64) -> u64 {
+    n.min(u32::MAX as u64)
 }
 
-impl Count for u32 {
-    fn get(self) -> u64 {
-        self as u64
+/// `(slot, n)` pairs, packed: each as its slot's difference from the previous pair's (zigzag)
+/// and `n`, in LEB128 varints. A pane's pairs go in by slot, so a pair takes two or three
+/// bytes instead of eight: at 100,000 series counting every minute, a 3-day window is 1 GB
+/// rather than 3.5.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Pairs {
+    bytes: Vec<u8>,
+    /// The slot of the last pair (the next one is written relative to it).
+    last: Slot,
+}
+
+impl Pairs {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
-    fn of(n: u64) -> u32 {
-        n.min(u32::MAX as u64) as u32
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.last = 0;
+    }
+
+    fn push(&mut self, slot: Slot, n: u64) {
+        let d = slot as i64 - self.last as i64;
+        put(&mut self.bytes, ((d << 1) ^ (d >> 63)) as u64);
+        put(&mut self.bytes, n);
+        self.last = slot;
+    }
+
+    fn iter(&self) -> PairsIter<'_> {
+        PairsIter { bytes: &self.bytes, slot: 0 }
+    }
+
+    fn from_pairs(pairs: impl IntoIterator<Item = (Slot, u64)>) -> Pairs {
+        let mut out = Pairs::default();
+        for (s, n) in pairs {
+            out.push(s, n);
+        }
+        out
     }
 }
 
-impl Count for u64 {
-    fn get(self) -> u64 {
-        self
+fn put(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
     }
-    fn of(n: u64) -> u64 {
-        n
+    out.push(n as u8);
+}
+
+struct PairsIter<'a> {
+    bytes: &'a [u8],
+    slot: Slot,
+}
+
+impl PairsIter<'_> {
+    #[inline]
+    fn take(&mut self) -> u64 {
+        let mut n = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.bytes[0];
+            self.bytes = &self.bytes[1..];
+            n |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+}
+
+impl Iterator for PairsIter<'_> {
+    type Item = (Slot, u64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(Slot, u64)> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let z = self.take();
+        let d = (z >> 1) as i64 ^ -((z & 1) as i64);
+        self.slot = (self.slot as i64 + d) as Slot;
+        Some((self.slot, self.take()))
     }
 }
 
 /// The series that counted something in one pane (or one block of the period): `(slot, n)` for
 /// their events, and for their bad events (rarer, in a list of their own). No zero counts; a
-/// block may hold a series more than once (one entry per pane it counted in, merged when the
+/// block may hold a series more than once (one pair per pane it counted in, merged when the
 /// block is done).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound = "T: Serialize + serde::de::DeserializeOwned")]
-struct Column<T> {
-    totals: Vec<(Slot, T)>,
-    bads: Vec<(Slot, T)>,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Column {
+    totals: Pairs,
+    bads: Pairs,
 }
 
-impl<T> Default for Column<T> {
-    fn default() -> Self {
-        Column { totals: Vec::new(), bads: Vec::new() }
-    }
-}
-
-impl<T: Count> Column<T> {
+impl Column {
     fn is_empty(&self) -> bool {
         self.totals.is_empty() && self.bads.is_empty()
     }
@@ -145,24 +211,24 @@ impl<T: Count> Column<T> {
 
     fn push(&mut self, slot: Slot, c: Counts) {
         if c.total > 0 {
-            self.totals.push((slot, T::of(c.total)));
+            self.totals.push(slot, c.total);
         }
         if c.bad > 0 {
-            self.bads.push((slot, T::of(c.bad)));
+            self.bads.push(slot, c.bad);
         }
     }
 
     /// What the column holds for each of `slots`.
     fn gather(&self, slots: &HashMap<Slot, Counts>) -> HashMap<Slot, Counts> {
         let mut held: HashMap<Slot, Counts> = HashMap::with_capacity(slots.len());
-        for &(s, n) in &self.totals {
+        for (s, n) in self.totals.iter() {
             if slots.contains_key(&s) {
-                held.entry(s).or_default().total += n.get();
+                held.entry(s).or_default().total += n;
             }
         }
-        for &(s, n) in &self.bads {
+        for (s, n) in self.bads.iter() {
             if slots.contains_key(&s) {
-                held.entry(s).or_default().bad += n.get();
+                held.entry(s).or_default().bad += n;
             }
         }
         held
@@ -170,45 +236,48 @@ impl<T: Count> Column<T> {
 
     /// Change what the column holds per slot by `deltas` (never below zero), in one pass.
     fn apply(&mut self, deltas: &HashMap<Slot, (i64, i64)>) {
-        fn one<T: Count>(list: &mut Vec<(Slot, T)>, deltas: &HashMap<Slot, (i64, i64)>, pick: fn(&(i64, i64)) -> i64) {
+        fn one(list: &mut Pairs, deltas: &HashMap<Slot, (i64, i64)>, pick: fn(&(i64, i64)) -> i64) {
             let mut left: HashMap<Slot, i64> = deltas.iter().map(|(s, d)| (*s, pick(d))).filter(|(_, d)| *d != 0).collect();
             if left.is_empty() {
                 return;
             }
-            for (s, n) in list.iter_mut() {
+            let mut pairs: Vec<(Slot, u64)> = list.iter().collect();
+            for (s, n) in pairs.iter_mut() {
                 let Some(d) = left.get_mut(s) else { continue };
-                let now = n.get() as i64;
+                let now = *n as i64;
                 let new = (now + *d).max(0);
                 *d -= new - now;
-                *n = T::of(new as u64);
+                *n = new as u64;
             }
-            list.retain(|(_, n)| n.get() > 0);
             let mut more: Vec<(Slot, i64)> = left.into_iter().filter(|(_, d)| *d > 0).collect();
             more.sort_unstable();
-            list.extend(more.into_iter().map(|(s, d)| (s, T::of(d as u64))));
+            pairs.extend(more.into_iter().map(|(s, d)| (s, d as u64)));
+            *list = Pairs::from_pairs(pairs.into_iter().filter(|(_, n)| *n > 0));
         }
         one(&mut self.totals, deltas, |d| d.1);
         one(&mut self.bads, deltas, |d| d.0);
     }
 
-    /// One entry per series (a block, once done).
+    /// One pair per series, in slot order (a block, once done).
     fn merge(&mut self) {
         for list in [&mut self.totals, &mut self.bads] {
-            list.sort_unstable_by_key(|(s, _)| *s);
-            list.dedup_by(|later, kept| {
+            let mut pairs: Vec<(Slot, u64)> = list.iter().collect();
+            pairs.sort_unstable_by_key(|(s, _)| *s);
+            pairs.dedup_by(|later, kept| {
                 if later.0 == kept.0 {
-                    kept.1 = T::of(kept.1.get() + later.1.get());
+                    kept.1 += later.1;
                     true
                 } else {
                     false
                 }
             });
-            list.shrink_to_fit();
+            *list = Pairs::from_pairs(pairs);
+            list.bytes.shrink_to_fit();
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        (self.totals.capacity() + self.bads.capacity()) * std::mem::size_of::<(Slot, T)>()
+        self.totals.bytes.capacity() + self.bads.bytes.capacity()
     }
 }
 
@@ -219,9 +288,9 @@ pub struct Store {
     /// The newest pane folded in; every series is at it (`None`: none yet).
     head: Option<i64>,
     /// The panes `(head - ring, head]`, pane `p` at `p % ring` (empty until the first pane).
-    panes: Vec<Column<u32>>,
+    panes: Vec<Column>,
     /// A period counted in blocks: its blocks up to the head's, block `b` at `b % blocks`.
-    blocks: Vec<Column<u64>>,
+    blocks: Vec<Column>,
     /// Per slot and window (at `slot × windows + i`): the window's counts, ending with the head.
     #[serde(skip)]
     sums: Vec<Counts>,
@@ -271,21 +340,21 @@ impl Store {
         self.queued.clear();
         let Some(head) = self.head else { return };
         let ring = layout.ring as i64;
-        let pane_slots = self.panes.iter().flat_map(|c| c.totals.iter().chain(&c.bads).map(|e| e.0));
-        let block_slots = self.blocks.iter().flat_map(|c| c.totals.iter().chain(&c.bads).map(|e| e.0));
+        let pane_slots = self.panes.iter().flat_map(|c| c.totals.iter().chain(c.bads.iter()).map(|e| e.0));
+        let block_slots = self.blocks.iter().flat_map(|c| c.totals.iter().chain(c.bads.iter()).map(|e| e.0));
         if let Some(most) = pane_slots.chain(block_slots).max() {
             self.reserve(most);
         }
         for age in 0..ring.min(self.panes.len() as i64) {
             let column = &self.panes[(head - age).rem_euclid(ring) as usize];
-            for &(s, n) in &column.totals {
+            for (s, n) in column.totals.iter() {
                 for (i, &w) in layout.windows.iter().enumerate() {
                     if age < w as i64 {
                         self.sums[s as usize * self.windows + i].total += n as u64;
                     }
                 }
             }
-            for &(s, n) in &column.bads {
+            for (s, n) in column.bads.iter() {
                 for (i, &w) in layout.windows.iter().enumerate() {
                     if age < w as i64 {
                         self.sums[s as usize * self.windows + i].bad += n as u64;
@@ -294,10 +363,10 @@ impl Store {
             }
         }
         for column in &self.blocks {
-            for &(s, n) in &column.totals {
+            for (s, n) in column.totals.iter() {
                 self.period[s as usize].total += n;
             }
-            for &(s, n) in &column.bads {
+            for (s, n) in column.bads.iter() {
                 self.period[s as usize].bad += n;
             }
         }
@@ -374,17 +443,17 @@ impl Store {
         // and its place takes the new pane.
         for (i, &n) in layout.windows.iter().enumerate() {
             let column = &self.panes[(q - n as i64).rem_euclid(ring) as usize];
-            for &(s, n) in &column.totals {
+            for (s, n) in column.totals.iter() {
                 let sum = &mut self.sums[s as usize * w + i].total;
                 debug_assert!(*sum >= n as u64, "a window loses only what it counted");
                 *sum -= n as u64;
             }
-            for &(s, n) in &column.bads {
+            for (s, n) in column.bads.iter() {
                 self.sums[s as usize * w + i].bad -= n as u64;
                 touched.bad.push(s);
             }
             if n == layout.ring {
-                touched.emptier.extend(column.totals.iter().map(|(s, _)| *s));
+                touched.emptier.extend(column.totals.iter().map(|(s, _)| s));
             }
         }
         let slot = q.rem_euclid(ring) as usize;
@@ -395,11 +464,11 @@ impl Store {
             if q.rem_euclid(block) == 0 {
                 // A new block: the one it replaces leaves the period; the one before is done.
                 let leaving = &mut self.blocks[b.rem_euclid(count) as usize];
-                for &(s, n) in &leaving.totals {
+                for (s, n) in leaving.totals.iter() {
                     self.period[s as usize].total -= n;
                     touched.emptier.push(s);
                 }
-                for &(s, n) in &leaving.bads {
+                for (s, n) in leaving.bads.iter() {
                     self.period[s as usize].bad -= n;
                 }
                 leaving.clear();
@@ -408,11 +477,13 @@ impl Store {
         }
         if fold {
             let column = &mut self.panes[slot];
+            // By slot: the column's pairs then take a byte or two for the slot.
+            self.pending_slots.sort_unstable();
             for &s in &self.pending_slots {
                 let c = std::mem::take(&mut self.pending[s as usize]);
                 self.queued[s as usize] = false;
                 // Saturated as the pane holds it, so what leaves is what came.
-                let c = Counts { bad: u32::of(c.bad) as u64, total: u32::of(c.total) as u64 };
+                let c = Counts { bad: saturate(c.bad), total: saturate(c.total) };
                 if c.total == 0 {
                     touched.emptier.push(s);
                     continue;
@@ -462,7 +533,7 @@ impl Store {
             .iter()
             .map(|(s, c)| {
                 let was = held.get(s).copied().unwrap_or_default();
-                let (bad, total) = (u32::of(c.bad) as i64, u32::of(c.total) as i64);
+                let (bad, total) = (saturate(c.bad) as i64, saturate(c.total) as i64);
                 (*s, (bad - was.bad as i64, total - was.total as i64))
             })
             .filter(|(_, d)| *d != (0, 0))
@@ -514,10 +585,10 @@ impl Store {
         let mut out: HashMap<Slot, Counts> = HashMap::new();
         let Some(head) = self.head else { return out };
         let Some(column) = self.panes.get(head.rem_euclid(layout.ring as i64) as usize) else { return out };
-        for &(s, n) in &column.totals {
+        for (s, n) in column.totals.iter() {
             out.entry(s).or_default().total += n as u64;
         }
-        for &(s, n) in &column.bads {
+        for (s, n) in column.bads.iter() {
             out.entry(s).or_default().bad += n as u64;
         }
         out
@@ -545,7 +616,7 @@ impl Store {
         let columns: usize = self.panes.iter().map(Column::heap_bytes).sum::<usize>() + self.blocks.iter().map(Column::heap_bytes).sum::<usize>();
         let size = std::mem::size_of::<Counts>();
         columns
-            + (self.panes.capacity() + self.blocks.capacity()) * std::mem::size_of::<Column<u32>>()
+            + (self.panes.capacity() + self.blocks.capacity()) * std::mem::size_of::<Column>()
             + (self.sums.capacity() + self.period.capacity() + self.pending.capacity()) * size
             + self.queued.capacity()
             + self.pending_slots.capacity() * 4
@@ -635,6 +706,15 @@ mod tests {
         }
     }
 
+    /// Pairs read back as written, in any slot order and at any size, and sorted ones are small.
+    #[test]
+    fn packed_pairs_read_back_as_written() {
+        let written = vec![(5, 1), (3, 0), (u32::MAX, u64::MAX), (0, 300), (70_000, 7), (70_001, 1 << 40)];
+        assert_eq!(Pairs::from_pairs(written.clone()).iter().collect::<Vec<_>>(), written);
+        let sorted = Pairs::from_pairs((0..1_000).map(|s| (s * 2, 40)));
+        assert_eq!(sorted.bytes.len(), 2_000, "two bytes a pair");
+    }
+
     #[test]
     fn a_long_period_is_counted_in_blocks() {
         let layout = Layout::new(vec![5, 60], 43_200);
@@ -648,8 +728,8 @@ mod tests {
         // The last 719 whole blocks and the current partial one (50,000 = 833 * 60 + 20).
         assert_eq!(store.period(&layout, 0), Counts { bad: 719 * 60 + 20, total: 2 * (719 * 60 + 20) });
         // Blocks done are merged: one entry per series.
-        assert!(store.blocks.iter().all(|b| b.totals.len() <= 60));
-        assert!(store.blocks.iter().filter(|b| b.totals.len() == 1).count() >= 700);
+        assert!(store.blocks.iter().all(|b| b.totals.iter().count() <= 60));
+        assert!(store.blocks.iter().filter(|b| b.totals.iter().count() == 1).count() >= 700);
         // A gap longer than the ring but shorter than the period keeps the older blocks.
         store.add(0, Counts { bad: 0, total: 1 });
         store.advance(&layout, 50_000 + 10_000, &mut touched);

@@ -60,12 +60,17 @@ struct PartitionClock {
     /// A chunk of it was processed (since it was last rewound).
     #[serde(skip)]
     read: bool,
+    /// Rewound, and no event time seen since: its chunks so far were re-reads of records
+    /// already processed (dropped before they reach the clock), not dead letters, so it holds
+    /// the watermark where it is rather than stepping aside as a partition of dead letters does.
+    #[serde(skip)]
+    rewound: bool,
 }
 
 impl Watermarks {
     pub fn new(partitions: usize, delay: Millis) -> Self {
         let clocks = (0..partitions)
-            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None, caught_up: false, behind: false, read: false })
+            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None, caught_up: false, behind: false, read: false, rewound: false })
             .collect();
         let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN, second_stage: false };
         w.recompute();
@@ -165,6 +170,7 @@ impl Watermarks {
             if ts > clock.max_ts {
                 clock.max_ts = ts;
             }
+            clock.rewound = false;
             self.recompute();
             return self.current;
         }
@@ -174,6 +180,7 @@ impl Watermarks {
         }
         let before = if clock.max_ts == Millis::MIN { Millis::MIN } else { clock.max_ts.saturating_sub(self.delay) };
         clock.max_ts = ts;
+        clock.rewound = false;
         if before <= self.least {
             self.recompute();
         }
@@ -276,6 +283,7 @@ impl Watermarks {
     pub fn rewind(&mut self, p: usize) {
         self.partitions[p].max_ts = Millis::MIN;
         self.partitions[p].read = false;
+        self.partitions[p].rewound = true;
         self.recompute();
     }
 
@@ -322,7 +330,7 @@ impl Watermarks {
             .partitions
             .iter()
             .filter(counting)
-            .filter(|c| !(c.max_ts == Millis::MIN && (c.read || c.caught_up)) && !(c.caught_up && backlog))
+            .filter(|c| !(c.max_ts == Millis::MIN && !c.rewound && (c.read || c.caught_up)) && !(c.caught_up && backlog))
             .map(|c| self.clock_watermark(c))
             .min();
         self.least = least.unwrap_or(Millis::MIN);
@@ -375,6 +383,32 @@ mod tests {
         w.touch(2, later);
         assert_eq!(w.observe(0, 99_000), 97_000, "partition 1 holds it while it may come back");
         assert_eq!(w.mark_idle(later, start, timeout), 98_000);
+    }
+
+    /// A rebalance rewinds a partition to be read again from the group's commit; its re-read
+    /// records are dropped before they reach the clock. Its chunks of re-reads are not dead
+    /// letters: it holds the watermark where it was until a new record, also through a quiet
+    /// spell and a burst that wakes every partition (a broker outage mid-run, then the topic's
+    /// rest at once, made every record of the burst but one partition's late).
+    #[test]
+    fn a_rewound_partition_of_re_reads_holds_the_watermark_until_its_next_record() {
+        let start = Instant::now();
+        let mut w = Watermarks::new(3, 0);
+        for p in 0..3 {
+            w.observe(p, 1_000 + p as Millis);
+            w.touch(p, start);
+        }
+        for p in 1..3 {
+            w.deactivate(p);
+            w.rewind(p);
+            w.activate(p);
+            w.chunk_arrives(p, false); // every row a re-read, dropped
+            w.caught_up(p);
+        }
+        assert_eq!(w.mark_idle(start + Duration::from_secs(60), start, Duration::from_secs(30)), 1_000);
+        assert_eq!(w.observe(0, 50_000), 1_000, "partition 0 back from the quiet spell does not carry the watermark alone");
+        assert_eq!(w.observe(1, 40_000), 1_000);
+        assert_eq!(w.observe(2, 45_000), 40_000);
     }
 
     #[test]
