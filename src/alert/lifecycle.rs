@@ -164,10 +164,10 @@ impl Lifecycle {
     }
 
     /// An evaluation that speaks only of some alerts: `holding` hold, those of `cleared`
-    /// (rule, labels) are clear, every other alert stays as it is. What an evaluator whose
+    /// (fingerprints) are clear, every other alert stays as it is. What an evaluator whose
     /// conditions change one at a time (deadlines) sends between full evaluations.
-    pub fn evaluate_changes(&mut self, t: Millis, holding: Vec<Observation>, cleared: &[(String, BTreeMap<String, String>)]) -> Vec<Alert> {
-        let cleared: std::collections::HashSet<u64> = cleared.iter().map(|(rule, labels)| fingerprint_of(&self.job, rule, labels)).collect();
+    pub fn evaluate_changes(&mut self, t: Millis, holding: Vec<Observation>, cleared: &[u64]) -> Vec<Alert> {
+        let cleared: std::collections::HashSet<u64> = cleared.iter().copied().collect();
         self.evaluate_some(t, holding, Some(cleared))
     }
 

@@ -219,7 +219,8 @@ pub enum Holding {
     /// The label sets whose condition holds; every other alert of the job is clear.
     All(Vec<Observation>),
     /// Only changes: these hold now, these (rule, labels) are clear now, the rest as before.
-    Changes { holding: Vec<Observation>, cleared: Vec<(String, BTreeMap<String, String>)> },
+    /// `cleared`: fingerprints ([`fingerprint_of`]) of alerts that no longer hold.
+    Changes { holding: Vec<Observation>, cleared: Vec<u64> },
 }
 
 impl Verdicts {
@@ -284,22 +285,44 @@ pub fn fingerprint(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> 
 /// The fingerprint as a number: what the alert stage keys its alerts by inside (no string
 /// built per observation); [`fingerprint_hex`] is its text in records.
 pub fn fingerprint_of(job: &str, rule: &str, labels: &BTreeMap<String, String>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
+    let mut f = Fingerprinter::new(job, rule);
+    for (k, v) in labels {
+        f.label(k, v);
+    }
+    f.finish()
+}
+
+/// [`fingerprint_of`] label by label, for labels at hand in name order without a map (an
+/// evaluator saying which of many rows no longer hold).
+pub struct Fingerprinter(u64);
+
+impl Fingerprinter {
+    pub fn new(job: &str, rule: &str) -> Fingerprinter {
+        let mut f = Fingerprinter(0xcbf2_9ce4_8422_2325);
+        f.eat(job.as_bytes());
+        f.eat(rule.as_bytes());
+        f
+    }
+
+    /// The next label, in name order.
+    pub fn label(&mut self, name: &str, value: &str) {
+        self.eat(name.as_bytes());
+        self.eat(value.as_bytes());
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn eat(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
         for b in bytes {
             h ^= *b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         h ^= 0xff; // a separator no UTF-8 text contains
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    eat(job.as_bytes());
-    eat(rule.as_bytes());
-    for (k, v) in labels {
-        eat(k.as_bytes());
-        eat(v.as_bytes());
+        self.0 = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
 }
 
 /// A fingerprint's text: 16 lower-case hex digits (so text order is number order).

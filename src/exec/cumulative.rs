@@ -68,6 +68,10 @@ pub struct Split {
     pub partial: String,
     pub merges: Vec<Merge>,
     pub final_: String,
+    /// The final query for state rows that are one per group (as they always are): each merge
+    /// of one state column is the column itself, no GROUP BY, HAVING as WHERE. It gives the
+    /// final query's rows without its hash aggregation over every changed group of a pane.
+    pub final_unique: String,
 }
 
 /// Why a job's SQL cannot run cumulatively.
@@ -129,6 +133,8 @@ pub fn split(job: &Dataflow) -> Result<Split, JobError> {
     struct Rewrite {
         partials: Vec<(String, Merge)>, // (partial expression, its merge) per state column
         error: Option<(String, String)>,
+        /// Write each merge as its state column alone (see [`Split::final_unique`]).
+        unique: bool,
     }
     impl Rewrite {
         fn column(&mut self, partial: String, merge: Merge) -> String {
@@ -166,11 +172,17 @@ pub fn split(job: &Dataflow) -> Result<Split, JobError> {
                 count.name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("count")]);
                 let s = self.column(sum.to_string(), Merge::Sum);
                 let c = self.column(count.to_string(), Merge::Sum);
-                format!("(CAST(sum({s}) AS DOUBLE) / CAST(sum({c}) AS DOUBLE))")
+                match self.unique {
+                    true => format!("(CAST({s} AS DOUBLE) / CAST({c} AS DOUBLE))"),
+                    false => format!("(CAST(sum({s}) AS DOUBLE) / CAST(sum({c}) AS DOUBLE))"),
+                }
             } else {
                 let merge = MERGEABLE.iter().find(|(n, _)| *n == name).map(|(_, m)| *m).expect("mergeable");
                 let column = self.column(f.to_string(), merge);
-                format!("{}({column})", merge.sql())
+                match self.unique {
+                    true => column,
+                    false => format!("{}({column})", merge.sql()),
+                }
             };
             match Parser::new(&GenericDialect {}).try_with_sql(&replacement).and_then(|mut p| p.parse_expr()) {
                 Ok(e) => *expr = e,
@@ -182,27 +194,17 @@ pub fn split(job: &Dataflow) -> Result<Split, JobError> {
             ControlFlow::Continue(())
         }
     }
-    let mut rewrite = Rewrite { partials: Vec::new(), error: None };
-    // Only what is evaluated over groups: the projection, HAVING and ORDER BY.
-    for item in &mut select.projection {
-        match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                let _ = e.visit(&mut rewrite);
-            }
-            _ => {
-                return Err(refuse(job, "a cumulative window's SQL names its columns (no SELECT *)", "SELECT account, sum(qty) AS net FROM events GROUP BY account"));
-            }
+    let mut unique_statement = statements[0].clone();
+    let mut rewrite = Rewrite { partials: Vec::new(), error: None, unique: false };
+    rewrite_final(&mut statements[0], &mut rewrite)
+        .map_err(|()| refuse(job, "a cumulative window's SQL names its columns (no SELECT *)", "SELECT account, sum(qty) AS net FROM events GROUP BY account"))?;
+    let mut unique = Rewrite { partials: Vec::new(), error: None, unique: true };
+    let _ = rewrite_final(&mut unique_statement, &mut unique);
+    if let Statement::Query(q) = &mut unique_statement {
+        if let SetExpr::Select(select) = q.body.as_mut() {
+            select.group_by = GroupByExpr::Expressions(Vec::new(), Vec::new());
+            select.selection = select.having.take();
         }
-    }
-    if let Some(h) = &mut select.having {
-        let _ = h.visit(&mut rewrite);
-    }
-    // FROM events becomes FROM state; the WHERE moved into the partial query.
-    if let TableFactor::Table { name, .. } = &mut select.from[0].relation {
-        *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("state")]);
-    }
-    if let Some(order) = &mut query.order_by {
-        let _ = order.visit(&mut rewrite);
     }
     if let Some((message, help)) = rewrite.error {
         return Err(refuse(job, message, &help));
@@ -226,7 +228,34 @@ pub fn split(job: &Dataflow) -> Result<Split, JobError> {
         partial: format!("SELECT {} FROM events{where_}{group_by}", partial.join(", ")),
         merges: rewrite.partials.iter().map(|(_, m)| *m).collect(),
         final_: statements[0].to_string(),
+        final_unique: unique_statement.to_string(),
     })
+}
+
+/// Rewrite what a final query evaluates over groups (the projection, HAVING and ORDER BY):
+/// aggregate calls become merges of state columns; FROM events becomes FROM state (the WHERE
+/// moved into the partial query). `Err`: a `SELECT *`.
+fn rewrite_final<V: VisitorMut<Break = ()>>(statement: &mut Statement, rewrite: &mut V) -> Result<(), ()> {
+    let Statement::Query(query) = statement else { return Ok(()) };
+    let SetExpr::Select(select) = query.body.as_mut() else { return Ok(()) };
+    for item in &mut select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                let _ = e.visit(rewrite);
+            }
+            _ => return Err(()),
+        }
+    }
+    if let Some(h) = &mut select.having {
+        let _ = h.visit(rewrite);
+    }
+    if let TableFactor::Table { name, .. } = &mut select.from[0].relation {
+        *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new("state")]);
+    }
+    if let Some(order) = &mut query.order_by {
+        let _ = order.visit(rewrite);
+    }
+    Ok(())
 }
 
 /// How a partial column merges into a group's running value.
@@ -288,6 +317,8 @@ struct Group {
 pub struct CumulativeQuery {
     partial: WindowQuery,
     final_: TableQuery,
+    /// [`Split::final_unique`], when it plans to the final query's columns and types.
+    final_unique: Option<TableQuery>,
     /// The partial query's columns: group columns, partials (decimals widened), last event.
     state_schema: SchemaRef,
     /// `state_schema` plus `window_start` and `window_end`, what the final query reads.
@@ -366,7 +397,12 @@ impl CumulativeQuery {
             refuse(job, format!("SQL over the running aggregates: {}", super::errors::clean(&e.to_string())), "columns outside aggregates must be in GROUP BY")
         })?;
         let merges = split.merges;
-        Ok(CumulativeQuery { partial, final_, state_schema, final_input, groups_n, merges, converter, state: CumulativeState::default(), ttl })
+        let same_columns = |q: &TableQuery| {
+            let (a, b) = (q.output_schema(), final_.output_schema());
+            a.fields().len() == b.fields().len() && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+        };
+        let final_unique = TableQuery::plan("state", final_input.clone(), &split.final_unique).ok().filter(same_columns);
+        Ok(CumulativeQuery { partial, final_, final_unique, state_schema, final_input, groups_n, merges, converter, state: CumulativeState::default(), ttl })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -519,7 +555,10 @@ impl CumulativeQuery {
         columns.push(Arc::new(TimestampMillisecondArray::from_value(since, n).with_timezone("UTC")));
         columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
         let batch = RecordBatch::try_new(self.final_input.clone(), columns)?;
-        self.final_.run(vec![batch])
+        let Some(unique) = &self.final_unique else { return self.final_.run(vec![batch]) };
+        // In the final query's schema (its nullability), which the rows are checked against.
+        let schema = self.final_.output_schema();
+        unique.run(vec![batch])?.into_iter().map(|b| Ok(RecordBatch::try_new(schema.clone(), b.columns().to_vec())?)).collect()
     }
 }
 
@@ -608,6 +647,11 @@ mod tests {
         );
         assert_eq!(s.merges, [Merge::Sum; 5], "sums, counts and avg's two halves all merge by adding");
         assert!(s.final_.contains("FROM state") && s.final_.contains("HAVING sum(__osprey_a4) > 1") && !s.final_.contains("WHERE"), "{}", s.final_);
+        assert_eq!(
+            s.final_unique,
+            "SELECT account, __osprey_a0 AS net, (CAST(__osprey_a1 AS DOUBLE) / CAST(__osprey_a2 AS DOUBLE)) AS mean, __osprey_a3 AS n FROM state WHERE __osprey_a4 > 1",
+            "one state row per group: each merge is its column"
+        );
     }
 
     #[test]
@@ -644,5 +688,53 @@ mod tests {
             assert!(e.message.contains("its state is every value seen"), "{sql}: {}", e.message);
         }
         assert!(split(&job("SELECT * FROM events")).unwrap_err().message.contains("names its columns"));
+    }
+
+    /// One state row per group: the final query without its aggregation gives the rows (values,
+    /// types, order, HAVING) the aggregating final query gives, pane after pane.
+    #[test]
+    fn the_final_query_over_one_row_per_group_gives_the_aggregating_one_s_rows() {
+        use datafusion::arrow::array::{Int32Array, Int64Array};
+        let sql = "SELECT account, sum(qty) AS net, avg(qty) AS mean, count(*) AS n, count(qty) AS priced, max(side) AS last_side, \
+                   min(qty) AS least, bool_or(qty > 5) AS big FROM events GROUP BY account HAVING count(*) > 2 ORDER BY account";
+        let mut unique = CumulativeQuery::plan(&job(sql)).unwrap();
+        assert!(unique.final_unique.is_some(), "{sql}: plans without aggregation");
+        let mut aggregating = CumulativeQuery::plan(&job(sql)).unwrap();
+        aggregating.final_unique = None;
+        let schema = unique.input_schema();
+        let mut x: u64 = 5;
+        for pane in 0..6i64 {
+            let n = 30;
+            let mut rnd = || {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x >> 33
+            };
+            let rows: Vec<(i64, String, Option<i128>, String)> = (0..n)
+                .map(|i| {
+                    let r = rnd();
+                    let qty = (r % 7 != 0).then_some((r % 100_000) as i128);
+                    (pane * 60_000 + i * 100, format!("a{}", r % 9), qty, ["buy", "sell"][(r % 2) as usize].to_string())
+                })
+                .collect();
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| -> ArrayRef {
+                    match (f.name().as_str(), f.data_type()) {
+                        ("ts", t) => cast(&(Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef), t).unwrap(),
+                        ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.clone()))),
+                        ("qty", DataType::Decimal128(p, s)) => Arc::new(Decimal128Array::from_iter(rows.iter().map(|r| r.2)).with_precision_and_scale(*p, *s).unwrap()),
+                        ("side", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.clone()))),
+                        (_, DataType::Int32) => Arc::new(Int32Array::from_iter_values((0..n).map(|_| 0))),
+                        (_, t) => cast(&(Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef), t).unwrap(),
+                    }
+                })
+                .collect();
+            let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+            let window = FiredWindow { start: pane * 60_000, end: (pane + 1) * 60_000, key: Vec::new(), batches: vec![batch], update: false, revision: 0 };
+            let (a, b) = (unique.run(&window).unwrap(), aggregating.run(&window).unwrap());
+            assert_eq!(a.changed, b.changed, "pane {pane}");
+            assert!(a.changed.iter().map(|b| b.num_rows()).sum::<usize>() > 0 || pane == 0, "pane {pane}: groups pass the HAVING");
+        }
     }
 }

@@ -291,7 +291,7 @@ impl Evaluator for DeadlineEvaluator {
                 } else if self.state.overdue.remove(&key).is_some() {
                     // Closed late: resolves now.
                     let labels = self.config.key.iter().cloned().zip(key.iter().cloned()).collect();
-                    change(&mut changes, ts).1.push((self.job.clone(), labels));
+                    change(&mut changes, ts).1.push(crate::alert::fingerprint_of(&self.job, &self.job, &labels));
                 }
             } else if !self.state.open.contains_key(&key) && !self.state.overdue.contains_key(&key) {
                 self.state.opened += 1;
@@ -327,7 +327,7 @@ impl Evaluator for DeadlineEvaluator {
 }
 
 /// The evaluation of changes at `t` (the last one, or a new one): what holds and what clears.
-fn change(changes: &mut Vec<(Millis, Holding)>, t: Millis) -> (&mut Vec<Observation>, &mut Vec<(String, BTreeMap<String, String>)>) {
+fn change(changes: &mut Vec<(Millis, Holding)>, t: Millis) -> (&mut Vec<Observation>, &mut Vec<u64>) {
     if changes.last().is_none_or(|(last, _)| *last != t) {
         changes.push((t, Holding::Changes { holding: Vec::new(), cleared: Vec::new() }));
     }
