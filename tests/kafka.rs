@@ -1461,6 +1461,45 @@ topic = "{alerts}"
     assert_eq!(identities(&live), identities(&replayed), "live and replay page at the same event times\n{log}");
 }
 
+/// Three `osprey run` of one SLO job, started together on a backlog whose services are on
+/// every partition (not keyed by the job's labels): each service's budget is judged in one
+/// process, through the shuffle, and the alert topic holds the alerts of one process's replay.
+#[test]
+fn three_processes_of_an_slo_job_page_as_a_replay_of_the_topic_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("requests3"), unique("slo3-alerts"));
+    create(&topic, 3);
+    let name = format!("availability3_{}", std::process::id());
+    std::fs::write(
+        d.join("slo.toml"),
+        format!(
+            "name = \"{name}\"\nkind = \"slo\"\n[slo]\nobjective = 0.995\ngood = \"status < 500\"\nlabels = [\"service\"]\n\
+             [source]\nkind = \"kafka\"\ntopic = \"{topic}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nstatus = \"int64\"\n\
+             [event_time]\ncolumn = \"ts\"\nwatermark_delay = \"5s\"\n[alerts]\ntopic = \"{alerts}\"\n"
+        ),
+    )
+    .unwrap();
+    let o = osprey(d, &["explain", "slo.toml"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("two stages"), "{}", String::from_utf8_lossy(&o.stdout));
+    let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
+    cfg.rate = 40.0;
+    cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
+    produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
+    let replayed = replay_alerts(d, "slo.toml");
+    assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
+    let expected = identities(&replayed);
+    let children: Vec<Running> = ["a", "b", "c"].iter().map(|i| spawn(d, &["run", "slo.toml", "--brokers", &brokers()], &[], &format!("run-{i}.log"))).collect();
+    let got = consume(&alerts, |r| expected.is_subset(&identities(&r.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())));
+    for child in children {
+        stop(child);
+    }
+    let logs: String = ["a", "b", "c"].iter().map(|i| format!("--- {i}\n{}", std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default())).collect();
+    let got: Vec<Value> = got.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(identities(&got), expected, "three processes page as one replay does\n{logs}");
+    assert!(["a", "b", "c"].iter().filter(|i| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default().contains(": assigned")).count() >= 2, "the group shares the partitions\n{logs}");
+}
+
 /// An `osprey serve` process for the shared-registry test, killed when dropped.
 struct Served {
     #[allow(dead_code)] // held for its drop
