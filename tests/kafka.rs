@@ -1461,9 +1461,10 @@ topic = "{alerts}"
     assert_eq!(identities(&live), identities(&replayed), "live and replay page at the same event times\n{log}");
 }
 
-/// Three `osprey run` of one SLO job, started together on a backlog whose services are on
-/// every partition (not keyed by the job's labels): each service's budget is judged in one
-/// process, through the shuffle, and the alert topic holds the alerts of one process's replay.
+/// Three `osprey run` of one SLO job over a topic whose services are on every partition (not
+/// keyed by the job's labels): once the group has shared both stages, each service's budget is
+/// judged in one process, through the shuffle, and the alert topic holds the alerts of one
+/// process's replay of the topic.
 #[test]
 fn three_processes_of_an_slo_job_page_as_a_replay_of_the_topic_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -1480,24 +1481,81 @@ fn three_processes_of_an_slo_job_page_as_a_replay_of_the_topic_does() {
         ),
     )
     .unwrap();
-    let o = osprey(d, &["explain", "slo.toml"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("two stages"), "{}", String::from_utf8_lossy(&o.stdout));
-    let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
-    cfg.rate = 40.0;
-    cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
-    produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
-    let replayed = replay_alerts(d, "slo.toml");
-    assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
+    let produce = || {
+        let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
+        cfg.rate = 40.0;
+        cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
+        produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
+    };
+    three_processes_alert_as_a_replay(d, "slo.toml", &alerts, produce, |replayed| {
+        assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
+    });
+}
+
+/// Three `osprey run` of `job` (two stages) share its group; then `produce` fills its topic.
+/// Their alert topic holds the identities of a replay's records (`check`ed first).
+///
+/// The group settles before the records come: a partition of the second stage handed to
+/// another process mid-run takes none of its operator state along (no shared checkpoint), so
+/// an SLO's windows and a deadline's timers start over there (README, known limits).
+fn three_processes_alert_as_a_replay(d: &Path, job: &str, alerts: &str, produce: impl FnOnce(), check: impl Fn(&[Value])) {
+    let explained = String::from_utf8_lossy(&osprey(d, &["explain", job]).stdout).to_string();
+    assert!(explained.contains("two stages"), "the topic is not keyed by the job's key: {explained}");
+    let children: Vec<Running> = ["a", "b", "c"].iter().map(|i| spawn(d, &["run", job, "--brokers", &brokers()], &[], &format!("run-{i}.log"))).collect();
+    let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
+    let logs = || ["a", "b", "c"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<String>();
+    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2), logs);
+    // And no hand-over for a few seconds: the group has settled.
+    let (mut seen, mut since) = (logs(), Instant::now());
+    while since.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(250));
+        if logs() != seen {
+            (seen, since) = (logs(), Instant::now());
+        }
+    }
+    produce();
+    let replayed = replay_alerts(d, job);
+    check(&replayed);
     let expected = identities(&replayed);
-    let children: Vec<Running> = ["a", "b", "c"].iter().map(|i| spawn(d, &["run", "slo.toml", "--brokers", &brokers()], &[], &format!("run-{i}.log"))).collect();
-    let got = consume(&alerts, |r| expected.is_subset(&identities(&r.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())));
+    let got = consume(alerts, |r| expected.is_subset(&identities(&r.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())));
     for child in children {
         stop(child);
     }
-    let logs: String = ["a", "b", "c"].iter().map(|i| format!("--- {i}\n{}", std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default())).collect();
-    let got: Vec<Value> = got.into_iter().map(|(_, v)| v).collect();
-    assert_eq!(identities(&got), expected, "three processes page as one replay does\n{logs}");
-    assert!(["a", "b", "c"].iter().filter(|i| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default().contains(": assigned")).count() >= 2, "the group shares the partitions\n{logs}");
+    let got = identities(&got.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+    if got != expected {
+        let missing: Vec<_> = expected.difference(&got).take(10).collect();
+        let extra: Vec<_> = got.difference(&expected).take(10).collect();
+        let n = (expected.difference(&got).count(), got.difference(&expected).count());
+        panic!("three processes alert as one replay does: {} missing {missing:?}\n{} not in the replay {extra:?}\n{}", n.0, n.1, logs());
+    }
+}
+
+/// Three `osprey run` of the Knight deadline check over a trading topic whose orders are on
+/// every partition: once the group has shared both stages, each order's timer is kept in one
+/// process (through the shuffle), and the alert topic holds the deadlines a replay fires.
+#[test]
+#[ignore = "known bug (README, known limits): a second stage expires deadlines only at the end of a pane with records of its own, so the last orders routed to a process whose records stop wait for its next record"]
+fn three_processes_of_a_knight_check_fire_the_deadlines_a_replay_of_the_topic_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("trading3"), unique("alerts3"));
+    create(&topic, 3);
+    let name = format!("deadline3_{}", std::process::id());
+    let job = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/knight/order_deadline.toml"))
+        .unwrap()
+        .replace("name = \"order_deadline\"", &format!("name = \"{name}\""))
+        .replace("topic = \"trading-events\"", &format!("topic = \"{topic}\""))
+        .replace("[alerts]\n", &format!("[alerts]\ntopic = \"{alerts}\"\n"));
+    std::fs::write(d.join("deadline.toml"), job).unwrap();
+    let produce = || {
+        let mut cfg = GeneratorConfig::new(Stream::TradingEvents);
+        cfg.rate = 100.0;
+        cfg.knight_at = Some(20_000);
+        produce_generated(&topic, cfg, 15_000, 600_000, |t| format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}"));
+    };
+    three_processes_alert_as_a_replay(d, "deadline.toml", &alerts, produce, |replayed| {
+        assert!(replayed.len() > 20, "the old code leaves orders open: {}", replayed.len());
+    });
 }
 
 /// An `osprey serve` process for the shared-registry test, killed when dropped.
