@@ -1383,48 +1383,28 @@ fn live_alerts(d: &Path, job: &str, alerts: &str, expected: usize) -> (Vec<Value
     (got.into_iter().map(|(_, v)| v).collect(), log)
 }
 
-/// What identifies an alert record: a consumer keyed by these sees no duplicate.
-fn identities(records: &[Value]) -> BTreeSet<(String, String, String, String, String)> {
-    records.iter().map(|v| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string())).collect()
-}
-
-#[test]
-fn a_knight_check_runs_live_on_kafka_to_the_alert_topic_and_a_replay_of_the_topic_gives_the_same_alerts() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (topic, alerts) = (unique("trading"), unique("alerts"));
-    create(&topic, 3);
-    let name = format!("deadline_{}", std::process::id());
+/// `deadline.toml` in `d`: the bundled Knight deadline check, renamed, on `topic`, alerting to
+/// the Kafka topic `alerts`.
+fn deadline_job(d: &Path, name: &str, topic: &str, alerts: &str) {
     let job = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/knight/order_deadline.toml"))
         .unwrap()
         .replace("name = \"order_deadline\"", &format!("name = \"{name}\""))
         .replace("topic = \"trading-events\"", &format!("topic = \"{topic}\""))
         .replace("[alerts]\n", &format!("[alerts]\ntopic = \"{alerts}\"\n"));
     std::fs::write(d.join("deadline.toml"), job).unwrap();
-    // The desk with old code on trade-8 from 20 s on: orders it leaves open miss their deadline.
+}
+
+/// The desk with old code on trade-8 from 20 s on (orders it leaves open miss their deadline),
+/// then a heartbeat ten minutes on, on every partition: event time passes every deadline.
+fn produce_knight_desk(topic: &str) {
     let mut cfg = GeneratorConfig::new(Stream::TradingEvents);
     cfg.rate = 100.0;
     cfg.knight_at = Some(20_000);
-    // A heartbeat ten minutes on, on every partition: event time passes every deadline.
-    produce_generated(&topic, cfg, 15_000, 600_000, |t| format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}"));
-
-    let replayed = replay_alerts(d, "deadline.toml");
-    assert!(replayed.len() > 20, "the old code leaves orders open: {}", replayed.len());
-    let (live, log) = live_alerts(d, "deadline.toml", &alerts, replayed.len());
-    assert_eq!(identities(&live), identities(&replayed), "live and replay fire the same deadlines at the same event times\n{log}");
-    for v in &replayed {
-        assert!(v["evidence"]["records"][0]["source"].as_str().unwrap().starts_with(&topic), "{v}");
-        assert!(v["evidence"]["records"][0]["record"]["host"] == "trade-8", "only the old code's orders: {v}");
-    }
+    produce_generated(topic, cfg, 15_000, 600_000, |t| format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}"));
 }
 
-#[test]
-fn an_slo_runs_live_on_kafka_and_pages_at_the_event_times_a_replay_of_the_topic_gives() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (topic, alerts) = (unique("requests"), unique("slo-alerts"));
-    create(&topic, 3);
-    let name = format!("availability_{}", std::process::id());
+/// `slo.toml` in `d`: an availability SLO per service on `topic`, alerting to `alerts`.
+fn slo_job(d: &Path, name: &str, topic: &str, alerts: &str) {
     std::fs::write(
         d.join("slo.toml"),
         format!(
@@ -1450,11 +1430,50 @@ topic = "{alerts}"
         ),
     )
     .unwrap();
-    // Forty minutes of requests; checkout burns its budget from minute 20 to 30.
+}
+
+/// Forty minutes of requests; checkout burns its budget from minute 20 to 30.
+fn produce_checkout_burn(topic: &str) {
     let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
     cfg.rate = 40.0;
     cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
-    produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
+    produce_generated(topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
+}
+
+/// What identifies an alert record: a consumer keyed by these sees no duplicate.
+fn identities(records: &[Value]) -> BTreeSet<(String, String, String, String, String)> {
+    records.iter().map(|v| (v["fingerprint"].to_string(), v["sequence"].to_string(), v["status"].to_string(), v["starts_at"].to_string(), v["ends_at"].to_string())).collect()
+}
+
+#[test]
+fn a_knight_check_runs_live_on_kafka_to_the_alert_topic_and_a_replay_of_the_topic_gives_the_same_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("trading"), unique("alerts"));
+    create(&topic, 3);
+    let name = format!("deadline_{}", std::process::id());
+    deadline_job(d, &name, &topic, &alerts);
+    produce_knight_desk(&topic);
+
+    let replayed = replay_alerts(d, "deadline.toml");
+    assert!(replayed.len() > 20, "the old code leaves orders open: {}", replayed.len());
+    let (live, log) = live_alerts(d, "deadline.toml", &alerts, replayed.len());
+    assert_eq!(identities(&live), identities(&replayed), "live and replay fire the same deadlines at the same event times\n{log}");
+    for v in &replayed {
+        assert!(v["evidence"]["records"][0]["source"].as_str().unwrap().starts_with(&topic), "{v}");
+        assert!(v["evidence"]["records"][0]["record"]["host"] == "trade-8", "only the old code's orders: {v}");
+    }
+}
+
+#[test]
+fn an_slo_runs_live_on_kafka_and_pages_at_the_event_times_a_replay_of_the_topic_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, alerts) = (unique("requests"), unique("slo-alerts"));
+    create(&topic, 3);
+    let name = format!("availability_{}", std::process::id());
+    slo_job(d, &name, &topic, &alerts);
+    produce_checkout_burn(&topic);
     let replayed = replay_alerts(d, "slo.toml");
     assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
     let (live, log) = live_alerts(d, "slo.toml", &alerts, replayed.len());
@@ -1472,22 +1491,8 @@ fn three_processes_of_an_slo_job_page_as_a_replay_of_the_topic_does() {
     let (topic, alerts) = (unique("requests3"), unique("slo3-alerts"));
     create(&topic, 3);
     let name = format!("availability3_{}", std::process::id());
-    std::fs::write(
-        d.join("slo.toml"),
-        format!(
-            "name = \"{name}\"\nkind = \"slo\"\n[slo]\nobjective = 0.995\ngood = \"status < 500\"\nlabels = [\"service\"]\n\
-             [source]\nkind = \"kafka\"\ntopic = \"{topic}\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nstatus = \"int64\"\n\
-             [event_time]\ncolumn = \"ts\"\nwatermark_delay = \"5s\"\n[alerts]\ntopic = \"{alerts}\"\n"
-        ),
-    )
-    .unwrap();
-    let produce = || {
-        let mut cfg = GeneratorConfig::new(Stream::HttpRequests);
-        cfg.rate = 40.0;
-        cfg.incident = Some(osprey::source::generator::Incident { at: 20 * 60_000, duration: 10 * 60_000, service: "checkout".into() });
-        produce_generated(&topic, cfg, 96_000, 120_000, |t| format!("{{\"ts\":{t},\"service\":\"frontend\",\"status\":200}}"));
-    };
-    three_processes_alert_as_a_replay(d, "slo.toml", &alerts, produce, |replayed| {
+    slo_job(d, &name, &topic, &alerts);
+    three_processes_alert_as_a_replay(d, "slo.toml", &alerts, || produce_checkout_burn(&topic), |replayed| {
         assert!(replayed.iter().any(|a| a["rule"] == "page-1h-5m" && a["labels"]["service"] == "checkout"), "the burn pages: {replayed:?}");
     });
 }
@@ -1541,19 +1546,8 @@ fn three_processes_of_a_knight_check_fire_the_deadlines_a_replay_of_the_topic_fi
     let (topic, alerts) = (unique("trading3"), unique("alerts3"));
     create(&topic, 3);
     let name = format!("deadline3_{}", std::process::id());
-    let job = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/knight/order_deadline.toml"))
-        .unwrap()
-        .replace("name = \"order_deadline\"", &format!("name = \"{name}\""))
-        .replace("topic = \"trading-events\"", &format!("topic = \"{topic}\""))
-        .replace("[alerts]\n", &format!("[alerts]\ntopic = \"{alerts}\"\n"));
-    std::fs::write(d.join("deadline.toml"), job).unwrap();
-    let produce = || {
-        let mut cfg = GeneratorConfig::new(Stream::TradingEvents);
-        cfg.rate = 100.0;
-        cfg.knight_at = Some(20_000);
-        produce_generated(&topic, cfg, 15_000, 600_000, |t| format!("{{\"ts\":{t},\"event\":\"heartbeat\",\"service\":\"oms\",\"host\":\"trade-1\",\"build\":\"v2.14.1\"}}"));
-    };
-    three_processes_alert_as_a_replay(d, "deadline.toml", &alerts, produce, |replayed| {
+    deadline_job(d, &name, &topic, &alerts);
+    three_processes_alert_as_a_replay(d, "deadline.toml", &alerts, || produce_knight_desk(&topic), |replayed| {
         assert!(replayed.len() > 20, "the old code leaves orders open: {}", replayed.len());
     });
 }

@@ -375,7 +375,8 @@ impl Store {
     /// A store at pane `head` holding what checkpoints of rings per series held: `(slot, pane,
     /// counts)` within the longest window, `(slot, block, counts)` within the period.
     pub fn from_parts(layout: &Layout, head: i64, panes: &[(Slot, i64, Counts)], blocks: &[(Slot, i64, Counts)]) -> Store {
-        let mut store = Store { head: Some(head), panes: vec![Column::default(); layout.ring as usize], ..Store::default() };
+        let mut store = Store { head: Some(head), ..Store::default() };
+        store.allocate(layout);
         let ring = layout.ring as i64;
         for &(s, p, c) in panes {
             if head - p >= 0 && head - p < ring {
@@ -383,13 +384,22 @@ impl Store {
             }
         }
         if let Some((_, count)) = layout.blocks() {
-            store.blocks = vec![Column::default(); count as usize];
             for &(s, b, c) in blocks {
                 store.blocks[b.rem_euclid(count) as usize].push(s, c);
             }
         }
         store.rebuild(layout);
         store
+    }
+
+    /// The columns, empty, once: a pane per pane of the longest window, a block per block.
+    fn allocate(&mut self, layout: &Layout) {
+        if self.panes.is_empty() {
+            self.panes = vec![Column::default(); layout.ring as usize];
+            if let Some((_, blocks)) = layout.blocks() {
+                self.blocks = vec![Column::default(); blocks as usize];
+            }
+        }
     }
 
     /// Make room for `slot` in the per-slot parts.
@@ -425,12 +435,7 @@ impl Store {
     pub fn advance(&mut self, layout: &Layout, to: i64, touched: &mut Touched) {
         let head = *self.head.get_or_insert(to - 1);
         debug_assert!(to > head, "panes advance: {to} after {head}");
-        if self.panes.is_empty() {
-            self.panes = vec![Column::default(); layout.ring as usize];
-            if let Some((_, blocks)) = layout.blocks() {
-                self.blocks = vec![Column::default(); blocks as usize];
-            }
-        }
+        self.allocate(layout);
         for q in head + 1..to {
             self.step(layout, q, false, touched);
         }
@@ -518,12 +523,7 @@ impl Store {
         if age < 0 || age >= ring || fixes.is_empty() {
             return;
         }
-        if self.panes.is_empty() {
-            self.panes = vec![Column::default(); layout.ring as usize];
-            if let Some((_, blocks)) = layout.blocks() {
-                self.blocks = vec![Column::default(); blocks as usize];
-            }
-        }
+        self.allocate(layout);
         for &s in fixes.keys() {
             self.reserve(s);
         }

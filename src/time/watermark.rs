@@ -385,6 +385,16 @@ mod tests {
         assert_eq!(w.mark_idle(later, start, timeout), 98_000);
     }
 
+    /// Three partitions with a record each (1,000 to 1,002 ms) at `start`.
+    fn three_with_records_at(start: Instant) -> Watermarks {
+        let mut w = Watermarks::new(3, 0);
+        for p in 0..3 {
+            w.observe(p, 1_000 + p as Millis);
+            w.touch(p, start);
+        }
+        w
+    }
+
     /// A rebalance rewinds a partition to be read again from the group's commit; its re-read
     /// records are dropped before they reach the clock. Its chunks of re-reads are not dead
     /// letters: it holds the watermark where it was until a new record, also through a quiet
@@ -393,11 +403,7 @@ mod tests {
     #[test]
     fn a_rewound_partition_of_re_reads_holds_the_watermark_until_its_next_record() {
         let start = Instant::now();
-        let mut w = Watermarks::new(3, 0);
-        for p in 0..3 {
-            w.observe(p, 1_000 + p as Millis);
-            w.touch(p, start);
-        }
+        let mut w = three_with_records_at(start);
         for p in 1..3 {
             w.deactivate(p);
             w.rewind(p);
@@ -414,11 +420,7 @@ mod tests {
     #[test]
     fn a_stream_back_from_a_quiet_spell_wakes_every_partition() {
         let start = Instant::now();
-        let mut w = Watermarks::new(3, 0);
-        for p in 0..3 {
-            w.observe(p, 1_000 + p as Millis);
-            w.touch(p, start);
-        }
+        let mut w = three_with_records_at(start);
         assert_eq!(w.current(), 1_000);
         // A quiet minute: all idle, the watermark holds.
         assert_eq!(w.mark_idle(start + Duration::from_secs(60), start, Duration::from_secs(30)), 1_000);
