@@ -141,10 +141,13 @@ impl Watermarks {
     }
 
     /// Partition `p` is neither caught up nor idle after all (its log grew since it said so):
-    /// it holds the watermark at its clock again, until it says otherwise.
+    /// it holds the watermark at its clock again, until it says otherwise. An idle partition
+    /// wakes as at its first record (the whole stream, when it had paused).
     pub fn hold(&mut self, p: usize) -> Millis {
+        if self.partitions[p].idle {
+            self.wake(p);
+        }
         self.partitions[p].caught_up = false;
-        self.partitions[p].idle = false;
         self.recompute();
         self.current
     }
@@ -414,6 +417,21 @@ mod tests {
         assert_eq!(w.mark_idle(start + Duration::from_secs(60), start, Duration::from_secs(30)), 1_000);
         assert_eq!(w.observe(0, 50_000), 1_000, "partition 0 back from the quiet spell does not carry the watermark alone");
         assert_eq!(w.observe(1, 40_000), 1_000);
+        assert_eq!(w.observe(2, 45_000), 40_000);
+    }
+
+    /// The source takes back a quiet partition's claim when its log grows (records of a burst
+    /// on their way): that wakes the stream as its first record would. Waking that partition
+    /// alone left a third one idle, and the first two carried the watermark past all its
+    /// records (a broker outage mid-run, then the topic's rest at once).
+    #[test]
+    fn a_quiet_stream_whose_log_grows_wakes_every_partition() {
+        let start = Instant::now();
+        let mut w = three_with_records_at(start);
+        assert_eq!(w.mark_idle(start + Duration::from_secs(60), start, Duration::from_secs(30)), 1_000);
+        assert_eq!(w.hold(1), 1_000);
+        assert_eq!(w.observe(0, 50_000), 1_001);
+        assert_eq!(w.observe(1, 40_000), 1_002, "partition 2, a fetch behind, still holds the watermark");
         assert_eq!(w.observe(2, 45_000), 40_000);
     }
 
