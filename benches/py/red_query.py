@@ -1,14 +1,31 @@
 """The http_red query (1-minute tumbling RED per service) over a JSON-lines file, in DuckDB or
-DataFusion, for scripts/bench-replay.sh. Prints `engine=... rows=... seconds=... events_per_s=...`.
+DataFusion, for scripts/bench-replay.sh; or (`duckdb-basic`) a count/sum/min/max per service and
+minute, with no percentile. Prints `engine=... rows=... seconds=... events_per_s=...`.
 
-    python red_query.py duckdb|datafusion FILE EVENTS
+    python red_query.py duckdb|duckdb-basic|datafusion FILE EVENTS
 """
 import sys
 import time
 
 engine, path, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.perf_counter()
-if engine == "duckdb":
+COLUMNS = """columns = {ts: 'TIMESTAMPTZ', service: 'VARCHAR', endpoint: 'VARCHAR', status: 'BIGINT',
+                   duration_ms: 'DOUBLE', host: 'VARCHAR', build: 'VARCHAR', trace_id: 'VARCHAR'}"""
+if engine == "duckdb-basic":
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    rows = con.execute(
+        f"""
+        SELECT time_bucket(INTERVAL '1 minute', ts) AS window_start, service,
+               count(*) AS requests, sum(duration_ms) AS total_ms,
+               min(duration_ms) AS min_ms, max(duration_ms) AS max_ms
+        FROM read_json('{path}', format = 'newline_delimited', {COLUMNS})
+        GROUP BY ALL
+        """
+    ).fetchall()
+elif engine == "duckdb":
     import duckdb
 
     con = duckdb.connect()

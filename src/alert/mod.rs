@@ -253,6 +253,16 @@ pub trait Evaluator: Send {
         Ok(())
     }
 
+    /// Event time has passed `until` (every event before it was in a window this job fired)
+    /// though none of its windows reached it: a live stream gone quiet while its watermark
+    /// moved, or a second stage whose records went to other processes. An evaluator whose
+    /// verdicts change with time alone (deadline timers, SLO windows sliding on) gives them
+    /// now, not at its next window, with the event times they would have had then. Its rows,
+    /// if any, are in [`Evaluator::rows_schema`]. Replays never call it: their windows decide.
+    fn time_passes(&mut self, _until: Millis, _partition_names: &[String], _want_rows: bool) -> anyhow::Result<Verdicts> {
+        Ok(Verdicts::default())
+    }
+
     /// Whether it reads the SQL's rows; one that reads only the window's events (deadlines)
     /// spares the SQL when nobody reads the rows either.
     fn needs_rows(&self) -> bool {

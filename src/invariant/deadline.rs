@@ -264,6 +264,11 @@ impl Evaluator for DeadlineEvaluator {
             let opens = self.opens.eval(batch).with_context(|| format!("job `{}`: evaluating deadline `opens`", self.job))?;
             let closes = self.closes.eval(batch).with_context(|| format!("job `{}`: evaluating deadline `closes`", self.job))?;
             let ts = event_times(batch, self.event_time);
+            // Every event moves time, not only openings and closings (a heartbeat after the
+            // last order passes its deadline, as the watermark of a live run does).
+            if let Some(&newest) = ts.iter().max() {
+                self.state.newest = Some(self.state.newest.map_or(newest, |n| n.max(newest)));
+            }
             for row in 0..batch.num_rows() {
                 if opens.value(row) {
                     events.push((ts[row], false, b, row));
@@ -274,9 +279,6 @@ impl Evaluator for DeadlineEvaluator {
             }
         }
         events.sort_by_key(|&(ts, closes, b, row)| (ts, closes, b, row));
-        if let Some(&(last, ..)) = events.last() {
-            self.state.newest = Some(self.state.newest.map_or(last, |n| n.max(last)));
-        }
         let mut verdicts = Verdicts::default();
         let mut changes: Vec<(Millis, Holding)> = Vec::new();
         let mut opened_now: Vec<Vec<String>> = Vec::new();
@@ -308,6 +310,13 @@ impl Evaluator for DeadlineEvaluator {
         self.keep_openings(e, &opened_now)?;
         verdicts.evaluations = changes;
         Ok(verdicts)
+    }
+
+    fn time_passes(&mut self, until: Millis, partition_names: &[String], _want_rows: bool) -> anyhow::Result<Verdicts> {
+        // Between evaluations every opening is kept as its own row: none is pending.
+        let mut changes = Vec::new();
+        self.expire_before(until, &[], partition_names, &mut changes);
+        Ok(Verdicts { evaluations: changes, rows: None })
     }
 
     fn needs_rows(&self) -> bool {
@@ -356,4 +365,100 @@ fn sample(batch: &RecordBatch, row: usize, partition_names: &[String]) -> Value 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+
+    fn evaluator() -> DeadlineEvaluator {
+        let text = "name = \"d\"\nkind = \"invariant\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n\
+            [source.schema]\nts = \"timestamp\"\nevent = \"string\"\norder_id = \"string\"\n\
+            [event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"1s\"\n\
+            [invariant]\nsummary = \"order {order_id}\"\n\
+            [invariant.deadline]\nkey = [\"order_id\"]\nopens = \"event = 'order'\"\ncloses = \"event = 'cancel'\"\nwithin = \"30s\"\n";
+        let job = crate::job::parse(std::path::Path::new("d.toml"), text).expect("the job parses");
+        let config = job.config::<InvariantConfig>().expect("an invariant job").clone();
+        DeadlineEvaluator::new("d", config, &batch(&[]).schema(), 0).expect("the key is declared")
+    }
+
+    /// Decoded events `(ts, event, order_id)`, with their source positions.
+    fn batch(events: &[(Millis, &str, &str)]) -> RecordBatch {
+        let ts = TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.0)).with_timezone("UTC");
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("ts", Arc::new(ts)),
+            ("event", Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.1)))),
+            ("order_id", Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.2)))),
+            ("_partition", Arc::new(Int32Array::from_iter_values(events.iter().map(|_| 0)))),
+            ("_offset", Arc::new(Int64Array::from_iter_values((0..events.len() as i64).map(|o| o + 7)))),
+        ];
+        RecordBatch::try_from_iter(columns)
+        .unwrap()
+    }
+
+    fn pane(e: &mut DeadlineEvaluator, start: Millis, events: &[(Millis, &str, &str)]) -> Vec<(Millis, Holding)> {
+        last_pane(e, start, events, false)
+    }
+
+    fn last_pane(e: &mut DeadlineEvaluator, start: Millis, events: &[(Millis, &str, &str)], end_of_input: bool) -> Vec<(Millis, Holding)> {
+        let input = [batch(events)];
+        let names = ["t/0".to_string()];
+        let evaluation = Evaluation {
+            window_start: start,
+            window_end: start + 1_000,
+            rows: &[],
+            input: &input,
+            partition_names: &names,
+            update: false,
+            changes_only: false,
+            dropped: &[],
+            want_rows: false,
+            end_of_input,
+        };
+        e.evaluate(&evaluation).unwrap().evaluations
+    }
+
+    fn shown(evaluations: &[(Millis, Holding)]) -> Vec<String> {
+        evaluations.iter().map(|(t, h)| format!("{t} {h:?}")).collect()
+    }
+
+    /// A process whose events stop (a quiet stream, a second stage whose records went to other
+    /// processes) still fires the deadlines its watermark passes, at their deadlines and with
+    /// their openings as evidence: what its next pane would have said.
+    #[test]
+    fn time_passing_alone_fires_the_deadlines_it_passes() {
+        let opened = [(1_000, "order", "A"), (1_200, "order", "B"), (1_500, "order", "C"), (1_700, "cancel", "C")];
+        let mut told = evaluator();
+        assert!(pane(&mut told, 1_000, &opened).is_empty());
+        assert!(told.time_passes(31_000, &["t/0".into()], false).unwrap().evaluations.is_empty(), "A's deadline is 31 s: not passed yet");
+        let passed = told.time_passes(32_000, &["t/0".into()], false).unwrap().evaluations;
+        assert_eq!(passed.len(), 2, "A and B, each at its deadline: {passed:?}");
+        assert_eq!((passed[0].0, passed[1].0), (31_000, 31_200));
+        let Holding::Changes { holding, .. } = &passed[0].1 else { panic!("a deadline sends changes") };
+        assert_eq!(holding[0].labels.get("order_id").map(String::as_str), Some("A"));
+        let evidence = &holding[0].shown().evidence;
+        assert!(evidence.to_string().contains("\"offset\":7"), "the opening is the evidence: {evidence}");
+        // The same as the next pane says, when one comes.
+        let mut waited = evaluator();
+        pane(&mut waited, 1_000, &opened);
+        let next = pane(&mut waited, 40_000, &[(40_100, "cancel", "A")]);
+        let (fired, resolved) = next.split_at(2);
+        assert_eq!(shown(fired), shown(&passed));
+        // B, told already, is not fired again; A's late close resolves it either way.
+        let after = pane(&mut told, 40_000, &[(40_100, "cancel", "A")]);
+        assert_eq!(shown(&after), shown(resolved));
+    }
+
+    /// At the end of a replay, event time has reached the newest event of any kind, not only
+    /// the newest order or close: a heartbeat after an order's deadline passes it, as the
+    /// watermark of a live run over the same topic does.
+    #[test]
+    fn the_end_of_input_passes_the_deadlines_before_its_newest_event_of_any_kind() {
+        let mut e = evaluator();
+        pane(&mut e, 1_000, &[(1_000, "order", "A"), (1_500, "order", "B")]);
+        let end = last_pane(&mut e, 31_000, &[(31_200, "heartbeat", "")], true);
+        assert_eq!(shown(&end).len(), 1, "A's deadline (31 s) is before the heartbeat, B's (31.5 s) after: {end:?}");
+        assert_eq!(end[0].0, 31_000);
+    }
 }

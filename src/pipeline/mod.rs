@@ -18,13 +18,14 @@ use serde_json::json;
 use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
 use crate::alert::stage::AlertCounts;
-use crate::alert::{AlertStage, Evaluation, Evaluator};
+use crate::alert::{AlertStage, Evaluation, Evaluator, Holding};
 use crate::exec::JobQuery;
 use crate::job::Job;
 use crate::metrics::{CountersSnapshot, JobCounters};
 use crate::kafka::Cluster;
 use crate::progress::Progress;
 use crate::sink::route::Route;
+use crate::Millis;
 use crate::sink::{Sink, WindowResult};
 use crate::source::generator::format_ts;
 use crate::source::{Poll, Source};
@@ -164,6 +165,8 @@ pub struct Pipeline {
     committed: Vec<Option<i64>>,
     /// Windows fired since the last commit.
     fired_since_commit: usize,
+    /// Where event time stood when evaluators were last told it passed (live runs).
+    time_passed: Option<Millis>,
     last_commit: Instant,
     partition_column: usize,
     offset_column: usize,
@@ -254,6 +257,7 @@ impl Pipeline {
             processed: vec![None; partitions],
             committed: vec![None; partitions],
             fired_since_commit: 0,
+            time_passed: None,
             last_commit: Instant::now(),
             partition_column: schema.index_of("_partition").expect("always decoded"),
             offset_column: schema.index_of("_offset").expect("always decoded"),
@@ -374,6 +378,7 @@ impl Pipeline {
                             self.operator.watermarks_mut().mark_idle(Instant::now(), started, timeout);
                             let fired = self.operator.fire();
                             self.emit(fired)?;
+                            self.time_passes()?;
                         }
                         self.maybe_checkpoint()?;
                         std::thread::sleep(Duration::from_millis(5));
@@ -479,6 +484,9 @@ impl Pipeline {
                 }
                 None if source_done || stopping => break,
                 None => {}
+            }
+            if live {
+                self.time_passes()?;
             }
             self.maybe_checkpoint()?;
         }
@@ -672,26 +680,69 @@ impl Pipeline {
                     self.sink.write(&result)?;
                 }
             }
-            for (t, holding) in verdicts.evaluations {
-                let transitions = a.stage.judge(t, holding)?;
-                if let (Some(h), false) = (&self.options.history, transitions.is_empty()) {
-                    let mut kept = h.transitions.lock().expect("not poisoned");
-                    transitions.iter().for_each(|alert| kept.push(alert));
-                }
-            }
-            let counts = a.stage.counts();
-            let emitted = counts.fired + counts.resolved;
-            // The page's list of firing alerts changes only with a transition.
-            if self.counters.alerts_emitted.swap(emitted, Ordering::Relaxed) != emitted {
-                *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
-            }
-            self.counters.alerts_suppressed.store(counts.deduplicated + counts.suppressed + counts.folded, Ordering::Relaxed);
+            self.judge(verdicts.evaluations)?;
             self.counters.observe_latency(closed.elapsed());
             self.fired_since_commit += 1;
         }
         Ok(())
     }
 
+    /// Hand an evaluator's evaluations to the alert stage.
+    fn judge(&mut self, evaluations: Vec<(Millis, Holding)>) -> anyhow::Result<()> {
+        let Some(a) = &mut self.alerting else { return Ok(()) };
+        for (t, holding) in evaluations {
+            let transitions = a.stage.judge(t, holding)?;
+            if let (Some(h), false) = (&self.options.history, transitions.is_empty()) {
+                let mut kept = h.transitions.lock().expect("not poisoned");
+                transitions.iter().for_each(|alert| kept.push(alert));
+            }
+        }
+        let counts = a.stage.counts();
+        let emitted = counts.fired + counts.resolved;
+        // The page's list of firing alerts changes only with a transition.
+        if self.counters.alerts_emitted.swap(emitted, Ordering::Relaxed) != emitted {
+            *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
+        }
+        self.counters.alerts_suppressed.store(counts.deduplicated + counts.suppressed + counts.folded, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A live run's event time moved past window ends where this job fired nothing (a quiet
+    /// stream, or a second stage whose records went elsewhere): evaluators that change with
+    /// time alone (deadline timers, SLO windows) say so now rather than at their next window,
+    /// which may never come. A replay's windows decide alone, as they always have.
+    fn time_passes(&mut self) -> anyhow::Result<()> {
+        let Some(until) = self.operator.complete_before() else { return Ok(()) };
+        if self.alerting.is_none() || self.time_passed.is_some_and(|t| t >= until) {
+            return Ok(());
+        }
+        self.time_passed = Some(until);
+        let a = self.alerting.as_mut().expect("checked");
+        let history = self.options.history.clone().filter(|_| a.evaluator.kind() == "slo");
+        let want_rows = !self.sink.discards() || history.is_some();
+        let verdicts = a.evaluator.time_passes(until, &a.partition_names, want_rows)?;
+        if let (Some(rows), Some(schema)) = (&verdicts.rows, a.evaluator.rows_schema()) {
+            if let Some(h) = &history {
+                let mut slo = h.slo.lock().expect("not poisoned");
+                rows.iter().for_each(|b| slo.record(b));
+            }
+            let result = WindowResult {
+                job: &self.job.name,
+                start: until,
+                end: until,
+                update: false,
+                revision: 0,
+                incomplete: false,
+                schema: &schema,
+                batches: rows,
+            };
+            if result.rows() > 0 && !self.sink.discards() {
+                JobCounters::add(&self.counters.rows_out, result.rows() as u64);
+                self.sink.write(&result)?;
+            }
+        }
+        self.judge(verdicts.evaluations)
+    }
 }
 
 

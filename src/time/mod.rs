@@ -221,6 +221,19 @@ impl WindowOperator {
         }
     }
 
+    /// Every event before the returned time is in a window that fired: the job's watermark
+    /// (or a catching-up partition's own clock, when behind it) down to a window end. `None`
+    /// before the first event time, after the end of input, and for sessions and hopping
+    /// windows.
+    pub fn complete_before(&self) -> Option<Millis> {
+        let Assigner::Panes(panes) = &self.assigner else { return None };
+        let wm = self.catching_up.keys().map(|&p| self.watermarks.partition(p)).fold(self.watermarks.current(), Millis::min);
+        if wm == Millis::MIN || wm == Millis::MAX {
+            return None;
+        }
+        panes.complete_before(wm)
+    }
+
     /// Assign a decoded batch from `partition` to windows, firing those the watermark completes.
     pub fn process(&mut self, partition: usize, batch: &RecordBatch) -> Processed {
         let mut out = Processed::default();

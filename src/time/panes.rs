@@ -128,6 +128,12 @@ impl Panes {
         self.last = None;
     }
 
+    /// Every event before the returned time is in a window that fired by watermark `wm`
+    /// (tumbling windows; hopping ones give `None`, their events span several windows).
+    pub fn complete_before(&self, wm: Millis) -> Option<Millis> {
+        (self.size == self.slide).then(|| floor_to(wm, self.size))
+    }
+
     pub fn next_fire(&self) -> Millis {
         self.unfired.first().copied().unwrap_or(Millis::MAX)
     }
