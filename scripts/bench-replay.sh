@@ -43,7 +43,7 @@ BASIC_SQL="SELECT window_start, window_end, service, count(*) AS requests, sum(d
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 osprey_once() { # seconds of one whole `replay` process over $1 (of the query $2: see `job`)
   local j s e; j=$(job "$1" "${2:-}"); s=$(date +%s.%N)
-  "$OSPREY" replay "$j" --output "$DATA/red.out.jsonl" --dead-letters "$DATA/red.dlq.jsonl" --quiet 2>/dev/null
+  "$OSPREY" replay "$j" --output "$DATA/${2:-red}.out.jsonl" --dead-letters "$DATA/${2:-red}.dlq.jsonl" --quiet 2>/dev/null
   e=$(date +%s.%N); awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
 }
 py_once() { "$VENV/bin/python" benches/py/red_query.py "$1" "$CLEAN" "$EVENTS" | sed -E 's/.*seconds=([0-9.]+).*/\1/'; }
