@@ -116,6 +116,7 @@ pub struct WindowQuery {
     /// The SQL holds an aggregate whose result depends on how its rows are cut into batches
     /// ([`BATCH_SENSITIVE`]): each window's rows are handed over as one batch.
     one_batch: bool,
+    replanner: table::Replanner,
 }
 
 /// Aggregates whose result depends on how rows are cut into batches and in what order they
@@ -189,7 +190,7 @@ impl WindowQuery {
             let config = state.config().clone().with_batch_size(1 << 30);
             *state.config_mut() = config;
         }
-        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime, visible, one_batch };
+        let query = WindowQuery { state, plan, table, input_schema, output_schema, runtime, visible, one_batch, replanner: table::Replanner::default() };
         // Planning the physical side too catches type errors that only show there.
         query.run_batches(Vec::new()).map_err(|e| errors::to_job_error(sql, &query.input_schema, &e))?;
 
@@ -244,13 +245,10 @@ impl WindowQuery {
     }
 
     fn run_batches(&self, batches: Vec<RecordBatch>) -> datafusion::error::Result<Vec<RecordBatch>> {
-        self.table.set_rows(batches);
-        let result = self.runtime.block_on(async {
-            let physical = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+        self.runtime.block_on(async {
+            let physical = self.replanner.plan(&self.state, &self.plan, &self.table, batches).await?;
             collect(physical, self.state.task_ctx()).await
-        });
-        self.table.set_rows(Vec::new());
-        result
+        })
     }
 }
 

@@ -8,7 +8,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::TableType;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
@@ -60,6 +63,7 @@ pub struct TableQuery {
     table: Arc<WindowTable>,
     runtime: tokio::runtime::Runtime,
     output: SchemaRef,
+    replanner: Replanner,
 }
 
 impl TableQuery {
@@ -78,7 +82,7 @@ impl TableQuery {
             state.optimize(&plan)
         })?;
         let output: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let query = TableQuery { state, plan, table, runtime, output };
+        let query = TableQuery { state, plan, table, runtime, output, replanner: Replanner::default() };
         query.run(Vec::new())?; // the physical side's errors, now
         Ok(query)
     }
@@ -88,12 +92,136 @@ impl TableQuery {
     }
 
     pub fn run(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        self.table.set_rows(rows);
-        let result = self.runtime.block_on(async {
-            let physical = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+        self.runtime.block_on(async {
+            let physical = self.replanner.plan(&self.state, &self.plan, &self.table, rows).await?;
             datafusion::physical_plan::collect(physical, self.state.task_ctx()).await
-        });
-        self.table.set_rows(Vec::new());
-        result
+        })
+    }
+}
+
+/// A physical plan made at the first window and run again over each later window's rows, its
+/// scans of the window table swapped for scans of the new rows. Planning runs some twenty
+/// optimizer passes: on a cumulative job's one-second panes it cost more than running the plan.
+///
+/// Only plans of operators known to run again from a fresh stream are reused, and only when
+/// every scan is of the window table: a plan the optimizer answered from the first window's
+/// statistics (`count(*)` without `GROUP BY` becomes a constant) scans nothing, and is planned
+/// for each window as before.
+#[derive(Default)]
+pub struct Replanner {
+    /// `None` before the first window; then the template (its scans empty), or `None` when the
+    /// plan is not reusable.
+    template: Mutex<Option<Option<Arc<dyn ExecutionPlan>>>>,
+}
+
+/// Operators whose `execute` starts over from their inputs each time (no state kept between
+/// executions beyond what `reset_state` renews).
+const RERUNNABLE: [&str; 13] = [
+    "DataSourceExec",
+    "ProjectionExec",
+    "FilterExec",
+    "AggregateExec",
+    "SortExec",
+    "CoalesceBatchesExec",
+    "CoalescePartitionsExec",
+    "SortPreservingMergeExec",
+    "GlobalLimitExec",
+    "LocalLimitExec",
+    "UnionExec",
+    "BoundedWindowAggExec",
+    "WindowAggExec",
+];
+
+impl Replanner {
+    /// The physical plan of `logical` over `rows` (which `table` serves while it is planned).
+    pub async fn plan(&self, state: &SessionState, logical: &LogicalPlan, table: &WindowTable, rows: Vec<RecordBatch>) -> Result<Arc<dyn ExecutionPlan>> {
+        let cached = self.template.lock().expect("not poisoned").clone();
+        if let Some(Some(template)) = cached {
+            return swap_rows(template, &rows);
+        }
+        table.set_rows(rows);
+        let planned = state.query_planner().create_physical_plan(logical, state).await;
+        table.set_rows(Vec::new());
+        let planned = planned?;
+        if cached.is_none() {
+            let template = if reusable(&planned) { Some(swap_rows(planned.clone(), &[])?) } else { None };
+            *self.template.lock().expect("not poisoned") = Some(template);
+        }
+        Ok(planned)
+    }
+}
+
+fn memory_source(node: &Arc<dyn ExecutionPlan>) -> Option<&MemorySourceConfig> {
+    node.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<MemorySourceConfig>()
+}
+
+fn reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut ok, mut scans) = (true, 0);
+    let _ = plan.apply(|node| {
+        ok &= RERUNNABLE.contains(&node.name());
+        if node.name() == "DataSourceExec" {
+            scans += 1;
+            ok &= memory_source(node).is_some_and(|m| m.sort_information().is_empty());
+        }
+        Ok(if ok { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    ok && scans > 0
+}
+
+/// `template` with every scan reading `rows` instead, and every operator's state renewed.
+fn swap_rows(template: Arc<dyn ExecutionPlan>, rows: &[RecordBatch]) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::source::DataSource;
+    let swapped = template.transform_up(|node| {
+        if let Some(m) = memory_source(&node) {
+            let fresh = MemorySourceConfig::try_new(&[rows.to_vec()], m.original_schema(), m.projection().clone())?.with_limit(m.fetch());
+            return Ok(Transformed::yes(DataSourceExec::from_data_source(fresh) as Arc<dyn ExecutionPlan>));
+        }
+        Ok(Transformed::yes(node.reset_state()?))
+    })?;
+    Ok(swapped.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn rows(schema: &SchemaRef, values: &[(&str, i64)]) -> Vec<RecordBatch> {
+        let service = StringArray::from_iter_values(values.iter().map(|v| v.0));
+        let n = Int64Array::from_iter_values(values.iter().map(|v| v.1));
+        vec![RecordBatch::try_new(schema.clone(), vec![Arc::new(service), Arc::new(n)]).unwrap()]
+    }
+
+    /// A plan made once runs each later window over that window's rows: the same rows a plan
+    /// made for that window gives, also where the optimizer would answer from statistics.
+    #[test]
+    fn a_plan_made_once_gives_each_window_its_own_rows() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("service", DataType::Utf8, false), Field::new("n", DataType::Int64, false)]));
+        let windows = [
+            vec![("a", 1), ("b", 5), ("a", 3)],
+            vec![("c", 7)],
+            vec![],
+            vec![("b", 2), ("b", 9), ("a", 4), ("c", 1)],
+        ];
+        let sqls = [
+            "SELECT service, count(*) AS c, sum(n) AS s FROM t GROUP BY service ORDER BY service",
+            "SELECT count(*) AS c, max(n) AS m FROM t",
+            "SELECT service, n FROM t WHERE n > 2 ORDER BY n DESC LIMIT 2",
+            "SELECT count(*) AS c FROM t",
+        ];
+        for sql in sqls {
+            let reused = TableQuery::plan("t", schema.clone(), sql).unwrap();
+            for w in &windows {
+                let fresh = TableQuery::plan("t", schema.clone(), sql).unwrap();
+                let show = |b: Vec<RecordBatch>| datafusion::arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+                assert_eq!(show(reused.run(rows(&schema, w)).unwrap()), show(fresh.run(rows(&schema, w)).unwrap()), "{sql} over {w:?}");
+            }
+        }
+        let grouped = TableQuery::plan("t", schema.clone(), sqls[0]).unwrap();
+        grouped.run(rows(&schema, &windows[0])).unwrap();
+        assert!(matches!(*grouped.replanner.template.lock().unwrap(), Some(Some(_))), "a grouped query's plan is reused");
     }
 }
