@@ -309,13 +309,6 @@ fn overflow(ty: &DataType) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::Execution(format!("a running sum overflowed {ty}"))
 }
 
-/// One group's running partials and the event time of its last event.
-#[derive(Debug, Clone)]
-struct Group {
-    values: Vec<ScalarValue>,
-    last: Millis,
-}
-
 /// A cumulative job's queries and its running state.
 pub struct CumulativeQuery {
     partial: WindowQuery,
@@ -336,19 +329,168 @@ pub struct CumulativeQuery {
 /// A group's key: its group columns in Arrow's row format, whose bytes order as the values do.
 type Key = Box<[u8]>;
 
-/// What a cumulative query remembers: the running partials of every live group. Hashed by
+/// A group's place in the running columns.
+type Slot = u32;
+
+/// What a cumulative query remembers: the running partials of every live group, by column
+/// (one vector per merge, indexed by the group's slot), so a pane's partials merge column by
+/// column with the type looked at once, not a `ScalarValue` per group and partial. Hashed by
 /// key (a pane looks each of its groups up once); evaluations and checkpoints take their
-/// groups in key order, so output never depends on hashing.
+/// groups in key order, so output never depends on hashing or slots.
 #[derive(Debug, Default)]
 pub struct CumulativeState {
-    groups: HashMap<Key, Group>,
+    slots: HashMap<Key, Slot>,
+    /// Per slot: its group's key (`None`: free, listed in `free`).
+    keys: Vec<Option<Key>>,
+    /// Per merge, per slot: the running value.
+    values: Vec<Running>,
+    /// Per slot: the event time of the group's last event.
+    last: Vec<Millis>,
+    free: Vec<Slot>,
     /// With a `ttl`: every group by the time of its last event, so dropping idle groups
     /// looks only at those (not at every group, every pane).
-    by_last: BTreeSet<(Millis, Key)>,
+    by_last: BTreeSet<(Millis, Slot)>,
     /// The first pane's start: `window_start` of every evaluation.
     pub since: Option<Millis>,
     pub dropped_groups: u64,
     pub peak_groups: u64,
+}
+
+/// One merge's running values, by slot: the common (type, merge) pairs typed, the rest as
+/// [`ScalarValue`]s merged through [`merge_from`]. A free slot holds a null.
+#[derive(Debug)]
+enum Running {
+    /// Exact sums, minima and maxima of `Decimal128(precision, _)`.
+    Decimal(Vec<Option<i128>>, u8),
+    Int64(Vec<Option<i64>>),
+    /// Float sums (min and max go through [`ScalarValue`]'s ordering).
+    Float64(Vec<Option<f64>>),
+    /// String minima and maxima.
+    Utf8(Vec<Option<String>>),
+    Scalar(Vec<ScalarValue>, ScalarValue),
+}
+
+impl Running {
+    fn new(merge: Merge, ty: &DataType, typed: bool) -> datafusion::error::Result<Running> {
+        let ordered = matches!(merge, Merge::Sum | Merge::Min | Merge::Max);
+        Ok(match ty {
+            DataType::Decimal128(p, _) if typed && ordered => Running::Decimal(Vec::new(), *p),
+            DataType::Int64 if typed && ordered => Running::Int64(Vec::new()),
+            DataType::Float64 if typed && merge == Merge::Sum => Running::Float64(Vec::new()),
+            DataType::Utf8 if typed && matches!(merge, Merge::Min | Merge::Max) => Running::Utf8(Vec::new()),
+            _ => Running::Scalar(Vec::new(), ScalarValue::try_from(ty)?),
+        })
+    }
+
+    /// Make room for `slots` slots (new ones null).
+    fn grow(&mut self, slots: usize) {
+        match self {
+            Running::Decimal(v, _) => v.resize(slots, None),
+            Running::Int64(v) => v.resize(slots, None),
+            Running::Float64(v) => v.resize(slots, None),
+            Running::Utf8(v) => v.resize(slots, None),
+            Running::Scalar(v, null) => v.resize(slots, null.clone()),
+        }
+    }
+
+    /// Slot `s` holds nothing (its group was dropped).
+    fn clear(&mut self, s: usize) {
+        match self {
+            Running::Decimal(v, _) => v[s] = None,
+            Running::Int64(v) => v[s] = None,
+            Running::Float64(v) => v[s] = None,
+            Running::Utf8(v) => v[s] = None,
+            Running::Scalar(v, null) => v[s] = null.clone(),
+        }
+    }
+
+    /// Merge `partial`'s rows into the slots `slots` gives them (one per row), in row order.
+    fn merge(&mut self, merge: Merge, partial: &dyn Array, slots: &[Slot], ty: &DataType) -> datafusion::error::Result<()> {
+        fn fold<T: Copy>(acc: &mut [Option<T>], slots: &[Slot], valid: impl Fn(usize) -> bool, value: impl Fn(usize) -> T, mut f: impl FnMut(T, T) -> datafusion::error::Result<T>) -> datafusion::error::Result<()> {
+            for (row, &s) in slots.iter().enumerate() {
+                if !valid(row) {
+                    continue;
+                }
+                let v = value(row);
+                let a = &mut acc[s as usize];
+                *a = Some(match *a {
+                    None => v,
+                    Some(x) => f(x, v)?,
+                });
+            }
+            Ok(())
+        }
+        let valid = |row: usize| partial.is_valid(row);
+        match self {
+            Running::Decimal(acc, precision) => {
+                let values = partial.as_primitive::<Decimal128Type>();
+                let limit = 10u128.pow(*precision as u32);
+                match merge {
+                    Merge::Sum => fold(acc, slots, valid, |r| values.value(r), |a, b| a.checked_add(b).filter(|x| x.unsigned_abs() < limit).ok_or_else(|| overflow(ty))),
+                    Merge::Min => fold(acc, slots, valid, |r| values.value(r), |a, b| Ok(a.min(b))),
+                    _ => fold(acc, slots, valid, |r| values.value(r), |a, b| Ok(a.max(b))),
+                }
+            }
+            Running::Int64(acc) => {
+                let values = partial.as_primitive::<Int64Type>();
+                match merge {
+                    Merge::Sum => fold(acc, slots, valid, |r| values.value(r), |a, b| a.checked_add(b).ok_or_else(|| overflow(ty))),
+                    Merge::Min => fold(acc, slots, valid, |r| values.value(r), |a, b| Ok(a.min(b))),
+                    _ => fold(acc, slots, valid, |r| values.value(r), |a, b| Ok(a.max(b))),
+                }
+            }
+            Running::Float64(acc) => {
+                let values = partial.as_primitive::<Float64Type>();
+                fold(acc, slots, valid, |r| values.value(r), |a, b| Ok(a + b))
+            }
+            Running::Utf8(acc) => {
+                let values = partial.as_string::<i32>();
+                for (row, &s) in slots.iter().enumerate() {
+                    if !valid(row) {
+                        continue;
+                    }
+                    let v = values.value(row);
+                    match &mut acc[s as usize] {
+                        Some(a) if (merge == Merge::Max && v > a.as_str()) || (merge == Merge::Min && v < a.as_str()) => {
+                            a.clear();
+                            a.push_str(v);
+                        }
+                        Some(_) => {}
+                        none => *none = Some(v.to_string()),
+                    }
+                }
+                Ok(())
+            }
+            Running::Scalar(acc, _) => {
+                for (row, &s) in slots.iter().enumerate() {
+                    let a = &mut acc[s as usize];
+                    if a.is_null() {
+                        if partial.is_valid(row) {
+                            *a = ScalarValue::try_from_array(partial, row)?;
+                        }
+                    } else {
+                        merge_from(merge, a, partial, row, ty)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The running values of `slots`, in that order, as an array of type `ty`.
+    fn column(&self, slots: &[Slot], ty: &DataType) -> datafusion::error::Result<ArrayRef> {
+        let at = |s: &Slot| *s as usize;
+        Ok(match self {
+            Running::Decimal(v, _) => {
+                let DataType::Decimal128(p, s) = ty else { unreachable!("a decimal column") };
+                Arc::new(Decimal128Array::from_iter(slots.iter().map(|s| v[at(s)])).with_precision_and_scale(*p, *s)?)
+            }
+            Running::Int64(v) => Arc::new(Int64Array::from_iter(slots.iter().map(|s| v[at(s)]))),
+            Running::Float64(v) => Arc::new(Float64Array::from_iter(slots.iter().map(|s| v[at(s)]))),
+            Running::Utf8(v) => Arc::new(StringArray::from_iter(slots.iter().map(|s| v[at(s)].as_deref()))),
+            Running::Scalar(v, _) => column_of(slots.iter().map(|s| &v[at(s)]), slots.len(), ty)?,
+        })
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -363,6 +505,55 @@ struct SavedState {
 pub struct CumulativeRows {
     pub changed: Vec<RecordBatch>,
     pub dropped: Vec<RecordBatch>,
+}
+
+impl CumulativeState {
+    fn new(merges: &[Merge], state_schema: &SchemaRef, groups_n: usize, typed: bool) -> datafusion::error::Result<CumulativeState> {
+        let values = merges.iter().enumerate().map(|(i, m)| Running::new(*m, state_schema.field(groups_n + i).data_type(), typed)).collect::<datafusion::error::Result<_>>()?;
+        Ok(CumulativeState { values, ..Default::default() })
+    }
+
+    /// The slot of `key`'s group, made (null values, last event `t`) if it is new.
+    fn slot(&mut self, key: &[u8], t: Millis, indexed: bool) -> Slot {
+        if let Some(&s) = self.slots.get(key) {
+            return s;
+        }
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.keys.len();
+                self.keys.push(None);
+                self.last.push(t);
+                self.values.iter_mut().for_each(|v| v.grow(s + 1));
+                Slot::try_from(s).expect("fewer than 2^32 groups")
+            }
+        };
+        let key: Key = key.into();
+        self.keys[s as usize] = Some(key.clone());
+        self.last[s as usize] = t;
+        if indexed {
+            self.by_last.insert((t, s));
+        }
+        self.slots.insert(key, s);
+        s
+    }
+
+    /// Forget slot `s`'s group; returns its key.
+    fn drop_slot(&mut self, s: Slot) -> Key {
+        let key = self.keys[s as usize].take().expect("a dropped slot is held");
+        self.slots.remove(&key);
+        self.values.iter_mut().for_each(|v| v.clear(s as usize));
+        self.free.push(s);
+        key
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn key(&self, s: Slot) -> &[u8] {
+        self.keys[s as usize].as_deref().expect("a held slot has a key")
+    }
 }
 
 impl CumulativeQuery {
@@ -405,7 +596,9 @@ impl CumulativeQuery {
             a.fields().len() == b.fields().len() && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
         };
         let final_unique = TableQuery::plan("state", final_input.clone(), &split.final_unique).ok().filter(same_columns);
-        Ok(CumulativeQuery { partial, final_, final_unique, state_schema, final_input, groups_n, merges, converter, state: CumulativeState::default(), ttl })
+        let state = CumulativeState::new(&merges, &state_schema, groups_n, true)
+            .map_err(|e| refuse(job, format!("cumulative window: the running aggregates: {e}"), "aggregate plain columns"))?;
+        Ok(CumulativeQuery { partial, final_, final_unique, state_schema, final_input, groups_n, merges, converter, state, ttl })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -422,93 +615,89 @@ impl CumulativeQuery {
 
     /// Groups kept now.
     pub fn groups(&self) -> usize {
-        self.state.groups.len()
+        self.state.len()
     }
 
     /// Fold one pane in and evaluate the groups it changed, and those `ttl` dropped.
     pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<CumulativeRows> {
         let since = *self.state.since.get_or_insert(window.start);
-        // Where each changed group's key is: (partial batch, row), in `keys`.
-        let mut changed: Vec<(usize, usize)> = Vec::new();
-        let mut keys_by_batch = Vec::new();
+        let mut changed: Vec<Slot> = Vec::new();
         let indexed = self.ttl.is_some();
         for b in self.partial.run(window)? {
             let b = conform(&b, &self.state_schema)?;
             let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
-            let batch = keys_by_batch.len();
             let last = cast(b.column(b.num_columns() - 1), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
             let last = last.as_primitive::<TimestampMillisecondType>();
-            let partials: Vec<&dyn Array> = (0..self.merges.len()).map(|i| b.column(self.groups_n + i).as_ref()).collect();
-            for row in 0..b.num_rows() {
-                let key = keys.row(row);
-                let t = if last.is_valid(row) { last.value(row) } else { window.start };
-                let state = &mut self.state;
-                match state.groups.get_mut(key.data()) {
-                    Some(g) => {
-                        for (i, partial) in partials.iter().enumerate() {
-                            let ty = self.state_schema.field(self.groups_n + i).data_type();
-                            merge_from(self.merges[i], &mut g.values[i], *partial, row, ty)?;
-                        }
-                        if indexed && t > g.last {
-                            let mut entry = (g.last, Key::from(key.data()));
-                            state.by_last.remove(&entry);
-                            entry.0 = t;
-                            state.by_last.insert(entry);
-                        }
-                        g.last = g.last.max(t);
-                    }
-                    None => {
-                        let values = partials.iter().map(|a| ScalarValue::try_from_array(*a, row)).collect::<datafusion::error::Result<Vec<_>>>()?;
+            // One row per group (the partial query groups by the key): find or make each slot.
+            let slots: Vec<Slot> = (0..b.num_rows())
+                .map(|row| {
+                    let t = if last.is_valid(row) { last.value(row) } else { window.start };
+                    let s = self.state.slot(keys.row(row).data(), t, indexed);
+                    let held = &mut self.state.last[s as usize];
+                    if t > *held {
                         if indexed {
-                            state.by_last.insert((t, key.data().into()));
+                            self.state.by_last.remove(&(*held, s));
+                            self.state.by_last.insert((t, s));
                         }
-                        state.groups.insert(key.data().into(), Group { values, last: t });
+                        *held = t;
                     }
-                }
-                changed.push((batch, row));
+                    s
+                })
+                .collect();
+            for (i, running) in self.state.values.iter_mut().enumerate() {
+                let ty = self.state_schema.field(self.groups_n + i).data_type();
+                running.merge(self.merges[i], b.column(self.groups_n + i).as_ref(), &slots, ty)?;
             }
-            keys_by_batch.push(keys);
+            changed.extend(slots);
         }
-        let key_at = |&(b, row): &(usize, usize)| keys_by_batch[b].row(row).data();
-        changed.sort_unstable_by(|x, y| key_at(x).cmp(key_at(y)));
-        changed.dedup_by(|x, y| key_at(x) == key_at(y));
-        let mut dropped: Vec<(Key, Group)> = Vec::new();
+        let state = &self.state;
+        changed.sort_unstable_by(|x, y| state.key(*x).cmp(state.key(*y)));
+        changed.dedup();
+        let mut dropped: Vec<(Millis, Slot)> = Vec::new();
         if let Some(ttl) = self.ttl {
             let cutoff = window.end - ttl;
             while self.state.by_last.first().is_some_and(|(last, _)| *last < cutoff) {
-                let (_, k) = self.state.by_last.pop_first().expect("checked");
-                let g = self.state.groups.remove(&k).expect("indexed groups exist");
-                dropped.push((k, g));
+                dropped.push(self.state.by_last.pop_first().expect("checked"));
             }
             self.state.dropped_groups += dropped.len() as u64;
+            // In the order of their last events, then keys.
+            let state = &self.state;
+            dropped.sort_unstable_by(|x, y| (x.0, state.key(x.1)).cmp(&(y.0, state.key(y.1))));
         }
-        debug_assert!(!indexed || self.state.by_last.len() == self.state.groups.len(), "every group indexed once by its last event");
-        self.state.peak_groups = self.state.peak_groups.max(self.state.groups.len() as u64);
-        let changed: Vec<(&[u8], &Group)> = changed.iter().filter_map(|at| self.state.groups.get_key_value(key_at(at))).map(|(k, g)| (&**k, g)).collect();
+        // A group dropped in this pane is evaluated as dropped, not as changed.
+        if !dropped.is_empty() {
+            let mut gone: Vec<Slot> = dropped.iter().map(|d| d.1).collect();
+            gone.sort_unstable();
+            changed.retain(|s| gone.binary_search(s).is_err());
+        }
         let changed = self.evaluate(&changed, since, window.end)?;
-        let dropped: Vec<(&[u8], &Group)> = dropped.iter().map(|(k, g)| (&**k, g)).collect();
-        let dropped = self.evaluate(&dropped, since, window.end)?;
-        Ok(CumulativeRows { changed, dropped })
+        let dropped_slots: Vec<Slot> = dropped.iter().map(|d| d.1).collect();
+        let dropped_rows = self.evaluate(&dropped_slots, since, window.end)?;
+        for s in dropped_slots {
+            self.state.drop_slot(s);
+        }
+        debug_assert!(!indexed || self.state.by_last.len() == self.state.len(), "every group indexed once by its last event");
+        self.state.peak_groups = self.state.peak_groups.max(self.state.len() as u64);
+        Ok(CumulativeRows { changed, dropped: dropped_rows })
     }
 
     /// Groups as the state schema's columns, in the order given: keys, partials, last event.
-    fn columns(&self, groups: &[(&[u8], &Group)]) -> datafusion::error::Result<Vec<ArrayRef>> {
+    fn columns(&self, slots: &[Slot]) -> datafusion::error::Result<Vec<ArrayRef>> {
         let parser = self.converter.parser();
-        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(groups.iter().map(|(k, _)| parser.parse(k)))?;
-        for i in 0..self.merges.len() {
-            let ty = self.state_schema.field(self.groups_n + i).data_type();
-            columns.push(column_of(groups.iter().map(|(_, g)| &g.values[i]), groups.len(), ty)?);
+        let mut columns: Vec<ArrayRef> = self.converter.convert_rows(slots.iter().map(|&s| parser.parse(self.state.key(s))))?;
+        for (i, running) in self.state.values.iter().enumerate() {
+            columns.push(running.column(slots, self.state_schema.field(self.groups_n + i).data_type())?);
         }
-        columns.push(Arc::new(TimestampMillisecondArray::from(groups.iter().map(|(_, g)| g.last).collect::<Vec<_>>())));
+        columns.push(Arc::new(TimestampMillisecondArray::from(slots.iter().map(|&s| self.state.last[s as usize]).collect::<Vec<_>>())));
         Ok(columns)
     }
 
     /// The running state for a checkpoint: every group as a row of the state schema (keys,
     /// partials, last event) in an Arrow IPC stream, so types and exact decimals survive.
     pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
-        let mut groups: Vec<(&[u8], &Group)> = self.state.groups.iter().map(|(k, g)| (&**k, g)).collect();
-        groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let columns = self.columns(&groups)?;
+        let mut slots: Vec<Slot> = self.state.slots.values().copied().collect();
+        slots.sort_unstable_by(|x, y| self.state.key(*x).cmp(self.state.key(*y)));
+        let columns = self.columns(&slots)?;
         let fields: Vec<Field> = self.state_schema.fields().iter().take(columns.len() - 1).map(|f| f.as_ref().clone()).collect();
         let mut fields = fields;
         fields.push(Field::new("_last", DataType::Timestamp(TimeUnit::Millisecond, None), false));
@@ -525,20 +714,19 @@ impl CumulativeQuery {
     /// Continue from [`CumulativeQuery::save_state`].
     pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let saved: SavedState = crate::state::from_bytes(bytes)?;
-        let mut state = CumulativeState { since: saved.since, dropped_groups: saved.dropped_groups, peak_groups: saved.peak_groups, ..Default::default() };
+        let typed = !self.state.values.iter().all(|v| matches!(v, Running::Scalar(..)));
+        let mut state = CumulativeState::new(&self.merges, &self.state_schema, self.groups_n, typed)?;
+        (state.since, state.dropped_groups, state.peak_groups) = (saved.since, saved.dropped_groups, saved.peak_groups);
+        let indexed = self.ttl.is_some();
         for b in &saved.groups.0 {
             anyhow::ensure!(b.num_columns() == self.groups_n + self.merges.len() + 1, "the saved groups have other columns than this job's");
             let keys = self.converter.convert_columns(&b.columns()[..self.groups_n])?;
             let last = b.column(b.num_columns() - 1).as_primitive::<TimestampMillisecondType>();
-            for row in 0..b.num_rows() {
-                let key: Key = keys.row(row).data().into();
-                let values = (0..self.merges.len())
-                    .map(|i| ScalarValue::try_from_array(b.column(self.groups_n + i).as_ref(), row))
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                if self.ttl.is_some() {
-                    state.by_last.insert((last.value(row), key.clone()));
-                }
-                state.groups.insert(key, Group { values, last: last.value(row) });
+            let slots: Vec<Slot> = (0..b.num_rows()).map(|row| state.slot(keys.row(row).data(), last.value(row), indexed)).collect();
+            // Each slot is new and null: merging its saved value sets it.
+            for (i, running) in state.values.iter_mut().enumerate() {
+                let ty = self.state_schema.field(self.groups_n + i).data_type();
+                running.merge(self.merges[i], b.column(self.groups_n + i).as_ref(), &slots, ty)?;
             }
         }
         self.state = state;
@@ -546,12 +734,12 @@ impl CumulativeQuery {
     }
 
     /// The job's SQL over some groups' running values.
-    fn evaluate(&self, groups: &[(&[u8], &Group)], since: Millis, end: Millis) -> datafusion::error::Result<Vec<RecordBatch>> {
-        if groups.is_empty() {
+    fn evaluate(&self, slots: &[Slot], since: Millis, end: Millis) -> datafusion::error::Result<Vec<RecordBatch>> {
+        if slots.is_empty() {
             return Ok(Vec::new());
         }
-        let n = groups.len();
-        let mut columns = self.columns(groups)?;
+        let n = slots.len();
+        let mut columns = self.columns(slots)?;
         let last_field = self.state_schema.field(self.state_schema.fields().len() - 1);
         let last = columns.pop().expect("the last event's column");
         columns.push(cast(&last, last_field.data_type())?);
@@ -691,6 +879,73 @@ mod tests {
             assert!(e.message.contains("its state is every value seen"), "{sql}: {}", e.message);
         }
         assert!(split(&job("SELECT * FROM events")).unwrap_err().message.contains("names its columns"));
+    }
+
+    /// The running columns typed (decimals, integers, float sums, string min/max) give what
+    /// `ScalarValue`s merged one by one give, pane after pane: nulls, groups dropped after the
+    /// `ttl` and made again in their slots, and a checkpoint restored halfway.
+    #[test]
+    fn typed_running_columns_give_what_scalar_ones_give() {
+        use datafusion::arrow::array::BooleanArray;
+        let text = "name = \"t\"\nkind = \"query\"\nsql = \"\"\"SELECT account, sum(qty) AS net, min(qty) AS least, max(qty) AS most, sum(n) AS total, \
+            min(n) AS lo, max(side) AS last_side, min(side) AS first_side, sum(price) AS gross, max(price) AS top, bool_or(flag) AS any_flag, \
+            count(*) AS c FROM events GROUP BY account\"\"\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\n\
+            account = \"string\"\nqty = \"decimal(18,4)\"\nside = \"string\"\nn = \"int64\"\nprice = \"float64\"\nflag = \"bool\"\n\
+            [event_time]\ncolumn = \"ts\"\n[window]\nkind = \"cumulative\"\nsize = \"1m\"\nttl = \"3m\"\n";
+        let job = crate::job::parse(std::path::Path::new("t.toml"), text).unwrap().dataflow();
+        let mut typed = CumulativeQuery::plan(&job).unwrap();
+        let mut scalar = CumulativeQuery::plan(&job).unwrap();
+        scalar.state = CumulativeState::new(&scalar.merges, &scalar.state_schema, scalar.groups_n, false).unwrap();
+        assert!(typed.state.values.iter().filter(|v| !matches!(v, Running::Scalar(..))).count() >= 8, "{:?}", typed.state.values);
+        assert!(scalar.state.values.iter().all(|v| matches!(v, Running::Scalar(..))));
+        let schema = typed.input_schema();
+        let mut x: u64 = 11;
+        let mut rnd = move || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let (mut changed, mut dropped) = (0, 0);
+        for pane in 0..12i64 {
+            let n = 40;
+            let rows: Vec<(i64, u64)> = (0..n).map(|i| (pane * 60_000 + i * 1_000, rnd())).collect();
+            // Accounts come and go, so some stay quiet past the ttl and are made again later.
+            let account = |r: u64| format!("a{}", (r % 7) + (pane as u64 / 4) * 3);
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| -> ArrayRef {
+                    match (f.name().as_str(), f.data_type()) {
+                        ("ts", t) => cast(&(Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef), t).unwrap(),
+                        ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| account(r.1)))),
+                        ("qty", DataType::Decimal128(p, s)) => Arc::new(
+                            Decimal128Array::from_iter(rows.iter().map(|r| (r.1 % 5 != 0).then_some((r.1 % 2_000_000) as i128 - 1_000_000))).with_precision_and_scale(*p, *s).unwrap(),
+                        ),
+                        ("side", _) => Arc::new(StringArray::from_iter(rows.iter().map(|r| (r.1 % 6 != 0).then(|| ["buy", "sell", "hold"][(r.1 % 3) as usize])))),
+                        ("n", _) => Arc::new(Int64Array::from_iter(rows.iter().map(|r| (r.1 % 4 != 0).then_some((r.1 % 1000) as i64 - 500)))),
+                        ("price", _) => Arc::new(Float64Array::from_iter(rows.iter().map(|r| (r.1 % 3 != 0).then_some((r.1 % 1000) as f64 / 8.0)))),
+                        ("flag", _) => Arc::new(BooleanArray::from_iter(rows.iter().map(|r| (r.1 % 7 != 0).then_some(r.1 % 11 == 0)))),
+                        (_, DataType::Int32) => Arc::new(datafusion::arrow::array::Int32Array::from_iter_values((0..n).map(|_| 0))),
+                        (_, t) => cast(&(Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef), t).unwrap(),
+                    }
+                })
+                .collect();
+            let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+            let window = FiredWindow { start: pane * 60_000, end: (pane + 1) * 60_000, key: Vec::new(), batches: vec![batch], update: false, revision: 0 };
+            let (a, b) = (typed.run(&window).unwrap(), scalar.run(&window).unwrap());
+            assert_eq!(a.changed, b.changed, "pane {pane}: changed groups");
+            assert_eq!(a.dropped, b.dropped, "pane {pane}: dropped groups");
+            changed += a.changed.iter().map(|b| b.num_rows()).sum::<usize>();
+            dropped += a.dropped.iter().map(|b| b.num_rows()).sum::<usize>();
+            if pane == 6 {
+                let saved = typed.save_state().unwrap();
+                assert_eq!(saved, scalar.save_state().unwrap(), "the same checkpoint");
+                let mut restored = CumulativeQuery::plan(&job).unwrap();
+                restored.load_state(&saved).unwrap();
+                assert_eq!(restored.save_state().unwrap(), saved, "restored as saved");
+                typed = restored;
+            }
+        }
+        assert!(changed > 50 && dropped > 5, "the scenario changes and drops groups: {changed}, {dropped}");
     }
 
     /// One state row per group: the final query without its aggregation gives the rows (values,
