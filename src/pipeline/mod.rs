@@ -726,10 +726,12 @@ impl Pipeline {
                 let mut slo = h.slo.lock().expect("not poisoned");
                 rows.iter().for_each(|b| slo.record(b));
             }
+            // The pane ends evaluated (each row names its own pane).
+            let ends = verdicts.evaluations.first().zip(verdicts.evaluations.last()).map(|(a, b)| (a.0, b.0)).unwrap_or((until, until));
             let result = WindowResult {
                 job: &self.job.name,
-                start: until,
-                end: until,
+                start: ends.0,
+                end: ends.1,
                 update: false,
                 revision: 0,
                 incomplete: false,
