@@ -9,35 +9,24 @@ import time
 
 engine, path, events = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.perf_counter()
-COLUMNS = """columns = {ts: 'TIMESTAMPTZ', service: 'VARCHAR', endpoint: 'VARCHAR', status: 'BIGINT',
-                   duration_ms: 'DOUBLE', host: 'VARCHAR', build: 'VARCHAR', trace_id: 'VARCHAR'}"""
-if engine == "duckdb-basic":
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET threads = 2")
-    rows = con.execute(
-        f"""
-        SELECT time_bucket(INTERVAL '1 minute', ts) AS window_start, service,
-               count(*) AS requests, sum(duration_ms) AS total_ms,
-               min(duration_ms) AS min_ms, max(duration_ms) AS max_ms
-        FROM read_json('{path}', format = 'newline_delimited', {COLUMNS})
-        GROUP BY ALL
-        """
-    ).fetchall()
-elif engine == "duckdb":
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET threads = 2")
-    rows = con.execute(
-        f"""
-        SELECT time_bucket(INTERVAL '1 minute', ts) AS window_start, service,
-               count(*) AS requests,
+DUCKDB = {
+    "duckdb-basic": """count(*) AS requests, sum(duration_ms) AS total_ms,
+               min(duration_ms) AS min_ms, max(duration_ms) AS max_ms""",
+    "duckdb": """count(*) AS requests,
                sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors,
                round(avg(CASE WHEN status >= 500 THEN 1.0 ELSE 0.0 END), 4) AS error_rate,
                round(approx_quantile(duration_ms, 0.5), 1) AS p50_ms,
-               round(approx_quantile(duration_ms, 0.99), 1) AS p99_ms
+               round(approx_quantile(duration_ms, 0.99), 1) AS p99_ms""",
+}
+if engine in DUCKDB:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    rows = con.execute(
+        f"""
+        SELECT time_bucket(INTERVAL '1 minute', ts) AS window_start, service,
+               {DUCKDB[engine]}
         FROM read_json('{path}', format = 'newline_delimited',
              columns = {{ts: 'TIMESTAMPTZ', service: 'VARCHAR', endpoint: 'VARCHAR', status: 'BIGINT',
                         duration_ms: 'DOUBLE', host: 'VARCHAR', build: 'VARCHAR', trace_id: 'VARCHAR'}})

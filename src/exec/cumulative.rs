@@ -881,6 +881,25 @@ mod tests {
         assert!(split(&job("SELECT * FROM events")).unwrap_err().message.contains("names its columns"));
     }
 
+    /// The one-minute pane `pane` of decoded rows at `times`: `ts` from the times, the declared
+    /// columns from `column` (name, type), the metadata columns zeros and row numbers.
+    fn pane_window(schema: &SchemaRef, pane: i64, times: &[i64], column: impl Fn(&str, &DataType) -> Option<ArrayRef>) -> FiredWindow {
+        let n = times.len() as i64;
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match (f.name().as_str(), f.data_type()) {
+                ("ts", t) => cast(&(Arc::new(Int64Array::from_iter_values(times.iter().copied())) as ArrayRef), t).unwrap(),
+                (name, t) => column(name, t).unwrap_or_else(|| match t {
+                    DataType::Int32 => Arc::new(datafusion::arrow::array::Int32Array::from_iter_values((0..n).map(|_| 0))),
+                    _ => cast(&(Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef), t).unwrap(),
+                }),
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        FiredWindow { start: pane * 60_000, end: (pane + 1) * 60_000, key: Vec::new(), batches: vec![batch], update: false, revision: 0 }
+    }
+
     /// The running columns typed (decimals, integers, float sums, string min/max) give what
     /// `ScalarValue`s merged one by one give, pane after pane: nulls, groups dropped after the
     /// `ttl` and made again in their slots, and a checkpoint restored halfway.
@@ -910,27 +929,20 @@ mod tests {
             let rows: Vec<(i64, u64)> = (0..n).map(|i| (pane * 60_000 + i * 1_000, rnd())).collect();
             // Accounts come and go, so some stay quiet past the ttl and are made again later.
             let account = |r: u64| format!("a{}", (r % 7) + (pane as u64 / 4) * 3);
-            let columns: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .map(|f| -> ArrayRef {
-                    match (f.name().as_str(), f.data_type()) {
-                        ("ts", t) => cast(&(Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef), t).unwrap(),
-                        ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| account(r.1)))),
-                        ("qty", DataType::Decimal128(p, s)) => Arc::new(
-                            Decimal128Array::from_iter(rows.iter().map(|r| (r.1 % 5 != 0).then_some((r.1 % 2_000_000) as i128 - 1_000_000))).with_precision_and_scale(*p, *s).unwrap(),
-                        ),
-                        ("side", _) => Arc::new(StringArray::from_iter(rows.iter().map(|r| (r.1 % 6 != 0).then(|| ["buy", "sell", "hold"][(r.1 % 3) as usize])))),
-                        ("n", _) => Arc::new(Int64Array::from_iter(rows.iter().map(|r| (r.1 % 4 != 0).then_some((r.1 % 1000) as i64 - 500)))),
-                        ("price", _) => Arc::new(Float64Array::from_iter(rows.iter().map(|r| (r.1 % 3 != 0).then_some((r.1 % 1000) as f64 / 8.0)))),
-                        ("flag", _) => Arc::new(BooleanArray::from_iter(rows.iter().map(|r| (r.1 % 7 != 0).then_some(r.1 % 11 == 0)))),
-                        (_, DataType::Int32) => Arc::new(datafusion::arrow::array::Int32Array::from_iter_values((0..n).map(|_| 0))),
-                        (_, t) => cast(&(Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef), t).unwrap(),
-                    }
+            let times: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let window = pane_window(&schema, pane, &times, |name, ty| -> Option<ArrayRef> {
+                Some(match (name, ty) {
+                    ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| account(r.1)))),
+                    ("qty", DataType::Decimal128(p, s)) => Arc::new(
+                        Decimal128Array::from_iter(rows.iter().map(|r| (r.1 % 5 != 0).then_some((r.1 % 2_000_000) as i128 - 1_000_000))).with_precision_and_scale(*p, *s).unwrap(),
+                    ),
+                    ("side", _) => Arc::new(StringArray::from_iter(rows.iter().map(|r| (r.1 % 6 != 0).then(|| ["buy", "sell", "hold"][(r.1 % 3) as usize])))),
+                    ("n", _) => Arc::new(Int64Array::from_iter(rows.iter().map(|r| (r.1 % 4 != 0).then_some((r.1 % 1000) as i64 - 500)))),
+                    ("price", _) => Arc::new(Float64Array::from_iter(rows.iter().map(|r| (r.1 % 3 != 0).then_some((r.1 % 1000) as f64 / 8.0)))),
+                    ("flag", _) => Arc::new(BooleanArray::from_iter(rows.iter().map(|r| (r.1 % 7 != 0).then_some(r.1 % 11 == 0)))),
+                    _ => return None,
                 })
-                .collect();
-            let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-            let window = FiredWindow { start: pane * 60_000, end: (pane + 1) * 60_000, key: Vec::new(), batches: vec![batch], update: false, revision: 0 };
+            });
             let (a, b) = (typed.run(&window).unwrap(), scalar.run(&window).unwrap());
             assert_eq!(a.changed, b.changed, "pane {pane}: changed groups");
             assert_eq!(a.dropped, b.dropped, "pane {pane}: dropped groups");
@@ -952,7 +964,6 @@ mod tests {
     /// types, order, HAVING) the aggregating final query gives, pane after pane.
     #[test]
     fn the_final_query_over_one_row_per_group_gives_the_aggregating_one_s_rows() {
-        use datafusion::arrow::array::{Int32Array, Int64Array};
         let sql = "SELECT account, sum(qty) AS net, avg(qty) AS mean, count(*) AS n, count(qty) AS priced, max(side) AS last_side, \
                    min(qty) AS least, bool_or(qty > 5) AS big FROM events GROUP BY account HAVING count(*) > 2 ORDER BY account";
         let mut unique = CumulativeQuery::plan(&job(sql)).unwrap();
@@ -974,22 +985,15 @@ mod tests {
                     (pane * 60_000 + i * 100, format!("a{}", r % 9), qty, ["buy", "sell"][(r % 2) as usize].to_string())
                 })
                 .collect();
-            let columns: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .map(|f| -> ArrayRef {
-                    match (f.name().as_str(), f.data_type()) {
-                        ("ts", t) => cast(&(Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef), t).unwrap(),
-                        ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.clone()))),
-                        ("qty", DataType::Decimal128(p, s)) => Arc::new(Decimal128Array::from_iter(rows.iter().map(|r| r.2)).with_precision_and_scale(*p, *s).unwrap()),
-                        ("side", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.clone()))),
-                        (_, DataType::Int32) => Arc::new(Int32Array::from_iter_values((0..n).map(|_| 0))),
-                        (_, t) => cast(&(Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef), t).unwrap(),
-                    }
+            let times: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let window = pane_window(&schema, pane, &times, |name, ty| -> Option<ArrayRef> {
+                Some(match (name, ty) {
+                    ("account", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.clone()))),
+                    ("qty", DataType::Decimal128(p, s)) => Arc::new(Decimal128Array::from_iter(rows.iter().map(|r| r.2)).with_precision_and_scale(*p, *s).unwrap()),
+                    ("side", _) => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.clone()))),
+                    _ => return None,
                 })
-                .collect();
-            let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-            let window = FiredWindow { start: pane * 60_000, end: (pane + 1) * 60_000, key: Vec::new(), batches: vec![batch], update: false, revision: 0 };
+            });
             let (a, b) = (unique.run(&window).unwrap(), aggregating.run(&window).unwrap());
             assert_eq!(a.changed, b.changed, "pane {pane}");
             assert!(a.changed.iter().map(|b| b.num_rows()).sum::<usize>() > 0 || pane == 0, "pane {pane}: groups pass the HAVING");
