@@ -662,19 +662,9 @@ impl Pipeline {
                 end_of_input,
             };
             let verdicts = a.evaluator.evaluate(&evaluation)?;
+            let history = history.cloned();
             match (&verdicts.rows, a.evaluator.rows_schema()) {
-                // The evaluator's own rows (burn rates): each row names its own pane.
-                (Some(rows), Some(schema)) => {
-                    if let Some(h) = history {
-                        let mut slo = h.slo.lock().expect("not poisoned");
-                        rows.iter().for_each(|b| slo.record(b));
-                    }
-                    let own = WindowResult { schema: &schema, batches: rows, update: false, revision: 0, ..result };
-                    if own.rows() > 0 && !self.sink.discards() {
-                        JobCounters::add(&self.counters.rows_out, own.rows() as u64);
-                        self.sink.write(&own)?;
-                    }
-                }
+                (Some(rows), Some(schema)) => self.write_own_rows(rows, &schema, (w.start, w.end), incomplete, history.as_ref())?,
                 _ => {
                     JobCounters::add(&self.counters.rows_out, result.rows() as u64);
                     self.sink.write(&result)?;
@@ -722,28 +712,26 @@ impl Pipeline {
         let want_rows = !self.sink.discards() || history.is_some();
         let verdicts = a.evaluator.time_passes(until, &a.partition_names, want_rows)?;
         if let (Some(rows), Some(schema)) = (&verdicts.rows, a.evaluator.rows_schema()) {
-            if let Some(h) = &history {
-                let mut slo = h.slo.lock().expect("not poisoned");
-                rows.iter().for_each(|b| slo.record(b));
-            }
-            // The pane ends evaluated (each row names its own pane).
+            // The pane ends evaluated.
             let ends = verdicts.evaluations.first().zip(verdicts.evaluations.last()).map(|(a, b)| (a.0, b.0)).unwrap_or((until, until));
-            let result = WindowResult {
-                job: &self.job.name,
-                start: ends.0,
-                end: ends.1,
-                update: false,
-                revision: 0,
-                incomplete: false,
-                schema: &schema,
-                batches: rows,
-            };
-            if result.rows() > 0 && !self.sink.discards() {
-                JobCounters::add(&self.counters.rows_out, result.rows() as u64);
-                self.sink.write(&result)?;
-            }
+            self.write_own_rows(rows, &schema, ends, false, history.as_ref())?;
         }
         self.judge(verdicts.evaluations)
+    }
+
+    /// An evaluator's own rows (burn rates; each row names its own pane) for `window`: to the
+    /// page's history (`history`, SLO jobs under `serve`) and to the sink unless it discards.
+    fn write_own_rows(&mut self, rows: &[datafusion::arrow::record_batch::RecordBatch], schema: &datafusion::arrow::datatypes::SchemaRef, window: (Millis, Millis), incomplete: bool, history: Option<&Arc<crate::history::JobHistory>>) -> anyhow::Result<()> {
+        if let Some(h) = history {
+            let mut slo = h.slo.lock().expect("not poisoned");
+            rows.iter().for_each(|b| slo.record(b));
+        }
+        let own = WindowResult { job: &self.job.name, start: window.0, end: window.1, update: false, revision: 0, incomplete, schema, batches: rows };
+        if own.rows() > 0 && !self.sink.discards() {
+            JobCounters::add(&self.counters.rows_out, own.rows() as u64);
+            self.sink.write(&own)?;
+        }
+        Ok(())
     }
 }
 
