@@ -188,7 +188,7 @@ impl Pipeline {
         if !offsets.is_empty() {
             self.source.commit_in_transaction(&producer, &offsets)?;
         }
-        producer.commit_transaction(Duration::from_secs(60)).with_context(|| format!("job `{}`: committing the transaction", self.job.name))?;
+        crate::kafka::commit_transaction(&producer, Duration::from_secs(60)).with_context(|| format!("job `{}`: committing the transaction", self.job.name))?;
         producer.begin_transaction().with_context(|| format!("job `{}`: beginning a transaction", self.job.name))?;
         Ok(())
     }
