@@ -27,8 +27,6 @@ use crate::Millis;
 
 /// The header that makes a message of the internal topic a marker.
 pub const MARKER_HEADER: &str = "osprey-watermark";
-/// The header naming a forwarded record's source partition and offset (`3:1200`).
-pub const SOURCE_HEADER: &str = "osprey-source";
 
 /// A marker's payload: one source partition's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
