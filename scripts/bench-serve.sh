@@ -44,6 +44,7 @@ sql = "SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes FROM eve
 kind = "kafka"
 topic = "$topic"
 group = "bench-serve-$1-$$-$i"
+key = ["service"]                 # osprey generate keys by service: one stage
 [source.schema]
 ts = "timestamp"
 service = "string"

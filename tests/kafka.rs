@@ -1673,6 +1673,86 @@ fn two_servers_share_the_registry_topic_and_split_a_job_s_partitions() {
     });
 }
 
+/// Two servers run a job grouped by service over a topic keyed by host, so each server's
+/// partitions hold some of every service's records: alone, each would write its own partial
+/// row for every window and service. Through the shuffle (two stages, as `osprey run`), their
+/// windows together are one process's replay of the topic, and the lag each reports is the
+/// job's own topic's, read to its end.
+#[test]
+fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("serve-byhost");
+    create(&topic, 6);
+    let registry = unique("registry");
+    let a = serve(d, "a", &registry);
+    let b = serve(d, "b", &registry);
+    let group = format!("group = \"{}\"", unique("serve-byhost"));
+    let job = counting_job("byhost", &topic, &group, "idle_timeout = \"60s\"", "[sink]\nkind = \"file\"\npath = \"../out.jsonl\"\n");
+    let (status, body) = call(&a, "POST", "/v1/jobs", &job);
+    assert_eq!(status, 201, "{body}");
+    let lag = |s: &Served| -> Vec<(String, i64)> {
+        let view = call(s, "GET", "/v1/jobs/byhost", "").1;
+        view["lag"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(-1))).collect()).unwrap_or_default()
+    };
+    let logs = || {
+        let mut out = String::new();
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("serve-") {
+                out += &format!("--- {}\n{}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    };
+    until_or(
+        Duration::from_secs(60),
+        "the two servers split the six partitions of the job's topic",
+        || {
+            let (la, lb) = (lag(&a), lag(&b));
+            let names: BTreeSet<&String> = la.iter().chain(&lb).map(|(k, _)| k).collect();
+            !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 6 && names.len() == 6 && names.iter().all(|n| n.starts_with(&topic))
+        },
+        logs,
+    );
+    let all = events(20_000, 81);
+    let p = producer();
+    send_by_host(&p, &topic, &all);
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..6 {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    std::fs::write(d.join("replay.toml"), counting_job(&unique("serve-byhost-replay"), &topic, "", "", "")).unwrap();
+    let o = osprey(d, &["replay", "replay.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected: BTreeSet<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    assert!(expected.len() > 100, "{}", expected.len());
+    let rows = || -> BTreeSet<String> {
+        ["a", "b"].iter().flat_map(|s| std::fs::read_to_string(d.join(s).join("out.jsonl")).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !expected.is_subset(&rows()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let got = rows();
+    let missing: Vec<&String> = expected.difference(&got).take(5).collect();
+    let extra: Vec<&String> = got.difference(&expected).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the replay {extra:?}\n{}", logs());
+    until_or(
+        Duration::from_secs(30),
+        "each server reads its partitions of the job's topic to the end (lag 0)",
+        || {
+            let (la, lb) = (lag(&a), lag(&b));
+            la.len() + lb.len() == 6 && la.iter().chain(&lb).all(|(_, n)| *n == 0)
+        },
+        logs,
+    );
+    for s in ["a", "b"] {
+        assert!(std::fs::read_to_string(d.join(s).join("out.jsonl")).is_ok_and(|t| !t.is_empty()), "server {s} wrote nothing\n{}", logs());
+    }
+}
+
 /// A broker of this test's own (the shared one serves the other tests), stopped when dropped.
 struct OwnBroker {
     port: u16,

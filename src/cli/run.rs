@@ -70,7 +70,6 @@ fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args
     if shuffled {
         osprey::log_info!("{}: {}", job.name, live.stages);
     }
-    let source = live.source;
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
         anyhow::bail!(
@@ -82,32 +81,15 @@ fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args
     // Two stages: `--from` went to the first stage's source.
     let from = if shuffled { None } else { from };
     let state = args.state_dir.clone().map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
-    let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, shuffled, ..Options::live(stop.clone()) };
+    let options = live.options(Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop.clone()) });
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
-    // Two stages: dead letters are found, and routed, by the first; the second reads only
-    // records that decoded (anything it could not decode would show on stderr).
-    let mut second = job.clone();
-    if shuffled {
-        second.dead_letter = osprey::job::RouteConfig::Stderr;
-    }
-    let summary = Pipeline::new(second, source, sink, options).and_then(|p| p.run());
+    let second = live.pipeline_job(&job);
+    let summary = Pipeline::new(second, live.source, sink, options).and_then(|p| p.run());
     // The first stage stops with the second, and commits what it forwarded.
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let forwarded = live.first_stage.map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the shuffle's first stage panicked"))));
+    let forwarded = live.first_stage.map(|first| first.finish());
     let summary = summary?;
     if let Some(forwarded) = forwarded {
-        let f = forwarded?;
-        osprey::log_info!(
-            "{}: shuffle: {} records and {} clock markers forwarded in {} transactions, {} dead letters; {:.1}s reading, {:.1}s writing, {:.1}s committing",
-            job.name,
-            f.records,
-            f.markers,
-            f.transactions,
-            f.dead_letters,
-            f.reading.as_secs_f64(),
-            f.writing.as_secs_f64(),
-            f.committing.as_secs_f64()
-        );
+        osprey::log_info!("{}: shuffle: {}", job.name, forwarded?);
     }
     super::report(&job, &summary, false);
     Ok(())

@@ -106,7 +106,9 @@ impl Pipeline {
     pub(super) fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
         if self.options.mode == Mode::Live && self.lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
             self.lag_asked = Some(Instant::now());
-            if let Some(lag) = self.source.lag() {
+            if let Some(upstream) = &self.options.source_lag {
+                *self.counters.lag.lock().expect("not poisoned") = upstream.lock().expect("not poisoned").clone();
+            } else if let Some(lag) = self.source.lag() {
                 let names = self.source.partitions();
                 *self.counters.lag.lock().expect("not poisoned") = lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect();
             }

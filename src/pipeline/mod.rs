@@ -63,6 +63,9 @@ pub struct Options {
     /// The second stage of a scaled-out job (`crate::shuffle`): its source is the internal
     /// topic, its watermark the first stage's clocks (already delayed).
     pub shuffled: bool,
+    /// The second stage's lag as its users mean it: the job's own topic, as the first stage
+    /// reads it ([`crate::shuffle::FirstStage::lag`]), not the internal topic's.
+    pub source_lag: Option<crate::shuffle::SourceLag>,
 }
 
 /// Where and how often a job checkpoints.
@@ -89,6 +92,7 @@ impl Options {
             state: None,
             history: None,
             shuffled: false,
+            source_lag: None,
         }
     }
 

@@ -328,8 +328,15 @@ impl Registry {
             crate::pipeline::prepare_cluster(&job, c);
         }
         let state_dir = self.data_dir.join("state");
+        // Scaled out (several servers over one topic), a job whose grouping the topic is not
+        // keyed by runs in two stages, as `osprey run` does (`crate::shuffle`).
+        let mut first_stage = None;
         let built = (|| -> anyhow::Result<Pipeline> {
-            let source = crate::source::open_live(&job.source, &job.job_ref(), cluster.as_ref())?;
+            let query = crate::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let live = crate::shuffle::open_live(&job, &query, cluster.as_ref(), None, stop.clone())?;
+            if live.first_stage.is_some() {
+                crate::log_info!("{}: {}", job.name, live.stages);
+            }
             let sink = crate::sink::build(&job, None, cluster.as_ref())?;
             // Jobs with positions to resume from checkpoint under <data-dir>/state/<job>/.
             let state = (!matches!(job.source, SourceConfig::Generator(_))).then(|| crate::pipeline::StateOptions {
@@ -338,11 +345,16 @@ impl Registry {
                 fresh: false,
                 from: None,
             });
-            let options = Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) };
-            Pipeline::new(job.clone(), source, sink, options)
+            let options = live.options(Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) });
+            let second = live.pipeline_job(&job);
+            first_stage = live.first_stage;
+            Pipeline::new(second, live.source, sink, options)
         })();
         match built {
             Err(err) => {
+                if let Some(first) = first_stage.take() {
+                    let _ = first.finish();
+                }
                 crate::log_error!("{}: cannot start: {err:#}", job.name);
                 let mut r = run.lock().expect("not poisoned");
                 r.status = Status::Failed;
@@ -353,7 +365,15 @@ impl Registry {
                 e.thread = Some(std::thread::spawn(move || {
                     let _logging = crate::log::for_job(&job.name, log);
                     crate::log_info!("{}: started", job.name);
-                    let result = pipeline.run();
+                    let mut result = pipeline.run();
+                    // The first stage stops with the second, and commits what it forwarded.
+                    if let Some(first) = first_stage {
+                        match (first.finish(), &result) {
+                            (Ok(f), _) => crate::log_info!("{}: shuffle: {f}", job.name),
+                            (Err(e), Ok(_)) => result = Err(e),
+                            (Err(e), Err(_)) => crate::log_error!("{}: the shuffle's first stage: {e:#}", job.name),
+                        }
+                    }
                     let mut r = run.lock().expect("not poisoned");
                     match result {
                         Ok(summary) => {

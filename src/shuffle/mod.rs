@@ -25,7 +25,10 @@
 
 mod forward;
 
-pub use forward::Forwarder;
+pub use forward::{Forwarded, Forwarder};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
@@ -106,14 +109,55 @@ impl std::fmt::Display for Stages {
     }
 }
 
+/// Per source partition this process forwards: its name and how many records behind its log
+/// end the first stage is.
+pub type SourceLag = Arc<Mutex<Vec<(String, i64)>>>;
+
+/// The first stage of a two-stage live run, on a thread of its own. It sets the run's stop
+/// flag if it fails, so the pipeline (the second stage) ends too; then [`FirstStage::finish`].
+pub struct FirstStage {
+    thread: std::thread::JoinHandle<anyhow::Result<Forwarded>>,
+    stop: Arc<AtomicBool>,
+    /// The job's lag as its users mean it: on the job's own topic. The internal topic's never
+    /// reads 0 (each transaction's commit marker takes an offset).
+    pub lag: SourceLag,
+}
+
+impl FirstStage {
+    /// Stop the first stage (the second has ended) and wait for it to commit what it forwarded.
+    pub fn finish(self) -> anyhow::Result<Forwarded> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the shuffle's first stage panicked")))
+    }
+}
+
 /// A live run's source: the job's own (one stage), or the internal topic with the first stage
-/// started on a thread of its own (two stages). The thread sets `stop` if it fails, so the
-/// pipeline ends too; join it after the pipeline and report its result.
+/// beside it (two stages).
 pub struct LiveSource {
     pub source: Box<dyn crate::source::Source>,
-    /// Two stages: the first stage's thread.
-    pub first_stage: Option<std::thread::JoinHandle<anyhow::Result<forward::Forwarded>>>,
+    pub first_stage: Option<FirstStage>,
     pub stages: Stages,
+}
+
+impl LiveSource {
+    /// The job as the pipeline over [`LiveSource::source`] runs it. Two stages: dead letters
+    /// were found and routed by the first; the second reads only records that decoded
+    /// (anything it could not decode would show on stderr).
+    pub fn pipeline_job(&self, job: &Job) -> Job {
+        let mut job = job.clone();
+        if self.first_stage.is_some() {
+            job.dead_letter = crate::job::RouteConfig::Stderr;
+        }
+        job
+    }
+
+    /// Pipeline options for this source: two stages make the second stage's.
+    pub fn options(&self, options: crate::pipeline::Options) -> crate::pipeline::Options {
+        match &self.first_stage {
+            None => options,
+            Some(first) => crate::pipeline::Options { shuffled: true, source_lag: Some(first.lag.clone()), ..options },
+        }
+    }
 }
 
 /// Open a live run's source for `job` (see [`stages`]). A topic of one partition is read in one
@@ -124,7 +168,7 @@ pub fn open_live(
     query: &JobQuery,
     cluster: Option<&crate::kafka::Cluster>,
     from: Option<&crate::source::kafka::Position>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<LiveSource> {
     let stages = stages(job, query);
     let (Stages::Two { key }, Some(cluster), SourceConfig::Kafka(k)) = (&stages, cluster, &job.source) else {
@@ -145,16 +189,18 @@ pub fn open_live(
     }
     let internal = topic(&job.name);
     cluster.ensure_topics(&[(internal.as_str(), partitions as i32)])?;
-    let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions)?;
+    let lag = SourceLag::default();
+    let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions, lag.clone())?;
     let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), &k.topic, partitions, job.event_time.watermark_delay)?;
     let name = job.name.clone();
+    let on_failure = stop.clone();
     let thread = std::thread::Builder::new().name("shuffle".into()).spawn(move || {
-        let result = forwarder.run(stop.clone());
+        let result = forwarder.run(on_failure.clone());
         if let Err(e) = &result {
             crate::log_error!("job `{name}`: the shuffle's first stage failed: {e:#}");
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            on_failure.store(true, Ordering::Relaxed);
         }
         result
     })?;
-    Ok(LiveSource { source: Box::new(second), first_stage: Some(thread), stages })
+    Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag }), stages })
 }
