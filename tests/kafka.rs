@@ -1677,22 +1677,31 @@ fn two_servers_share_the_registry_topic_and_split_a_job_s_partitions() {
 /// partitions hold some of every service's records: alone, each would write its own partial
 /// row for every window and service. Through the shuffle (two stages, as `osprey run`), their
 /// windows together are one process's replay of the topic, and the lag each reports is the
-/// job's own topic's, read to its end.
+/// job's own topic's (lag 0 once the first part is read). The records come in two parts: a first before the job
+/// starts, the rest once the servers have split the partitions, in one transaction (readable
+/// on every partition at once; a burst whose partitions land at different moments can make
+/// records late in one process too, see the README's known limits).
 #[test]
 fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let topic = unique("serve-byhost");
     create(&topic, 6);
+    let all = events(20_000, 81);
+    let p = producer();
+    send_by_host(&p, &topic, &all[..3_000]);
+    p.flush(Duration::from_secs(60)).unwrap();
     let registry = unique("registry");
     let a = serve(d, "a", &registry);
     let b = serve(d, "b", &registry);
     let group = format!("group = \"{}\"", unique("serve-byhost"));
-    let job = counting_job("byhost", &topic, &group, "idle_timeout = \"60s\"", "[sink]\nkind = \"file\"\npath = \"../out.jsonl\"\n");
+    // A name of its own: the internal topic and its group are named after the job.
+    let name = unique("byhost");
+    let job = counting_job(&name, &topic, &group, "idle_timeout = \"60s\"", "[sink]\nkind = \"file\"\npath = \"../out.jsonl\"\n");
     let (status, body) = call(&a, "POST", "/v1/jobs", &job);
     assert_eq!(status, 201, "{body}");
     let lag = |s: &Served| -> Vec<(String, i64)> {
-        let view = call(s, "GET", "/v1/jobs/byhost", "").1;
+        let view = call(s, "GET", &format!("/v1/jobs/{name}"), "").1;
         view["lag"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(-1))).collect()).unwrap_or_default()
     };
     let logs = || {
@@ -1706,17 +1715,27 @@ fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
     };
     until_or(
         Duration::from_secs(60),
-        "the two servers split the six partitions of the job's topic",
+        "the two servers split the six partitions of the job's topic and read the first part to its end (lag 0)",
         || {
             let (la, lb) = (lag(&a), lag(&b));
             let names: BTreeSet<&String> = la.iter().chain(&lb).map(|(k, _)| k).collect();
-            !la.is_empty() && !lb.is_empty() && la.len() + lb.len() == 6 && names.len() == 6 && names.iter().all(|n| n.starts_with(&topic))
+            !la.is_empty()
+                && !lb.is_empty()
+                && la.len() + lb.len() == 6
+                && names.len() == 6
+                && names.iter().all(|n| n.starts_with(&topic))
+                && la.iter().chain(&lb).all(|(_, n)| *n == 0)
         },
         logs,
     );
-    let all = events(20_000, 81);
-    let p = producer();
-    send_by_host(&p, &topic, &all);
+    let t: ThreadedProducer<DefaultProducerContext> =
+        Cluster::new(brokers()).config(&[("transactional.id", &unique("serve-producer")), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")]).create().unwrap();
+    t.init_transactions(Duration::from_secs(30)).unwrap();
+    t.begin_transaction().unwrap();
+    send_by_host(&t, &topic, &all[3_000..]);
+    t.commit_transaction(Duration::from_secs(60)).unwrap();
+    // The closing records outside it: each partition ends with a record, not a commit marker,
+    // so "read to the end" is lag 0 by the offsets alone.
     let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
     for part in 0..6 {
         let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
@@ -1738,16 +1757,10 @@ fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
     let got = rows();
     let missing: Vec<&String> = expected.difference(&got).take(5).collect();
     let extra: Vec<&String> = got.difference(&expected).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nnot in the replay {extra:?}\n{}", logs());
-    until_or(
-        Duration::from_secs(30),
-        "each server reads its partitions of the job's topic to the end (lag 0)",
-        || {
-            let (la, lb) = (lag(&a), lag(&b));
-            la.len() + lb.len() == 6 && la.iter().chain(&lb).all(|(_, n)| *n == 0)
-        },
-        logs,
-    );
+    if !(missing.is_empty() && extra.is_empty()) {
+        let logs = logs();
+        panic!("missing {missing:?}\nnot in the replay {extra:?}\nkept in {}\n{logs}", dir.keep().display());
+    }
     for s in ["a", "b"] {
         assert!(std::fs::read_to_string(d.join(s).join("out.jsonl")).is_ok_and(|t| !t.is_empty()), "server {s} wrote nothing\n{}", logs());
     }
