@@ -1016,6 +1016,25 @@ fn send_by_host(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, event
     }
 }
 
+/// One far-future record on each of the topic's `partitions`, past every event of `all`, so
+/// every window of theirs closes (no flush).
+fn close_every_window(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, partitions: i32, all: &[Event]) {
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..partitions {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+        p.send(BaseRecord::to(topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// The windows of one `osprey replay` of [`counting_job`] over the whole topic (`replayed.jsonl`
+/// in `d`), the closing records' own left out.
+fn replayed_counts(d: &Path, topic: &str) -> BTreeSet<String> {
+    std::fs::write(d.join("replay.toml"), counting_job(&unique("replay"), topic, "", "", "")).unwrap();
+    let o = osprey(d, &["replay", "replay.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect()
+}
+
 /// Three `osprey run` of a job grouped by service, over a topic keyed by host: each service's
 /// records are on every partition, so each process alone would write partial rows. Through the
 /// shuffle, their windows together are one process's replay of the topic (as a set), also
@@ -1060,17 +1079,9 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     b.wait().unwrap();
     let b2 = run("b2");
     send_by_host(&p, &topic, second);
-    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
-    for part in 0..6 {
-        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
-        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
-    }
+    close_every_window(&p, &topic, 6, &all);
     p.flush(Duration::from_secs(60)).unwrap();
-    let replay_job = counting_job(&unique("byhost-replay"), &topic, "", "", "");
-    std::fs::write(d.join("replay.toml"), replay_job).unwrap();
-    let o = osprey(d, &["replay", "replay.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let expected: BTreeSet<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    let expected = replayed_counts(d, &topic);
     assert!(expected.len() > 300, "{}", expected.len());
     let deadline = Instant::now() + Duration::from_secs(120);
     while !expected.is_subset(&rows()) && Instant::now() < deadline {
@@ -1736,16 +1747,9 @@ fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
     t.commit_transaction(Duration::from_secs(60)).unwrap();
     // The closing records outside it: each partition ends with a record, not a commit marker,
     // so "read to the end" is lag 0 by the offsets alone.
-    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
-    for part in 0..6 {
-        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
-        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
-    }
+    close_every_window(&p, &topic, 6, &all);
     p.flush(Duration::from_secs(60)).unwrap();
-    std::fs::write(d.join("replay.toml"), counting_job(&unique("serve-byhost-replay"), &topic, "", "", "")).unwrap();
-    let o = osprey(d, &["replay", "replay.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let expected: BTreeSet<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    let expected = replayed_counts(d, &topic);
     assert!(expected.len() > 100, "{}", expected.len());
     let rows = || -> BTreeSet<String> {
         ["a", "b"].iter().flat_map(|s| std::fs::read_to_string(d.join(s).join("out.jsonl")).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()

@@ -81,7 +81,7 @@ fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args
     // Two stages: `--from` went to the first stage's source.
     let from = if shuffled { None } else { from };
     let state = args.state_dir.clone().map(|dir| osprey::pipeline::StateOptions { dir, interval: args.checkpoint_interval, fresh: args.fresh, from });
-    let options = live.options(Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop.clone()) });
+    let options = Options { flush_on_stop: args.flush_on_stop, cluster, state, ..Options::live(stop.clone()) }.over(&live);
     osprey::log_info!("{}: running; Ctrl-C stops", job.name);
     let second = live.pipeline_job(&job);
     let summary = Pipeline::new(second, live.source, sink, options).and_then(|p| p.run());

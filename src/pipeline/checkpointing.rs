@@ -108,9 +108,8 @@ impl Pipeline {
             self.lag_asked = Some(Instant::now());
             if let Some(upstream) = &self.options.source_lag {
                 *self.counters.lag.lock().expect("not poisoned") = upstream.lock().expect("not poisoned").clone();
-            } else if let Some(lag) = self.source.lag() {
-                let names = self.source.partitions();
-                *self.counters.lag.lock().expect("not poisoned") = lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect();
+            } else if let Some(lag) = self.source.named_lag() {
+                *self.counters.lag.lock().expect("not poisoned") = lag;
             }
         }
         if self.checkpoints.is_some() {

@@ -99,6 +99,14 @@ impl Options {
     pub fn live(stop: Arc<AtomicBool>) -> Self {
         Options { mode: Mode::Live, stop, ..Options::replay() }
     }
+
+    /// These options for a pipeline over `live`'s source: the second stage's, when two.
+    pub fn over(self, live: &crate::shuffle::LiveSource) -> Self {
+        match &live.first_stage {
+            None => self,
+            Some(first) => Options { shuffled: true, source_lag: Some(first.lag.clone()), ..self },
+        }
+    }
 }
 
 /// One decode thread per core: the pipeline thread's own work is the smaller part.

@@ -345,7 +345,7 @@ impl Registry {
                 fresh: false,
                 from: None,
             });
-            let options = live.options(Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) });
+            let options = Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) }.over(&live);
             let second = live.pipeline_job(&job);
             first_stage = live.first_stage;
             Pipeline::new(second, live.source, sink, options)

@@ -243,9 +243,8 @@ impl Forwarder {
             self.watermarks.mark_idle(now, started, self.idle_timeout);
             if now.duration_since(last_beat) >= HEARTBEAT {
                 last_beat = now;
-                if let Some(lag) = self.source.lag() {
-                    let names = self.source.partitions();
-                    *self.lag.lock().expect("not poisoned") = lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect();
+                if let Some(lag) = self.source.named_lag() {
+                    *self.lag.lock().expect("not poisoned") = lag;
                 }
                 self.sent.iter_mut().for_each(|s| *s = None);
                 dirty.extend((0..self.assigned.len()).filter(|&p| self.assigned[p]));

@@ -150,14 +150,6 @@ impl LiveSource {
         }
         job
     }
-
-    /// Pipeline options for this source: two stages make the second stage's.
-    pub fn options(&self, options: crate::pipeline::Options) -> crate::pipeline::Options {
-        match &self.first_stage {
-            None => options,
-            Some(first) => crate::pipeline::Options { shuffled: true, source_lag: Some(first.lag.clone()), ..options },
-        }
-    }
 }
 
 /// Open a live run's source for `job` (see [`stages`]). A topic of one partition is read in one

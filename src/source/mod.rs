@@ -207,6 +207,13 @@ pub trait Source: Send {
         None
     }
 
+    /// [`Source::lag`] by partition name, as counters and pages show it.
+    fn named_lag(&mut self) -> Option<Vec<(String, i64)>> {
+        let lag = self.lag()?;
+        let names = self.partitions();
+        Some(lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect())
+    }
+
     /// Exactly-once: the offsets the consumer group committed (with the last transaction),
     /// per partition. `None`: the source has no such thing.
     fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
