@@ -174,7 +174,7 @@ pub struct Writer {
 struct Task {
     sequence: u64,
     payload: Vec<u8>,
-    commit: Vec<(usize, i64)>,
+    commit: Vec<(usize, i64, crate::Millis)>,
     started: std::time::Instant,
 }
 
@@ -183,8 +183,9 @@ pub struct Written {
     pub sequence: u64,
     /// Its size in bytes, or why it could not be written.
     pub result: anyhow::Result<u64>,
-    /// The source positions that may be committed now that it is durable.
-    pub commit: Vec<(usize, i64)>,
+    /// The source positions that may be committed now that it is durable, each with the
+    /// watermark its windows were emitted up to (the commit's note).
+    pub commit: Vec<(usize, i64, crate::Millis)>,
     /// From the pipeline's pause to the rename on disk.
     pub took: std::time::Duration,
 }
@@ -213,7 +214,7 @@ impl Writer {
         self.in_flight > 0
     }
 
-    pub fn submit(&mut self, sequence: u64, payload: Vec<u8>, commit: Vec<(usize, i64)>, started: std::time::Instant) {
+    pub fn submit(&mut self, sequence: u64, payload: Vec<u8>, commit: Vec<(usize, i64, crate::Millis)>, started: std::time::Instant) {
         self.in_flight += 1;
         self.tasks.as_ref().expect("open until dropped").send(Task { sequence, payload, commit, started }).expect("the writer thread runs");
     }

@@ -148,8 +148,9 @@ impl Pipeline {
         self.flush_outputs()?;
         let positions: Vec<Option<i64>> = self.processed.iter().map(|p| p.map(|o| o + 1)).collect();
         // What the group may commit once this is durable (a process that takes a partition
-        // over has no checkpoint of ours).
-        let commit = self.committable();
+        // over has no checkpoint of ours), noting how far its windows were emitted: whoever
+        // reads it from there skips the records of those windows.
+        let commit = self.committable().into_iter().map(|(p, o)| (p, o, self.operator.watermark_for(p))).collect();
         let c = self.checkpoints.as_mut().expect("checkpointing");
         let (evaluator, stage) = match &self.alerting {
             Some(a) => (a.evaluator.save_state()?, crate::state::to_bytes(a.stage.state())?),
@@ -205,11 +206,11 @@ impl Pipeline {
                     if std::mem::take(&mut c.failing) {
                         crate::log_info!("{}: checkpoints are written again ({})", self.job.name, c.dir.display());
                     }
-                    let changed: Vec<(usize, i64)> =
-                        w.commit.into_iter().filter(|&(p, o)| self.committed[p] != Some(o)).collect();
+                    let changed: Vec<(usize, i64, crate::Millis)> =
+                        w.commit.into_iter().filter(|&(p, o, _)| self.committed[p] != Some(o)).collect();
                     if !changed.is_empty() {
-                        self.source.commit(&changed).with_context(|| format!("job `{}`", self.job.name))?;
-                        for (p, o) in changed {
+                        self.source.commit_noting(&changed).with_context(|| format!("job `{}`", self.job.name))?;
+                        for (p, o, _) in changed {
                             self.committed[p] = Some(o);
                         }
                     }

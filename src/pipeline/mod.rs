@@ -464,8 +464,11 @@ impl Pipeline {
                     }
                     for p in ps {
                         self.operator.assign(p);
-                        // Without checkpoints, a partition's window state starts empty here.
-                        if self.checkpoints.is_none() && self.transaction.is_none() {
+                        // Read from the group's commit (no checkpoint, or none with this
+                        // partition's rows), its window state starts empty here: the windows
+                        // the commit's note says were emitted are not emitted again in part.
+                        // (Exactly-once commits with its checkpoints, whose state it holds.)
+                        if self.resume[p].is_none() && self.transaction.is_none() {
                             self.emitted[p] = self.source.emitted_up_to(p).map(|w| (w, 0));
                         }
                     }

@@ -605,8 +605,10 @@ impl KafkaSource {
                 .find(|&p| self.assigned[p] && self.intake.caught_up[p] && self.intake.buffers[p].is_empty() && !self.told_caught_up[p]);
             if let Some(p) = told {
                 self.told_caught_up[p] = true;
-                // Everything read was handed out: the offset after it is where the claim stands.
-                self.caught_up_at[p] = self.handed[p].or(self.intake.end_at[p]);
+                // Everything read was handed out: the offset after it is where the claim stands,
+                // or past it the end the broker named (a transaction's commit marker, never
+                // handed out, may end the log).
+                self.caught_up_at[p] = self.handed[p].max(self.intake.end_at[p]);
                 return Ok(Poll::CaughtUp(p));
             }
             let next = (0..self.intake.buffers.len())
@@ -902,7 +904,12 @@ impl Source for KafkaSource {
                     Err(_) => continue,
                 },
             };
-            let next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64);
+            let mut next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64);
+            // A transactional topic ends with a commit marker, never handed out: a partition
+            // read to its end stands at the end the broker named, not one short of it.
+            if self.intake.caught_up[p] && self.intake.buffers[p].is_empty() {
+                next = next.max(self.intake.end_at[p].unwrap_or(next));
+            }
             out.push((p, (high - next).max(0)));
         }
         Some(out)
