@@ -148,9 +148,8 @@ impl Pipeline {
         self.flush_outputs()?;
         let positions: Vec<Option<i64>> = self.processed.iter().map(|p| p.map(|o| o + 1)).collect();
         // What the group may commit once this is durable (a process that takes a partition
-        // over has no checkpoint of ours), noting how far its windows were emitted: whoever
-        // reads it from there skips the records of those windows.
-        let commit = self.committable().into_iter().map(|(p, o)| (p, o, self.operator.watermark_for(p))).collect();
+        // over has no checkpoint of ours).
+        let commit = self.committable();
         let c = self.checkpoints.as_mut().expect("checkpointing");
         let (evaluator, stage) = match &self.alerting {
             Some(a) => (a.evaluator.save_state()?, crate::state::to_bytes(a.stage.state())?),
@@ -242,8 +241,7 @@ impl Pipeline {
         let positions: Vec<(usize, i64, crate::Millis)> = self
             .committable()
             .into_iter()
-            .filter(|&(p, o)| moved || self.committed[p] != Some(o))
-            .map(|(p, o)| (p, o, self.operator.watermark_for(p)))
+            .filter(|&(p, o, _)| moved || self.committed[p] != Some(o))
             .collect();
         if !positions.is_empty() {
             if self.fired_since_commit > 0 {
@@ -277,13 +275,14 @@ impl Pipeline {
     }
 
     /// How far each processed partition may be committed: to its first row still held in a
-    /// window, else past its last processed record.
-    fn committable(&self) -> Vec<(usize, i64)> {
+    /// window, else past its last processed record; with the watermark its windows were
+    /// emitted up to, which the commit notes (whoever reads from there skips those windows).
+    fn committable(&self) -> Vec<(usize, i64, crate::Millis)> {
         let held = self.operator.held_offsets(self.partition_column, self.offset_column);
         self.processed
             .iter()
             .enumerate()
-            .filter_map(|(p, last)| last.map(|l| (p, held.get(&p).copied().unwrap_or(l + 1).min(l + 1))))
+            .filter_map(|(p, last)| last.map(|l| (p, held.get(&p).copied().unwrap_or(l + 1).min(l + 1), self.operator.watermark_for(p))))
             .collect()
     }
 }

@@ -91,7 +91,10 @@ impl Open {
                 .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
                 .context("cannot put the source offsets into the shuffle's transaction")?;
         }
-        crate::kafka::commit_transaction(&self.producer, Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
+        // rust-rdkafka's commit, with its 100 ms wait in the flush (see `crate::kafka::flush`),
+        // on purpose for now: without it the test of a shuffled job killed twenty times still
+        // fails about one run in four (a window fired early after a restore; README, Performance).
+        self.producer.commit_transaction(Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
         self.producer.begin_transaction().context("cannot begin the shuffle's next transaction")?;
         self.positions.iter_mut().for_each(|p| *p = None);
         self.writes = 0;

@@ -508,6 +508,13 @@ impl KafkaSource {
             .map_err(|e| anyhow::anyhow!("cannot seek {}/{p} back to the checkpoint's offset {position}: {e}", self.topic))
     }
 
+    /// Where partition `p` stands when it was read to its end and everything read was handed
+    /// out: past its last message handed out, or the end the broker named when that is further
+    /// (a transaction's commit marker, never handed out, may end the log); `None` otherwise.
+    fn at_end(&self, p: usize) -> Option<i64> {
+        (self.intake.caught_up[p] && self.intake.buffers[p].is_empty()).then(|| self.handed[p].max(self.intake.end_at[p])).flatten()
+    }
+
     /// Where partition `p`'s last caught-up claim stands: the offset after the last message
     /// handed out, or the end the broker named when nothing was; `None` when it cannot say
     /// (a second stage then does not lean on the claim).
@@ -605,10 +612,7 @@ impl KafkaSource {
                 .find(|&p| self.assigned[p] && self.intake.caught_up[p] && self.intake.buffers[p].is_empty() && !self.told_caught_up[p]);
             if let Some(p) = told {
                 self.told_caught_up[p] = true;
-                // Everything read was handed out: the offset after it is where the claim stands,
-                // or past it the end the broker named (a transaction's commit marker, never
-                // handed out, may end the log).
-                self.caught_up_at[p] = self.handed[p].max(self.intake.end_at[p]);
+                self.caught_up_at[p] = self.at_end(p);
                 return Ok(Poll::CaughtUp(p));
             }
             let next = (0..self.intake.buffers.len())
@@ -904,12 +908,7 @@ impl Source for KafkaSource {
                     Err(_) => continue,
                 },
             };
-            let mut next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64);
-            // A transactional topic ends with a commit marker, never handed out: a partition
-            // read to its end stands at the end the broker named, not one short of it.
-            if self.intake.caught_up[p] && self.intake.buffers[p].is_empty() {
-                next = next.max(self.intake.end_at[p].unwrap_or(next));
-            }
+            let next = self.handed[p].unwrap_or_else(|| high - self.intake.buffers[p].len() as i64).max(self.at_end(p).unwrap_or(i64::MIN));
             out.push((p, (high - next).max(0)));
         }
         Some(out)
