@@ -9,6 +9,10 @@
 //! not late). It stops counting while another partition works through a backlog, as an ended
 //! partition of a replay does, so a live run over a backlog closes the replay's windows at the
 //! replay's moments; and a caught-up partition that never gave an event time never counts.
+//! The claim is leaned on only once it has stood for [`CLAIM_SETTLES`]: a burst (producers back
+//! after an outage) lands on a topic's partitions moments apart, and a partition read to its end
+//! just before its part landed would otherwise let another's backlog carry the watermark past
+//! all of its records.
 //!
 //! Nor does a partition that was read and gave no event time (its records so far were all dead
 //! letters): it has no clock to hold anything at, and holding the watermark at the start would
@@ -19,6 +23,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
+
+/// How long a caught-up claim stands before the watermark leans on it (see the module's text):
+/// a burst's records land on every partition within a few fetches, and a live run's windows
+/// come out well within a second of their watermark.
+pub const CLAIM_SETTLES: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Watermarks {
@@ -54,6 +63,12 @@ struct PartitionClock {
     /// Live: read to the end of its log, and nothing read since (see the module's text).
     #[serde(skip)]
     caught_up: bool,
+    /// When it last said it was caught up; the claim counts once it has stood for
+    /// [`CLAIM_SETTLES`] (`settled`).
+    #[serde(skip)]
+    claimed_at: Option<Instant>,
+    #[serde(skip)]
+    settled: bool,
     /// Live: its last chunk came from a backlog (the source held more of it).
     #[serde(skip)]
     behind: bool,
@@ -70,7 +85,18 @@ struct PartitionClock {
 impl Watermarks {
     pub fn new(partitions: usize, delay: Millis) -> Self {
         let clocks = (0..partitions)
-            .map(|_| PartitionClock { max_ts: Millis::MIN, ended: false, idle: false, last_record: None, caught_up: false, behind: false, read: false, rewound: false })
+            .map(|_| PartitionClock {
+                max_ts: Millis::MIN,
+                ended: false,
+                idle: false,
+                last_record: None,
+                caught_up: false,
+                claimed_at: None,
+                settled: false,
+                behind: false,
+                read: false,
+                rewound: false,
+            })
             .collect();
         let mut w = Watermarks { delay, partitions: clocks, current: Millis::MIN, least: Millis::MIN, second_stage: false };
         w.recompute();
@@ -108,7 +134,8 @@ impl Watermarks {
     /// Partition `p`'s clock, to send to a second stage.
     pub fn state(&self, p: usize) -> ClockState {
         let c = &self.partitions[p];
-        ClockState { max_ts: (c.max_ts != Millis::MIN).then_some(c.max_ts), idle: c.idle, caught_up: c.caught_up, behind: c.behind, read: c.read }
+        // A claim not yet settled is not leaned on here, nor by a second stage.
+        ClockState { max_ts: (c.max_ts != Millis::MIN).then_some(c.max_ts), idle: c.idle, caught_up: c.caught_up && c.settled, behind: c.behind, read: c.read }
     }
 
     /// Take partition `p`'s clock as another process reports it; its largest event time never
@@ -117,6 +144,8 @@ impl Watermarks {
         let c = &mut self.partitions[p];
         c.max_ts = c.max_ts.max(s.max_ts.unwrap_or(Millis::MIN));
         (c.idle, c.caught_up, c.behind, c.read) = (s.idle, s.caught_up, s.behind, s.read);
+        // The first stage reports a claim once it has settled there.
+        c.settled = s.caught_up;
         self.recompute();
         self.current
     }
@@ -129,7 +158,7 @@ impl Watermarks {
         (0..self.partitions.len())
             .filter(|&p| {
                 let c = &self.partitions[p];
-                !c.ended && !c.idle && c.caught_up && (backlog || c.max_ts == Millis::MIN)
+                !c.ended && !c.idle && c.caught_up && (c.settled || c.max_ts == Millis::MIN) && (backlog || c.max_ts == Millis::MIN)
             })
             .collect()
     }
@@ -235,7 +264,9 @@ impl Watermarks {
             return self.current;
         }
         let c = &mut self.partitions[p];
-        c.caught_up = true;
+        if !c.caught_up {
+            (c.caught_up, c.settled, c.claimed_at) = (true, false, Some(Instant::now()));
+        }
         c.behind = false;
         self.recompute();
         self.current
@@ -308,6 +339,10 @@ impl Watermarks {
         }
         let mut changed = false;
         for c in &mut self.partitions {
+            if c.caught_up && !c.settled && c.claimed_at.is_none_or(|t| now.duration_since(t) >= CLAIM_SETTLES) {
+                c.settled = true;
+                changed = true;
+            }
             let last = c.last_record.unwrap_or(started);
             if !c.ended && !c.idle && now.duration_since(last) >= timeout {
                 c.idle = true;
@@ -333,7 +368,7 @@ impl Watermarks {
             .partitions
             .iter()
             .filter(counting)
-            .filter(|c| !(c.max_ts == Millis::MIN && !c.rewound && (c.read || c.caught_up)) && !(c.caught_up && backlog))
+            .filter(|c| !(c.max_ts == Millis::MIN && !c.rewound && (c.read || c.caught_up)) && !(c.caught_up && c.settled && backlog))
             .map(|c| self.clock_watermark(c))
             .min();
         self.least = least.unwrap_or(Millis::MIN);
@@ -464,8 +499,13 @@ mod tests {
         assert_eq!(w.observe(0, 1_000), Millis::MIN, "partition 2 has not been read yet");
         w.chunk_arrives(2, true);
         assert_eq!(w.observe(2, 2_000), 1_000, "partition 1 holds nothing");
-        // Partition 0 reaches the end of its log while partition 2 still has a backlog.
-        assert_eq!(w.caught_up(0), 2_000, "a caught-up partition does not hold back a backlog");
+        // Partition 0 reaches the end of its log while partition 2 still has a backlog: once
+        // the claim has stood a moment (its part of a burst may land just after), it does not
+        // hold back the backlog.
+        let (start, hour) = (Instant::now(), Duration::from_secs(3600));
+        assert_eq!(w.caught_up(0), 1_000, "a claim just made holds");
+        assert_eq!(w.mark_idle(Instant::now(), start, hour), 1_000);
+        assert_eq!(w.mark_idle(Instant::now() + CLAIM_SETTLES, start, hour), 2_000, "a caught-up partition does not hold back a backlog");
         assert_eq!(w.observe(2, 5_000), 5_000);
         // Steady state: everyone caught up, records trickle in; a caught-up partition holds
         // again, so a record a little behind another partition's is not late.
