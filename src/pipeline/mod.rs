@@ -462,8 +462,8 @@ impl Pipeline {
                             self.resume[p] = None;
                         }
                     }
+                    self.operator.assign(&ps);
                     for p in ps {
-                        self.operator.assign(p);
                         // Read from the group's commit (no checkpoint, or none with this
                         // partition's rows), its window state starts empty here: the windows
                         // the commit's note says were emitted are not emitted again in part.
@@ -480,9 +480,7 @@ impl Pipeline {
                 Some(Queued::Revoked(ps)) if self.restored_unassigned => {
                     // Before the first assignment (a group starting up): the restored rows stay
                     // until the assignment says which partitions are ours.
-                    for p in ps {
-                        self.operator.watermarks_mut().deactivate(p);
-                    }
+                    self.operator.watermarks_mut().deactivate(&ps);
                 }
                 Some(Queued::Revoked(ps)) => {
                     // The new owner re-reads these from the last commit, which no held row passed.

@@ -91,10 +91,9 @@ impl Open {
                 .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
                 .context("cannot put the source offsets into the shuffle's transaction")?;
         }
-        // rust-rdkafka's commit, with its 100 ms wait in the flush (see `crate::kafka::flush`),
-        // on purpose for now: without it the test of a shuffled job killed twenty times still
-        // fails about one run in four (a window fired early after a restore; README, Performance).
-        self.producer.commit_transaction(Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
+        // Without rust-rdkafka's 100 ms wait in the flush (see `crate::kafka::flush`): with it,
+        // the transactions held the shuffle at a tenth of one stage.
+        crate::kafka::commit_transaction(&self.producer, Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
         self.producer.begin_transaction().context("cannot begin the shuffle's next transaction")?;
         self.positions.iter_mut().for_each(|p| *p = None);
         self.writes = 0;
@@ -220,17 +219,17 @@ impl Forwarder {
                     dirty.insert(p);
                 }
                 Poll::Assigned(ps) => {
+                    self.watermarks.activate(&ps);
                     for p in ps {
                         self.assigned[p] = true;
-                        self.watermarks.activate(p);
                         dirty.insert(p);
                     }
                 }
                 Poll::Revoked(ps) => {
                     // Committed inside the revocation; re-read from there by the next owner.
+                    self.watermarks.deactivate(&ps);
                     for p in ps {
                         self.assigned[p] = false;
-                        self.watermarks.deactivate(p);
                         self.watermarks.rewind(p);
                         self.sent[p] = None;
                     }

@@ -140,17 +140,19 @@ impl WindowOperator {
         if self.catching_up.contains_key(&p) { self.watermarks.partition(p).min(current) } else { current }
     }
 
-    /// Partition `p` was assigned to this process. In a second stage the internal topic is
-    /// keyed by the job's group key, so its records hold groups no other partition holds; when
-    /// it is read from its commit while this process's watermark has moved ahead (another
+    /// Partitions `ps` were assigned to this process (all at once: see
+    /// [`Watermarks::activate`]). In a second stage the internal topic is keyed by the job's
+    /// group key, so a partition's records hold groups no other partition holds; when it is read from its commit while this process's watermark has moved ahead (another
     /// process had it, or it was taken away and given back), its records are judged, and its
     /// windows fired, by its own clock until that reaches the job's watermark. Judged by the
     /// job's watermark, every record the previous owner had not emitted would be late: lost.
-    pub fn assign(&mut self, p: usize) {
-        self.watermarks.activate(p);
-        if self.external_clock && self.watermarks.partition(p) < self.watermarks.current() {
-            if let Assigner::Panes(main) = &self.assigner {
-                self.catching_up.insert(p, main.empty_like());
+    pub fn assign(&mut self, ps: &[usize]) {
+        self.watermarks.activate(ps);
+        for &p in ps {
+            if self.external_clock && self.watermarks.partition(p) < self.watermarks.current() {
+                if let Assigner::Panes(main) = &self.assigner {
+                    self.catching_up.insert(p, main.empty_like());
+                }
             }
         }
     }
@@ -205,9 +207,9 @@ impl WindowOperator {
             Assigner::Panes(p) => p.retain_batches(keep),
             Assigner::Sessions(s) => s.retain_batches(keep),
         }
+        self.watermarks.deactivate(partitions);
         for &p in partitions {
             self.catching_up.remove(&p);
-            self.watermarks.deactivate(p);
             self.watermarks.rewind(p);
         }
     }

@@ -189,12 +189,12 @@ fn a_second_stage_partition_handed_over_late_is_judged_by_its_own_clock_until_it
     let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 2, 0, 0);
     o.set_external_clock();
     o.drop_partitions(&[0, 1], 1_000); // every partition starts revoked (no rows: the column is not read)
-    o.assign(0);
+    o.assign(&[0]);
     o.watermarks_mut().advance(0, 5);
     assert!(o.process(0, &batch(&[(1, "a", 1), (12, "a", 2)])).late_rows.is_empty());
     o.watermarks_mut().advance(0, 40);
     assert_eq!(summary(&o.fire()), vec![(0, 10, vec![1], false), (10, 20, vec![2], false)], "partition 1 is not this process's: it holds nothing");
-    o.assign(1);
+    o.assign(&[1]);
     o.watermarks_mut().caught_up(1);
     assert_eq!(o.watermark_for(1), Millis::MIN, "nothing heard of partition 1 yet, read to its end or not");
     let p = o.process(1, &batch(&[(3, "b", 10), (14, "b", 11), (15, "b", 12)]));
@@ -218,8 +218,34 @@ fn a_second_stage_partition_handed_over_late_is_judged_by_its_own_clock_until_it
     let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 2, 0, 0);
     o.set_external_clock();
     o.drop_partitions(&[0, 1], 1_000);
-    o.assign(0);
-    o.assign(1);
+    o.assign(&[0]);
+    o.assign(&[1]);
     o.watermarks_mut().caught_up(1);
     assert_eq!(o.watermarks_mut().advance(0, 500), Millis::MIN, "partition 1 still holds the watermark");
+}
+
+/// A restored second stage whose partitions' clocks are apart (0 and 2 ahead of 1, whose window
+/// holds one row): its source says every partition is revoked before the group's first
+/// assignment, then assigns them all. Taken one by one, the last partition revoked (or the first
+/// assigned) counted alone and carried the watermark to its clock; partition 1's window then
+/// fired with its one restored row, and the rest of its records made a second window.
+#[test]
+fn a_restored_second_stage_revoked_and_assigned_whole_keeps_the_watermark_at_its_least_clock() {
+    let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 3, 0, 0);
+    o.set_external_clock();
+    o.assign(&[0, 1, 2]);
+    for (p, w) in [(0, 40), (1, 5), (2, 30)] {
+        o.watermarks_mut().advance(p, w);
+    }
+    assert!(o.process(1, &batch(&[(7, "b", 1)])).late_rows.is_empty());
+    assert!(o.fire().is_empty());
+    let mut o: WindowOperator = crate::state::from_bytes(&crate::state::to_bytes(&o).unwrap()).unwrap();
+    o.set_external_clock();
+    o.watermarks_mut().deactivate(&[0, 1, 2]);
+    assert_eq!((o.watermark(), summary(&o.fire())), (5, vec![]), "every partition revoked: nothing moves");
+    o.assign(&[0, 1, 2]);
+    assert_eq!((o.watermark(), summary(&o.fire())), (5, vec![]), "assigned again: partition 1 holds it");
+    o.process(1, &batch(&[(8, "b", 2)]));
+    o.watermarks_mut().advance(1, 12);
+    assert_eq!(summary(&o.fire()), vec![(0, 10, vec![1, 2], false)], "one window, whole");
 }

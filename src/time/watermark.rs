@@ -279,20 +279,25 @@ impl Watermarks {
         self.current
     }
 
-    /// Partition `p` left this process (a consumer group rebalance). It holds the watermark
+    /// Partitions `ps` left this process (a consumer group rebalance). Each holds the watermark
     /// where it was until it is idle (`idle_timeout` from now), not at once: a group hands a
     /// partition over in steps (a killed member keeps its share until its session expires), and
     /// a partition that comes back within that time finds its backlog behind a watermark that
     /// the other partitions alone would have carried past it: all of it late.
-    pub fn deactivate(&mut self, p: usize) {
-        let c = &mut self.partitions[p];
-        (c.caught_up, c.behind) = (false, false);
-        c.last_record = Some(Instant::now());
+    ///
+    /// All at once, then the watermark once: in a second stage (where they stop holding at
+    /// once), taken one by one the last partition left would carry the watermark to its clock
+    /// alone (a restored second stage, all of its partitions revoked before its first
+    /// assignment, fired a window with 1 of its 164 records).
+    pub fn deactivate(&mut self, ps: &[usize]) {
+        for &p in ps {
+            let c = &mut self.partitions[p];
+            (c.caught_up, c.behind) = (false, false);
+            c.last_record = Some(Instant::now());
+            c.idle = self.second_stage;
+        }
         if self.second_stage {
-            c.idle = true;
             self.recompute();
-        } else {
-            c.idle = false;
         }
     }
 
@@ -321,13 +326,17 @@ impl Watermarks {
         self.recompute();
     }
 
-    /// Partition `p` belongs to this process again; its watermark resumes where it was.
-    pub fn activate(&mut self, p: usize) {
-        let c = &mut self.partitions[p];
-        (c.caught_up, c.behind) = (false, false);
-        c.ended = false;
-        c.idle = false;
-        c.last_record = Some(Instant::now());
+    /// Partitions `ps` belong to this process again; their watermarks resume where they were.
+    /// All at once, then the watermark once: taken one by one, the first of them would count
+    /// alone while the others were still idle, and carry the watermark to its clock.
+    pub fn activate(&mut self, ps: &[usize]) {
+        for &p in ps {
+            let c = &mut self.partitions[p];
+            (c.caught_up, c.behind) = (false, false);
+            c.ended = false;
+            c.idle = false;
+            c.last_record = Some(Instant::now());
+        }
         self.recompute();
     }
 
@@ -395,27 +404,25 @@ mod tests {
         }
         // A rebalance leaves this process partition 2 only (a killed member's session has not
         // expired yet); partition 2's backlog runs far ahead.
-        w.deactivate(0);
-        w.deactivate(1);
+        w.deactivate(&[0, 1]);
         assert_eq!(w.observe(2, 90_000), 10_000, "partitions 0 and 1 still hold it");
         assert_eq!(w.mark_idle(Instant::now() + Duration::from_secs(5), start, timeout), 10_000);
         // They come back within the idle timeout: their records are not late.
-        w.activate(0);
-        w.activate(1);
+        w.activate(&[0, 1]);
         assert_eq!(w.observe(0, 11_000), 10_000);
         assert_eq!(w.observe(1, 12_000), 11_000);
         // Taken away and read again from the commit, before where its first reading got to:
         // the re-read must hold the watermark, not the clock the first reading left.
         w.observe(2, 95_000);
-        w.deactivate(2);
+        w.deactivate(&[2]);
         w.rewind(2);
         assert_eq!(w.observe(0, 96_000), 11_000);
         assert_eq!(w.observe(1, 97_000), 11_000, "partition 2 holds it until it is read again");
-        w.activate(2);
+        w.activate(&[2]);
         assert_eq!(w.observe(2, 13_000), 13_000);
         assert_eq!(w.observe(2, 98_000), 96_000);
         // A partition another live member keeps stops holding once it is idle.
-        w.deactivate(1);
+        w.deactivate(&[1]);
         let later = Instant::now() + Duration::from_secs(31);
         w.touch(0, later);
         w.touch(2, later);
@@ -443,9 +450,9 @@ mod tests {
         let start = Instant::now();
         let mut w = three_with_records_at(start);
         for p in 1..3 {
-            w.deactivate(p);
+            w.deactivate(&[p]);
             w.rewind(p);
-            w.activate(p);
+            w.activate(&[p]);
             w.chunk_arrives(p, false); // every row a re-read, dropped
             w.caught_up(p);
         }
