@@ -503,6 +503,12 @@ impl Pipeline {
             }
             self.maybe_checkpoint()?;
         }
+        // Partitions still skipping (their records came in one go): say what they skipped.
+        for p in 0..self.emitted.len() {
+            if let Some((_, skipped)) = self.emitted[p].take() {
+                self.say_skipped(p, skipped);
+            }
+        }
         let ended = source_done;
         let mut open_windows_at_stop = 0;
         let mut rows_in_open_windows = 0;
@@ -552,10 +558,7 @@ impl Pipeline {
         let Some((floor, skipped)) = self.emitted[partition] else { return Ok(()) };
         if self.operator.watermark_for(partition) >= floor {
             self.emitted[partition] = None;
-            if skipped > 0 {
-                let name = &self.source.partitions()[partition].name;
-                crate::log_info!("{}: {name} was read again from its last commit: {skipped} records of windows emitted before it came here were skipped", self.job.name);
-            }
+            self.say_skipped(partition, skipped);
             return Ok(());
         }
         let times = event_times(&decoded.batch, self.job.event_time_index());
@@ -573,6 +576,13 @@ impl Pipeline {
             keep[i - 1]
         });
         Ok(())
+    }
+
+    fn say_skipped(&self, partition: usize, skipped: u64) {
+        if skipped > 0 {
+            let name = &self.source.partitions()[partition].name;
+            crate::log_info!("{}: {name} was read again from its last commit: {skipped} records of windows emitted before it came here were skipped", self.job.name);
+        }
     }
 
     fn process(&mut self, partition: usize, decoded: Decoded) -> anyhow::Result<()> {
