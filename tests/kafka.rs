@@ -1128,6 +1128,26 @@ fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Wait until a run has written more than 20 windows to `out` and then nothing for 2 s: it has
+/// read all there is (its checkpoints, every 100 ms while anything changes, hold all of it).
+fn until_written_and_settled(out: &Path) {
+    let lines = || std::fs::read_to_string(out).map(|t| t.lines().count()).unwrap_or(0);
+    until(Duration::from_secs(60), "the run writes windows", || lines() > 20);
+    let mut stable = (lines(), Instant::now());
+    until(Duration::from_secs(60), "the run reads all it has", || {
+        let now = lines();
+        if now != stable.0 {
+            stable = (now, Instant::now());
+        }
+        stable.1.elapsed() > Duration::from_secs(2)
+    });
+}
+
+/// The rows of these output files in `d`, together (a file not there has none).
+fn rows_of(d: &Path, files: &[&str]) -> BTreeSet<String> {
+    files.iter().flat_map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
+}
+
 /// The newest checkpoint's sequence number in a job's state folder (0: none).
 fn newest_checkpoint(state: &Path) -> u64 {
     std::fs::read_dir(state)
@@ -1235,18 +1255,9 @@ fn a_restored_job_given_some_partitions_first_reads_the_rest_from_the_commit_lat
     let run = |out: &str, log: &str| {
         spawn(d, &["run", "partial.toml", "--brokers", &brokers(), "--state-dir", "state", "--checkpoint-interval", "100ms", "--output", out], &[], log)
     };
-    let lines = |f: &str| std::fs::read_to_string(d.join(f)).map(|t| t.lines().count()).unwrap_or(0);
     // A reads the first half, writes its closed windows and checkpoints the open ones.
     let mut a = run("a.jsonl", "a.log");
-    until(Duration::from_secs(60), "the first run writes windows", || lines("a.jsonl") > 20);
-    let mut stable = (lines("a.jsonl"), Instant::now());
-    until(Duration::from_secs(60), "the first run reads all it has", || {
-        let now = lines("a.jsonl");
-        if now != stable.0 {
-            stable = (now, Instant::now());
-        }
-        stable.1.elapsed() > Duration::from_secs(2)
-    });
+    until_written_and_settled(&d.join("a.jsonl"));
     // Checkpoints come every 100 ms while anything changes: the newest has all of it.
     assert!(newest_checkpoint(&d.join("state").join(&name)) > 0, "the first run checkpointed");
     a.kill().unwrap(); // SIGKILL
@@ -1284,9 +1295,7 @@ fn a_restored_job_given_some_partitions_first_reads_the_rest_from_the_commit_lat
     osprey_in(d, &["replay", "partial.toml", "--brokers", &brokers(), "--output", "uninterrupted.jsonl", "--quiet"]);
     let expected: BTreeSet<String> =
         std::fs::read_to_string(d.join("uninterrupted.jsonl")).unwrap().lines().filter(|l| !l.contains("zz-close")).map(String::from).collect();
-    let seen = || -> BTreeSet<String> {
-        ["a.jsonl", "b.jsonl"].iter().flat_map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
-    };
+    let seen = || rows_of(d, &["a.jsonl", "b.jsonl"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !expected.is_subset(&seen()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
@@ -1331,26 +1340,15 @@ fn a_checkpointing_job_started_again_without_its_state_writes_no_window_again_in
     let run = |state: &str, out: &str, log: &str| {
         spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--state-dir", state, "--checkpoint-interval", "100ms", "--output", out], &[], log)
     };
-    let lines = |f: &str| std::fs::read_to_string(d.join(f)).map(|t| t.lines().count()).unwrap_or(0);
     let mut a = run("state-a", "a.jsonl", "a.log");
-    until(Duration::from_secs(60), "the first run writes windows", || lines("a.jsonl") > 20);
-    let mut stable = (lines("a.jsonl"), Instant::now());
-    until(Duration::from_secs(60), "the first run reads all it has", || {
-        let now = lines("a.jsonl");
-        if now != stable.0 {
-            stable = (now, Instant::now());
-        }
-        stable.1.elapsed() > Duration::from_secs(2)
-    });
+    until_written_and_settled(&d.join("a.jsonl"));
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
     // Its state is gone: the next run has a folder of its own.
     let b = run("state-b", "b.jsonl", "b.log");
     produce(&topic, &all[first.len()..]);
     let expected = replayed_counts(d, &topic);
-    let seen = || -> BTreeSet<String> {
-        ["a.jsonl", "b.jsonl"].iter().flat_map(|f| std::fs::read_to_string(d.join(f)).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>()).collect()
-    };
+    let seen = || rows_of(d, &["a.jsonl", "b.jsonl"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !expected.is_subset(&seen()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
