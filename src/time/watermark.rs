@@ -158,7 +158,7 @@ impl Watermarks {
         (0..self.partitions.len())
             .filter(|&p| {
                 let c = &self.partitions[p];
-                !c.ended && !c.idle && c.caught_up && (c.settled || c.max_ts == Millis::MIN) && (backlog || c.max_ts == Millis::MIN)
+                !c.ended && !c.idle && c.caught_up && (c.max_ts == Millis::MIN || (c.settled && backlog))
             })
             .collect()
     }
