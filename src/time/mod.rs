@@ -250,8 +250,12 @@ impl WindowOperator {
             Assigner::Sessions(s) => s.keys(batch),
             Assigner::Panes(_) => Vec::new(),
         };
+        // A second stage judges a record as its first stage saw it: by the clocks told on its
+        // own internal partition before it, when those are ahead of the job's watermark (the
+        // least over internal partitions, which one not yet heard from holds at nothing).
+        let judged_by = if self.external_clock { self.watermarks.partition(partition) } else { Millis::MIN };
         for (row, &t) in ts.iter().enumerate() {
-            let wm = self.watermarks.current();
+            let wm = self.watermarks.current().max(judged_by);
             let fate = match &mut self.assigner {
                 Assigner::Panes(p) => p.accept(row as u32, t, wm, self.lateness),
                 Assigner::Sessions(s) => s.accept(row as u32, t, &keys[row], wm, self.lateness),

@@ -249,3 +249,20 @@ fn a_restored_second_stage_revoked_and_assigned_whole_keeps_the_watermark_at_its
     o.watermarks_mut().advance(1, 12);
     assert_eq!(summary(&o.fire()), vec![(0, 10, vec![1, 2], false)], "one window, whole");
 }
+
+/// A second stage judges a record by the clocks told on its own internal partition before it,
+/// as its first stage saw it, also while another internal partition has told nothing yet and
+/// holds the job's watermark at nothing: a record an hour late is late, not a window of its own.
+#[test]
+fn a_second_stage_judges_a_record_by_the_clock_told_on_its_own_partition() {
+    let mut o = WindowOperator::new(&WindowConfig::Tumbling { size: 10 }, vec![], 0, 2, 0, 0);
+    o.set_external_clock();
+    o.assign(&[0, 1]);
+    o.watermarks_mut().advance(0, 3_600_000);
+    assert_eq!(o.watermark(), Millis::MIN, "partition 1 has told nothing");
+    let p = o.process(0, &batch(&[(5, "a", 1), (3_600_005, "a", 2)]));
+    assert_eq!(p.late_rows, vec![0], "an hour behind partition 0's clock");
+    assert!(o.process(1, &batch(&[(7, "b", 3)])).late_rows.is_empty(), "partition 1 has no clock to be late by");
+    o.watermarks_mut().advance(1, 3_600_000);
+    assert_eq!(summary(&o.fire()), vec![(0, 10, vec![3], false)]);
+}
