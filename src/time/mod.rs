@@ -142,18 +142,17 @@ impl WindowOperator {
 
     /// Partitions `ps` were assigned to this process (all at once: see
     /// [`Watermarks::activate`]). In a second stage the internal topic is keyed by the job's
-    /// group key, so a partition's records hold groups no other partition holds; when it is read from its commit while this process's watermark has moved ahead (another
-    /// process had it, or it was taken away and given back), its records are judged, and its
-    /// windows fired, by its own clock until that reaches the job's watermark. Judged by the
-    /// job's watermark, every record the previous owner had not emitted would be late: lost.
+    /// group key, so a partition's records hold groups no other partition holds; when it is
+    /// read from its commit while this process's watermark has moved ahead (another process had
+    /// it, or it was taken away and given back), its records are judged, and its windows fired,
+    /// by its own clock until that reaches the job's watermark. Judged by the job's watermark,
+    /// every record the previous owner had not emitted would be late: lost.
     pub fn assign(&mut self, ps: &[usize]) {
         self.watermarks.activate(ps);
-        for &p in ps {
-            if self.external_clock && self.watermarks.partition(p) < self.watermarks.current() {
-                if let Assigner::Panes(main) = &self.assigner {
-                    self.catching_up.insert(p, main.empty_like());
-                }
-            }
+        let (Assigner::Panes(main), true) = (&self.assigner, self.external_clock) else { return };
+        let current = self.watermarks.current();
+        for &p in ps.iter().filter(|&&p| self.watermarks.partition(p) < current) {
+            self.catching_up.insert(p, main.empty_like());
         }
     }
 
