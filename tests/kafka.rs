@@ -1838,6 +1838,93 @@ fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
     }
 }
 
+/// Jobs submitted to one server over one topic read and decode it once, together: each says
+/// which jobs it reads with. A job submitted while they run joins them, and one stopped leaves
+/// them (the share is stopped, its jobs checkpoint, and it is formed again); through both
+/// changes each job writes exactly the windows of a replay of the topic, none twice, and the
+/// job that joined late reads the topic from its start as it would alone.
+#[test]
+fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("served-share");
+    create(&topic, 3);
+    let all = events(30_000, 91);
+    let p = producer();
+    send_events(&p, &topic, &all[..10_000]);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let server = serve(d, "data", &unique("registry"));
+    let job = |name: &str| counting_job(name, &topic, "key = [\"service\"]", "idle_timeout = \"60s\"", &format!("[sink]\nkind = \"file\"\npath = \"../out-{name}.jsonl\"\n"));
+    let reads_with = |name: &str| -> Vec<String> {
+        let view = call(&server, "GET", &format!("/v1/jobs/{name}"), "").1;
+        view["reads_with"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let log = || {
+        let views: String = ["alpha", "beta", "gamma"].iter().map(|n| format!("{}\n", call(&server, "GET", &format!("/v1/jobs/{n}"), "").1)).collect();
+        let logs: String = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        views + &logs
+    };
+    for name in ["alpha", "beta"] {
+        let (status, body) = call(&server, "POST", "/v1/jobs", &job(name));
+        assert_eq!(status, 201, "{body}");
+    }
+    until_or(Duration::from_secs(30), "alpha and beta read together", || reads_with("alpha") == ["beta"] && reads_with("beta") == ["alpha"], log);
+    // Each start of a job, a share formed again included, writes a fresh file and keeps the
+    // earlier one beside it (`out-<job>.jsonl.<time>`): a job's windows are in all of them.
+    let lines = |name: &str| -> Vec<String> {
+        let prefix = format!("out-{name}.jsonl");
+        std::fs::read_dir(d.join("data"))
+            .map(|it| it.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&prefix)).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().map(String::from).collect::<Vec<_>>())
+            .collect()
+    };
+    until_or(Duration::from_secs(60), "windows of the first part", || lines("alpha").len() > 20 && lines("beta").len() > 20, log);
+    send_events(&p, &topic, &all[10_000..20_000]);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let (status, body) = call(&server, "POST", "/v1/jobs", &job("gamma"));
+    assert_eq!(status, 201, "{body}");
+    until_or(Duration::from_secs(30), "gamma joins them", || reads_with("alpha") == ["beta", "gamma"] && reads_with("gamma") == ["alpha", "beta"], log);
+    let gamma_at_join = lines("gamma").len();
+    until_or(Duration::from_secs(60), "gamma writes windows", || lines("gamma").len() > gamma_at_join + 20, log);
+    let (status, _) = call(&server, "POST", "/v1/jobs/beta/stop", "");
+    assert_eq!(status, 200);
+    until_or(Duration::from_secs(30), "beta leaves them", || reads_with("alpha") == ["gamma"] && reads_with("beta").is_empty(), log);
+    assert_eq!(call(&server, "GET", "/v1/jobs/alpha", "").1["status"], "running");
+    assert_eq!(call(&server, "GET", "/v1/jobs/beta", "").1["status"], "stopped");
+    send_events(&p, &topic, &all[20_000..]);
+    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
+    for part in 0..3 {
+        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
+        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let expected = replayed_counts(d, &topic);
+    assert!(expected.len() > 300, "{}", expected.len());
+    for name in ["alpha", "gamma"] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let set = || lines(name).into_iter().collect::<BTreeSet<String>>();
+        while !expected.is_subset(&set()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let (got, written) = (set(), lines(name));
+        let missing: Vec<&String> = expected.difference(&got).take(5).collect();
+        let extra: Vec<&String> = got.difference(&expected).take(5).collect();
+        if !(missing.is_empty() && extra.is_empty() && written.len() == got.len()) {
+            let logs = log();
+            panic!("{name}: missing {missing:?}\nnot in the replay {extra:?}\n{} windows written, {} distinct\nkept in {}\n{logs}", written.len(), got.len(), dir.keep().display());
+        }
+    }
+    let beta: BTreeSet<String> = lines("beta").into_iter().collect();
+    assert!(beta.len() > 20 && beta.is_subset(&expected), "beta wrote windows not in the replay:\n{}", log());
+}
+
 /// A broker of this test's own (the shared one serves the other tests), stopped when dropped.
 struct OwnBroker {
     port: u16,

@@ -111,6 +111,7 @@ fn run_many(args: Args) -> anyhow::Result<ExitCode> {
                                 let sink = osprey::sink::build(job, output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
                                 Ok((sink, Options { cluster, ..Options::replay() }))
                             }),
+                            ended: None,
                         }
                     })
                     .collect();

@@ -111,15 +111,7 @@ fn run_many(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
         }
     }
     let list: Vec<Job> = jobs.iter().map(|(j, _)| j.clone()).collect();
-    let own = |job: &Job| -> Option<String> {
-        if osprey::pipeline::exactly_once(job) {
-            return Some("it delivers exactly once, and its transactions commit its own consumer group's offsets".into());
-        }
-        let query = osprey::plan::plan(job).ok()?;
-        let stages = osprey::shuffle::stages(job, &query);
-        matches!(stages, osprey::shuffle::Stages::Two { .. }).then(|| format!("it runs in {stages}"))
-    };
-    let (shares, alone) = osprey::fleet::plan(&list, own);
+    let (shares, alone) = osprey::fleet::plan(&list, osprey::fleet::reads_alone);
     let jobs = Arc::new(jobs);
     // Each thread: per job of its share (by index), how it ended.
     type Ended = Vec<(usize, anyhow::Result<()>)>;
@@ -196,6 +188,7 @@ fn run_share(group: &[usize], jobs: &[super::Loaded], args: &Args, stop: Arc<Ato
                     let sink = osprey::sink::build(job, output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
                     Ok((sink, Options { flush_on_stop, cluster, state, ..Options::live(stop) }))
                 }),
+                ended: None,
             }
         })
         .collect();

@@ -80,6 +80,18 @@ pub fn plan(jobs: &[Job], own: impl Fn(&Job) -> Option<String>) -> (Vec<Share>, 
     (shares, alone)
 }
 
+/// Why a job reads its source on its own whatever the others are (`None`: it may share): a
+/// scaled-out job's two stages read through their own consumer groups, and an exactly-once
+/// job's transactions commit its own group's offsets.
+pub fn reads_alone(job: &Job) -> Option<String> {
+    if crate::pipeline::exactly_once(job) {
+        return Some("it delivers exactly once, and its transactions commit its own consumer group's offsets".into());
+    }
+    let query = crate::plan::plan(job).ok()?;
+    let stages = crate::shuffle::stages(job, &query);
+    matches!(stages, crate::shuffle::Stages::Two { .. }).then(|| format!("it runs in {stages}"))
+}
+
 /// The same records, read the same way (a Kafka group is not part of it: a share has its own).
 fn same_source(a: &Job, b: &Job) -> bool {
     let source = match (&a.source, &b.source) {
@@ -166,10 +178,15 @@ impl Shared {
 pub struct Member {
     pub job: Job,
     pub build: Build,
+    /// Told how the job ended, on its thread, as soon as it has (the others may run on).
+    pub ended: Option<Ended>,
 }
 
 /// Builds a job's sink and options, on the job's own thread.
 pub type Build = Box<dyn FnOnce(&Job) -> anyhow::Result<(Box<dyn Sink>, Options)> + Send>;
+
+/// See [`Member::ended`].
+pub type Ended = Box<dyn FnOnce(&anyhow::Result<Summary>) + Send>;
 
 /// Read `source` once for all `members`, each job on a thread of its own. Returns each job's
 /// result in the order given. `progress`: one progress bar for the share. `together`: a job
@@ -206,6 +223,9 @@ pub fn run(source: Box<dyn crate::source::Source>, members: Vec<Member>, stop: A
                 })();
                 let _ = ready.send(());
                 shared.end(i);
+                if let Some(ended) = member.ended {
+                    ended(&result);
+                }
                 if let (Err(e), true) = (&result, together) {
                     crate::log_error!("job `{name}` failed, and the jobs beside it stop: {e:#}");
                     stop.store(true, Ordering::Relaxed);

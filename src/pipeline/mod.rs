@@ -66,6 +66,9 @@ pub struct Options {
     /// The second stage's lag as its users mean it: the job's own topic, as the first stage
     /// reads it ([`crate::shuffle::FirstStage::lag`]), not the internal topic's.
     pub source_lag: Option<crate::shuffle::SourceLag>,
+    /// Count into these (a server holds them before the pipeline is built on a thread of a
+    /// share); `None`: counters of its own.
+    pub counters: Option<Arc<JobCounters>>,
 }
 
 /// Where and how often a job checkpoints.
@@ -93,6 +96,7 @@ impl Options {
             history: None,
             shuffled: false,
             source_lag: None,
+            counters: None,
         }
     }
 
@@ -280,7 +284,7 @@ impl Pipeline {
             operator,
             query,
             sink,
-            counters: Arc::new(JobCounters::new()),
+            counters: options.counters.clone().unwrap_or_else(|| Arc::new(JobCounters::new())),
             columns_seen: vec![false; declared],
             alerting,
             checkpoints: None,

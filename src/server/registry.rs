@@ -47,6 +47,10 @@ pub struct Entry {
 
 use super::shared::{Change, Follower, RegistryTopic, Saved};
 
+mod shares;
+
+use shares::{reads_alone, ShareRun};
+
 /// How often a server's jobs checkpoint.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -58,7 +62,13 @@ pub struct Registry {
     shared: Option<RegistryTopic>,
     /// Applying a change read from the shared topic: nothing is written back.
     applying: bool,
+    /// Jobs reading one source together (`crate::fleet`).
+    shares: Vec<ShareRun>,
+    /// Starting many jobs at once (a server's start, a batch of shared changes): shares are
+    /// formed once, after all of them, not once per job.
+    batching: bool,
 }
+
 
 /// Why a submission is refused: the HTTP status and the error.
 pub struct Refusal {
@@ -95,7 +105,7 @@ impl Registry {
             (Some(c), Some(t)) => Some(RegistryTopic::open(c, t)?),
             _ => None,
         };
-        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new(), shared, applying: false };
+        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new(), shared, applying: false, shares: Vec::new(), batching: true };
         if let Some(shared) = &r.shared {
             let (changes, follower) = shared.read()?;
             crate::log_info!("serve: registry in the Kafka topic `{}` ({} entries read)", shared.topic(), changes.len());
@@ -104,6 +114,8 @@ impl Registry {
                 r.apply(&name, entry);
             }
             r.applying = false;
+            r.batching = false;
+            r.regroup();
             return Ok((r, Some(follower)));
         }
         let path = r.file();
@@ -120,16 +132,21 @@ impl Registry {
                 }
             }
         }
+        r.batching = false;
+        r.regroup();
         Ok((r, None))
     }
 
     /// Follow one change another server (or this one) wrote to the shared registry.
     pub fn apply_changes(&mut self, changes: Vec<Change>) {
         self.applying = true;
+        self.batching = true;
         for (name, entry) in changes {
             self.apply(&name, entry);
         }
         self.applying = false;
+        self.batching = false;
+        self.regroup();
     }
 
     fn apply(&mut self, name: &str, entry: Option<Saved>) {
@@ -309,7 +326,28 @@ impl Registry {
         self.save_or_warn(name);
     }
 
+    /// A job that may share its source's read is (re)started in a share formed again with
+    /// it; one that may not, on a thread of its own.
     fn launch(&mut self, name: &str) {
+        let Some(e) = self.jobs.get_mut(name) else { return };
+        if reads_alone(&e.job).is_some() {
+            return self.launch_alone(name);
+        }
+        // Started again while it runs: alone, it stops first; in a share, the share restarts.
+        e.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = e.thread.take() {
+            let _ = t.join();
+        }
+        *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
+        if let Some(share) = self.shares.iter_mut().find(|s| s.jobs.iter().any(|j| j == name)) {
+            share.stop_to_regroup();
+        }
+        if !self.batching {
+            self.regroup();
+        }
+    }
+
+    fn launch_alone(&mut self, name: &str) {
         let Some(e) = self.jobs.get_mut(name) else { return };
         e.stop.store(true, Ordering::Relaxed);
         if let Some(t) = e.thread.take() {
@@ -374,26 +412,7 @@ impl Registry {
                             (Err(e), Err(_)) => crate::log_error!("{}: the shuffle's first stage: {e:#}", job.name),
                         }
                     }
-                    let mut r = run.lock().expect("not poisoned");
-                    match result {
-                        Ok(summary) => {
-                            crate::log_info!(
-                                "{}: {} after {} records in, {} rows out",
-                                job.name,
-                                if summary.stopped { "stopped" } else { "finished its input" },
-                                summary.counters.records_in,
-                                summary.counters.rows_out
-                            );
-                            r.status = Status::Stopped;
-                            r.finished = !summary.stopped;
-                            r.alerts_fired = summary.alerts.map(|(a, _)| a.fired).unwrap_or(0);
-                        }
-                        Err(err) => {
-                            crate::log_error!("{}: failed: {err:#}", job.name);
-                            r.status = Status::Failed;
-                            r.last_error = Some(format!("{err:#}"));
-                        }
-                    }
+                    record_end(&job.name, &run, &result);
                 }));
             }
         }
@@ -410,6 +429,10 @@ impl Registry {
             if r.status == Status::Running {
                 r.status = Status::Stopped;
             }
+        }
+        // In a share: the others go on in a share without it.
+        if !self.batching {
+            self.regroup();
         }
         self.save_or_warn(name);
         true
@@ -429,6 +452,13 @@ impl Registry {
     /// Stop every job (the server shuts down); the registry keeps them as running, so a
     /// restart resumes them.
     pub fn shutdown(&mut self) {
+        for share in &self.shares {
+            share.regrouping.store(true, Ordering::SeqCst);
+            share.stop.store(true, Ordering::Relaxed);
+        }
+        for share in &mut self.shares {
+            share.stop_to_regroup();
+        }
         for e in self.jobs.values_mut() {
             e.stop.store(true, Ordering::Relaxed);
         }
@@ -466,6 +496,32 @@ impl Registry {
             "alerts_emitted": c.map(|c| c.alerts_emitted).unwrap_or(0),
             "alerts_suppressed": c.map(|c| c.alerts_suppressed).unwrap_or(0),
             "last_error": r.last_error,
+            // The jobs it reads and decodes its source with (`osprey run` with several jobs
+            // does the same); empty when it reads alone.
+            "reads_with": self.shares.iter().find(|s| s.jobs.contains(&e.job.name)).map(|s| s.jobs.iter().filter(|j| **j != e.job.name).cloned().collect::<Vec<_>>()).unwrap_or_default(),
         })
+    }
+}
+
+/// A job's pipeline ended: the registry says how.
+fn record_end(name: &str, run: &Mutex<Run>, result: &anyhow::Result<crate::pipeline::Summary>) {
+    let mut r = run.lock().expect("not poisoned");
+    match result {
+        Ok(summary) => {
+            crate::log_info!(
+                "{name}: {} after {} records in, {} rows out",
+                if summary.stopped { "stopped" } else { "finished its input" },
+                summary.counters.records_in,
+                summary.counters.rows_out
+            );
+            r.status = Status::Stopped;
+            r.finished = !summary.stopped;
+            r.alerts_fired = summary.alerts.as_ref().map(|(a, _)| a.fired).unwrap_or(0);
+        }
+        Err(err) => {
+            crate::log_error!("{name}: failed: {err:#}");
+            r.status = Status::Failed;
+            r.last_error = Some(format!("{err:#}"));
+        }
     }
 }
