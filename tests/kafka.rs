@@ -1874,6 +1874,16 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
         assert_eq!(status, 201, "{body}");
     }
     until_or(Duration::from_secs(30), "alpha and beta read together", || reads_with("alpha") == ["beta"] && reads_with("beta") == ["alpha"], log);
+    assert_eq!(call(&server, "GET", "/v1/jobs/alpha", "").1["reads_alone"], Value::Null);
+    // A job that reads a column of theirs as another type cannot share their decode: it reads
+    // alone, and its view says why.
+    let (status, body) = call(&server, "POST", "/v1/jobs", &job("delta").replace("bytes = \"int64\"", "bytes = \"string\"").replace("sum(bytes)", "max(bytes)"));
+    assert_eq!(status, 201, "{body}");
+    until_or(Duration::from_secs(30), "delta reads alone, saying why", || {
+        let view = call(&server, "GET", "/v1/jobs/delta", "").1;
+        view["reads_alone"].as_str().is_some_and(|r| r.contains("`bytes`")) && view["reads_with"] == serde_json::json!([])
+    }, log);
+    assert_eq!(reads_with("alpha"), ["beta"]);
     // Each start of a job, a share formed again included, writes a fresh file and keeps the
     // earlier one beside it (`out-<job>.jsonl.<time>`): a job's windows are in all of them.
     let lines = |name: &str| -> Vec<String> {

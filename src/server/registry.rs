@@ -43,6 +43,8 @@ pub struct Entry {
     /// What the on-call page draws, across its restarts.
     pub history: Arc<crate::history::JobHistory>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why it reads its source on its own, when it runs and does.
+    alone: Option<String>,
 }
 
 use super::shared::{Change, Follower, RegistryTopic, Saved};
@@ -296,7 +298,7 @@ impl Registry {
     pub fn insert(&mut self, text: String, job: Job, start: bool) {
         let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
         let name = job.name.clone();
-        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None });
+        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None, alone: None });
         if start {
             self.start(&name);
         }
@@ -499,6 +501,8 @@ impl Registry {
             // The jobs it reads and decodes its source with (`osprey run` with several jobs
             // does the same); empty when it reads alone.
             "reads_with": self.shares.iter().find(|s| s.jobs.contains(&e.job.name)).map(|s| s.jobs.iter().filter(|j| **j != e.job.name).cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            // Why it reads its source on its own while it runs (null: it shares, or could).
+            "reads_alone": (r.status == Status::Running).then_some(e.alone.as_ref()).flatten(),
         })
     }
 }

@@ -60,10 +60,16 @@ impl Registry {
         let list: Vec<Job> = names.iter().map(|n| self.jobs[n].job.clone()).collect();
         let (shares, alone) = crate::fleet::plan(&list, |_| None);
         let mut wanted: Vec<Vec<String>> = shares.iter().map(|s| s.jobs.iter().map(|&i| names[i].clone()).collect()).collect();
-        for a in alone {
-            crate::log_info!("{}: reads its source on its own: {}", names[a.job], a.reason);
-            wanted.push(vec![names[a.job].clone()]);
+        // Who reads alone, and why (the job's view says it; its log when that changes).
+        let mut reasons: std::collections::BTreeMap<String, String> = alone.iter().map(|a| (names[a.job].clone(), a.reason.clone())).collect();
+        for (name, e) in self.jobs.iter_mut() {
+            let reason = reasons.remove(name).or_else(|| reads_alone(&e.job));
+            if reason.is_some() && reason != e.alone {
+                crate::log_info!("{name}: reads its source on its own: {}", reason.as_deref().unwrap_or_default());
+            }
+            e.alone = reason;
         }
+        wanted.extend(alone.iter().map(|a| vec![names[a.job].clone()]));
         // Stop the shares not wanted as they are, all at once, then wait for them.
         let (keep, gone): (Vec<ShareRun>, Vec<ShareRun>) =
             std::mem::take(&mut self.shares).into_iter().partition(|s| wanted.contains(&s.jobs) && s.thread.as_ref().is_some_and(|t| !t.is_finished()));
