@@ -4,27 +4,34 @@
 # it, each in its own consumer group) run in the server for DURATION seconds, and /metrics'
 # window-output histogram (from the watermark passing a window's end to its output written)
 # gives p50 and p99 as the bucket they fall in. The baseline is one job alone, same traffic.
-#   JOBS=20 RATE=50000 DURATION=30 ./scripts/bench-serve.sh   (OSPREY_BENCH_BROKERS=host:port)
+# Steady state: the histogram is read after WARMUP seconds and again DURATION seconds later,
+# and the windows in between are counted (the server's jobs over one topic read it together:
+# each job submitted re-forms their share, and the first windows after come out of a backlog).
+# The whole round is printed too.
+#   JOBS=20 RATE=50000 WARMUP=10 DURATION=30 ./scripts/bench-serve.sh   (OSPREY_BENCH_BROKERS=host:port)
 set -euo pipefail
 source "$(dirname "$0")/lib/bench.sh"
 JOBS="${JOBS:-20}"
 RATE="${RATE:-50000}"
 DURATION="${DURATION:-30}"
+WARMUP="${WARMUP:-10}"
 bench_broker
 export OSPREY_TOKEN="bench-$$"
 port=$((7400 + $$ % 500))
 
-# quantile Q of the summed histogram in METRICS: the upper bound of the bucket it falls in.
+# quantile METRICS Q [BEFORE]: the Q quantile of the histogram in METRICS summed over jobs
+# (less what BEFORE, an earlier scrape, held): the upper bound of the bucket it falls in.
 quantile() {
-  awk -v q="$2" '
+  awk -v q="$2" -v before="${3:-}" '
     /^osprey_job_window_output_seconds_bucket/ {
       match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
-      n[le] += $NF; if (!(le in seen)) { order[++k] = le; seen[le] = 1 }
+      sign = (before != "" && FILENAME == before) ? -1 : 1
+      n[le] += sign * $NF; if (!(le in seen)) { order[++k] = le; seen[le] = 1 }
     }
     END {
       total = n["+Inf"]; if (total == 0) { print "none"; exit }
       for (i = 1; i <= k; i++) if (n[order[i]] >= q * total) { print order[i] " s (" total " windows)"; exit }
-    }' "$1"
+    }' ${3:+"$3"} "$1"
 }
 
 round() { # jobs: start the generator and a server, submit the jobs, wait, scrape
@@ -61,12 +68,15 @@ kind = "file"
 path = "../out-$i.jsonl"
 TOML
   done
+  sleep "$WARMUP"
+  curl -sf "http://127.0.0.1:$port/metrics" > "$data.metrics0"
   sleep "$DURATION"
   curl -sf "http://127.0.0.1:$port/metrics" > "$data.metrics"
   curl -sf "http://127.0.0.1:$port/v1/jobs" > "$data.jobs.json"
   kill -TERM "$srv" "$gen" 2>/dev/null || true
   wait "$srv" "$gen" 2>/dev/null || true
-  echo "$jobs job(s): p50 $(quantile "$data.metrics" 0.5), p99 $(quantile "$data.metrics" 0.99); lag at the end $(grep -o '"lag":{[^}]*}' "$data.jobs.json" | head -3 | tr '\n' ' ')"
+  echo "$jobs job(s), steady ${DURATION}s: p50 $(quantile "$data.metrics" 0.5 "$data.metrics0"), p99 $(quantile "$data.metrics" 0.99 "$data.metrics0"); lag at the end $(grep -o '"lag":{[^}]*}' "$data.jobs.json" | head -3 | tr '\n' ' ')"
+  echo "   whole round from the first submission: p50 $(quantile "$data.metrics" 0.5), p99 $(quantile "$data.metrics" 0.99)"
 }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "traffic: $RATE events/s live into 3 partitions; ${DURATION}s per round; 1 s windows"
