@@ -43,6 +43,9 @@ pub struct Entry {
     /// What the on-call page draws, across its restarts.
     pub history: Arc<crate::history::JobHistory>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why it reads its source on its own whatever the other jobs are (planned once: it
+    /// plans the job's SQL).
+    own: Option<String>,
     /// Why it reads its source on its own, when it runs and does.
     alone: Option<String>,
 }
@@ -298,7 +301,8 @@ impl Registry {
     pub fn insert(&mut self, text: String, job: Job, start: bool) {
         let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
         let name = job.name.clone();
-        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None, alone: None });
+        let own = reads_alone(&job);
+        self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None, own, alone: None });
         if start {
             self.start(&name);
         }
@@ -332,7 +336,7 @@ impl Registry {
     /// it; one that may not, on a thread of its own.
     fn launch(&mut self, name: &str) {
         let Some(e) = self.jobs.get_mut(name) else { return };
-        if reads_alone(&e.job).is_some() {
+        if e.own.is_some() {
             return self.launch_alone(name);
         }
         // Started again while it runs: alone, it stops first; in a share, the share restarts.

@@ -54,7 +54,7 @@ impl Registry {
         let names: Vec<String> = self
             .jobs
             .iter()
-            .filter(|(_, e)| e.run.lock().expect("not poisoned").status == Status::Running && reads_alone(&e.job).is_none())
+            .filter(|(_, e)| e.run.lock().expect("not poisoned").status == Status::Running && e.own.is_none())
             .map(|(n, _)| n.clone())
             .collect();
         let list: Vec<Job> = names.iter().map(|n| self.jobs[n].job.clone()).collect();
@@ -63,7 +63,7 @@ impl Registry {
         // Who reads alone, and why (the job's view says it; its log when that changes).
         let mut reasons: std::collections::BTreeMap<String, String> = alone.iter().map(|a| (names[a.job].clone(), a.reason.clone())).collect();
         for (name, e) in self.jobs.iter_mut() {
-            let reason = reasons.remove(name).or_else(|| reads_alone(&e.job));
+            let reason = reasons.remove(name).or_else(|| e.own.clone());
             if reason.is_some() && reason != e.alone {
                 crate::log_info!("{name}: reads its source on its own: {}", reason.as_deref().unwrap_or_default());
             }
@@ -83,7 +83,7 @@ impl Registry {
         }
         // A job running alone that now joins a share stops first (it checkpoints).
         for (name, e) in self.jobs.iter_mut() {
-            if reads_alone(&e.job).is_none() && e.thread.is_some() && !wanted.contains(&vec![name.clone()]) {
+            if e.own.is_none() && e.thread.is_some() && !wanted.contains(&vec![name.clone()]) {
                 e.stop.store(true, Ordering::Relaxed);
                 if let Some(t) = e.thread.take() {
                     let _ = t.join();
