@@ -1660,6 +1660,17 @@ fn serve(d: &Path, data: &str, registry: &str) -> Served {
     Served { child, addr }
 }
 
+/// The logs of the servers [`serve`] started in `d`, each under its file's name.
+fn serve_logs(d: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("serve-") {
+            out += &format!("--- {}\n{}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
 /// (status, JSON body)
 fn call(s: &Served, method: &str, path: &str, body: &str) -> (u16, Value) {
     use std::io::{Read, Write};
@@ -1783,15 +1794,7 @@ fn two_servers_over_a_topic_keyed_by_host_write_one_process_s_windows() {
         let view = call(s, "GET", &format!("/v1/jobs/{name}"), "").1;
         view["lag"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(-1))).collect()).unwrap_or_default()
     };
-    let logs = || {
-        let mut out = String::new();
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            if e.file_name().to_string_lossy().starts_with("serve-") {
-                out += &format!("--- {}\n{}", e.file_name().to_string_lossy(), std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-        out
-    };
+    let logs = || serve_logs(d);
     until_or(
         Duration::from_secs(60),
         "the two servers split the six partitions of the job's topic and read the first part to its end (lag 0)",
@@ -1861,13 +1864,7 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
     };
     let log = || {
         let views: String = ["alpha", "beta", "gamma"].iter().map(|n| format!("{}\n", call(&server, "GET", &format!("/v1/jobs/{n}"), "").1)).collect();
-        let logs: String = std::fs::read_dir(d)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect();
-        views + &logs
+        views + &serve_logs(d)
     };
     for name in ["alpha", "beta"] {
         let (status, body) = call(&server, "POST", "/v1/jobs", &job(name));
@@ -1909,11 +1906,7 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
     assert_eq!(call(&server, "GET", "/v1/jobs/alpha", "").1["status"], "running");
     assert_eq!(call(&server, "GET", "/v1/jobs/beta", "").1["status"], "stopped");
     send_events(&p, &topic, &all[20_000..]);
-    let close = all.iter().map(|e| e.ts).max().unwrap() + 600_000;
-    for part in 0..3 {
-        let line = format!("{{\"ts\":{close},\"service\":\"zz-close\",\"status\":200,\"bytes\":0}}");
-        p.send(BaseRecord::to(&topic).key("zz-close").payload(&line).partition(part).timestamp(close)).map_err(|(e, _)| e).unwrap();
-    }
+    close_every_window(&p, &topic, 3, &all);
     p.flush(Duration::from_secs(60)).unwrap();
     let expected = replayed_counts(d, &topic);
     assert!(expected.len() > 300, "{}", expected.len());

@@ -32,6 +32,13 @@ pub struct Run {
     pub alerts_fired: u64,
 }
 
+impl Run {
+    /// Just started: running, nothing fired, no error.
+    fn running() -> Run {
+        Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 }
+    }
+}
+
 pub struct Entry {
     pub text: String,
     pub job: Job,
@@ -48,6 +55,16 @@ pub struct Entry {
     own: Option<String>,
     /// Why it reads its source on its own, when it runs and does.
     alone: Option<String>,
+}
+
+impl Entry {
+    /// Stop the job's own thread, if it runs alone, and wait for it (it checkpoints).
+    fn stop_alone(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 use super::shared::{Change, Follower, RegistryTopic, Saved};
@@ -299,7 +316,7 @@ impl Registry {
 
     /// Add a validated job; start it unless `stopped`.
     pub fn insert(&mut self, text: String, job: Job, start: bool) {
-        let run = Arc::new(Mutex::new(Run { status: Status::Stopped, last_error: None, finished: false, alerts_fired: 0 }));
+        let run = Arc::new(Mutex::new(Run { status: Status::Stopped, ..Run::running() }));
         let name = job.name.clone();
         let own = reads_alone(&job);
         self.jobs.insert(name.clone(), Entry { text, job, run, stop: Arc::new(AtomicBool::new(false)), counters: None, log: Default::default(), history: Default::default(), thread: None, own, alone: None });
@@ -340,11 +357,8 @@ impl Registry {
             return self.launch_alone(name);
         }
         // Started again while it runs: alone, it stops first; in a share, the share restarts.
-        e.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = e.thread.take() {
-            let _ = t.join();
-        }
-        *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
+        e.stop_alone();
+        *e.run.lock().expect("not poisoned") = Run::running();
         if let Some(share) = self.shares.iter_mut().find(|s| s.jobs.iter().any(|j| j == name)) {
             share.stop_to_regroup();
         }
@@ -354,14 +368,12 @@ impl Registry {
     }
 
     fn launch_alone(&mut self, name: &str) {
+        let state = self.state_options();
         let Some(e) = self.jobs.get_mut(name) else { return };
-        e.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = e.thread.take() {
-            let _ = t.join();
-        }
+        e.stop_alone();
         let stop = Arc::new(AtomicBool::new(false));
         e.stop = stop.clone();
-        *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
+        *e.run.lock().expect("not poisoned") = Run::running();
         let job = e.job.clone();
         let run = e.run.clone();
         let log = e.log.clone();
@@ -371,7 +383,6 @@ impl Registry {
         if let Some(c) = &mut cluster {
             crate::pipeline::prepare_cluster(&job, c);
         }
-        let state_dir = self.data_dir.join("state");
         // Scaled out (several servers over one topic), a job whose grouping the topic is not
         // keyed by runs in two stages, as `osprey run` does (`crate::shuffle`).
         let mut first_stage = None;
@@ -383,12 +394,7 @@ impl Registry {
             }
             let sink = crate::sink::build(&job, None, cluster.as_ref())?;
             // Jobs with positions to resume from checkpoint under <data-dir>/state/<job>/.
-            let state = (!matches!(job.source, SourceConfig::Generator(_))).then(|| crate::pipeline::StateOptions {
-                dir: state_dir.clone(),
-                interval: CHECKPOINT_INTERVAL,
-                fresh: false,
-                from: None,
-            });
+            let state = (!matches!(job.source, SourceConfig::Generator(_))).then_some(state);
             let options = Options { cluster: cluster.clone(), decode_threads: 1, state, history: Some(history), ..Options::live(stop) }.over(&live);
             let second = live.pipeline_job(&job);
             first_stage = live.first_stage;
@@ -424,12 +430,14 @@ impl Registry {
         }
     }
 
+    /// Where and how often a served job checkpoints: `<data-dir>/state/<job>/`.
+    fn state_options(&self) -> crate::pipeline::StateOptions {
+        crate::pipeline::StateOptions { dir: self.data_dir.join("state"), interval: CHECKPOINT_INTERVAL, fresh: false, from: None }
+    }
+
     pub fn stop(&mut self, name: &str) -> bool {
         let Some(e) = self.jobs.get_mut(name) else { return false };
-        e.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = e.thread.take() {
-            let _ = t.join();
-        }
+        e.stop_alone();
         {
             let mut r = e.run.lock().expect("not poisoned");
             if r.status == Status::Running {
@@ -458,21 +466,13 @@ impl Registry {
     /// Stop every job (the server shuts down); the registry keeps them as running, so a
     /// restart resumes them.
     pub fn shutdown(&mut self) {
-        for share in &self.shares {
-            share.regrouping.store(true, Ordering::SeqCst);
-            share.stop.store(true, Ordering::Relaxed);
-        }
-        for share in &mut self.shares {
-            share.stop_to_regroup();
-        }
+        // All told first, so they stop side by side; then each waited for.
+        self.shares.iter().for_each(ShareRun::tell_to_stop);
         for e in self.jobs.values_mut() {
             e.stop.store(true, Ordering::Relaxed);
         }
-        for e in self.jobs.values_mut() {
-            if let Some(t) = e.thread.take() {
-                let _ = t.join();
-            }
-        }
+        self.shares.iter_mut().for_each(ShareRun::stop_to_regroup);
+        self.jobs.values_mut().for_each(Entry::stop_alone);
     }
 
     /// A job as the API shows it.

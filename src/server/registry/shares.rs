@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::{record_end, Registry, Run, Status, CHECKPOINT_INTERVAL};
+use super::{record_end, Registry, Run, Status};
 use crate::job::{Job, SourceConfig};
 use crate::metrics::JobCounters;
 use crate::pipeline::Options;
@@ -27,9 +27,15 @@ pub(super) struct ShareRun {
 }
 
 impl ShareRun {
-    pub(super) fn stop_to_regroup(&mut self) {
+    /// Its jobs stop (and stay running in the registry: see `regrouping`).
+    pub(super) fn tell_to_stop(&self) {
         self.regrouping.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// [`ShareRun::tell_to_stop`], and wait for its jobs (they checkpoint).
+    pub(super) fn stop_to_regroup(&mut self) {
+        self.tell_to_stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -74,20 +80,14 @@ impl Registry {
         let (keep, gone): (Vec<ShareRun>, Vec<ShareRun>) =
             std::mem::take(&mut self.shares).into_iter().partition(|s| wanted.contains(&s.jobs) && s.thread.as_ref().is_some_and(|t| !t.is_finished()));
         self.shares = keep;
-        for s in &gone {
-            s.regrouping.store(true, Ordering::SeqCst);
-            s.stop.store(true, Ordering::Relaxed);
-        }
+        gone.iter().for_each(ShareRun::tell_to_stop);
         for mut s in gone {
             s.stop_to_regroup();
         }
         // A job running alone that now joins a share stops first (it checkpoints).
         for (name, e) in self.jobs.iter_mut() {
             if e.own.is_none() && e.thread.is_some() && !wanted.contains(&vec![name.clone()]) {
-                e.stop.store(true, Ordering::Relaxed);
-                if let Some(t) = e.thread.take() {
-                    let _ = t.join();
-                }
+                e.stop_alone();
             }
         }
         for jobs in wanted {
@@ -128,17 +128,17 @@ impl Registry {
             }
         };
         crate::log_info!("serve: {}: one read and one decode of their source", jobs.join(", "));
-        let state_dir = self.data_dir.join("state");
+        let state = self.state_options();
         let mut members = Vec::new();
         let mut runs = Vec::new();
         for name in &jobs {
             let e = self.jobs.get_mut(name).expect("a running job");
             let counters = Arc::new(JobCounters::new());
             e.counters = Some(counters.clone());
-            *e.run.lock().expect("not poisoned") = Run { status: Status::Running, last_error: None, finished: false, alerts_fired: 0 };
+            *e.run.lock().expect("not poisoned") = Run::running();
             runs.push((name.clone(), e.run.clone()));
             let (log, history, run) = (e.log.clone(), e.history.clone(), e.run.clone());
-            let (stop, regrouping, state_dir) = (stop.clone(), regrouping.clone(), state_dir.clone());
+            let (stop, regrouping, state) = (stop.clone(), regrouping.clone(), state.clone());
             let mut cluster = self.cluster.clone();
             if let Some(c) = &mut cluster {
                 crate::pipeline::prepare_cluster(&e.job, c);
@@ -151,8 +151,7 @@ impl Registry {
                     std::mem::forget(crate::log::for_job(&job.name, log));
                     crate::log_info!("{}: started", job.name);
                     let sink = crate::sink::build(job, None, cluster.as_ref())?;
-                    let state = Some(crate::pipeline::StateOptions { dir: state_dir, interval: CHECKPOINT_INTERVAL, fresh: false, from: None });
-                    Ok((sink, Options { cluster, state, history: Some(history), counters: Some(counters), ..Options::live(stop) }))
+                    Ok((sink, Options { cluster, state: Some(state), history: Some(history), counters: Some(counters), ..Options::live(stop) }))
                 }),
                 ended: Some(Box::new(move |result| {
                     // Stopped for its share to be formed again: it runs on there.
