@@ -429,7 +429,11 @@ impl Pipeline {
                     }
                     self.skip_emitted(partition, &mut decoded)?;
                     self.process(partition, decoded)?;
-                    self.processed[partition] = Some(last);
+                    // Never back: a chunk wholly before a restored position (a file is read
+                    // again from its start) leaves the position where the checkpoint put it,
+                    // whose state holds those records. Set back, a checkpoint taken then
+                    // made its restart count them twice.
+                    self.processed[partition] = Some(self.processed[partition].map_or(last, |p| p.max(last)));
                 }
                 Some(Queued::PartitionEnd(p)) => {
                     self.operator.watermarks_mut().end_partition(p);
