@@ -147,6 +147,14 @@ impl Pipeline {
         let started = Instant::now();
         self.flush_outputs()?;
         let positions: Vec<Option<i64>> = self.processed.iter().map(|p| p.map(|o| o + 1)).collect();
+        // A partition still reading up to its restored position is at that position already:
+        // the state holds the records before it, and a restart from a checkpoint set back
+        // would count them twice.
+        for (p, first) in self.resume.iter().enumerate() {
+            if let Some(first) = *first {
+                assert!(positions[p].is_some_and(|o| o >= first), "job `{}`: a checkpoint at {:?} of partition {p}, before its restored {first}", self.job.name, positions[p]);
+            }
+        }
         // What the group may commit once this is durable (a process that takes a partition
         // over has no checkpoint of ours).
         let commit = self.committable();

@@ -39,3 +39,24 @@ fn checkpoints_of_the_version_before_kinds_were_a_trait_restore_and_nothing_is_e
     let o = osprey(&["run", "slo_changed.toml", "--state-dir", "state", "--output", "changed.jsonl"], d);
     assert!(!o.status.success() && stderr(&o).contains("does not fit"), "a changed job refuses the old state\n{}", stderr(&o));
 }
+
+/// A file job restarted from its checkpoint reads the file again from its start, skipping to
+/// the checkpoint's position. A checkpoint taken while it skips (here every millisecond) is at
+/// that position, not at the skipped chunk's end: a restart from one set back counted the
+/// records between twice (the engine asserts it, so the run fails if it happens).
+#[test]
+fn a_file_job_restarted_checkpoints_nothing_before_its_restored_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    osprey_ok(&["generate", "--stream", "trading-events", "--events", "20000", "--rate", "50", "--knight-at", "60s", "--output", "trading.jsonl"], d);
+    let job = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/knight/position_limit.toml")).unwrap();
+    let job = job.replacen("kind = \"kafka\"\ntopic = \"trading-events\"", "kind = \"file\"\npath = \"trading.jsonl\"", 1);
+    std::fs::write(d.join("position_limit.toml"), job).unwrap();
+    osprey_ok(&["run", "position_limit.toml", "--state-dir", "state", "--output", "first.jsonl"], d);
+    let first = std::fs::read_to_string(d.join("first.jsonl")).unwrap();
+    assert!(!first.is_empty(), "the Knight positions fire");
+    let log = osprey_ok(&["run", "position_limit.toml", "--state-dir", "state", "--checkpoint-interval", "1ms", "--output", "again.jsonl"], d);
+    assert!(log.contains("restored checkpoint"), "{log}");
+    let again = std::fs::read_to_string(d.join("again.jsonl")).unwrap_or_default();
+    assert!(again.is_empty(), "the restored run emits nothing again\n{again}");
+}
