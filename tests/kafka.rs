@@ -1872,6 +1872,10 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
     }
     until_or(Duration::from_secs(30), "alpha and beta read together", || reads_with("alpha") == ["beta"] && reads_with("beta") == ["alpha"], log);
     assert_eq!(call(&server, "GET", "/v1/jobs/alpha", "").1["reads_alone"], Value::Null);
+    // Submitted one after the other, they formed their share once: alpha did not start alone
+    // first, to be stopped and started again when beta came.
+    let starts = |name: &str| call(&server, "GET", &format!("/v1/jobs/{name}/logs"), "").1["lines"].to_string().matches(&format!("{name}: started")).count();
+    assert_eq!((starts("alpha"), starts("beta")), (1, 1), "{}", log());
     // A job that reads a column of theirs as another type cannot share their decode: it reads
     // alone, and its view says why.
     let (status, body) = call(&server, "POST", "/v1/jobs", &job("delta").replace("bytes = \"int64\"", "bytes = \"string\"").replace("sum(bytes)", "max(bytes)"));

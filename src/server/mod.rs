@@ -100,6 +100,16 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
         let (app, stop) = (app.clone(), stop.clone());
         std::thread::spawn(move || sample_every(SAMPLE_INTERVAL, &app, &stop))
     };
+    // Started jobs join their share once the submissions around them have settled.
+    let forming = {
+        let (app, stop) = (app.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                app.registry.lock().expect("not poisoned").regroup_if_due();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
     let router = Router::new()
         .route("/", get(home))
         .route("/jobs/{name}", get(job_page))
@@ -141,6 +151,7 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
         let _ = t.join();
     }
     let _ = sampling.join();
+    let _ = forming.join();
     crate::log_info!("serve: stopping every job");
     app.registry.lock().expect("not poisoned").shutdown();
     Ok(())

@@ -71,7 +71,7 @@ use super::shared::{Change, Follower, RegistryTopic, Saved};
 
 mod shares;
 
-use shares::{reads_alone, ShareRun};
+use shares::{reads_alone, Pending, ShareRun};
 
 /// How often a server's jobs checkpoint.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -89,6 +89,8 @@ pub struct Registry {
     /// Starting many jobs at once (a server's start, a batch of shared changes): shares are
     /// formed once, after all of them, not once per job.
     batching: bool,
+    /// Jobs started and waiting for their share to be formed, and when it will be.
+    pending: Option<Pending>,
 }
 
 
@@ -127,7 +129,7 @@ impl Registry {
             (Some(c), Some(t)) => Some(RegistryTopic::open(c, t)?),
             _ => None,
         };
-        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new(), shared, applying: false, shares: Vec::new(), batching: true };
+        let mut r = Registry { data_dir, cluster, jobs: BTreeMap::new(), shared, applying: false, shares: Vec::new(), batching: true, pending: None };
         if let Some(shared) = &r.shared {
             let (changes, follower) = shared.read()?;
             crate::log_info!("serve: registry in the Kafka topic `{}` ({} entries read)", shared.topic(), changes.len());
@@ -168,7 +170,13 @@ impl Registry {
         }
         self.applying = false;
         self.batching = false;
-        self.regroup();
+        // A job stopped leaves its share now; jobs started (here, or echoed back from this
+        // server's own submissions) join with the others started around them.
+        if self.shares.iter().any(|share| share.jobs.iter().any(|j| self.jobs.get(j).is_none_or(|e| e.run.lock().expect("not poisoned").status != Status::Running))) {
+            self.regroup();
+        } else {
+            self.regroup_soon();
+        }
     }
 
     fn apply(&mut self, name: &str, entry: Option<Saved>) {
@@ -363,7 +371,7 @@ impl Registry {
             share.stop_to_regroup();
         }
         if !self.batching {
-            self.regroup();
+            self.regroup_soon();
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{record_end, Registry, Run, Status};
 use crate::job::{Job, SourceConfig};
@@ -52,11 +53,41 @@ pub(super) fn reads_alone(job: &Job) -> Option<String> {
     crate::fleet::reads_alone(job)
 }
 
+/// How long a started job waits for others started with it: forming a share stops and
+/// restores every job in it, so twenty jobs submitted one after the other form it once, not
+/// nineteen times.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Submissions that keep coming still form the shares at least this often.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(3);
+
+/// Shares to form again once `due`: a job started at `since` waits for them.
+pub(super) struct Pending {
+    since: Instant,
+    due: Instant,
+}
+
 impl Registry {
+    /// Form the shares again after a short wait (see [`SETTLE`]), with whatever else starts
+    /// in it.
+    pub(super) fn regroup_soon(&mut self) {
+        let now = Instant::now();
+        let since = self.pending.as_ref().map_or(now, |p| p.since);
+        self.pending = Some(Pending { since, due: (now + SETTLE).min(since + SETTLE_AT_MOST) });
+    }
+
+    /// Form the shares if started jobs have waited long enough; the server calls it often.
+    pub fn regroup_if_due(&mut self) {
+        if self.pending.as_ref().is_some_and(|p| Instant::now() >= p.due) {
+            self.regroup();
+        }
+    }
+
     /// Form the shares the running jobs should read in, and start what changed: a share whose
     /// jobs are the same runs on; one that lost or gained a job is stopped (its jobs
     /// checkpoint) and formed again; a job left on its own runs alone.
     pub(super) fn regroup(&mut self) {
+        self.pending = None;
         let names: Vec<String> = self
             .jobs
             .iter()
