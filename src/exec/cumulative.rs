@@ -24,9 +24,14 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 // hashbrown with a fast hash: a pane looks up every group it holds, and SipHash was a tenth of it.
-use datafusion::common::HashMap;
+use std::hash::BuildHasher;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, Decimal128Array, Float64Array, Int64Array, PrimitiveArray, StringArray, StringBuilder, TimestampMillisecondArray,
+};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType, UInt64Type};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -339,7 +344,10 @@ type Slot = u32;
 /// groups in key order, so output never depends on hashing or slots.
 #[derive(Debug)]
 pub struct CumulativeState {
-    slots: HashMap<Key, Slot>,
+    /// The held slots, hashed by their keys (in `keys`: a key is kept once, not again as the
+    /// map's, which was a second allocation and copy for each of millions of groups).
+    slots: HashTable<Slot>,
+    hasher: DefaultHashBuilder,
     /// Per slot: its group's key (`None`: free, listed in `free`).
     keys: Vec<Option<Key>>,
     /// Per merge, per slot: the running value.
@@ -483,14 +491,27 @@ impl Running {
         Ok(match self {
             Running::Decimal(v, _) => {
                 let DataType::Decimal128(p, s) = ty else { unreachable!("a decimal column") };
-                Arc::new(Decimal128Array::from_iter(slots.iter().map(|s| v[at(s)])).with_precision_and_scale(*p, *s)?)
+                Arc::new(primitive::<Decimal128Type>(v, slots).with_precision_and_scale(*p, *s)?)
             }
-            Running::Int64(v) => Arc::new(Int64Array::from_iter(slots.iter().map(|s| v[at(s)]))),
-            Running::Float64(v) => Arc::new(Float64Array::from_iter(slots.iter().map(|s| v[at(s)]))),
-            Running::Utf8(v) => Arc::new(StringArray::from_iter(slots.iter().map(|s| v[at(s)].as_deref()))),
+            Running::Int64(v) => Arc::new(primitive::<Int64Type>(v, slots)),
+            Running::Float64(v) => Arc::new(primitive::<Float64Type>(v, slots)),
+            Running::Utf8(v) => {
+                let bytes = slots.iter().map(|s| v[at(s)].as_ref().map_or(0, String::len)).sum();
+                let mut b = StringBuilder::with_capacity(slots.len(), bytes);
+                slots.iter().for_each(|s| b.append_option(v[at(s)].as_deref()));
+                Arc::new(b.finish())
+            }
             Running::Scalar(v, _) => column_of(slots.iter().map(|s| &v[at(s)]), slots.len(), ty)?,
         })
     }
+}
+
+/// The running values of `slots` as an array: the values, then the nulls apart (an
+/// evaluation's arrays were a tenth of it built value by value through a builder).
+fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>], slots: &[Slot]) -> PrimitiveArray<T> {
+    let values: Vec<T::Native> = slots.iter().map(|&s| v[s as usize].unwrap_or_default()).collect();
+    let nulls = NullBuffer::new(BooleanBuffer::collect_bool(slots.len(), |i| v[slots[i] as usize].is_some()));
+    PrimitiveArray::new(values.into(), (nulls.null_count() > 0).then_some(nulls))
 }
 
 /// Slots by their group's last event, in buckets one pane wide: a group's last event is
@@ -563,7 +584,8 @@ impl CumulativeState {
     fn new(merges: &[Merge], state_schema: &SchemaRef, groups_n: usize, typed: bool, pane: Millis) -> datafusion::error::Result<CumulativeState> {
         let values = merges.iter().enumerate().map(|(i, m)| Running::new(*m, state_schema.field(groups_n + i).data_type(), typed)).collect::<datafusion::error::Result<_>>()?;
         Ok(CumulativeState {
-            slots: HashMap::new(),
+            slots: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             keys: Vec::new(),
             values,
             last: Vec::new(),
@@ -577,7 +599,8 @@ impl CumulativeState {
 
     /// The slot of `key`'s group, made (null values, last event `t`) if it is new.
     fn slot(&mut self, key: &[u8], t: Millis, indexed: bool) -> Slot {
-        if let Some(&s) = self.slots.get(key) {
+        let hash = self.hasher.hash_one(key);
+        if let Some(&s) = self.find(hash, key) {
             return s;
         }
         let s = match self.free.pop() {
@@ -590,14 +613,19 @@ impl CumulativeState {
                 Slot::try_from(s).expect("fewer than 2^32 groups")
             }
         };
-        let key: Key = key.into();
-        self.keys[s as usize] = Some(key.clone());
+        self.keys[s as usize] = Some(key.into());
         self.last[s as usize] = t;
         if indexed {
             self.by_last.push(t, s);
         }
-        self.slots.insert(key, s);
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.slots.insert_unique(hash, s, |&held| hasher.hash_one(keys[held as usize].as_deref().expect("a held slot has a key")));
         s
+    }
+
+    /// The slot holding `key` (hashed to `hash`).
+    fn find(&self, hash: u64, key: &[u8]) -> Option<&Slot> {
+        self.slots.find(hash, |&s| self.keys[s as usize].as_deref() == Some(key))
     }
 
     /// The groups whose last event is before `cutoff`, each once, with that last event.
@@ -614,7 +642,7 @@ impl CumulativeState {
         if self.by_last.entries > 2 * self.len() + 4096 {
             let width = self.by_last.width;
             self.by_last = ByLast::new(width);
-            for &s in self.slots.values() {
+            for &s in self.slots.iter() {
                 self.by_last.push(self.last[s as usize], s);
             }
         }
@@ -636,8 +664,12 @@ impl CumulativeState {
 
     /// Forget slot `s`'s group; returns its key.
     fn drop_slot(&mut self, s: Slot) -> Key {
+        let hash = self.hasher.hash_one(self.key(s));
+        match self.slots.find_entry(hash, |&held| held == s) {
+            Ok(entry) => drop(entry.remove()),
+            Err(_) => unreachable!("a held slot is in the table"),
+        }
         let key = self.keys[s as usize].take().expect("a dropped slot is held");
-        self.slots.remove(&key);
         self.values.iter_mut().for_each(|v| v.clear(s as usize));
         self.free.push(s);
         key
@@ -779,7 +811,7 @@ impl CumulativeQuery {
     /// The running state for a checkpoint: every group as a row of the state schema (keys,
     /// partials, last event) in an Arrow IPC stream, so types and exact decimals survive.
     pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
-        let mut slots: Vec<Slot> = self.state.slots.values().copied().collect();
+        let mut slots: Vec<Slot> = self.state.slots.iter().copied().collect();
         slots.sort_unstable_by(|x, y| self.state.key(*x).cmp(self.state.key(*y)));
         let columns = self.columns(&slots)?;
         let fields: Vec<Field> = self.state_schema.fields().iter().take(columns.len() - 1).map(|f| f.as_ref().clone()).collect();
@@ -1116,7 +1148,7 @@ mod tests {
             want.sort();
             assert_eq!(got, want, "pane {pane}");
             for (_, key) in &got {
-                let s = state.slots[key.as_slice()];
+                let s = *state.find(state.hasher.hash_one(key.as_slice()), key).unwrap();
                 state.drop_slot(s);
                 latest.remove(key);
             }
