@@ -172,7 +172,7 @@ impl Registry {
         self.batching = false;
         // A job stopped leaves its share now; jobs started (here, or echoed back from this
         // server's own submissions) join with the others started around them.
-        if self.shares.iter().any(|share| share.jobs.iter().any(|j| self.jobs.get(j).is_none_or(|e| e.run.lock().expect("not poisoned").status != Status::Running))) {
+        if self.a_share_reads_for_a_stopped_job() {
             self.regroup();
         } else {
             self.regroup_soon();

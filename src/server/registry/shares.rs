@@ -76,6 +76,12 @@ impl Registry {
         self.pending = Some(Pending { since, due: (now + SETTLE).min(since + SETTLE_AT_MOST) });
     }
 
+    /// A share still reads for a job that is no longer running (stopped, deleted or failed).
+    pub(super) fn a_share_reads_for_a_stopped_job(&self) -> bool {
+        let running = |name: &String| self.jobs.get(name).is_some_and(|e| e.run.lock().expect("not poisoned").status == Status::Running);
+        self.shares.iter().any(|share| !share.jobs.iter().all(running))
+    }
+
     /// Form the shares if started jobs have waited long enough; the server calls it often.
     pub fn regroup_if_due(&mut self) {
         if self.pending.as_ref().is_some_and(|p| Instant::now() >= p.due) {
