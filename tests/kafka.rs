@@ -1863,7 +1863,7 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
         view["reads_with"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
     };
     let log = || {
-        let views: String = ["alpha", "beta", "gamma"].iter().map(|n| format!("{}\n", call(&server, "GET", &format!("/v1/jobs/{n}"), "").1)).collect();
+        let views: String = ["alpha", "beta", "gamma", "broken"].iter().map(|n| format!("{}\n", call(&server, "GET", &format!("/v1/jobs/{n}"), "").1)).collect();
         views + &serve_logs(d)
     };
     for name in ["alpha", "beta"] {
@@ -1909,6 +1909,16 @@ fn jobs_served_over_one_topic_share_one_read_and_lose_nothing_when_jobs_join_and
     until_or(Duration::from_secs(30), "beta leaves them", || reads_with("alpha") == ["gamma"] && reads_with("beta").is_empty(), log);
     assert_eq!(call(&server, "GET", "/v1/jobs/alpha", "").1["status"], "running");
     assert_eq!(call(&server, "GET", "/v1/jobs/beta", "").1["status"], "stopped");
+    // A job that fails in their share (its output cannot be opened: a file stands where its
+    // folder would be) leaves it: the share is formed again without it, and does not hold
+    // the share group's commit at the failed job's position.
+    std::fs::write(d.join("data").join("blocker"), "").unwrap();
+    let broken = job("broken").replace("path = \"../out-broken.jsonl\"", "path = \"../blocker/out.jsonl\"");
+    let (status, body) = call(&server, "POST", "/v1/jobs", &broken);
+    assert_eq!(status, 201, "{body}");
+    until_or(Duration::from_secs(30), "broken fails and leaves the share", || {
+        call(&server, "GET", "/v1/jobs/broken", "").1["status"] == "failed" && reads_with("alpha") == ["gamma"] && reads_with("gamma") == ["alpha"]
+    }, log);
     send_events(&p, &topic, &all[20_000..]);
     close_every_window(&p, &topic, 3, &all);
     p.flush(Duration::from_secs(60)).unwrap();

@@ -82,9 +82,10 @@ impl Registry {
         self.shares.iter().any(|share| !share.jobs.iter().all(running))
     }
 
-    /// Form the shares if started jobs have waited long enough; the server calls it often.
+    /// Form the shares if started jobs have waited long enough, or a job of a share failed
+    /// (the share's group commit would wait for its position); the server calls it often.
     pub fn regroup_if_due(&mut self) {
-        if self.pending.as_ref().is_some_and(|p| Instant::now() >= p.due) {
+        if self.pending.as_ref().is_some_and(|p| Instant::now() >= p.due) || self.a_share_reads_for_a_stopped_job() {
             self.regroup();
         }
     }
