@@ -7,6 +7,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Whether an index that skips its stale entries rather than removing them (a group's last
+/// event moved on, a timer closed in time) should be rebuilt from the live ones: past twice
+/// their number and a floor, so a rebuild costs no more than the pushes since the last one.
+pub fn index_to_rebuild(entries: usize, live: usize) -> bool {
+    entries > 2 * live + 4096
+}
+
 /// Batches that serialise as one Arrow IPC stream.
 #[derive(Debug, Clone, Default)]
 pub struct SerdeBatches(pub Vec<RecordBatch>);

@@ -23,9 +23,9 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-// hashbrown with a fast hash: a pane looks up every group it holds, and SipHash was a tenth of it.
 use std::hash::BuildHasher;
 
+// hashbrown with a fast hash: a pane looks up every group it holds, and SipHash was a tenth of it.
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use datafusion::arrow::array::{
@@ -637,9 +637,8 @@ impl CumulativeState {
         let mut idle = self.by_last.take_before(cutoff);
         // Stale: the group's last event moved on since this entry.
         idle.retain(|&(t, s)| self.keys[s as usize].is_some() && self.last[s as usize] == t);
-        // Stale entries are at most one per change of a group's last event; past twice the
-        // groups (and a floor), start over from the groups held.
-        if self.by_last.entries > 2 * self.len() + 4096 {
+        // Stale entries are at most one per change of a group's last event.
+        if crate::state::index_to_rebuild(self.by_last.entries, self.len()) {
             let width = self.by_last.width;
             self.by_last = ByLast::new(width);
             for &s in self.slots.iter() {
@@ -665,10 +664,7 @@ impl CumulativeState {
     /// Forget slot `s`'s group; returns its key.
     fn drop_slot(&mut self, s: Slot) -> Key {
         let hash = self.hasher.hash_one(self.key(s));
-        match self.slots.find_entry(hash, |&held| held == s) {
-            Ok(entry) => drop(entry.remove()),
-            Err(_) => unreachable!("a held slot is in the table"),
-        }
+        self.slots.find_entry(hash, |&held| held == s).expect("a held slot is in the table").remove();
         let key = self.keys[s as usize].take().expect("a dropped slot is held");
         self.values.iter_mut().for_each(|v| v.clear(s as usize));
         self.free.push(s);

@@ -322,8 +322,8 @@ impl Evaluator for DeadlineEvaluator {
                 opened_now.push(key.clone());
                 self.state.open.insert(key, timer);
                 self.state.peak_open = self.state.peak_open.max(self.state.open.len() as u64);
-                // Closed timers' entries past twice the open ones (and a floor): index again.
-                if self.state.by_deadline.len() > 2 * self.state.open.len() + 4096 {
+                // Entries of timers closed in time are skipped, not removed.
+                if crate::state::index_to_rebuild(self.state.by_deadline.len(), self.state.open.len()) {
                     self.state.index_deadlines();
                 }
             }
