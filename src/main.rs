@@ -15,18 +15,23 @@ unsafe extern "C" {
 }
 
 /// A replay ends soon and frees as much as it allocates: keep freed pages instead of purging
-/// them after mimalloc's default 10 ms, which made each chunk fault fresh (zeroed, huge) pages
-/// in again, up to a tenth of a replay's time. Long-running commands keep the default, so
-/// their memory goes back to the system after a burst.
-///
-/// And no transparent huge pages: mimalloc asks for them, and where the kernel compacts memory
-/// to serve such a request (`defrag=madvise`) each fault could stall; measured here, replays
-/// took 0.1–0.5 s of system time more and their wall time varied twice as much. mimalloc reads
-/// its own switch before `main`, so the process asks the kernel directly (checked at each fault).
+/// them after mimalloc's default 10 ms, which made each chunk fault fresh pages in again, up
+/// to a tenth of a replay's time. Long-running commands keep the default, so their memory goes
+/// back to the system after a burst.
 fn keep_freed_memory() {
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15; // mimalloc.h's mi_option_e
     // SAFETY: a plain option store in the allocator, valid at any time.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
+/// No transparent huge pages for commands that stream (replay, run, serve): mimalloc asks for
+/// them, and each fault of one zeroes 2 MiB at once, or stalls where the kernel compacts memory
+/// to serve it (`defrag=madvise`). Measured here: replays took 0.1-0.5 s of system time more
+/// and their wall time varied twice as much; a live catch-up of 2M events spent a quarter of
+/// its samples zeroing huge pages (librdkafka's fetch thread and the pipeline's), and without
+/// them 0.74 s of system time became 0.32 s. mimalloc reads its own switch before `main`, so
+/// the process asks the kernel directly (checked at each fault).
+fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     {
         const PR_SET_THP_DISABLE: std::ffi::c_int = 41; // linux/prctl.h
@@ -128,14 +133,21 @@ fn main() -> ExitCode {
         Command::Validate { jobs } => cli::validate::run(&jobs),
         Command::Replay(args) => {
             keep_freed_memory();
+            no_huge_pages();
             cli::replay::run(args)
         }
-        Command::Run(args) => cli::run::run(args),
+        Command::Run(args) => {
+            no_huge_pages();
+            cli::run::run(args)
+        }
         Command::Generate(args) => cli::generate::run(args),
         Command::Alerts(c) => cli::alerts::run(c),
         Command::Slo(c) => cli::slo::run(c),
         Command::Eval(c) => cli::eval::run(c),
-        Command::Serve(a) => cli::serve::serve(a),
+        Command::Serve(a) => {
+            no_huge_pages();
+            cli::serve::serve(a)
+        }
         Command::Submit { file, client } => cli::serve::submit(client, file),
         Command::Jobs { client } => cli::serve::jobs(client),
         Command::Stop { name, client } => cli::serve::stop(client, name),

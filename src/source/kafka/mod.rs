@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Chunk, PartitionInfo, Payload, Poll, RecordMeta, Source};
@@ -61,24 +61,60 @@ pub type RevokeHook = Box<dyn FnMut(&BaseConsumer<GroupContext>) + Send>;
 pub struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
     before_revoke: Mutex<Option<RevokeHook>>,
+    /// `auto.offset.reset` is the earliest offset: a partition the group never committed
+    /// starts at its beginning.
+    uncommitted_from_start: bool,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            if let Some(hook) = self.before_revoke.lock().expect("not poisoned").as_mut() {
-                hook(consumer);
-            }
-            let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
-            self.events.lock().expect("not poisoned").push(GroupEvent::Revoked(parts));
+    /// rust-rdkafka's rebalance, with one change: an assigned partition that the group never
+    /// committed is assigned from its beginning by name. Left to librdkafka, such a partition
+    /// (every partition of a new group) resets its offset as after an error, which waits
+    /// 100 ms before looking up the first offset.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let assigning = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assigning && self.uncommitted_from_start {
+            start_uncommitted_at_beginning(consumer, tpl);
         }
-    }
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(hook) = self.before_revoke.lock().expect("not poisoned").as_mut() {
+                    hook(consumer);
+                }
+                let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
+                self.events.lock().expect("not poisoned").push(GroupEvent::Revoked(parts));
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+            }
+            other => {
+                crate::log_warn!("the Kafka group's rebalance failed: {}", RDKafkaErrorCode::from(other));
+                return;
+            }
+        };
+        if let Err(e) = done {
+            crate::log_warn!("the Kafka group's rebalance could not be applied: {e}");
+        }
+        if assigning {
             let parts = tpl.elements().iter().map(|e| e.partition() as usize).collect();
             self.events.lock().expect("not poisoned").push(GroupEvent::Assigned(parts));
+        }
+    }
+}
+
+/// Set [`Offset::Beginning`] for the partitions of `tpl` the group has no commit for. Any
+/// doubt (no answer, an error for the partition, a commit still in a transaction) leaves the
+/// partition to librdkafka, which reads its commit itself.
+fn start_uncommitted_at_beginning(consumer: &BaseConsumer<GroupContext>, tpl: &mut TopicPartitionList) {
+    let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) else { return };
+    for e in committed.elements() {
+        if e.error().is_ok() && e.offset() == Offset::Invalid {
+            // Cannot fail: the partition is in `tpl`.
+            let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Beginning);
         }
     }
 }
@@ -175,28 +211,29 @@ impl KafkaSource {
             Start::Range { .. } => format!("osprey-replay-{}", std::process::id()),
         };
         let events = Arc::new(Mutex::new(Vec::new()));
-        let consumer: BaseConsumer<GroupContext> = cluster
-            .config(&[
-                ("group.id", &group),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "true"),
-                // Apache Kafka answers a fetch as soon as data is there, so this bounds only
-                // the wait on an idle partition. (Tansu holds every fetch for about half of
-                // it even when data is ready: set 10 in `[source] properties` there.)
-                ("fetch.wait.max.ms", "100"),
-                // Records of aborted transactions, and of open ones, are never read.
-                ("isolation.level", "read_committed"),
-                // While the pipeline decodes a burst, librdkafka's queue passes
-                // queued.min.messages and fetching pauses for this long; the default 1 s left a
-                // replay waiting on an empty queue two thirds of the time (4x slower).
-                ("fetch.queue.backoff.ms", "10"),
-                // A dead member's partitions move on after this (the broker's minimum is 6 s).
-                ("session.timeout.ms", "6000"),
-                ("heartbeat.interval.ms", "1000"),
-            ])
-            .create_with_context(GroupContext { events: events.clone(), before_revoke: Mutex::new(None) })
+        let config = cluster.config(&[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "true"),
+            // Apache Kafka answers a fetch as soon as data is there, so this bounds only
+            // the wait on an idle partition. (Tansu holds every fetch for about half of
+            // it even when data is ready: set 10 in `[source] properties` there.)
+            ("fetch.wait.max.ms", "100"),
+            // Records of aborted transactions, and of open ones, are never read.
+            ("isolation.level", "read_committed"),
+            // While the pipeline decodes a burst, librdkafka's queue passes
+            // queued.min.messages and fetching pauses for this long; the default 1 s left a
+            // replay waiting on an empty queue two thirds of the time (4x slower).
+            ("fetch.queue.backoff.ms", "10"),
+            // A dead member's partitions move on after this (the broker's minimum is 6 s).
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "1000"),
+        ]);
+        let uncommitted_from_start = matches!(config.get("auto.offset.reset"), Some("earliest" | "smallest" | "beginning"));
+        let consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(GroupContext { events: events.clone(), before_revoke: Mutex::new(None), uncommitted_from_start })
             .with_context(|| format!("cannot create a Kafka consumer for {}", cluster.brokers))?;
         // A live run waits a minute for its topic to appear (a producer starting beside it).
         let patience = if matches!(start, Start::Group { .. }) { 60 } else { 0 };
@@ -385,15 +422,18 @@ impl KafkaSource {
             return self.fetch_batch(wait);
         }
         // A group member: its consumer queue carries rebalances and errors, served first;
-        // its messages come from the partition queues, in batches.
-        let polled = self.fetch_polled(Duration::ZERO)?;
+        // its messages come from the partition queues, in batches. With no partition yet,
+        // the wait is where the assignment comes (on the partition queues it was heard only
+        // at the wait's end).
+        let unassigned = !self.assigned.contains(&true);
+        let polled = self.fetch_polled(if unassigned { wait } else { Duration::ZERO })?;
         // Before reading messages: an assignment clears its partitions' buffers, and must not
         // clear messages of the new assignment read after it.
         self.take_events();
         if let Some(batch) = &self.batch {
             batch.forward((0..self.assigned.len()).filter(|&p| self.assigned[p]));
         }
-        let fetched = self.fetch_batch(wait)?;
+        let fetched = self.fetch_batch(if unassigned { Duration::ZERO } else { wait })?;
         if self.intake.redelivered > 0 && !std::mem::replace(&mut self.told_redelivered, true) {
             crate::log_warn!(
                 "{}: librdkafka delivered messages of `{}` it had delivered already (a partition read again from an older position); they are skipped, not handed out twice",
