@@ -219,26 +219,29 @@ impl Lifecycle {
             return out; // every alert held: none to clear or forget (a steady evaluation)
         }
         let mut forget = Vec::new();
+        let mut firing = Vec::new();
         let clear = |fp: &u64, tracked: &Tracked| tracked.seen_in != now && only_cleared.as_ref().is_none_or(|c| c.contains(fp));
-        // Cleared alerts in fingerprint order, as the records of resolved ones have always come.
-        let mut cleared: Vec<(&u64, &mut Tracked)> = self.alerts.iter_mut().filter(|(fp, tracked)| clear(fp, tracked)).collect();
-        cleared.sort_unstable_by_key(|(fp, _)| **fp);
-        for (fp, tracked) in cleared {
-            let timing = self.per_rule.get(&tracked.latest.rule).copied().unwrap_or(self.default);
+        for (&fp, tracked) in self.alerts.iter_mut().filter(|(fp, tracked)| clear(fp, tracked)) {
             match tracked.state {
                 State::Pending { .. } => tracked.state = State::Inactive { since: t },
-                State::Firing { starts_at, clear_since } => {
-                    let since = clear_since.unwrap_or(t);
-                    if t - since >= timing.keep_firing_for {
-                        tracked.sequence += 1;
-                        tracked.state = State::Inactive { since: t };
-                        out.push(record(&self.job, &self.kind, *fp, tracked, Some((starts_at, t))));
-                    } else {
-                        tracked.state = State::Firing { starts_at, clear_since: Some(since) };
-                    }
-                }
-                State::Inactive { since } if t - since > self.retention => forget.push(*fp),
+                State::Firing { starts_at, clear_since } => firing.push((fp, starts_at, clear_since)),
+                State::Inactive { since } if t - since > self.retention => forget.push(fp),
                 State::Inactive { .. } => {}
+            }
+        }
+        // Firing alerts that cleared, in fingerprint order, as the records of resolved ones have
+        // always come (only these are sorted: the inactive ones kept for `retention` are many).
+        firing.sort_unstable_by_key(|&(fp, ..)| fp);
+        for (fp, starts_at, clear_since) in firing {
+            let tracked = self.alerts.get_mut(&fp).expect("a firing alert is tracked");
+            let timing = self.per_rule.get(&tracked.latest.rule).copied().unwrap_or(self.default);
+            let since = clear_since.unwrap_or(t);
+            if t - since >= timing.keep_firing_for {
+                tracked.sequence += 1;
+                tracked.state = State::Inactive { since: t };
+                out.push(record(&self.job, &self.kind, fp, tracked, Some((starts_at, t))));
+            } else {
+                tracked.state = State::Firing { starts_at, clear_since: Some(since) };
             }
         }
         for fp in forget {

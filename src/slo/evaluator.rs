@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use hashbrown::DefaultHashBuilder;
+
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -50,7 +52,8 @@ pub struct SloState {
 /// The series tracked, found by key, in key order, and those that may burn.
 #[derive(Default)]
 struct Series {
-    by_key: HashMap<Key, Slot>,
+    /// With a fast hash: every pane row looks its series up, and SipHash was a tenth of it.
+    by_key: HashMap<Key, Slot, DefaultHashBuilder>,
     /// Every series in key order (rows go out in it).
     ordered: BTreeMap<Arc<str>, Slot>,
     /// The series some pair may burn for: in its long and its short window some event was
@@ -342,35 +345,29 @@ impl SloEvaluator {
             let events = as_type(n, &DataType::Int64);
             let good = as_type(n + 1, &DataType::Int64);
             let (events, good) = (events.as_primitive::<Int64Type>(), good.as_primitive::<Int64Type>());
+            let labels: Vec<_> = label_columns.iter().map(|c| c.as_string::<i32>()).collect();
             for row in 0..batch.num_rows() {
-                key.clear();
-                for (i, c) in label_columns.iter().enumerate() {
-                    if i > 0 {
-                        key.push_str(SEPARATOR);
-                    }
-                    let s = c.as_string::<i32>();
-                    if s.is_valid(row) {
-                        key.push_str(s.value(row));
-                    }
-                }
                 let total = events.value(row).max(0) as u64;
                 let good = if good.is_valid(row) { good.value(row).clamp(0, total as i64) as u64 } else { 0 };
                 let counts = Counts { bad: total - good, total };
-                let slot = match self.series.by_key.get(key.as_bytes()) {
-                    Some(&slot) => slot,
+                // One label (the usual case) is its own key: found without building one.
+                let known = match labels.as_slice() {
+                    [only] => self.series.by_key.get(only.is_valid(row).then(|| only.value(row)).unwrap_or("").as_bytes()).copied(),
+                    _ => None,
+                };
+                let slot = match known {
+                    Some(slot) => slot,
                     None => {
-                        if tracked >= self.texts.config.max_series && key != overflow_key {
-                            self.state.folded_rows += 1;
-                            self.state.folded_events += total;
-                            self.log_overflow_once();
-                            key.clone_from(&overflow_key);
-                        } else if key != overflow_key {
-                            tracked += 1;
+                        key.clear();
+                        for (i, s) in labels.iter().enumerate() {
+                            if i > 0 {
+                                key.push_str(SEPARATOR);
+                            }
+                            if s.is_valid(row) {
+                                key.push_str(s.value(row));
+                            }
                         }
-                        match self.series.by_key.get(key.as_bytes()) {
-                            Some(&slot) => slot,
-                            None => self.insert(&key),
-                        }
+                        self.slot_of(&key, &mut tracked, total, &overflow_key)
                     }
                 };
                 match late.as_deref_mut() {
@@ -382,6 +379,27 @@ impl SloEvaluator {
                     None => self.state.store.add(slot, counts),
                 }
             }
+        }
+    }
+
+    /// The slot of the series `key`, tracked first when new: the overflow series' once
+    /// `tracked` (the series tracked, overflow aside) reached `max_series`.
+    fn slot_of(&mut self, key: &str, tracked: &mut usize, total: u64, overflow_key: &str) -> Slot {
+        if let Some(&slot) = self.series.by_key.get(key.as_bytes()) {
+            return slot;
+        }
+        let mut key = key;
+        if *tracked >= self.texts.config.max_series && key != overflow_key {
+            self.state.folded_rows += 1;
+            self.state.folded_events += total;
+            self.log_overflow_once();
+            key = overflow_key;
+        } else if key != overflow_key {
+            *tracked += 1;
+        }
+        match self.series.by_key.get(key.as_bytes()) {
+            Some(&slot) => slot,
+            None => self.insert(key),
         }
     }
 
@@ -431,9 +449,9 @@ impl SloEvaluator {
         self.state.last = Some(p);
         self.state.evaluations += 1;
         let t = (p + 1) * self.texts.config.pane;
-        let mut out = Vec::new();
         let store = &self.state.store;
         if !want_rows {
+            let mut out = Vec::with_capacity(self.series.hot.len());
             for &slot in self.series.hot.values() {
                 let tracked = self.series.slots[slot as usize].as_ref().expect("a hot series is tracked");
                 for (i, pair) in self.pairs.iter().enumerate() {
@@ -445,6 +463,7 @@ impl SloEvaluator {
             }
             return out;
         }
+        let mut out = Vec::new();
         let panes = store.head_pane(&self.layout);
         for &slot in self.series.ordered.values() {
             let tracked = self.series.slots[slot as usize].as_ref().expect("an ordered series is tracked");
@@ -773,6 +792,45 @@ mod tests {
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
         ];
         RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// A pane row finds its series again whichever way its key is read: straight from the one
+    /// label column, or joined from several; a null label value is a value of its own.
+    #[test]
+    fn pane_rows_find_their_series_again_by_one_label_or_several() {
+        let two = |service: Option<&str>, region: Option<&str>| (service.map(String::from), region.map(String::from));
+        let rows = [two(Some("api"), Some("eu")), two(Some("api"), Some("us")), two(None, Some("eu")), two(Some("api"), None)];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("service", DataType::Utf8, true),
+            Field::new("region", DataType::Utf8, true),
+            Field::new("events", DataType::Int64, false),
+            Field::new("good", DataType::Int64, false),
+        ]));
+        let pane = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0.clone()))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.clone()))),
+                Arc::new(Int64Array::from(vec![3; rows.len()])),
+                Arc::new(Int64Array::from(vec![2; rows.len()])),
+            ],
+        )
+        .unwrap();
+        let mut by_two = SloEvaluator::new("t", {
+            let mut config = evaluator().texts.config.clone();
+            config.labels = vec!["service".into(), "region".into()];
+            config
+        });
+        let mut by_one = evaluator();
+        let service_only = pane.project(&[0, 2, 3]).unwrap();
+        for _ in 0..3 {
+            by_two.fold(std::slice::from_ref(&pane), None);
+            by_one.fold(std::slice::from_ref(&service_only), None);
+        }
+        assert_eq!(by_two.series.by_key.len(), 4, "each label pair once, however many panes");
+        assert_eq!(by_one.series.by_key.len(), 2, "`api` and the null service, once each");
+        let null = by_one.series.by_key.get("".as_bytes()).copied().expect("the null service is the empty value");
+        assert_eq!(by_one.state.store.pending_of(null), Counts { bad: 3, total: 9 }, "its three panes' rows in one series");
     }
 
     /// What each evaluation held, as records show it.
