@@ -92,8 +92,9 @@ impl ConsumerContext for GroupContext {
                 if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
             other => {
+                // As rust-rdkafka (and librdkafka's examples) do: give up the assignment.
                 crate::log_warn!("the Kafka group's rebalance failed: {}", RDKafkaErrorCode::from(other));
-                return;
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
         };
         if let Err(e) = done {
