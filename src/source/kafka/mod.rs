@@ -108,10 +108,12 @@ impl ConsumerContext for GroupContext {
 }
 
 /// Set [`Offset::Beginning`] for the partitions of `tpl` the group has no commit for. Any
-/// doubt (no answer, an error for the partition, a commit still in a transaction) leaves the
-/// partition to librdkafka, which reads its commit itself.
+/// doubt (no answer within a second, an error for the partition, a commit still in a
+/// transaction) leaves the partition to librdkafka, which reads its commit itself. The bound
+/// keeps a slow answer (an exactly-once job's commit held by a crashed run's open transaction)
+/// from holding the rebalance long.
 fn start_uncommitted_at_beginning(consumer: &BaseConsumer<GroupContext>, tpl: &mut TopicPartitionList) {
-    let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) else { return };
+    let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(1)) else { return };
     for e in committed.elements() {
         if e.error().is_ok() && e.offset() == Offset::Invalid {
             // Cannot fail: the partition is in `tpl`.
