@@ -55,22 +55,26 @@ type App = Arc<Shared>;
 /// How often the page's rates, lag and latency are sampled.
 const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Sample every job's counters into its history until the server stops.
-fn sample_every(interval: std::time::Duration, app: &App, stop: &std::sync::atomic::AtomicBool) {
-    let mut next = std::time::Instant::now();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if std::time::Instant::now() >= next {
-            next += interval;
-            let now = chrono::Utc::now().timestamp_millis();
-            let reg = app.registry.lock().expect("not poisoned");
-            for e in reg.jobs.values() {
-                if let Some(c) = &e.counters {
-                    e.history.samples.lock().expect("not poisoned").take(c, now);
-                }
-            }
+/// Sample every job's counters into its history.
+fn sample(app: &App) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let reg = app.registry.lock().expect("not poisoned");
+    for e in reg.jobs.values() {
+        if let Some(c) = &e.counters {
+            e.history.samples.lock().expect("not poisoned").take(c, now);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Call `tick` every `pause`, on a thread of its own, until the server stops.
+fn every(pause: std::time::Duration, stop: &Arc<std::sync::atomic::AtomicBool>, mut tick: impl FnMut() + Send + 'static) -> std::thread::JoinHandle<()> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick();
+            std::thread::sleep(pause);
+        }
+    })
 }
 
 /// Largest job file accepted (bytes).
@@ -97,18 +101,18 @@ pub fn serve(settings: Settings, stop: Arc<std::sync::atomic::AtomicBool>) -> an
         })
     });
     let sampling = {
-        let (app, stop) = (app.clone(), stop.clone());
-        std::thread::spawn(move || sample_every(SAMPLE_INTERVAL, &app, &stop))
+        let (app, mut next) = (app.clone(), std::time::Instant::now());
+        every(std::time::Duration::from_millis(100), &stop, move || {
+            if std::time::Instant::now() >= next {
+                next += SAMPLE_INTERVAL;
+                sample(&app);
+            }
+        })
     };
     // Started jobs join their share once the submissions around them have settled.
     let forming = {
-        let (app, stop) = (app.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                app.registry.lock().expect("not poisoned").regroup_if_due();
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        })
+        let app = app.clone();
+        every(std::time::Duration::from_millis(50), &stop, move || app.registry.lock().expect("not poisoned").regroup_if_due())
     };
     let router = Router::new()
         .route("/", get(home))

@@ -62,21 +62,19 @@ pub struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
     before_revoke: Mutex<Option<RevokeHook>>,
     /// `auto.offset.reset` is the earliest offset: a partition the group never committed
-    /// starts at its beginning.
+    /// starts at its beginning (see [`start_at_commits`]).
     uncommitted_from_start: bool,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    /// rust-rdkafka's rebalance, with one change: an assigned partition that the group never
-    /// committed is assigned from its beginning by name. Left to librdkafka, such a partition
-    /// (every partition of a new group) resets its offset as after an error, which waits
-    /// 100 ms before looking up the first offset.
+    /// rust-rdkafka's rebalance, with one change: assigned partitions start where the
+    /// group's commits say, read here once (see [`start_at_commits`]).
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let assigning = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
-        if assigning && self.uncommitted_from_start {
-            start_uncommitted_at_beginning(consumer, tpl);
+        if assigning {
+            start_at_commits(consumer, tpl, self.uncommitted_from_start);
         }
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let done = match err {
@@ -107,18 +105,24 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Set [`Offset::Beginning`] for the partitions of `tpl` the group has no commit for. Any
-/// doubt (no answer within a second, an error for the partition, a commit still in a
-/// transaction) leaves the partition to librdkafka, which reads its commit itself. The bound
-/// keeps a slow answer (an exactly-once job's commit held by a crashed run's open transaction)
-/// from holding the rebalance long.
-fn start_uncommitted_at_beginning(consumer: &BaseConsumer<GroupContext>, tpl: &mut TopicPartitionList) {
+/// Give each partition of `tpl` its start by offset: the group's commit, or (`from_start`)
+/// the beginning by name where it has none. librdkafka would read the commits itself after the
+/// assignment; read here, they are read once. And it resets a partition without one (every
+/// partition of a new group) as after an error, waiting 100 ms before it asks for the first
+/// offset. Any doubt (no answer within a second, an error for the partition, a commit still
+/// in a transaction) leaves the partition to librdkafka. The bound keeps a slow answer (an
+/// exactly-once job's commit held by a crashed run's open transaction) from holding the
+/// rebalance long.
+fn start_at_commits(consumer: &BaseConsumer<GroupContext>, tpl: &mut TopicPartitionList, from_start: bool) {
     let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(1)) else { return };
-    for e in committed.elements() {
-        if e.error().is_ok() && e.offset() == Offset::Invalid {
-            // Cannot fail: the partition is in `tpl`.
-            let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Beginning);
-        }
+    for e in committed.elements().iter().filter(|e| e.error().is_ok()) {
+        let start = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            Offset::Invalid if from_start => Offset::Beginning,
+            _ => continue,
+        };
+        // Cannot fail: the partition is in `tpl`.
+        let _ = tpl.set_partition_offset(e.topic(), e.partition(), start);
     }
 }
 
