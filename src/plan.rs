@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::decode::Decoder;
-use crate::exec::{cumulative::CumulativeQuery, JobQuery, WindowQuery};
+use crate::exec::{cumulative::CumulativeQuery, incremental::IncrementalQuery, JobQuery, WindowQuery};
 use crate::job::{self, Job, JobError, WindowConfig};
 use crate::kind::Planned;
 
@@ -32,12 +32,21 @@ pub fn plan(job: &Job) -> Result<JobQuery, JobError> {
     }
     let query = WindowQuery::plan(&flow)?;
     check_against_result(job, &query.output_schema())?;
-    let Some((pane_sql, blame)) = job.kind.pane_sql(&job.sql.text) else { return Ok(JobQuery::Windowed(query)) };
+    let Some((pane_sql, blame)) = job.kind.pane_sql(&job.sql.text) else { return Ok(folded_or_whole(&flow, query)) };
     let mut pane = flow;
     pane.sql.text = pane_sql;
     WindowQuery::plan(&pane)
-        .map(JobQuery::Windowed)
+        .map(|q| folded_or_whole(&pane, q))
         .map_err(|e| job.error_at_key(blame, format!("[{}]: the pane aggregation does not plan: {}", job.kind.name(), e.message)))
+}
+
+/// A tumbling window's SQL folded while the window is open when its result cannot depend on
+/// the cut (see [`IncrementalQuery`]), else run whole at the close.
+fn folded_or_whole(flow: &crate::jobfile::Dataflow, query: WindowQuery) -> JobQuery {
+    match IncrementalQuery::plan(flow, query) {
+        Ok(q) => JobQuery::Incremental(Box::new(q)),
+        Err((whole, _)) => JobQuery::Windowed(whole),
+    }
 }
 
 /// What planning tells a kind about the job: the result columns and the decoded events'.

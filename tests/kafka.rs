@@ -1006,6 +1006,69 @@ fn a_burst_onto_every_partition_of_a_caught_up_live_run_makes_no_record_late() {
     assert_eq!(sorted_lines(&d.join("live.jsonl")), replayed, "live windows differ from the replay's\n{log}");
 }
 
+/// A caught-up live run feeds each open window's rows to its SQL as they come, and the close
+/// runs only what is left: its windows are the replay's byte for byte, float sums, averages
+/// and distinct counts included (each service's records are in one partition, in order), and
+/// it says it closed windows from their feeds.
+#[test]
+fn a_live_run_fed_as_records_come_gives_the_replay_s_windows_to_the_last_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("fed");
+    create(&topic, 3);
+    let job = |name: &str| {
+        let text = format!(
+            r#"name = "{}"
+sql = """
+SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes, sum(duration_ms) AS ms, avg(duration_ms) AS mean_ms,
+       max(duration_ms) AS slowest, count(DISTINCT status) AS statuses
+FROM events GROUP BY window_start, window_end, service ORDER BY service
+"""
+[source]
+kind = "kafka"
+topic = "{topic}"
+key = "service"
+[source.schema]
+ts = "timestamp"
+service = "string"
+status = "int64"
+duration_ms = "float64"
+bytes = "int64"
+[event_time]
+column = "ts"
+watermark_delay = "3s"
+idle_timeout = "60s"
+[window]
+kind = "tumbling"
+size = "10s"
+"#,
+            unique(name)
+        );
+        std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
+    };
+    job("live");
+    let child = spawn(d, &["run", "live.toml", "--brokers", &brokers(), "--output", "live.jsonl"], &[], "live.log");
+    let producing = produce_paced(&topic, events(20_000, 91));
+    producing.join().unwrap();
+    until_written_and_settled(&d.join("live.jsonl"));
+    assert!(stop(child).success());
+    let log = std::fs::read_to_string(d.join("live.log")).unwrap();
+    job("replayed");
+    let o = osprey(d, &["replay", "replayed.toml", "--brokers", &brokers(), "--output", "replayed.jsonl", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let replayed: Vec<String> = sorted_lines(&d.join("replayed.jsonl")).into_iter().filter(|l| !l.contains("zz-close")).collect();
+    assert!(replayed.len() > 150, "{}", replayed.len());
+    let live = sorted_lines(&d.join("live.jsonl"));
+    let only = |a: &[String], b: &[String]| a.iter().filter(|l| !b.contains(l)).take(5).cloned().collect::<Vec<_>>().join("\n");
+    assert!(live == replayed, "live windows differ from the replay's: live only\n{}\nreplay only\n{}\n{log}", only(&live, &replayed), only(&replayed, &live));
+    let fed: u64 = log
+        .split("windows closed from their feeds ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the run's summary says how many windows closed from their feeds\n{log}"));
+    assert!(fed * 2 > replayed.len() as u64 / 5, "most of the {} windows closed from their feeds, not {fed}\n{log}", replayed.len() / 5);
+}
+
 /// Send `events` to a 6-partition topic keyed (and partitioned) by host, so every service's
 /// requests are spread over all partitions; no flush.
 fn send_by_host(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, events: &[Event]) {

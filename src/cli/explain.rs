@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use datafusion::arrow::datatypes::Schema;
-use osprey::exec::WindowQuery;
+use osprey::exec::incremental::IncrementalQuery;
+use osprey::exec::{JobQuery, WindowQuery};
 use osprey::job::{Job, SourceConfig, WindowConfig};
 
 pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
@@ -21,6 +22,18 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
         println!("\nrows go to {}", sink(&job));
     }
     let planned = osprey::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let close = match &planned {
+        JobQuery::Incremental(_) => "fed its rows as they come while the window is open (live runs), so its close runs only the rows since and the result".to_string(),
+        JobQuery::Cumulative(_) => "running aggregates per group since the start, folded in pane by pane".into(),
+        JobQuery::Windowed(_) if job.kind.pane_sql(&job.sql.text).is_some() => {
+            format!("run over all its rows at the close (the [{}] pane aggregation over the job's SQL cannot be fed as its rows come)", job.kind.name())
+        }
+        JobQuery::Windowed(_) => match IncrementalQuery::plan(&job.dataflow(), query) {
+            Err((_, why)) => format!("run over all its rows at the close ({why})"),
+            Ok(_) => "run over all its rows at the close (its kind's pane SQL does not split into partials)".into(),
+        },
+    };
+    println!("\neach window's SQL: {close}");
     println!("\nscaled out (`osprey run` in several processes): {}", osprey::shuffle::stages(&job, &planned));
     Ok(ExitCode::SUCCESS)
 }

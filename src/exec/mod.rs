@@ -7,6 +7,7 @@
 pub mod cumulative;
 mod errors;
 pub mod grouping;
+pub mod incremental;
 pub mod predicate;
 mod table;
 mod wildcard;
@@ -38,6 +39,8 @@ pub fn quote_ident(name: &str) -> String {
 /// window) over running aggregates since the start.
 pub enum JobQuery {
     Windowed(WindowQuery),
+    /// A tumbling window folded while open (see [`incremental`]).
+    Incremental(Box<incremental::IncrementalQuery>),
     Cumulative(Box<cumulative::CumulativeQuery>),
 }
 
@@ -45,6 +48,7 @@ impl JobQuery {
     pub fn output_schema(&self) -> SchemaRef {
         match self {
             JobQuery::Windowed(q) => q.output_schema(),
+            JobQuery::Incremental(q) => q.whole().output_schema(),
             JobQuery::Cumulative(q) => q.output_schema(),
         }
     }
@@ -53,6 +57,7 @@ impl JobQuery {
     pub fn grouping(&self) -> grouping::Grouping {
         match self {
             JobQuery::Windowed(q) => q.grouping(),
+            JobQuery::Incremental(q) => q.whole().grouping(),
             JobQuery::Cumulative(q) => q.grouping(),
         }
     }
@@ -60,6 +65,7 @@ impl JobQuery {
     pub fn run(&mut self, window: &FiredWindow) -> datafusion::error::Result<QueryRows> {
         match self {
             JobQuery::Windowed(q) => Ok(QueryRows { rows: q.run(window)?, dropped: Vec::new(), changes_only: false }),
+            JobQuery::Incremental(q) => Ok(QueryRows { rows: q.run(window)?, dropped: Vec::new(), changes_only: false }),
             JobQuery::Cumulative(q) => {
                 let r = q.run(window)?;
                 Ok(QueryRows { rows: r.changed, dropped: r.dropped, changes_only: true })
@@ -67,25 +73,34 @@ impl JobQuery {
         }
     }
 
-    /// The query's own state for a checkpoint (a windowed query keeps none between windows).
+    /// The query's own state for a checkpoint (a windowed query keeps none between windows; an
+    /// incremental one's folds are made again from the window's rows, which are saved).
     pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
         match self {
-            JobQuery::Windowed(_) => Ok(Vec::new()),
+            JobQuery::Windowed(_) | JobQuery::Incremental(_) => Ok(Vec::new()),
             JobQuery::Cumulative(q) => q.save_state(),
         }
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         match self {
-            JobQuery::Windowed(_) => Ok(()),
+            JobQuery::Windowed(_) | JobQuery::Incremental(_) => Ok(()),
             JobQuery::Cumulative(q) => q.load_state(bytes),
         }
     }
 
-    /// Counters for the run's summary: a cumulative window's groups.
+    /// Forget what an incremental query folded (the window state lost rows).
+    pub fn forget_folds(&mut self) {
+        if let JobQuery::Incremental(q) = self {
+            q.forget();
+        }
+    }
+
+    /// Counters for the run's summary: a cumulative window's groups, an incremental one's folds.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         match self {
             JobQuery::Windowed(_) => Vec::new(),
+            JobQuery::Incremental(q) => q.stats(),
             JobQuery::Cumulative(q) => {
                 let s = q.state();
                 vec![("groups", q.groups() as u64), ("peak groups", s.peak_groups), ("groups dropped after ttl", s.dropped_groups)]
@@ -128,13 +143,18 @@ pub struct WindowQuery {
 const BATCH_SENSITIVE: [&str; 3] = ["approx_percentile_cont", "approx_percentile_cont_with_weight", "approx_median"];
 
 fn batch_sensitive(plan: &LogicalPlan) -> bool {
+    aggregate_names(plan).iter().any(|name| BATCH_SENSITIVE.contains(&name.as_str()))
+}
+
+/// The names of the aggregate functions a plan calls, subqueries included.
+fn aggregate_names(plan: &LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut found = false;
+    let mut found = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         for e in node.expressions() {
             let _ = e.apply(|e| {
                 if let datafusion::logical_expr::Expr::AggregateFunction(f) = e {
-                    found |= BATCH_SENSITIVE.contains(&f.func.name());
+                    found.push(f.func.name().to_string());
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
@@ -263,9 +283,14 @@ const SMALL_BATCH_ROWS: usize = 1024;
 fn with_window_columns(batch: &RecordBatch, visible: &[usize], schema: &SchemaRef, start: Millis, end: Millis) -> datafusion::error::Result<RecordBatch> {
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = visible.iter().map(|&i| batch.column(i).clone()).collect();
-    columns.push(Arc::new(TimestampMillisecondArray::from_value(start, n).with_timezone("UTC")));
-    columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
+    columns.push(window_column(start, n));
+    columns.push(window_column(end, n));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A window column (`window_start` or `window_end`) of `n` rows.
+fn window_column(t: Millis, n: usize) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from_value(t, n).with_timezone("UTC"))
 }
 
 #[cfg(test)]

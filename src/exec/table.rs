@@ -151,6 +151,111 @@ impl Replanner {
     }
 }
 
+/// Operators that consume their input as it comes, batch by batch, whatever its cut (an
+/// aggregation updates its groups row by row; a sort buffers): an execution of them can be
+/// fed a window's rows while the window is open (see [`Replanner::fed`]).
+const FEEDABLE: [&str; 9] = [
+    "DataSourceExec",
+    "ProjectionExec",
+    "FilterExec",
+    "AggregateExec",
+    "SortExec",
+    "CoalesceBatchesExec",
+    "GlobalLimitExec",
+    "LocalLimitExec",
+    "CooperativeExec",
+];
+
+impl Replanner {
+    /// Why the plan cannot be fed its rows as they come, or `None` when it can: it must be
+    /// reusable, read the window table once, aggregate, and hold only [`FEEDABLE`] operators.
+    pub fn not_feedable(&self) -> Option<String> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let Some(Some(template)) = self.template.lock().expect("not poisoned").clone() else {
+            return Some("its plan is made again for each window".into());
+        };
+        let (mut scans, mut aggregates, mut other) = (0, 0, None);
+        let _ = template.apply(|node| {
+            match node.name() {
+                "DataSourceExec" => scans += 1,
+                "AggregateExec" => aggregates += 1,
+                name if !FEEDABLE.contains(&name) => other = Some(name.to_string()),
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        match (other, scans, aggregates) {
+            (Some(name), _, _) => Some(format!("its plan has a {name}, which would see only part of the window's rows")),
+            (None, s, _) if s != 1 => Some("its plan reads the window's rows more than once".into()),
+            (None, _, 0) => Some("the SQL aggregates nothing".into()),
+            _ => None,
+        }
+    }
+
+    /// A fresh copy of the plan whose scan reads what is pushed to `feed`, or `None` before
+    /// the first window or when the plan is not reusable.
+    pub fn fed(&self, feed: &Arc<Feed>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::datasource::source::DataSource;
+        use datafusion::physical_plan::streaming::StreamingTableExec;
+        let Some(Some(template)) = self.template.lock().expect("not poisoned").clone() else { return Ok(None) };
+        let fed = template.transform_up(|node| {
+            if let Some(m) = memory_source(&node) {
+                let schema = m.original_schema();
+                let partition: Arc<dyn datafusion::physical_plan::streaming::PartitionStream> = Arc::new(FedPartition { schema: schema.clone(), feed: feed.clone() });
+                let scan = StreamingTableExec::try_new(schema, vec![partition], m.projection().as_ref(), Vec::new(), false, m.fetch())?;
+                return Ok(Transformed::yes(Arc::new(scan) as Arc<dyn ExecutionPlan>));
+            }
+            Ok(Transformed::yes(node.reset_state()?))
+        })?;
+        Ok(Some(fed.data))
+    }
+}
+
+/// Rows pushed to an open window's execution: its scan takes them in order, says `Pending`
+/// while there are none (the caller polls again after the next push), and ends once closed.
+#[derive(Debug, Default)]
+pub struct Feed {
+    queue: Mutex<(std::collections::VecDeque<RecordBatch>, bool)>,
+}
+
+impl Feed {
+    pub fn push(&self, batch: RecordBatch) {
+        self.queue.lock().expect("not poisoned").0.push_back(batch);
+    }
+
+    /// No more rows: the scan ends after those pushed.
+    pub fn close(&self) {
+        self.queue.lock().expect("not poisoned").1 = true;
+    }
+}
+
+#[derive(Debug)]
+struct FedPartition {
+    schema: SchemaRef,
+    feed: Arc<Feed>,
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for FedPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<datafusion::execution::TaskContext>) -> datafusion::physical_plan::SendableRecordBatchStream {
+        use std::task::Poll;
+        let feed = self.feed.clone();
+        let rows = futures::stream::poll_fn(move |_| {
+            let mut q = feed.queue.lock().expect("not poisoned");
+            match q.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(b))),
+                None if q.1 => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema.clone(), rows))
+    }
+}
+
 fn memory_source(node: &Arc<dyn ExecutionPlan>) -> Option<&MemorySourceConfig> {
     node.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<MemorySourceConfig>()
 }

@@ -429,6 +429,12 @@ impl Pipeline {
                     }
                     self.skip_emitted(partition, &mut decoded)?;
                     self.process(partition, decoded)?;
+                    // Live and not catching up: feed open windows' rows to their SQL now, so
+                    // their close runs little. (A replay or a backlog closes windows as fast as
+                    // it would feed them.)
+                    if live && !behind {
+                        self.feed_open()?;
+                    }
                     // Never back: a chunk wholly before a restored position (a file is read
                     // again from its start) leaves the position where the checkpoint put it,
                     // whose state holds those records. Set back, a checkpoint taken then
@@ -465,6 +471,7 @@ impl Pipeline {
                         // another process, which reads them from the group's commit.
                         let elsewhere: Vec<usize> = (0..self.processed.len()).filter(|p| !ps.contains(p)).collect();
                         self.operator.drop_partitions(&elsewhere, self.partition_column);
+                        self.query.forget_folds();
                         for p in elsewhere {
                             self.processed[p] = None;
                             self.resume[p] = None;
@@ -493,6 +500,7 @@ impl Pipeline {
                 Some(Queued::Revoked(ps)) => {
                     // The new owner re-reads these from the last commit, which no held row passed.
                     self.operator.drop_partitions(&ps, self.partition_column);
+                    self.query.forget_folds();
                     for p in ps {
                         self.processed[p] = None;
                         self.committed[p] = None;
@@ -631,6 +639,20 @@ impl Pipeline {
             JobCounters::add(&self.counters.late_records, processed.late_rows.len() as u64);
         }
         self.emit(processed.fired)
+    }
+
+    /// Feed open tumbling windows' rows to their executions (see [`crate::exec::incremental`]),
+    /// unless nothing reads the SQL's rows.
+    fn feed_open(&mut self) -> anyhow::Result<()> {
+        let crate::exec::JobQuery::Incremental(q) = &mut self.query else { return Ok(()) };
+        if self.alerting.as_ref().is_some_and(|a| !a.evaluator.needs_rows()) && self.sink.discards() {
+            return Ok(());
+        }
+        let latest = self.operator.watermarks().latest();
+        for (start, end, batches) in self.operator.open_tumbling() {
+            q.feed(start, end, batches, end <= latest);
+        }
+        Ok(())
     }
 
     /// Run the SQL on each fired window and hand the result to the sink.

@@ -173,6 +173,15 @@ impl WindowOperator {
         }
     }
 
+    /// Tumbling windows open in the job's own state (not a catching-up partition's): start,
+    /// end and rows so far.
+    pub fn open_tumbling(&self) -> Vec<(Millis, Millis, &[RecordBatch])> {
+        match &self.assigner {
+            Assigner::Panes(p) => p.open_tumbling().collect(),
+            Assigner::Sessions(_) => Vec::new(),
+        }
+    }
+
     /// Per partition, the smallest source offset of a row held in window state: a consumer
     /// may commit up to it, never past it. `partition` and `offset` are the columns of the
     /// `_partition` and `_offset` metadata; every stored batch comes from one partition.

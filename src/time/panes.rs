@@ -194,6 +194,16 @@ impl Panes {
         self.panes.retain(|_, b| !b.0.is_empty());
     }
 
+    /// Tumbling windows that hold rows and have not fired: start, end and rows so far (a
+    /// window's batches only grow until it fires). Hopping windows give none.
+    pub fn open_tumbling(&self) -> impl Iterator<Item = (Millis, Millis, &[RecordBatch])> {
+        let tumbling = self.size == self.slide;
+        self.unfired.iter().filter(move |_| tumbling).filter_map(move |&end| {
+            let start = end - self.size;
+            self.panes.get(&start).map(|b| (start, end, b.0.as_slice()))
+        })
+    }
+
     pub fn open_windows(&self) -> usize {
         self.unfired.len()
     }

@@ -122,6 +122,11 @@ impl Watermarks {
         if c.max_ts == Millis::MIN { Millis::MIN } else { c.max_ts.saturating_sub(self.delay) }
     }
 
+    /// The latest event time any partition has seen (`Millis::MIN` before the first).
+    pub fn latest(&self) -> Millis {
+        self.partitions.iter().map(|c| c.max_ts).max().unwrap_or(Millis::MIN)
+    }
+
     /// How many partitions there are.
     pub fn len(&self) -> usize {
         self.partitions.len()
