@@ -6,7 +6,9 @@
 # the plain consumer. The live run is timed until it has written every window the replay
 # writes but the last (which only the end of a replay closes). Then the same live job without
 # its `[source] key`, so it runs in two stages through the internal topic in the one process:
-# its rate against the one-stage run's, and the internal topic's bytes per event on disk.
+# its rate against the one-stage run's, and the internal topic's bytes per event on disk; the
+# bench job's p99 sends each record through it, so a count/sum/max job (whose aggregates merge,
+# so the first stage sends pane partials) is run both ways too.
 #   EVENTS=5000000 ./scripts/bench-kafka.sh      (OSPREY_BENCH_BROKERS=host:port to use a running broker;
 #                                                 ROUNDS=5 alternating pairs of runs)
 set -euo pipefail
@@ -43,6 +45,8 @@ path = "bench-kafka.dlq.jsonl"
 kind = "file"
 path = "bench-kafka.late.jsonl"
 TOML
+# The same windows and groups without the percentile: every aggregate merges.
+sed 's|^sql_file = .*|sql = "SELECT window_start, window_end, service, count(*) AS requests, sum(bytes) AS bytes, max(duration_ms) AS slowest FROM events GROUP BY window_start, window_end, service"|' "$DATA/bench-kafka.toml" > "$DATA/bench-kafka-count.toml"
 # Alternate the two readers ROUNDS times (the broker shares the machine, so single runs are
 # noisy) and report each pair and the median ratio. Both are timed the same way, as whole
 # processes from outside (start-up, metadata and offsets included); the plain consumer's own
@@ -51,6 +55,7 @@ ROUNDS="${ROUNDS:-5}"
 ratios=()
 live_ratios=()
 shuffle_ratios=()
+partial_ratios=()
 
 # time_live NAME: run $DATA/NAME.toml live until it has written the replay's $want window rows;
 # prints its rate in events/s (start-up, group join and, with two stages, the internal topic's
@@ -115,6 +120,20 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round: the shuffled run's windows differ from the one-stage run's: $DATA/bench-kafka-shuffle.out.jsonl" >&2
     exit 1
   fi
+  # The count/sum/max job in one stage, and through the shuffle as pane partials.
+  sed "s/^name = .*/name = \"bench_kafka_count_$$_$round\"/" "$DATA/bench-kafka-count.toml" > "$DATA/bench-kafka-count1.toml"
+  count_rate=$(time_live bench-kafka-count1)
+  partial="bench_kafka_partials_$$_$round"
+  grep -v '^key = ' "$DATA/bench-kafka-count.toml" | sed "s/^name = .*/name = \"$partial\"/" > "$DATA/bench-kafka-partials.toml"
+  partial_rate=$(time_live bench-kafka-partials)
+  partial_ratio=$(awk -v a="$partial_rate" -v b="$count_rate" 'BEGIN { printf "%.2f", a / b }')
+  partial_ratios+=("$partial_ratio")
+  partial_bytes=$(topic_bytes "osprey-$partial-shuffle")
+  if ! cmp -s <(grep -v "$last" "$DATA/bench-kafka-count1.out.jsonl" | sort) <(grep -v "$last" "$DATA/bench-kafka-partials.out.jsonl" | sort); then
+    echo "round $round: the run through pane partials differs from the one-stage run: $DATA/bench-kafka-partials.out.jsonl" >&2
+    exit 1
+  fi
+  echo "round $round: count/sum/max job live $count_rate events/s in one stage, $partial_rate through the shuffle as pane partials: $partial_ratio of one stage, internal topic $(awk -v b="$partial_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.1f", b / n }') bytes per event on disk"
   echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio; osprey run (live catch-up) $live_rate events/s, ratio $live_ratio; through the shuffle $shuffle_rate events/s, $shuffle_ratio of one stage, internal topic $(awk -v b="$shuffle_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }') bytes per event on disk (source topic $(awk -v b="$source_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }'))"
 done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); broker Apache Kafka at $OSPREY_BENCH_BROKERS"
@@ -125,3 +144,5 @@ live_median=$(printf '%s\n' "${live_ratios[@]}" | sort -n | awk '{a[NR]=$1} END 
 echo "median ratio osprey run (live catch-up)/raw: $live_median (target >= 0.8)"
 shuffle_median=$(printf '%s\n' "${shuffle_ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 echo "median ratio through the shuffle/one stage, live catch-up: $shuffle_median (target >= 0.6)"
+partial_median=$(printf '%s\n' "${partial_ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+echo "median ratio through the shuffle as pane partials/one stage (count/sum/max job), live catch-up: $partial_median (target >= 0.6)"

@@ -1101,8 +1101,9 @@ fn replayed_counts(d: &Path, topic: &str) -> BTreeSet<String> {
 
 /// Three `osprey run` of a job grouped by service, over a topic keyed by host: each service's
 /// records are on every partition, so each process alone would write partial rows. Through the
-/// shuffle, their windows together are one process's replay of the topic (as a set), also
-/// when one of them is killed with SIGKILL mid-run and started again.
+/// shuffle (its first stages sending pane partials: a count and a sum merge), their windows
+/// together are one process's replay of the topic (as a set), also when one of them is killed
+/// with SIGKILL mid-run and started again.
 #[test]
 fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_the_shuffle() {
     let dir = tempfile::tempdir().unwrap();
@@ -1118,7 +1119,7 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     std::fs::copy(d.join("job-a.toml"), d.join("job.toml")).unwrap();
     let o = osprey(d, &["explain", "job.toml"]);
     let explained = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(explained.contains("two stages") && explained.contains("[service]"), "{explained}");
+    assert!(explained.contains("two stages") && explained.contains("[service]") && explained.contains("pane partials"), "{explained}");
     let run = |i: &str| spawn(d, &["run", &format!("job-{i}.toml"), "--brokers", &brokers(), "--output", &format!("out-{i}.jsonl")], &[], &format!("run-{i}.log"));
     let a = run("a");
     let mut b = run("b");
@@ -1165,9 +1166,10 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
         let logs = logs();
         panic!("missing {missing:?}\nnot in the replay {extra:?}\nrouted late {late:?}\nkept in {}\n{logs}", dir.keep().display());
     }
-    // Each process worked on its share.
+    // Each process worked on its share, and its first stage sent pane partials.
     for i in ["a", "c"] {
         assert!(std::fs::read_to_string(d.join(format!("out-{i}.jsonl"))).unwrap_or_default().lines().count() > 0, "{i} wrote nothing\n{}", logs());
+        assert!(log(i).contains("pane partials"), "{i} did not send pane partials\n{}", logs());
     }
 }
 

@@ -34,7 +34,14 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
         },
     };
     println!("\neach window's SQL: {close}");
-    println!("\nscaled out (`osprey run` in several processes): {}", osprey::shuffle::stages(&job, &planned));
+    let stages = osprey::shuffle::stages(&job, &planned);
+    println!("\nscaled out (`osprey run` in several processes): {stages}");
+    if let osprey::shuffle::Stages::Two { key } = &stages {
+        match osprey::shuffle::partials::why_raw(&job, key) {
+            None => println!("  the first stage sends pane partials: one row per window and group of each chunk, merged by the second stage"),
+            Some(why) => println!("  the first stage sends each record ({why})"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

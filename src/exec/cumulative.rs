@@ -80,6 +80,23 @@ pub struct Split {
     /// of one state column is the column itself, no GROUP BY, HAVING as WHERE. It gives the
     /// final query's rows without its hash aggregation over every changed group of a pane.
     pub final_unique: String,
+    /// The partial query without the last event's time: what a scaled-out job's first stage
+    /// sends per window and group (see `crate::shuffle::partials`).
+    pub window_partial: String,
+}
+
+/// `sql`, a final query of [`split`], reading the table `table` instead of `state`.
+pub fn reading(sql: &str, table: &str) -> String {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+    let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, sql) else { return sql.to_string() };
+    if let Some(Statement::Query(q)) = statements.first_mut() {
+        if let SetExpr::Select(select) = q.body.as_mut() {
+            if let Some(TableFactor::Table { name, .. }) = select.from.first_mut().map(|f| &mut f.relation) {
+                *name = ObjectName::from(vec![Ident::new(table)]);
+            }
+        }
+    }
+    statements.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 /// Why a job's SQL cannot run cumulatively.
@@ -229,10 +246,12 @@ pub fn split(job: &Dataflow) -> Result<Split, JobError> {
     for (i, (p, _)) in rewrite.partials.iter().enumerate() {
         partial.push(format!("{p} AS __osprey_a{i}"));
     }
-    partial.push(format!("max({event_time}) AS {LAST}"));
     let group_by = if state_group.is_empty() { String::new() } else { format!(" GROUP BY {}", state_group.join(", ")) };
     let where_ = selection.map(|w| format!(" WHERE {w}")).unwrap_or_default();
+    let window_partial = format!("SELECT {} FROM events{where_}{group_by}", partial.join(", "));
+    partial.push(format!("max({event_time}) AS {LAST}"));
     Ok(Split {
+        window_partial,
         partial: format!("SELECT {} FROM events{where_}{group_by}", partial.join(", ")),
         merges: rewrite.partials.iter().map(|(_, m)| *m).collect(),
         final_: statements[0].to_string(),

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
-use serde_json::json;
 
 use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoded, Decoder};
@@ -619,21 +618,9 @@ impl Pipeline {
             let late = take_record_batch(&decoded.batch, &UInt32Array::from(processed.late_rows.clone()))?;
             let ts = event_times(&late, self.job.event_time_index());
             for (i, &row) in processed.late_rows.iter().enumerate() {
-                let mut row_json = Vec::new();
-                crate::output::json::write_row(&late, i, &mut row_json);
-                let record = json!({
-                    "job": self.job.name,
-                    "source": partition_name,
-                    "partition": partition,
-                    "offset": decoded.offsets[row as usize],
-                    "event_time": format_ts(ts[i]),
-                    "watermark": format_ts(processed.late_watermarks[i]),
-                    "reason": format!(
-                        "late: every window of this record closed more than allowed_lateness ({} ms) ago",
-                        self.job.event_time.allowed_lateness
-                    ),
-                    "record": serde_json::from_slice::<serde_json::Value>(&row_json)?,
-                });
+                let offset = decoded.offsets[row as usize];
+                let lateness = self.job.event_time.allowed_lateness;
+                let record = crate::sink::route::late_record(&self.job.name, &partition_name, partition, offset, ts[i], processed.late_watermarks[i], lateness, &late, i)?;
                 self.late.write(&record)?;
             }
             JobCounters::add(&self.counters.late_records, processed.late_rows.len() as u64);

@@ -36,6 +36,9 @@ const TRANSACTION_TIMEOUT_MS: &str = "10000";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Forwarded {
     pub records: u64,
+    /// Pane partials sent for them (see [`super::partials`]), and records the stage found late.
+    pub partials: u64,
+    pub late: u64,
     pub dead_letters: u64,
     pub markers: u64,
     pub transactions: u64,
@@ -47,10 +50,15 @@ pub struct Forwarded {
 
 impl std::fmt::Display for Forwarded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sent = if self.partials > 0 || self.late > 0 {
+            format!("{} records as {} pane partials ({} late records routed)", self.records, self.partials, self.late)
+        } else {
+            format!("{} records", self.records)
+        };
         write!(
             f,
-            "{} records and {} clock markers forwarded in {} transactions, {} dead letters; {:.1}s reading, {:.1}s writing, {:.1}s committing",
-            self.records,
+            "{} and {} clock markers forwarded in {} transactions, {} dead letters; {:.1}s reading, {:.1}s writing, {:.1}s committing",
+            sent,
             self.markers,
             self.transactions,
             self.dead_letters,
@@ -119,6 +127,10 @@ pub struct Forwarder {
     open: Arc<Mutex<Open>>,
     producer: Arc<ThreadedProducer<DeliveryLog>>,
     dead_letters: Route,
+    /// Pane partials, when the job's aggregates merge: then late records are judged and
+    /// routed here, and the rest sent as partials (see [`super::partials`]).
+    partials: Option<(super::partials::Partials, Route)>,
+    lateness: crate::Millis,
     assigned: Vec<bool>,
     /// Per source partition, the clock last written.
     sent: Vec<Option<ClockState>>,
@@ -130,7 +142,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// The first stage of `job` over `source` (opened in the job's group), writing to the
     /// internal topic `topic` of `partitions` partitions.
-    pub fn new(job: &Job, key: &[String], cluster: &Cluster, mut source: KafkaSource, topic: &str, partitions: usize, lag: super::SourceLag) -> anyhow::Result<Forwarder> {
+    pub fn new(job: &Job, key: &[String], cluster: &Cluster, mut source: KafkaSource, topic: &str, partitions: usize, lag: super::SourceLag, partials: Option<super::partials::Partials>) -> anyhow::Result<Forwarder> {
         let decoder = Decoder::new(&job.dataflow());
         let schema = decoder.schema();
         let key_columns: Vec<usize> = key.iter().map(|k| schema.index_of(k).with_context(|| format!("the group key column `{k}` is not decoded"))).collect::<anyhow::Result<_>>()?;
@@ -182,6 +194,11 @@ impl Forwarder {
             producer,
             open,
             dead_letters: Route::new(job.dead_letter.clone(), Some(cluster), &job.name, "dlq")?,
+            partials: match partials {
+                Some(p) => Some((p, Route::new(job.late.clone(), Some(cluster), &job.name, "late")?)),
+                None => None,
+            },
+            lateness: job.event_time.allowed_lateness,
             assigned: vec![false; source_partitions],
             sent: vec![None; source_partitions],
             lag,
@@ -260,6 +277,9 @@ impl Forwarder {
         }
         self.commit()?;
         self.dead_letters.flush()?;
+        if let Some((_, late)) = &mut self.partials {
+            late.flush()?;
+        }
         self.done.transactions = self.open.lock().expect("not poisoned").transactions;
         Ok(self.done)
     }
@@ -318,6 +338,9 @@ impl Forwarder {
         let times = event_times(&decoded.batch, self.event_time);
         self.watermarks.chunk_arrives(p, chunk.behind);
         self.watermarks.touch(p, Instant::now());
+        if self.partials.is_some() {
+            return self.forward_partials(p, &name, &decoded, &times, records);
+        }
         let mut at = 0;
         for row in 0..rows {
             let offset = decoded.offsets[row];
@@ -346,6 +369,46 @@ impl Forwarder {
         self.done.records += rows as u64;
         let mut open = self.open.lock().expect("not poisoned");
         open.writes += rows as u64;
+        if let Some(last) = records.last() {
+            open.positions[p] = Some(last.offset + 1);
+        }
+        Ok(())
+    }
+
+    /// A decoded chunk of partition `p` as pane partials: each record judged late or not
+    /// against the clocks before it (as one process judges it), late ones routed, the others
+    /// aggregated per window and group.
+    fn forward_partials(&mut self, p: usize, name: &str, decoded: &crate::source::Decoded, times: &[crate::Millis], records: &[crate::source::RawRecord]) -> anyhow::Result<()> {
+        let (partials, late) = self.partials.as_mut().expect("partials");
+        let mut windows: std::collections::BTreeMap<crate::Millis, Vec<u32>> = std::collections::BTreeMap::new();
+        let mut late_rows = 0;
+        for (row, &t) in times.iter().enumerate() {
+            let wm = self.watermarks.current();
+            let start = partials.window_of(t);
+            if (start + partials.size()).saturating_add(self.lateness) <= wm {
+                let record = crate::sink::route::late_record(&self.job, name, p, decoded.offsets[row], t, wm, self.lateness, &decoded.batch, row)?;
+                late.write(&record)?;
+                late_rows += 1;
+            } else {
+                windows.entry(start).or_default().push(row as u32);
+            }
+            self.watermarks.observe(p, t);
+        }
+        let mut out = Vec::new();
+        for (start, rows) in windows {
+            out.extend(partials.aggregate(&decoded.batch, start, &rows)?);
+        }
+        let sent = out.len() as u64;
+        for (hash, json) in out {
+            let key = hash.to_be_bytes();
+            let target = (hash % self.partitions as u64) as i32;
+            self.send(BaseRecord::to(&self.topic).partition(target).key(&key[..]).payload(json.as_slice()))?;
+        }
+        self.done.records += times.len() as u64;
+        self.done.partials += sent;
+        self.done.late += late_rows;
+        let mut open = self.open.lock().expect("not poisoned");
+        open.writes += sent;
         if let Some(last) = records.last() {
             open.positions[p] = Some(last.offset + 1);
         }

@@ -24,6 +24,7 @@
 //! Both stages run in every process of the job.
 
 mod forward;
+pub mod partials;
 
 pub use forward::{Forwarded, Forwarder};
 
@@ -137,6 +138,8 @@ pub struct LiveSource {
     pub source: Box<dyn crate::source::Source>,
     pub first_stage: Option<FirstStage>,
     pub stages: Stages,
+    /// Two stages through pane partials: the job the second stage runs over them.
+    pub second_stage: Option<Job>,
 }
 
 impl LiveSource {
@@ -144,6 +147,9 @@ impl LiveSource {
     /// were found and routed by the first; the second reads only records that decoded
     /// (anything it could not decode would show on stderr).
     pub fn pipeline_job(&self, job: &Job) -> Job {
+        if let Some(second) = &self.second_stage {
+            return second.clone();
+        }
         let mut job = job.clone();
         if self.first_stage.is_some() {
             job.dead_letter = crate::job::RouteConfig::Stderr;
@@ -165,14 +171,14 @@ pub fn open_live(
     let stages = stages(job, query);
     let (Stages::Two { key }, Some(cluster), SourceConfig::Kafka(k)) = (&stages, cluster, &job.source) else {
         let source = crate::source::open_live(&job.source, &job.job_ref(), cluster)?;
-        return Ok(LiveSource { source, first_stage: None, stages });
+        return Ok(LiveSource { source, first_stage: None, stages, second_stage: None });
     };
     use crate::source::Source;
     let mut source = crate::source::kafka::KafkaSource::open(cluster, &k.topic, crate::source::kafka::Start::Group { group: k.group.clone() })?;
     let partitions = source.partitions().len();
     if partitions < 2 {
         let stages = Stages::One(format!("the topic `{}` has one partition: one process reads it all", k.topic));
-        return Ok(LiveSource { source: Box::new(source), first_stage: None, stages });
+        return Ok(LiveSource { source: Box::new(source), first_stage: None, stages, second_stage: None });
     }
     if let Some(from) = from {
         let positions = source.positions_at(from).with_context(|| format!("job `{}`: --from", job.name))?;
@@ -182,7 +188,15 @@ pub fn open_live(
     let internal = topic(&job.name);
     cluster.ensure_topics(&[(internal.as_str(), partitions as i32)])?;
     let lag = SourceLag::default();
-    let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions, lag.clone())?;
+    let partials = match partials::Partials::plan(job, key) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            crate::log_info!("{}: the first stage forwards each record: {why}", job.name);
+            None
+        }
+    };
+    let second_stage = partials.as_ref().map(|p| p.second_stage().clone());
+    let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions, lag.clone(), partials)?;
     let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), &k.topic, partitions, job.event_time.watermark_delay)?;
     let name = job.name.clone();
     let on_failure = stop.clone();
@@ -194,5 +208,5 @@ pub fn open_live(
         }
         result
     })?;
-    Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag }), stages })
+    Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag }), stages, second_stage })
 }

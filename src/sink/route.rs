@@ -105,6 +105,24 @@ pub fn dead_letter(job: &str, source: &str, d: &crate::decode::DeadLetter) -> Va
     record
 }
 
+/// The record a late record becomes on its route: where it came from, its event time, the
+/// watermark that made it late and the decoded record (`row` of `batch`).
+#[allow(clippy::too_many_arguments)]
+pub fn late_record(job: &str, source: &str, partition: usize, offset: i64, event_time: crate::Millis, watermark: crate::Millis, lateness: crate::Millis, batch: &datafusion::arrow::record_batch::RecordBatch, row: usize) -> anyhow::Result<Value> {
+    let mut row_json = Vec::new();
+    crate::output::json::write_row(batch, row, &mut row_json);
+    Ok(json!({
+        "job": job,
+        "source": source,
+        "partition": partition,
+        "offset": offset,
+        "event_time": crate::source::generator::format_ts(event_time),
+        "watermark": crate::source::generator::format_ts(watermark),
+        "reason": format!("late: every window of this record closed more than allowed_lateness ({lateness} ms) ago"),
+        "record": serde_json::from_slice::<Value>(&row_json)?,
+    }))
+}
+
 pub fn raw_json(raw: &[u8]) -> (&'static str, Value) {
     match std::str::from_utf8(raw) {
         Ok(s) => ("raw", json!(s)),
