@@ -81,12 +81,13 @@ time_live() {
   awk -v n="$EVENTS" -v a="$start" -v b="$end" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
 
-# topic_bytes TOPIC: the topic's bytes on the benchmark broker's disk (empty for a broker of
-# the user's own, whose disk this script cannot see).
+# topic_bytes TOPIC: the bytes of the topic's log segments on the benchmark broker's disk
+# (not its index files, which the broker sizes ahead); empty for a broker of the user's own,
+# whose disk this script cannot see.
 topic_bytes() {
   local dir="$HOME/.cache/osprey/broker-${OSPREY_BROKER_PORT:-none}/data"
   [ -d "$dir" ] || return 0
-  du -scb "$dir/$1"-* 2>/dev/null | tail -1 | cut -f1
+  cat "$dir/$1"-*/*.log 2>/dev/null | wc -c
 }
 source_bytes=$(topic_bytes "$TOPIC")
 for round in $(seq 1 "$ROUNDS"); do

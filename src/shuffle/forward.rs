@@ -1,6 +1,6 @@
 //! The first stage of a scaled-out job: the source topic, re-keyed into the internal topic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,13 +14,14 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoder};
 use crate::job::Job;
 use crate::kafka::{Cluster, DeliveryLog};
 use crate::sink::route::Route;
 use crate::source::kafka::clocks::{Marker, MARKER_HEADER};
 use crate::source::kafka::{GroupContext, KafkaSource};
-use crate::source::{Chunk, Payload, Poll, Source};
+use crate::source::{Chunk, Decoded, Payload, Poll, Source};
 use crate::time::watermark::{ClockState, Watermarks};
 
 /// How often the open transaction commits: the second stage sees records this much later.
@@ -110,12 +111,33 @@ impl Open {
     }
 }
 
+/// A source event waiting for its turn: a chunk decoding, or a change of a partition's clock
+/// or ownership.
+enum Step {
+    Chunk { partition: usize, behind: bool, raw: Arc<Payload>, pending: Pending },
+    /// Caught up, read to this offset then.
+    CaughtUp(usize, Option<i64>),
+    NotCaughtUp(usize),
+    Assigned(Vec<usize>),
+    Revoked(Vec<usize>),
+}
+
+impl Step {
+    /// Whether it is about one of partitions `ps`.
+    fn of(&self, ps: &[usize]) -> bool {
+        match self {
+            Step::Chunk { partition: p, .. } | Step::CaughtUp(p, _) | Step::NotCaughtUp(p) => ps.contains(p),
+            Step::Assigned(_) | Step::Revoked(_) => false,
+        }
+    }
+}
+
 /// Reads the source in the job's consumer group and writes each record to the internal
 /// partition of its group key, with markers of its partitions' clocks (see the module above).
 pub struct Forwarder {
     job: String,
     source: KafkaSource,
-    decoder: Decoder,
+    decoder: Arc<Decoder>,
     /// The group key's columns in decoded batches; empty: everything to partition 0.
     key_columns: Vec<usize>,
     converter: Option<RowConverter>,
@@ -134,6 +156,9 @@ pub struct Forwarder {
     assigned: Vec<bool>,
     /// Per source partition, the clock last written.
     sent: Vec<Option<ClockState>>,
+    /// Per source partition, the offset its last caught-up claim was read to, as of the steps
+    /// processed (the source may have read past it into chunks still decoding).
+    claimed: Vec<Option<i64>>,
     /// The source's lag, told at each heartbeat (see [`super::FirstStage::lag`]).
     lag: super::SourceLag,
     done: Forwarded,
@@ -183,7 +208,7 @@ impl Forwarder {
         }));
         Ok(Forwarder {
             job: job.name.clone(),
-            decoder,
+            decoder: Arc::new(decoder),
             key_columns,
             converter,
             event_time: job.event_time_index(),
@@ -201,58 +226,63 @@ impl Forwarder {
             lateness: job.event_time.allowed_lateness,
             assigned: vec![false; source_partitions],
             sent: vec![None; source_partitions],
+            claimed: vec![None; source_partitions],
             lag,
             source,
             done: Forwarded::default(),
         })
     }
 
-    /// Forward until `stop` is set; the last transaction commits on the way out.
+    /// Forward until `stop` is set; the last transaction commits on the way out. Chunks decode
+    /// on a pool while the source reads ahead; every source event is handled in the order it
+    /// came, so the clocks and claims written are those of what was forwarded before them.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> anyhow::Result<Forwarded> {
         let started = Instant::now();
         let (mut last_commit, mut last_beat) = (Instant::now(), Instant::now());
         let mut dirty = BTreeSet::new();
+        let pool = DecodePool::new(self.decoder.clone(), crate::pipeline::default_decode_threads());
+        let mut queue: VecDeque<Step> = VecDeque::new();
         while !stop.load(Ordering::Relaxed) {
             if let Some(e) = self.open.lock().expect("not poisoned").failed.take() {
                 bail!("job `{}`: the shuffle's first stage could not commit inside a rebalance: {e}", self.job);
             }
-            let watermarks = self.watermarks.per_partition();
-            let asked = Instant::now();
-            let polled = self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job))?;
-            self.done.reading += asked.elapsed();
-            match polled {
-                Poll::Chunk(chunk) => {
-                    dirty.insert(chunk.partition);
-                    let writing = Instant::now();
-                    self.forward(chunk)?;
-                    self.done.writing += writing.elapsed();
-                }
-                Poll::CaughtUp(p) => {
-                    self.watermarks.caught_up(p);
-                    dirty.insert(p);
-                }
-                Poll::NotCaughtUp(p) => {
-                    self.watermarks.hold(p);
-                    dirty.insert(p);
-                }
-                Poll::Assigned(ps) => {
-                    self.watermarks.activate(&ps);
-                    for p in ps {
-                        self.assigned[p] = true;
-                        dirty.insert(p);
+            if queue.len() < pool.depth() {
+                let watermarks = self.watermarks.per_partition();
+                let asked = Instant::now();
+                let polled = self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job))?;
+                self.done.reading += asked.elapsed();
+                let step = match polled {
+                    Poll::Chunk(chunk) => {
+                        let raw = Arc::new(chunk.payload);
+                        let pending = pool.submit(Chunk { partition: chunk.partition, payload: Payload::Shared(raw.clone()), bytes: chunk.bytes, behind: chunk.behind });
+                        Some(Step::Chunk { partition: chunk.partition, behind: chunk.behind, raw, pending })
+                    }
+                    Poll::CaughtUp(p) => Some(Step::CaughtUp(p, self.source.read_to(p))),
+                    Poll::NotCaughtUp(p) => Some(Step::NotCaughtUp(p)),
+                    Poll::Assigned(ps) => Some(Step::Assigned(ps)),
+                    Poll::Revoked(ps) => {
+                        // Committed inside the revocation, up to what was forwarded: chunks of
+                        // these partitions not forwarded yet are the next owner's to read.
+                        queue.retain(|s| !s.of(&ps));
+                        Some(Step::Revoked(ps))
+                    }
+                    Poll::Idle => {
+                        if queue.is_empty() {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        None
+                    }
+                    Poll::Clock(..) | Poll::PartitionEnd(_) | Poll::End => None,
+                };
+                if let Some(step) = step {
+                    queue.push_back(step);
+                    if queue.len() < pool.depth() {
+                        continue;
                     }
                 }
-                Poll::Revoked(ps) => {
-                    // Committed inside the revocation; re-read from there by the next owner.
-                    self.watermarks.deactivate(&ps);
-                    for p in ps {
-                        self.assigned[p] = false;
-                        self.watermarks.rewind(p);
-                        self.sent[p] = None;
-                    }
-                }
-                Poll::Idle => std::thread::sleep(Duration::from_millis(5)),
-                Poll::Clock(..) | Poll::PartitionEnd(_) | Poll::End => {}
+            }
+            if let Some(step) = queue.pop_front() {
+                self.step(step, &mut dirty)?;
             }
             let now = Instant::now();
             self.watermarks.mark_idle(now, started, self.idle_timeout);
@@ -275,6 +305,7 @@ impl Forwarder {
                 self.commit()?;
             }
         }
+        // Steps still queued were not forwarded: their records are read again from the commit.
         self.commit()?;
         self.dead_letters.flush()?;
         if let Some((_, late)) = &mut self.partials {
@@ -282,6 +313,51 @@ impl Forwarder {
         }
         self.done.transactions = self.open.lock().expect("not poisoned").transactions;
         Ok(self.done)
+    }
+
+    /// Handle one source event, in the order they came.
+    fn step(&mut self, step: Step, dirty: &mut BTreeSet<usize>) -> anyhow::Result<()> {
+        match step {
+            Step::Chunk { partition, behind, raw, pending } => {
+                dirty.insert(partition);
+                let writing = Instant::now();
+                let decoded = pending.wait();
+                self.forward(partition, behind, &raw, decoded)?;
+                self.done.writing += writing.elapsed();
+            }
+            Step::CaughtUp(p, read_to) => {
+                self.watermarks.caught_up(p);
+                self.claimed[p] = read_to;
+                dirty.insert(p);
+            }
+            Step::NotCaughtUp(p) => {
+                self.watermarks.hold(p);
+                dirty.insert(p);
+            }
+            Step::Assigned(ps) => {
+                self.watermarks.activate(&ps);
+                for p in ps {
+                    self.assigned[p] = true;
+                    self.claimed[p] = None;
+                    dirty.insert(p);
+                }
+            }
+            Step::Revoked(ps) => {
+                // Committed inside the revocation; re-read from there by the next owner. A
+                // group starting up revokes what it never assigned: no clock of those starts
+                // over (rewound, a partition of dead letters would hold the watermark, which
+                // judges lateness here when the stage sends partials).
+                self.watermarks.deactivate(&ps);
+                for p in ps {
+                    if std::mem::replace(&mut self.assigned[p], false) {
+                        self.watermarks.rewind(p);
+                    }
+                    self.sent[p] = None;
+                    self.claimed[p] = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
@@ -304,7 +380,7 @@ impl Forwarder {
         self.sent[p] = Some(clock);
         // A caught-up or idle claim names the offset it was read to, for the second stage to
         // check against the log's end (see `source::kafka::clocks`).
-        let end = if clock.caught_up || clock.idle { self.source.read_to(p) } else { None };
+        let end = if clock.caught_up || clock.idle { self.claimed[p] } else { None };
         let payload = serde_json::to_vec(&Marker { partition: p, clock, end })?;
         for q in 0..self.partitions {
             let headers = OwnedHeaders::new().insert(Header { key: MARKER_HEADER, value: Some("1") });
@@ -317,15 +393,13 @@ impl Forwarder {
 
     /// Decode a chunk (dead letters are routed here), then write each record's own bytes to
     /// the internal partition of its group key, in source order.
-    fn forward(&mut self, chunk: Chunk) -> anyhow::Result<()> {
-        let p = chunk.partition;
-        let decoded = self.decoder.decode(p, &chunk.payload);
+    fn forward(&mut self, p: usize, behind: bool, payload: &Payload, decoded: Decoded) -> anyhow::Result<()> {
         let name = self.source.partitions()[p].name.clone();
         for d in &decoded.dead_letters {
             self.dead_letters.write(&crate::sink::route::dead_letter(&self.job, &name, d))?;
         }
         self.done.dead_letters += decoded.dead_letters.len() as u64;
-        let Payload::Json { data, records, meta } = &chunk.payload else { bail!("a Kafka chunk is JSON bytes") };
+        let Payload::Json { data, records, meta } = payload else { bail!("a Kafka chunk is JSON bytes") };
         let rows = decoded.batch.num_rows();
         let hashes: Vec<u64> = match &self.converter {
             None => vec![0; rows],
@@ -336,7 +410,7 @@ impl Forwarder {
             }
         };
         let times = event_times(&decoded.batch, self.event_time);
-        self.watermarks.chunk_arrives(p, chunk.behind);
+        self.watermarks.chunk_arrives(p, behind);
         self.watermarks.touch(p, Instant::now());
         if self.partials.is_some() {
             return self.forward_partials(p, &name, &decoded, &times, records);
@@ -378,7 +452,7 @@ impl Forwarder {
     /// A decoded chunk of partition `p` as pane partials: each record judged late or not
     /// against the clocks before it (as one process judges it), late ones routed, the others
     /// aggregated per window and group.
-    fn forward_partials(&mut self, p: usize, name: &str, decoded: &crate::source::Decoded, times: &[crate::Millis], records: &[crate::source::RawRecord]) -> anyhow::Result<()> {
+    fn forward_partials(&mut self, p: usize, name: &str, decoded: &Decoded, times: &[crate::Millis], records: &[crate::source::RawRecord]) -> anyhow::Result<()> {
         let (partials, late) = self.partials.as_mut().expect("partials");
         let mut windows: std::collections::BTreeMap<crate::Millis, Vec<u32>> = std::collections::BTreeMap::new();
         let mut late_rows = 0;
