@@ -106,6 +106,7 @@ impl Pipeline {
     pub(super) fn maybe_checkpoint(&mut self) -> anyhow::Result<()> {
         if self.options.mode == Mode::Live && self.lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
             self.lag_asked = Some(Instant::now());
+            self.count_upstream_late();
             if let Some(upstream) = &self.options.source_lag {
                 *self.counters.lag.lock().expect("not poisoned") = upstream.lock().expect("not poisoned").clone();
             } else if let Some(lag) = self.source.named_lag() {

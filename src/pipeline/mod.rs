@@ -65,6 +65,9 @@ pub struct Options {
     /// The second stage's lag as its users mean it: the job's own topic, as the first stage
     /// reads it ([`crate::shuffle::FirstStage::lag`]), not the internal topic's.
     pub source_lag: Option<crate::shuffle::SourceLag>,
+    /// The late records a first stage sending pane partials routed, and where: counted as the
+    /// job's (its second stage's own are on stderr).
+    pub upstream_late: Option<(Arc<std::sync::atomic::AtomicU64>, String)>,
     /// Count into these (a server holds them before the pipeline is built on a thread of a
     /// share); `None`: counters of its own.
     pub counters: Option<Arc<JobCounters>>,
@@ -95,6 +98,7 @@ impl Options {
             history: None,
             shuffled: false,
             source_lag: None,
+            upstream_late: None,
             counters: None,
         }
     }
@@ -107,7 +111,7 @@ impl Options {
     pub fn over(self, live: &crate::shuffle::LiveSource) -> Self {
         match &live.first_stage {
             None => self,
-            Some(first) => Options { shuffled: true, source_lag: Some(first.lag.clone()), ..self },
+            Some(first) => Options { shuffled: true, source_lag: Some(first.lag.clone()), upstream_late: first.late.clone(), ..self },
         }
     }
 }
@@ -199,6 +203,8 @@ pub struct Pipeline {
     lag_asked: Option<Instant>,
     /// The watermark the last commit noted.
     noted_watermark: crate::Millis,
+    /// Of the late records a first stage routed, those counted as the job's.
+    upstream_late_counted: u64,
     /// Per partition read again from a commit without its window state: the watermark that
     /// commit noted. Its records in windows that closed by then were emitted already, and are
     /// skipped (not emitted again as partial windows) until the job's watermark gets there.
@@ -291,6 +297,7 @@ impl Pipeline {
             restored_unassigned: false,
             lag_asked: None,
             noted_watermark: crate::Millis::MIN,
+            upstream_late_counted: 0,
             emitted: vec![None; partitions],
             transaction,
             options,
@@ -540,6 +547,7 @@ impl Pipeline {
             open_windows_at_stop = self.operator.drain_open().len();
         }
         progress.finish();
+        self.count_upstream_late();
         self.sink.flush()?;
         self.dead_letters.flush()?;
         self.late.flush()?;
@@ -555,7 +563,10 @@ impl Pipeline {
             flushed_on_stop: !ended && self.options.flush_on_stop,
             stopped: !ended,
             dead_letters_to: self.dead_letters.describe(),
-            late_to: self.late.describe(),
+            late_to: match &self.options.upstream_late {
+                Some((_, to)) => to.clone(),
+                None => self.late.describe(),
+            },
             elapsed: started.elapsed(),
             never_present: self
                 .columns_seen
@@ -626,6 +637,15 @@ impl Pipeline {
             JobCounters::add(&self.counters.late_records, processed.late_rows.len() as u64);
         }
         self.emit(processed.fired)
+    }
+
+    /// Count the late records a first stage routed since last asked as the job's.
+    pub(super) fn count_upstream_late(&mut self) {
+        if let Some((routed, _)) = &self.options.upstream_late {
+            let now = routed.load(Ordering::Relaxed);
+            JobCounters::add(&self.counters.late_records, now - self.upstream_late_counted);
+            self.upstream_late_counted = now;
+        }
     }
 
     /// Feed open tumbling windows' rows to their executions (see [`crate::exec::incremental`]),

@@ -152,6 +152,8 @@ pub struct Forwarder {
     /// Pane partials, when the job's aggregates merge: then late records are judged and
     /// routed here, and the rest sent as partials (see [`super::partials`]).
     partials: Option<(super::partials::Partials, Route)>,
+    /// Late records routed (with partials), shared with the second stage's counters.
+    late_routed: Arc<std::sync::atomic::AtomicU64>,
     lateness: crate::Millis,
     assigned: Vec<bool>,
     /// Per source partition, the clock last written.
@@ -224,6 +226,7 @@ impl Forwarder {
                 None => None,
             },
             lateness: job.event_time.allowed_lateness,
+            late_routed: Arc::default(),
             assigned: vec![false; source_partitions],
             sent: vec![None; source_partitions],
             claimed: vec![None; source_partitions],
@@ -231,6 +234,11 @@ impl Forwarder {
             source,
             done: Forwarded::default(),
         })
+    }
+
+    /// With pane partials: the count of late records this stage routes, and where they go.
+    pub fn late_counter(&self) -> Option<(Arc<std::sync::atomic::AtomicU64>, String)> {
+        self.partials.as_ref().map(|(_, route)| (self.late_routed.clone(), route.describe()))
     }
 
     /// Forward until `stop` is set; the last transaction commits on the way out. Chunks decode
@@ -481,6 +489,7 @@ impl Forwarder {
         self.done.records += times.len() as u64;
         self.done.partials += sent;
         self.done.late += late_rows;
+        self.late_routed.fetch_add(late_rows, Ordering::Relaxed);
         let mut open = self.open.lock().expect("not poisoned");
         open.writes += sent;
         if let Some(last) = records.last() {

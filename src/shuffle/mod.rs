@@ -122,6 +122,8 @@ pub struct FirstStage {
     /// The job's lag as its users mean it: on the job's own topic. The internal topic's never
     /// reads 0 (each transaction's commit marker takes an offset).
     pub lag: SourceLag,
+    /// Sending pane partials, it judges lateness: the late records it routed so far, and where.
+    pub late: Option<(Arc<std::sync::atomic::AtomicU64>, String)>,
 }
 
 impl FirstStage {
@@ -197,6 +199,7 @@ pub fn open_live(
     };
     let second_stage = partials.as_ref().map(|p| p.second_stage().clone());
     let forwarder = Forwarder::new(job, key, cluster, source, &internal, partitions, lag.clone(), partials)?;
+    let late = forwarder.late_counter();
     let second = crate::source::kafka::KafkaSource::open_second_stage(cluster, &internal, &group(&job.name), &k.topic, partitions, job.event_time.watermark_delay)?;
     let name = job.name.clone();
     let on_failure = stop.clone();
@@ -208,5 +211,5 @@ pub fn open_live(
         }
         result
     })?;
-    Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag }), stages, second_stage })
+    Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag, late }), stages, second_stage })
 }
