@@ -36,6 +36,10 @@ use crate::Millis;
 /// batch than per row in the aggregation (what a live poll brings is often a few records).
 pub const FEED_ROWS: usize = 4096;
 
+/// Open windows fed at most at once: each holds an execution and its groups, so a job whose
+/// watermark delay spans thousands of its windows feeds the first ones and runs the rest whole.
+const MAX_OPEN: usize = 64;
+
 /// A tumbling window's SQL, fed while the window is open or run whole at its close.
 pub struct IncrementalQuery {
     whole: WindowQuery,
@@ -104,6 +108,9 @@ impl IncrementalQuery {
             return;
         }
         if !self.open.contains_key(&start) {
+            if self.open.len() >= MAX_OPEN {
+                return;
+            }
             match self.start() {
                 Some(open) => self.open.insert(start, open),
                 None => return,

@@ -205,6 +205,8 @@ pub struct Pipeline {
     noted_watermark: crate::Millis,
     /// Of the late records a first stage routed, those counted as the job's.
     upstream_late_counted: u64,
+    /// The latest event time when open windows were last fed (see [`Pipeline::feed_open`]).
+    fed_up_to: Millis,
     /// Per partition read again from a commit without its window state: the watermark that
     /// commit noted. Its records in windows that closed by then were emitted already, and are
     /// skipped (not emitted again as partial windows) until the job's watermark gets there.
@@ -298,6 +300,7 @@ impl Pipeline {
             lag_asked: None,
             noted_watermark: crate::Millis::MIN,
             upstream_late_counted: 0,
+            fed_up_to: Millis::MIN,
             emitted: vec![None; partitions],
             transaction,
             options,
@@ -656,7 +659,8 @@ impl Pipeline {
             return Ok(());
         }
         let latest = self.operator.watermarks().latest();
-        for (start, end, batches) in self.operator.open_tumbling() {
+        let passed = (std::mem::replace(&mut self.fed_up_to, latest), latest);
+        for (start, end, batches) in self.operator.take_touched(passed) {
             q.feed(start, end, batches, end <= latest);
         }
         Ok(())

@@ -173,11 +173,11 @@ impl WindowOperator {
         }
     }
 
-    /// Tumbling windows open in the job's own state (not a catching-up partition's): start,
-    /// end and rows so far.
-    pub fn open_tumbling(&self) -> Vec<(Millis, Millis, &[RecordBatch])> {
-        match &self.assigner {
-            Assigner::Panes(p) => p.open_tumbling().collect(),
+    /// Tumbling windows open in the job's own state (not a catching-up partition's) that took
+    /// rows of the last batch, or end in `passed` (see [`Panes::take_touched`]).
+    pub fn take_touched(&mut self, passed: (Millis, Millis)) -> Vec<(Millis, Millis, &[RecordBatch])> {
+        match &mut self.assigner {
+            Assigner::Panes(p) => p.take_touched(passed),
             Assigner::Sessions(_) => Vec::new(),
         }
     }
@@ -249,6 +249,9 @@ impl WindowOperator {
         let mut out = Processed::default();
         if batch.num_rows() == 0 {
             return out;
+        }
+        if let Assigner::Panes(p) = &mut self.assigner {
+            p.forget_touched();
         }
         let ts = event_times(batch, self.event_time);
         if self.catching_up.contains_key(&partition) {

@@ -35,6 +35,9 @@ pub struct Panes {
     /// The last pane decided, with the watermark it was decided against.
     #[serde(skip)]
     last: Option<(Millis, Millis, Fate)>,
+    /// Panes the batch being processed gave rows to (see [`Panes::take_touched`]).
+    #[serde(skip)]
+    touched: Vec<Millis>,
 }
 
 impl Panes {
@@ -50,6 +53,7 @@ impl Panes {
             due_now: BTreeSet::new(),
             pending: Vec::new(),
             last: None,
+            touched: Vec::new(),
         }
     }
 
@@ -124,6 +128,9 @@ impl Panes {
                 take_record_batch(batch, &idx).expect("row numbers are in range")
             };
             self.panes.entry(p).or_default().0.push(rows);
+            if self.touched.last() != Some(&p) {
+                self.touched.push(p);
+            }
         }
         self.last = None;
     }
@@ -194,14 +201,30 @@ impl Panes {
         self.panes.retain(|_, b| !b.0.is_empty());
     }
 
-    /// Tumbling windows that hold rows and have not fired: start, end and rows so far (a
-    /// window's batches only grow until it fires). Hopping windows give none.
-    pub fn open_tumbling(&self) -> impl Iterator<Item = (Millis, Millis, &[RecordBatch])> {
-        let tumbling = self.size == self.slide;
-        self.unfired.iter().filter(move |_| tumbling).filter_map(move |&end| {
-            let start = end - self.size;
-            self.panes.get(&start).map(|b| (start, end, b.0.as_slice()))
-        })
+    /// A new batch: the panes it touches are noted afresh.
+    pub fn forget_touched(&mut self) {
+        self.touched.clear();
+    }
+
+    /// Tumbling windows that have not fired and either took rows of the last batch or end in
+    /// `passed` (start exclusive, end inclusive): start, end and rows so far (a window's
+    /// batches only grow until it fires). Hopping windows give none. What it costs is what
+    /// changed, not how many windows are open.
+    pub fn take_touched(&mut self, passed: (Millis, Millis)) -> Vec<(Millis, Millis, &[RecordBatch])> {
+        let mut starts = std::mem::take(&mut self.touched);
+        if self.size != self.slide {
+            return Vec::new();
+        }
+        if passed.0 < passed.1 {
+            starts.extend(self.unfired.range(passed.0.saturating_add(1)..=passed.1).map(|end| end - self.size));
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+            .into_iter()
+            .filter(|s| self.unfired.contains(&(s + self.size)))
+            .filter_map(|s| self.panes.get(&s).map(|b| (s, s + self.size, b.0.as_slice())))
+            .collect()
     }
 
     pub fn open_windows(&self) -> usize {

@@ -266,3 +266,20 @@ fn a_second_stage_judges_a_record_by_the_clock_told_on_its_own_partition() {
     o.watermarks_mut().advance(1, 3_600_000);
     assert_eq!(summary(&o.fire()), vec![(0, 10, vec![3], false)]);
 }
+
+/// The windows to feed after a batch are those it gave rows to and those the stream passed
+/// the end of since last asked, never all that are open: open windows are many when the
+/// watermark delay spans many of them.
+#[test]
+fn windows_to_feed_are_those_a_batch_touched_or_the_stream_passed() {
+    let mut o = op(WindowConfig::Tumbling { size: 1000 }, 10_000, 0);
+    let starts = |o: &mut WindowOperator, passed| o.take_touched(passed).iter().map(|w| (w.0, w.2.len())).collect::<Vec<_>>();
+    o.process(0, &batch(&[(100, "a", 1), (1_500, "a", 2), (2_100, "a", 3)]));
+    assert_eq!(starts(&mut o, (Millis::MIN, 0)), vec![(0, 1), (1_000, 1), (2_000, 1)]);
+    o.process(0, &batch(&[(2_200, "a", 4), (5_000, "a", 5)]));
+    assert_eq!(starts(&mut o, (0, 0)), vec![(2_000, 2), (5_000, 1)], "touched only");
+    assert_eq!(starts(&mut o, (0, 0)), vec![], "nothing new");
+    assert_eq!(starts(&mut o, (0, 2_000)), vec![(0, 1), (1_000, 1)], "passed: windows ending in (0, 2000]");
+    o.process(0, &batch(&[(30_000, "a", 6)]));
+    assert!(!o.take_touched((2_000, 30_000)).iter().any(|w| w.0 < 20_000), "fired windows are not fed");
+}
