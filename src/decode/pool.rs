@@ -34,6 +34,11 @@ impl Pending {
     }
 }
 
+/// One decode worker per core (at most eight): the reading thread's own work is the smaller part.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+}
+
 impl DecodePool {
     /// `workers = 0` decodes on the caller's thread.
     pub fn new(decoder: Arc<Decoder>, workers: usize) -> Self {

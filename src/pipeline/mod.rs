@@ -118,7 +118,7 @@ impl Options {
 
 /// One decode thread per core: the pipeline thread's own work is the smaller part.
 pub fn default_decode_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
+    crate::decode::pool::default_workers()
 }
 
 /// A source event waiting for its turn.

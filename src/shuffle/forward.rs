@@ -248,7 +248,7 @@ impl Forwarder {
         let started = Instant::now();
         let (mut last_commit, mut last_beat) = (Instant::now(), Instant::now());
         let mut dirty = BTreeSet::new();
-        let pool = DecodePool::new(self.decoder.clone(), crate::pipeline::default_decode_threads());
+        let pool = DecodePool::new(self.decoder.clone(), crate::decode::pool::default_workers());
         let mut queue: VecDeque<Step> = VecDeque::new();
         while !stop.load(Ordering::Relaxed) {
             if let Some(e) = self.open.lock().expect("not poisoned").failed.take() {
