@@ -38,7 +38,7 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
     println!("\nscaled out (`osprey run` in several processes): {stages}");
     if let osprey::shuffle::Stages::Two { key } = &stages {
         match osprey::shuffle::partials::why_raw(&job, key) {
-            None => println!("  the first stage sends pane partials: one row per window and group of each chunk, merged by the second stage"),
+            None => println!("  the first stage sends pane partials: one row per pane and group of each chunk, merged by the second stage"),
             Some(why) => println!("  the first stage sends each record ({why})"),
         }
     }

@@ -459,25 +459,25 @@ impl Forwarder {
 
     /// A decoded chunk of partition `p` as pane partials: each record judged late or not
     /// against the clocks before it (as one process judges it), late ones routed, the others
-    /// aggregated per window and group.
+    /// aggregated per pane (a tumbling window's is the window) and group.
     fn forward_partials(&mut self, p: usize, name: &str, decoded: &Decoded, times: &[crate::Millis], records: &[crate::source::RawRecord]) -> anyhow::Result<()> {
         let (partials, late) = self.partials.as_mut().expect("partials");
-        let mut windows: std::collections::BTreeMap<crate::Millis, Vec<u32>> = std::collections::BTreeMap::new();
+        let mut panes: std::collections::BTreeMap<crate::Millis, Vec<u32>> = std::collections::BTreeMap::new();
         let mut late_rows = 0;
         for (row, &t) in times.iter().enumerate() {
             let wm = self.watermarks.current();
-            let start = partials.window_of(t);
-            if (start + partials.size()).saturating_add(self.lateness) <= wm {
+            let start = partials.pane_of(t);
+            if partials.last_end(t).saturating_add(self.lateness) <= wm {
                 let record = crate::sink::route::late_record(&self.job, name, p, decoded.offsets[row], t, wm, self.lateness, &decoded.batch, row)?;
                 late.write(&record)?;
                 late_rows += 1;
             } else {
-                windows.entry(start).or_default().push(row as u32);
+                panes.entry(start).or_default().push(row as u32);
             }
             self.watermarks.observe(p, t);
         }
         let mut out = Vec::new();
-        for (start, rows) in windows {
+        for (start, rows) in panes {
             out.extend(partials.aggregate(&decoded.batch, start, &rows)?);
         }
         let sent = out.len() as u64;

@@ -37,7 +37,10 @@ pub const WINDOW_COLUMN: &str = "__osprey_window";
 pub struct Partials {
     /// The job's SQL up to its aggregates, over one window's records of a chunk.
     partial: WindowQuery,
+    /// Window size and slide (equal for tumbling windows), and the pane partials are per.
     size: Millis,
+    slide: Millis,
+    pane: Millis,
     /// The shuffle key's columns in partial rows; empty: every row to internal partition 0.
     key: Vec<usize>,
     converter: Option<RowConverter>,
@@ -51,14 +54,20 @@ impl Partials {
         if job.kind.raises_alerts() {
             return Err(format!("a {} job's evaluator reads the rows of its windows as they are", job.kind.name()));
         }
-        let WindowConfig::Tumbling { size } = job.window else {
-            return Err("only tumbling windows send partials".into());
+        let (size, slide) = match job.window {
+            WindowConfig::Tumbling { size } => (size, size),
+            WindowConfig::Hopping { size, slide } => (size, slide),
+            _ => return Err("only tumbling and hopping windows send partials".into()),
         };
         if !crate::source::metadata::referenced_by(&job.sql.text).is_empty() {
             return Err("its SQL reads message metadata, which partials do not carry".into());
         }
         let flow = job.dataflow();
         let split = cumulative::split(&flow).map_err(|e| e.message.replace("a cumulative window", "a partial"))?;
+        let bounds = ["window_start", "window_end"];
+        if size != slide && bounds.iter().any(|b| split.window_partial.to_ascii_lowercase().contains(b)) {
+            return Err("its WHERE reads the window's bounds, which a pane of a hopping window does not have".into());
+        }
         let mut partial_flow = flow.clone();
         partial_flow.sql.text = split.window_partial.clone();
         let partial = WindowQuery::plan(&partial_flow).map_err(|e| e.message)?;
@@ -91,7 +100,7 @@ impl Partials {
         } else {
             Some(RowConverter::new(key.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect()).map_err(|e| e.to_string())?)
         };
-        Ok(Partials { partial, size, key, converter, second })
+        Ok(Partials { partial, size, slide, pane: gcd(size, slide), key, converter, second })
     }
 
     /// The job the second stage runs over the partial rows.
@@ -99,20 +108,25 @@ impl Partials {
         &self.second
     }
 
-    /// The window start of event time `t`.
-    pub fn window_of(&self, t: Millis) -> Millis {
-        t - t.rem_euclid(self.size)
+    /// The start of the pane holding event time `t` (its window's, for tumbling windows).
+    pub fn pane_of(&self, t: Millis) -> Millis {
+        t - t.rem_euclid(self.pane)
     }
 
-    pub fn size(&self) -> Millis {
-        self.size
+    /// The end of the last window holding event time `t`: once the watermark is past it (and
+    /// the allowed lateness), the record is late.
+    pub fn last_end(&self, t: Millis) -> Millis {
+        let p = self.pane_of(t);
+        p - p.rem_euclid(self.slide) + self.size
     }
 
-    /// The partial rows of `rows` of `batch` (records of the window starting at `start`): each
+    /// The partial rows of `rows` of `batch` (records of the pane starting at `start`): each
     /// as the JSON the second stage decodes, with the hash of its key.
     pub fn aggregate(&self, batch: &RecordBatch, start: Millis, rows: &[u32]) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
         let taken = if rows.len() == batch.num_rows() { batch.clone() } else { take_record_batch(batch, &UInt32Array::from(rows.to_vec()))? };
-        let window = FiredWindow { start, end: start + self.size, key: Vec::new(), batches: vec![taken], update: false, revision: 0 };
+        // A tumbling window's pane is the window; a hopping window's pane has no bounds of its
+        // own, and its partial reads none (checked when planned).
+        let window = FiredWindow { start, end: start + self.pane, key: Vec::new(), batches: vec![taken], update: false, revision: 0 };
         let mut out = Vec::new();
         for b in self.partial.run(&window)? {
             let hashes: Vec<u64> = match &self.converter {
@@ -138,6 +152,10 @@ impl Partials {
 /// Why `job` re-keyed by `key` sends raw records, or `None` when it sends partials.
 pub fn why_raw(job: &Job, key: &[String]) -> Option<String> {
     Partials::plan(job, key).err()
+}
+
+fn gcd(a: Millis, b: Millis) -> Millis {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The job file type a partial column decodes as, where there is one.
@@ -176,9 +194,12 @@ mod tests {
     use crate::decode::Decoder;
     use crate::source::{Payload, RawRecord};
 
-    fn job(sql: &str) -> Job {
+    const TUMBLING: &str = "kind = \"tumbling\"\nsize = \"10s\"";
+    const HOPPING: &str = "kind = \"hopping\"\nsize = \"10s\"\nslide = \"4s\"";
+
+    fn job(sql: &str, window: &str) -> Job {
         let text = format!(
-            "name = \"p\"\nsql = \"{sql}\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nhost = \"string\"\nbytes = \"int64\"\nms = \"float64\"\nprice = \"decimal(10,2)\"\n[event_time]\ncolumn = \"ts\"\n[window]\nkind = \"tumbling\"\nsize = \"10s\"\n"
+            "name = \"p\"\nsql = \"{sql}\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nhost = \"string\"\nbytes = \"int64\"\nms = \"float64\"\nprice = \"decimal(10,2)\"\n[event_time]\ncolumn = \"ts\"\n[window]\n{window}\n"
         );
         crate::job::parse(std::path::Path::new("p.toml"), &text).unwrap()
     }
@@ -203,19 +224,19 @@ mod tests {
 
     /// Records sent as pane partials, chunk by chunk, and merged by the second stage's job
     /// give each window the rows the job's SQL gives over the records themselves: counts,
-    /// integer and decimal sums, minima and maxima, averages, HAVING and ORDER BY.
+    /// integer and decimal sums, minima and maxima, averages, HAVING and ORDER BY; tumbling
+    /// windows, and hopping ones whose windows share panes.
     #[test]
     fn partials_of_chunks_merged_give_the_rows_of_the_job_s_sql() {
         let sql = "SELECT window_start, service, count(*) AS n, sum(bytes) AS bytes, sum(price) AS amount, max(ms) AS slowest, min(host) AS first_host, avg(bytes) AS mean FROM events WHERE bytes > 10 GROUP BY window_start, window_end, service HAVING count(*) > 2 ORDER BY service";
-        let job = job(sql);
-        let partials = Partials::plan(&job, &["service".to_string()]).unwrap_or_else(|why| panic!("{why}"));
         let services = ["checkout", "frontend", "search", "payments"];
+        let base = 1_700_000_000_000i64;
         let records: Vec<Vec<u8>> = (0..3_000i64)
             .map(|i| {
                 let price = format!("{}.{:02}", i % 97, i % 100);
                 format!(
                     r#"{{"ts":{},"service":"{}","host":"h{}","bytes":{},"ms":{},"price":"{price}"}}"#,
-                    1_700_000_000_000 + i * 37,
+                    base + i * 37,
                     services[(i * 7 % 11 % 4) as usize],
                     i % 5,
                     i * 13 % 500,
@@ -224,51 +245,62 @@ mod tests {
                 .into_bytes()
             })
             .collect();
-        let decoder = Decoder::new(&job.dataflow());
-        let second_decoder = Decoder::new(&partials.second_stage().dataflow());
-        let whole = WindowQuery::plan(&job.dataflow()).unwrap();
-        let merged = WindowQuery::plan(&partials.second_stage().dataflow()).unwrap();
-        // The first stage's chunks: uneven cuts, each aggregated per window.
-        let mut sent: std::collections::BTreeMap<Millis, Vec<Vec<u8>>> = Default::default();
-        let mut at = 0;
-        for cut in [1, 700, 13, 1_286, 1_000] {
-            let decoded = decoder.decode(0, &payload(&records[at..at + cut]));
-            assert!(decoded.dead_letters.is_empty());
-            let times = crate::decode::event_times(&decoded.batch, job.event_time_index());
-            let mut windows: std::collections::BTreeMap<Millis, Vec<u32>> = Default::default();
-            for (row, &t) in times.iter().enumerate() {
-                windows.entry(partials.window_of(t)).or_default().push(row as u32);
+        for (window, size, slide) in [(TUMBLING, 10_000, 10_000), (HOPPING, 10_000, 4_000)] {
+            let job = job(sql, window);
+            let partials = Partials::plan(&job, &["service".to_string()]).unwrap_or_else(|why| panic!("{why}"));
+            let decoder = Decoder::new(&job.dataflow());
+            let second_decoder = Decoder::new(&partials.second_stage().dataflow());
+            let whole = WindowQuery::plan(&job.dataflow()).unwrap();
+            let merged = WindowQuery::plan(&partials.second_stage().dataflow()).unwrap();
+            // The first stage's chunks: uneven cuts, each aggregated per pane.
+            let mut sent: Vec<(Millis, Vec<u8>)> = Vec::new();
+            let mut at = 0;
+            for cut in [1, 700, 13, 1_286, 1_000] {
+                let decoded = decoder.decode(0, &payload(&records[at..at + cut]));
+                assert!(decoded.dead_letters.is_empty());
+                let times = crate::decode::event_times(&decoded.batch, job.event_time_index());
+                let mut panes: std::collections::BTreeMap<Millis, Vec<u32>> = Default::default();
+                for (row, &t) in times.iter().enumerate() {
+                    panes.entry(partials.pane_of(t)).or_default().push(row as u32);
+                }
+                for (start, rows) in panes {
+                    sent.extend(partials.aggregate(&decoded.batch, start, &rows).unwrap().into_iter().map(|(_, json)| (start, json)));
+                }
+                at += cut;
             }
-            for (start, rows) in windows {
-                sent.entry(start).or_default().extend(partials.aggregate(&decoded.batch, start, &rows).unwrap().into_iter().map(|(_, json)| json));
+            let all = decoder.decode(0, &payload(&records));
+            let times = crate::decode::event_times(&all.batch, job.event_time_index());
+            let (first, last) = (times.iter().min().copied().unwrap(), times.iter().max().copied().unwrap());
+            let (mut windows, mut compared) = (0, 0);
+            let mut start = first - first.rem_euclid(slide) - size + slide;
+            while start <= last {
+                let end = start + size;
+                let of_window: Vec<u32> = (0..times.len() as u32).filter(|&r| (start..end).contains(&times[r as usize])).collect();
+                let rows: Vec<Vec<u8>> = sent.iter().filter(|(p, _)| (start..end).contains(p)).map(|(_, j)| j.clone()).collect();
+                let fired = |batches| FiredWindow { start, end, key: Vec::new(), batches, update: false, revision: 0 };
+                let expected = json_lines(&whole.run(&fired(vec![take_record_batch(&all.batch, &UInt32Array::from(of_window)).unwrap()])).unwrap());
+                let partial_rows = second_decoder.decode(0, &payload(&rows));
+                assert!(partial_rows.dead_letters.is_empty(), "{:?}", partial_rows.dead_letters);
+                assert_eq!(json_lines(&merged.run(&fired(vec![partial_rows.batch])).unwrap()), expected, "{window}: window {start}");
+                windows += 1;
+                compared += expected.len();
+                start += slide;
             }
-            at += cut;
+            assert!(windows > 5 && compared > 20, "{window}: {windows} windows, {compared} rows");
         }
-        let all = decoder.decode(0, &payload(&records));
-        let times = crate::decode::event_times(&all.batch, job.event_time_index());
-        let mut compared = 0;
-        for (start, rows) in &sent {
-            let of_window: Vec<u32> = (0..times.len() as u32).filter(|&r| partials.window_of(times[r as usize]) == *start).collect();
-            let own = take_record_batch(&all.batch, &UInt32Array::from(of_window)).unwrap();
-            let window = |batches| FiredWindow { start: *start, end: start + partials.size(), key: Vec::new(), batches, update: false, revision: 0 };
-            let expected = json_lines(&whole.run(&window(vec![own])).unwrap());
-            let partial_rows = second_decoder.decode(0, &payload(rows));
-            assert!(partial_rows.dead_letters.is_empty(), "{:?}", partial_rows.dead_letters);
-            assert_eq!(json_lines(&merged.run(&window(vec![partial_rows.batch])).unwrap()), expected, "window {start}");
-            compared += expected.len();
-        }
-        assert!(sent.len() > 5 && compared > 20, "{} windows, {compared} rows", sent.len());
     }
 
-    /// SQL whose state is every value, or an alerting kind's, is sent as records.
+    /// SQL whose state is every value, that reads message metadata, or (hopping windows) the
+    /// window's bounds before aggregating, is sent as records.
     #[test]
     fn what_does_not_merge_is_sent_as_records() {
-        for (sql, why) in [
-            ("SELECT window_start, service, approx_percentile_cont(ms, 0.99) AS p99 FROM events GROUP BY window_start, window_end, service", "approx_percentile_cont"),
-            ("SELECT window_start, service, count(DISTINCT host) AS hosts FROM events GROUP BY window_start, window_end, service", "DISTINCT"),
-            ("SELECT window_start, service, _partition AS p, count(*) AS n FROM events GROUP BY window_start, window_end, service, _partition", "metadata"),
+        for (sql, window, why) in [
+            ("SELECT window_start, service, approx_percentile_cont(ms, 0.99) AS p99 FROM events GROUP BY window_start, window_end, service", TUMBLING, "approx_percentile_cont"),
+            ("SELECT window_start, service, count(DISTINCT host) AS hosts FROM events GROUP BY window_start, window_end, service", TUMBLING, "DISTINCT"),
+            ("SELECT window_start, service, _partition AS p, count(*) AS n FROM events GROUP BY window_start, window_end, service, _partition", TUMBLING, "metadata"),
+            ("SELECT window_start, service, count(*) AS n FROM events WHERE ts >= window_start + INTERVAL '1 second' GROUP BY window_start, window_end, service", HOPPING, "bounds"),
         ] {
-            let reason = why_raw(&job(sql), &["service".to_string()]).unwrap_or_else(|| panic!("{sql} sends partials"));
+            let reason = why_raw(&job(sql, window), &["service".to_string()]).unwrap_or_else(|| panic!("{sql} sends partials"));
             assert!(reason.contains(why), "{sql}: {reason}");
         }
     }
