@@ -231,7 +231,9 @@ pub fn exactly_once(job: &Job) -> bool {
 }
 
 impl Pipeline {
-    pub fn new(job: Job, source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
+    pub fn new(job: Job, mut source: Box<dyn Source>, sink: Box<dyn Sink>, options: Options) -> anyhow::Result<Self> {
+        let named = crate::source::metadata::referenced_by(&job.sql.text);
+        source.metadata_wanted(named.contains(&"_timestamp"), named.contains(&"_trace_id"));
         let query = crate::plan::plan(&job).map_err(|e| anyhow::anyhow!("{e}"))?;
         let decoder = Arc::new(Decoder::new(&job.dataflow()));
         let schema = decoder.schema();

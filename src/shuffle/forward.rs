@@ -172,6 +172,9 @@ impl Forwarder {
     pub fn new(job: &Job, key: &[String], cluster: &Cluster, mut source: KafkaSource, topic: &str, partitions: usize, lag: super::SourceLag, partials: Option<super::partials::Partials>) -> anyhow::Result<Forwarder> {
         let decoder = Decoder::new(&job.dataflow());
         let schema = decoder.schema();
+        // Forwarded with each record only for the second stage's SQL (partials read none).
+        let named = crate::source::metadata::referenced_by(&job.sql.text);
+        source.metadata_wanted(named.contains(&"_timestamp"), named.contains(&"_trace_id"));
         let key_columns: Vec<usize> = key.iter().map(|k| schema.index_of(k).with_context(|| format!("the group key column `{k}` is not decoded"))).collect::<anyhow::Result<_>>()?;
         let converter = if key_columns.is_empty() {
             None

@@ -167,6 +167,11 @@ pub trait Source: Send {
         }
     }
 
+    /// Whether anything reads the records' message timestamps and trace ids (the metadata
+    /// columns `_timestamp` and `_trace_id`): a source that reads them at a cost may skip
+    /// them when not. All are read unless told.
+    fn metadata_wanted(&mut self, _timestamps: bool, _trace_ids: bool) {}
+
     /// Record that everything before `offset` in each listed partition is done: the output
     /// that depends on it was acknowledged. Sources without positions to keep ignore it.
     fn commit(&mut self, _positions: &[(usize, i64)]) -> anyhow::Result<()> {

@@ -73,6 +73,11 @@ pub struct Intake {
     pub resume: Vec<Option<i64>>,
     /// Messages read from librdkafka and not yet handed out.
     pub buffers: Vec<Buffer>,
+    /// Whether anything reads each message's timestamp and `traceparent` header (the SQL's
+    /// `_timestamp` and `_trace_id`, a first stage forwarding them): librdkafka parses a
+    /// message's headers on first use, an allocation per message nobody may read.
+    pub want_timestamps: bool,
+    pub want_trace_ids: bool,
 }
 
 impl Intake {
@@ -87,6 +92,8 @@ impl Intake {
             first_at: vec![None; partitions],
             resume: vec![None; partitions],
             buffers: (0..partitions).map(|_| Buffer::default()).collect(),
+            want_timestamps: true,
+            want_trace_ids: true,
         }
     }
 
@@ -142,8 +149,8 @@ impl Intake {
         let start = g.data.len() as u32;
         g.data.extend_from_slice(payload);
         g.records.push(RawRecord { start, end: g.data.len() as u32, offset });
-        g.timestamps.push(m.timestamp());
-        g.trace_ids.push(m.header("traceparent").and_then(crate::kafka::trace_id));
+        g.timestamps.push(if self.want_timestamps { m.timestamp() } else { None });
+        g.trace_ids.push(if self.want_trace_ids { m.header("traceparent").and_then(crate::kafka::trace_id) } else { None });
         Accepted::Buffered(payload.len())
     }
 }

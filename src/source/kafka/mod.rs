@@ -894,6 +894,11 @@ impl Source for KafkaSource {
         self.poll_group(watermarks)
     }
 
+    fn metadata_wanted(&mut self, timestamps: bool, trace_ids: bool) {
+        self.intake.want_timestamps = timestamps;
+        self.intake.want_trace_ids = trace_ids;
+    }
+
     fn commit(&mut self, positions: &[(usize, i64)]) -> anyhow::Result<()> {
         let unnoted: Vec<(usize, i64, Millis)> = positions.iter().map(|&(p, o)| (p, o, Millis::MIN)).collect();
         self.commit_noting(&unnoted)
