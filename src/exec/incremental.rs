@@ -302,7 +302,7 @@ column = "ts"
                     q.feed(0, 1000, &batches, next(4) == 0);
                 }
                 if round == 3 {
-                    batches.remove(batches.len() / 2); // rows taken away after they were folded
+                    batches.remove(batches.len() / 2); // rows taken away after they were fed
                 }
                 let expected = lines(&whole.run(&window(batches.clone())).unwrap());
                 assert!(!expected.is_empty(), "{sql}");
@@ -325,7 +325,7 @@ column = "ts"
         for (sql, window, why) in refused {
             let flow = job(sql, window);
             match IncrementalQuery::plan(&flow, WindowQuery::plan(&flow).unwrap()) {
-                Ok(_) => panic!("{sql} was folded"),
+                Ok(_) => panic!("{sql} was fed"),
                 Err((_, reason)) => assert!(reason.contains(why), "{sql}: {reason}"),
             }
         }

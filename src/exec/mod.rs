@@ -39,7 +39,7 @@ pub fn quote_ident(name: &str) -> String {
 /// window) over running aggregates since the start.
 pub enum JobQuery {
     Windowed(WindowQuery),
-    /// A tumbling window folded while open (see [`incremental`]).
+    /// A tumbling window whose rows are fed to its SQL while it is open (see [`incremental`]).
     Incremental(Box<incremental::IncrementalQuery>),
     Cumulative(Box<cumulative::CumulativeQuery>),
 }
@@ -74,7 +74,7 @@ impl JobQuery {
     }
 
     /// The query's own state for a checkpoint (a windowed query keeps none between windows; an
-    /// incremental one's folds are made again from the window's rows, which are saved).
+    /// incremental one's open executions are not saved: the window's rows are, and run whole).
     pub fn save_state(&self) -> anyhow::Result<Vec<u8>> {
         match self {
             JobQuery::Windowed(_) | JobQuery::Incremental(_) => Ok(Vec::new()),
@@ -89,14 +89,14 @@ impl JobQuery {
         }
     }
 
-    /// Forget what an incremental query folded (the window state lost rows).
-    pub fn forget_folds(&mut self) {
+    /// Forget what an incremental query was fed (the window state lost rows).
+    pub fn forget_fed(&mut self) {
         if let JobQuery::Incremental(q) = self {
             q.forget();
         }
     }
 
-    /// Counters for the run's summary: a cumulative window's groups, an incremental one's folds.
+    /// Counters for the run's summary: a cumulative window's groups, an incremental one's feeds.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         match self {
             JobQuery::Windowed(_) => Vec::new(),

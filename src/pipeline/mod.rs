@@ -482,7 +482,7 @@ impl Pipeline {
                         // another process, which reads them from the group's commit.
                         let elsewhere: Vec<usize> = (0..self.processed.len()).filter(|p| !ps.contains(p)).collect();
                         self.operator.drop_partitions(&elsewhere, self.partition_column);
-                        self.query.forget_folds();
+                        self.query.forget_fed();
                         for p in elsewhere {
                             self.processed[p] = None;
                             self.resume[p] = None;
@@ -511,7 +511,7 @@ impl Pipeline {
                 Some(Queued::Revoked(ps)) => {
                     // The new owner re-reads these from the last commit, which no held row passed.
                     self.operator.drop_partitions(&ps, self.partition_column);
-                    self.query.forget_folds();
+                    self.query.forget_fed();
                     for p in ps {
                         self.processed[p] = None;
                         self.committed[p] = None;
