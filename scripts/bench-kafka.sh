@@ -125,7 +125,7 @@ for round in $(seq 1 "$ROUNDS"); do
   sed "s/^name = .*/name = \"bench_kafka_count_$$_$round\"/" "$DATA/bench-kafka-count.toml" > "$DATA/bench-kafka-count1.toml"
   count_rate=$(time_live bench-kafka-count1)
   partial="bench_kafka_partials_$$_$round"
-  grep -v '^key = ' "$DATA/bench-kafka-count.toml" | sed "s/^name = .*/name = \"$partial\"/" > "$DATA/bench-kafka-partials.toml"
+  grep -v '^key = ' "$DATA/bench-kafka-count.toml" | sed -e "s/^name = .*/name = \"$partial\"/" -e '/^kind = "kafka"/a shuffle = "partials"' > "$DATA/bench-kafka-partials.toml"
   partial_rate=$(time_live bench-kafka-partials)
   partial_ratio=$(awk -v a="$partial_rate" -v b="$count_rate" 'BEGIN { printf "%.2f", a / b }')
   partial_ratios+=("$partial_ratio")

@@ -1103,7 +1103,7 @@ fn replayed_counts(d: &Path, topic: &str) -> BTreeSet<String> {
 
 /// Three `osprey run` of a job grouped by service, over a topic keyed by host: each service's
 /// records are on every partition, so each process alone would write partial rows. Through the
-/// shuffle (its first stages sending pane partials: a count and a sum merge), their windows
+/// shuffle (its first stages sending pane partials, as the job asks: a count and a sum merge), their windows
 /// together are one process's replay of the topic (as a set), also when one of them is killed
 /// with SIGKILL mid-run and started again.
 #[test]
@@ -1116,7 +1116,7 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     // One job; each process routes its late records to a file of its own.
     for i in ["a", "b", "c", "b2"] {
         let late = format!("[late]\nkind = \"file\"\npath = \"late-{i}.jsonl\"\n");
-        std::fs::write(d.join(format!("job-{i}.toml")), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", &late)).unwrap();
+        std::fs::write(d.join(format!("job-{i}.toml")), counting_job(&name, &topic, "shuffle = \"partials\"", "idle_timeout = \"60s\"", &late)).unwrap();
     }
     std::fs::copy(d.join("job-a.toml"), d.join("job.toml")).unwrap();
     let o = osprey(d, &["explain", "job.toml"]);

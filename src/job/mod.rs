@@ -39,6 +39,9 @@ pub struct Job {
     pub input: InputFormat,
     /// What the source's topic is keyed by (`[source] key`): columns; empty when unknown.
     pub source_key: Vec<String>,
+    /// `[source] shuffle = "partials"`: scaled out through the shuffle, its first stage sends
+    /// pane partials where its aggregates merge (`crate::shuffle::partials`), not records.
+    pub pane_partials: bool,
     /// Declared columns, in file order. Nested JSON fields keep their dotted name.
     pub columns: Vec<Column>,
     pub event_time: EventTime,
@@ -166,6 +169,18 @@ fn job(cx: &Checker, f: JobFile) -> Result<Job, JobError> {
         cx.otlp_columns(&f.source.get_ref().schema, signal)?;
     }
     let source_key = cx.source_key(f.source.get_ref(), &columns)?;
+    let pane_partials = match &f.source.get_ref().shuffle {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "records" => false,
+            "partials" => true,
+            other => {
+                return Err(cx
+                    .err(v, format!("[source] shuffle = \"{other}\" is not a way to shuffle"))
+                    .with_help("\"records\" (the default: each record, lateness judged by every partition's clock) or \"partials\" (one row per pane and group, lateness judged in the first stage)"));
+            }
+        },
+    };
     let event_time = cx.event_time(f.event_time.get_ref(), &columns)?;
     let window = match kind.window(cx, f.window.as_ref(), &spans) {
         Some(w) => w?,
@@ -222,6 +237,7 @@ fn job(cx: &Checker, f: JobFile) -> Result<Job, JobError> {
         source,
         input,
         source_key,
+        pane_partials,
         columns,
         event_time,
         window,

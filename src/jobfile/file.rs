@@ -80,6 +80,9 @@ pub struct SourceFile {
     pub signal: Option<Spanned<String>>,
     /// what the topic is keyed by (columns)
     pub key: Option<Spanned<OneOrMany>>,
+    /// kafka, scaled out through the shuffle: what its first stage sends (`records`, the
+    /// default, or `partials`)
+    pub shuffle: Option<Spanned<String>>,
     pub schema: Spanned<Schema>,
     /// kafka
     pub topic: Option<Spanned<String>>,

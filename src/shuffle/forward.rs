@@ -161,6 +161,11 @@ pub struct Forwarder {
     /// Per source partition, the offset its last caught-up claim was read to, as of the steps
     /// processed (the source may have read past it into chunks still decoding).
     claimed: Vec<Option<i64>>,
+    /// Per source partition: assigned while the stage's watermark was ahead of its clock (read
+    /// from its commit after a rebalance or a restart), so its records are judged by its own
+    /// clock until that catches up, as a second stage judges a partition handed over to it.
+    /// Judged by the watermark its other partitions had carried on, all were late.
+    catching_up: Vec<bool>,
     /// The source's lag, told at each heartbeat (see [`super::FirstStage::lag`]).
     lag: super::SourceLag,
     done: Forwarded,
@@ -233,6 +238,7 @@ impl Forwarder {
             assigned: vec![false; source_partitions],
             sent: vec![None; source_partitions],
             claimed: vec![None; source_partitions],
+            catching_up: vec![false; source_partitions],
             lag,
             source,
             done: Forwarded::default(),
@@ -347,9 +353,11 @@ impl Forwarder {
             }
             Step::Assigned(ps) => {
                 self.watermarks.activate(&ps);
+                let current = self.watermarks.current();
                 for p in ps {
                     self.assigned[p] = true;
                     self.claimed[p] = None;
+                    self.catching_up[p] = self.watermarks.partition(p) < current;
                     dirty.insert(p);
                 }
             }
@@ -360,6 +368,7 @@ impl Forwarder {
                 // judges lateness here when the stage sends partials).
                 self.watermarks.deactivate(&ps);
                 for p in ps {
+                    self.catching_up[p] = false;
                     if std::mem::replace(&mut self.assigned[p], false) {
                         self.watermarks.rewind(p);
                     }
@@ -468,7 +477,15 @@ impl Forwarder {
         let mut panes: std::collections::BTreeMap<crate::Millis, Vec<u32>> = std::collections::BTreeMap::new();
         let mut late_rows = 0;
         for (row, &t) in times.iter().enumerate() {
-            let wm = self.watermarks.current();
+            let mut wm = self.watermarks.current();
+            if self.catching_up[p] {
+                let own = self.watermarks.partition(p);
+                if own < wm {
+                    wm = own;
+                } else {
+                    self.catching_up[p] = false;
+                }
+            }
             let start = partials.pane_of(t);
             if partials.last_end(t).saturating_add(self.lateness) <= wm {
                 let record = crate::sink::route::late_record(&self.job, name, p, decoded.offsets[row], t, wm, self.lateness, &decoded.batch, row)?;

@@ -49,8 +49,17 @@ pub struct Partials {
 }
 
 impl Partials {
-    /// The split of `job`, re-keyed by `key`, or why it sends raw records.
+    /// The split of `job`, re-keyed by `key`, when it asks for partials
+    /// (`[source] shuffle = "partials"`), or why it sends raw records.
     pub fn plan(job: &Job, key: &[String]) -> Result<Partials, String> {
+        let partials = Self::split(job, key)?;
+        if !job.pane_partials {
+            return Err("the default; its aggregates merge, so `[source] shuffle = \"partials\"` would send one row per pane and group instead (lateness then judged in the first stage)".into());
+        }
+        Ok(partials)
+    }
+
+    fn split(job: &Job, key: &[String]) -> Result<Partials, String> {
         if job.kind.raises_alerts() {
             return Err(format!("a {} job's evaluator reads the rows of its windows as they are", job.kind.name()));
         }
@@ -199,7 +208,7 @@ mod tests {
 
     fn job(sql: &str, window: &str) -> Job {
         let text = format!(
-            "name = \"p\"\nsql = \"{sql}\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nhost = \"string\"\nbytes = \"int64\"\nms = \"float64\"\nprice = \"decimal(10,2)\"\n[event_time]\ncolumn = \"ts\"\n[window]\n{window}\n"
+            "name = \"p\"\nsql = \"{sql}\"\n[source]\nkind = \"file\"\npath = \"x.jsonl\"\nshuffle = \"partials\"\n[source.schema]\nts = \"timestamp\"\nservice = \"string\"\nhost = \"string\"\nbytes = \"int64\"\nms = \"float64\"\nprice = \"decimal(10,2)\"\n[event_time]\ncolumn = \"ts\"\n[window]\n{window}\n"
         );
         crate::job::parse(std::path::Path::new("p.toml"), &text).unwrap()
     }
@@ -291,7 +300,8 @@ mod tests {
     }
 
     /// SQL whose state is every value, that reads message metadata, or (hopping windows) the
-    /// window's bounds before aggregating, is sent as records.
+    /// window's bounds before aggregating, is sent as records; and so is any job that does not
+    /// ask for partials.
     #[test]
     fn what_does_not_merge_is_sent_as_records() {
         for (sql, window, why) in [
@@ -303,5 +313,10 @@ mod tests {
             let reason = why_raw(&job(sql, window), &["service".to_string()]).unwrap_or_else(|| panic!("{sql} sends partials"));
             assert!(reason.contains(why), "{sql}: {reason}");
         }
+        // Records are the default: partials only when the job asks.
+        let mut asked = job("SELECT window_start, service, count(*) AS n FROM events GROUP BY window_start, window_end, service", TUMBLING);
+        assert!(why_raw(&asked, &["service".to_string()]).is_none());
+        asked.pane_partials = false;
+        assert!(why_raw(&asked, &["service".to_string()]).is_some_and(|w| w.contains("shuffle = \"partials\"")));
     }
 }
