@@ -32,17 +32,17 @@ pub fn plan(job: &Job) -> Result<JobQuery, JobError> {
     }
     let query = WindowQuery::plan(&flow)?;
     check_against_result(job, &query.output_schema())?;
-    let Some((pane_sql, blame)) = job.kind.pane_sql(&job.sql.text) else { return Ok(folded_or_whole(&flow, query)) };
+    let Some((pane_sql, blame)) = job.kind.pane_sql(&job.sql.text) else { return Ok(fed_or_whole(&flow, query)) };
     let mut pane = flow;
     pane.sql.text = pane_sql;
     WindowQuery::plan(&pane)
-        .map(|q| folded_or_whole(&pane, q))
+        .map(|q| fed_or_whole(&pane, q))
         .map_err(|e| job.error_at_key(blame, format!("[{}]: the pane aggregation does not plan: {}", job.kind.name(), e.message)))
 }
 
-/// A tumbling window's SQL folded while the window is open when its result cannot depend on
-/// the cut (see [`IncrementalQuery`]), else run whole at the close.
-fn folded_or_whole(flow: &crate::jobfile::Dataflow, query: WindowQuery) -> JobQuery {
+/// A tumbling window's SQL fed its rows while the window is open when its plan takes them as
+/// they come (see [`IncrementalQuery`]), else run whole at the close.
+fn fed_or_whole(flow: &crate::jobfile::Dataflow, query: WindowQuery) -> JobQuery {
     match IncrementalQuery::plan(flow, query) {
         Ok(q) => JobQuery::Incremental(Box::new(q)),
         Err((whole, _)) => JobQuery::Windowed(whole),

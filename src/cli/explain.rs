@@ -28,10 +28,10 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
         JobQuery::Windowed(_) if job.kind.pane_sql(&job.sql.text).is_some() => {
             format!("run over all its rows at the close (the [{}] pane aggregation over the job's SQL cannot be fed as its rows come)", job.kind.name())
         }
-        JobQuery::Windowed(_) => match IncrementalQuery::plan(&job.dataflow(), query) {
-            Err((_, why)) => format!("run over all its rows at the close ({why})"),
-            Ok(_) => "run over all its rows at the close (its kind's pane SQL does not split into partials)".into(),
-        },
+        JobQuery::Windowed(_) => {
+            let why = IncrementalQuery::plan(&job.dataflow(), query).err().map(|(_, why)| why).unwrap_or_default();
+            format!("run over all its rows at the close ({why})")
+        }
     };
     println!("\neach window's SQL: {close}");
     let stages = osprey::shuffle::stages(&job, &planned);

@@ -94,14 +94,14 @@ impl IncrementalQuery {
     /// window's end: it holds most of what it will) and it was not fed so since. An error
     /// leaves the window to run whole at its close, where the SQL's error is reported.
     pub fn feed(&mut self, start: Millis, end: Millis, batches: &[RecordBatch], passed: bool) {
-        if batches.iter().any(|b| b.num_columns() == 0) {
-            return;
-        }
         if self.open.get(&start).is_some_and(|o| !same_prefix(&o.fed, batches)) {
             self.open.remove(&start);
         }
         let fed = self.open.get(&start).map_or(0, |o| o.fed.len());
         let new = &batches[fed..];
+        if new.iter().any(|b| b.num_columns() == 0) {
+            return; // no identity to check them by
+        }
         let rows: usize = new.iter().map(|b| b.num_rows()).sum();
         let now_passed = passed && !self.open.get(&start).is_some_and(|o| o.passed);
         if rows == 0 || (rows < FEED_ROWS && !now_passed) {

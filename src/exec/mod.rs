@@ -143,18 +143,13 @@ pub struct WindowQuery {
 const BATCH_SENSITIVE: [&str; 3] = ["approx_percentile_cont", "approx_percentile_cont_with_weight", "approx_median"];
 
 fn batch_sensitive(plan: &LogicalPlan) -> bool {
-    aggregate_names(plan).iter().any(|name| BATCH_SENSITIVE.contains(&name.as_str()))
-}
-
-/// The names of the aggregate functions a plan calls, subqueries included.
-fn aggregate_names(plan: &LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut found = Vec::new();
+    let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
         for e in node.expressions() {
             let _ = e.apply(|e| {
                 if let datafusion::logical_expr::Expr::AggregateFunction(f) = e {
-                    found.push(f.func.name().to_string());
+                    found |= BATCH_SENSITIVE.contains(&f.func.name());
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
@@ -283,14 +278,9 @@ const SMALL_BATCH_ROWS: usize = 1024;
 fn with_window_columns(batch: &RecordBatch, visible: &[usize], schema: &SchemaRef, start: Millis, end: Millis) -> datafusion::error::Result<RecordBatch> {
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = visible.iter().map(|&i| batch.column(i).clone()).collect();
-    columns.push(window_column(start, n));
-    columns.push(window_column(end, n));
+    columns.push(Arc::new(TimestampMillisecondArray::from_value(start, n).with_timezone("UTC")));
+    columns.push(Arc::new(TimestampMillisecondArray::from_value(end, n).with_timezone("UTC")));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
-}
-
-/// A window column (`window_start` or `window_end`) of `n` rows.
-fn window_column(t: Millis, n: usize) -> ArrayRef {
-    Arc::new(TimestampMillisecondArray::from_value(t, n).with_timezone("UTC"))
 }
 
 #[cfg(test)]

@@ -151,24 +151,15 @@ impl Replanner {
     }
 }
 
-/// Operators that consume their input as it comes, batch by batch, whatever its cut (an
-/// aggregation updates its groups row by row; a sort buffers): an execution of them can be
-/// fed a window's rows while the window is open (see [`Replanner::fed`]).
-const FEEDABLE: [&str; 9] = [
-    "DataSourceExec",
-    "ProjectionExec",
-    "FilterExec",
-    "AggregateExec",
-    "SortExec",
-    "CoalesceBatchesExec",
-    "GlobalLimitExec",
-    "LocalLimitExec",
-    "CooperativeExec",
-];
+/// Of the [`RERUNNABLE`] operators (a reused plan holds no others), those an execution fed a
+/// window's rows as they come cannot hold: they merge several inputs, or compute over rows
+/// they must all have at once. The rest take their input batch by batch, whatever its cut
+/// (an aggregation updates its groups row by row; a sort buffers): see [`Replanner::fed`].
+const NOT_FEEDABLE: [&str; 5] = ["CoalescePartitionsExec", "SortPreservingMergeExec", "UnionExec", "BoundedWindowAggExec", "WindowAggExec"];
 
 impl Replanner {
     /// Why the plan cannot be fed its rows as they come, or `None` when it can: it must be
-    /// reusable, read the window table once, aggregate, and hold only [`FEEDABLE`] operators.
+    /// reusable, read the window table once, aggregate, and hold no [`NOT_FEEDABLE`] operator.
     pub fn not_feedable(&self) -> Option<String> {
         use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
         let Some(Some(template)) = self.template.lock().expect("not poisoned").clone() else {
@@ -179,7 +170,7 @@ impl Replanner {
             match node.name() {
                 "DataSourceExec" => scans += 1,
                 "AggregateExec" => aggregates += 1,
-                name if !FEEDABLE.contains(&name) => other = Some(name.to_string()),
+                name if NOT_FEEDABLE.contains(&name) => other = Some(name.to_string()),
                 _ => {}
             }
             Ok(TreeNodeRecursion::Continue)

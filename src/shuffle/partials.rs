@@ -52,11 +52,10 @@ impl Partials {
     /// The split of `job`, re-keyed by `key`, when it asks for partials
     /// (`[source] shuffle = "partials"`), or why it sends raw records.
     pub fn plan(job: &Job, key: &[String]) -> Result<Partials, String> {
-        let partials = Self::split(job, key)?;
         if !job.pane_partials {
-            return Err("the default; its aggregates merge, so `[source] shuffle = \"partials\"` would send one row per pane and group instead (lateness then judged in the first stage)".into());
+            return Err("the default".into());
         }
-        Ok(partials)
+        Self::split(job, key)
     }
 
     fn split(job: &Job, key: &[String]) -> Result<Partials, String> {
@@ -160,7 +159,13 @@ impl Partials {
 
 /// Why `job` re-keyed by `key` sends raw records, or `None` when it sends partials.
 pub fn why_raw(job: &Job, key: &[String]) -> Option<String> {
-    Partials::plan(job, key).err()
+    match (Partials::split(job, key), job.pane_partials) {
+        (Err(why), _) => Some(why),
+        (Ok(_), true) => None,
+        (Ok(_), false) => Some(
+            "the default; its aggregates merge, so `[source] shuffle = \"partials\"` would send one row per pane and group instead (lateness then judged in the first stage)".into(),
+        ),
+    }
 }
 
 fn gcd(a: Millis, b: Millis) -> Millis {
