@@ -89,6 +89,20 @@ topic_bytes() {
   [ -d "$dir" ] || return 0
   cat "$dir/$1"-*/*.log 2>/dev/null | wc -c
 }
+# through_shuffle BASE NAME [SED]: $DATA/BASE.toml (run live already) without its `key`, so in
+# two stages in the one process, renamed NAME (and SED applied), run live; its windows must be
+# the one-stage run's (a duplicated or lost record would show here). Sets shuffled_rate and
+# shuffled_bytes (the internal topic's on disk).
+through_shuffle() {
+  local base="$1" name="$2" extra="${3:-}"
+  grep -v '^key = ' "$DATA/$base.toml" | sed -e "s/^name = .*/name = \"$name\"/" ${extra:+-e "$extra"} > "$DATA/$base-shuffled.toml"
+  shuffled_rate=$(time_live "$base-shuffled")
+  shuffled_bytes=$(topic_bytes "osprey-$name-shuffle")
+  if ! cmp -s <(grep -v "$last" "$DATA/$base.out.jsonl" | sort) <(grep -v "$last" "$DATA/$base-shuffled.out.jsonl" | sort); then
+    echo "round $round: the run through the shuffle differs from the one-stage run: $DATA/$base-shuffled.out.jsonl" >&2
+    exit 1
+  fi
+}
 source_bytes=$(topic_bytes "$TOPIC")
 for round in $(seq 1 "$ROUNDS"); do
   start=$(date +%s.%N)
@@ -110,30 +124,17 @@ for round in $(seq 1 "$ROUNDS"); do
   live_ratio=$(awk -v a="$live_rate" -v b="$raw_rate" 'BEGIN { printf "%.2f", a / b }')
   live_ratios+=("$live_ratio")
   # The same job without its `key`: two stages in the one process, joined by the internal topic.
-  shuffled="bench_kafka_shuffle_$$_$round"
-  grep -v '^key = ' "$DATA/bench-kafka.toml" | sed "s/^name = .*/name = \"$shuffled\"/" > "$DATA/bench-kafka-shuffle.toml"
-  shuffle_rate=$(time_live bench-kafka-shuffle)
+  through_shuffle bench-kafka-live "bench_kafka_shuffle_$$_$round"
+  shuffle_rate=$shuffled_rate shuffle_bytes=$shuffled_bytes
   shuffle_ratio=$(awk -v a="$shuffle_rate" -v b="$live_rate" 'BEGIN { printf "%.2f", a / b }')
   shuffle_ratios+=("$shuffle_ratio")
-  shuffle_bytes=$(topic_bytes "osprey-$shuffled-shuffle")
-  # Its windows must be the one-stage run's (a duplicated or lost record would show here).
-  if ! cmp -s <(grep -v "$last" "$DATA/bench-kafka-live.out.jsonl" | sort) <(grep -v "$last" "$DATA/bench-kafka-shuffle.out.jsonl" | sort); then
-    echo "round $round: the shuffled run's windows differ from the one-stage run's: $DATA/bench-kafka-shuffle.out.jsonl" >&2
-    exit 1
-  fi
   # The count/sum/max job in one stage, and through the shuffle as pane partials.
   sed "s/^name = .*/name = \"bench_kafka_count_$$_$round\"/" "$DATA/bench-kafka-count.toml" > "$DATA/bench-kafka-count1.toml"
   count_rate=$(time_live bench-kafka-count1)
-  partial="bench_kafka_partials_$$_$round"
-  grep -v '^key = ' "$DATA/bench-kafka-count.toml" | sed -e "s/^name = .*/name = \"$partial\"/" -e '/^kind = "kafka"/a shuffle = "partials"' > "$DATA/bench-kafka-partials.toml"
-  partial_rate=$(time_live bench-kafka-partials)
+  through_shuffle bench-kafka-count1 "bench_kafka_partials_$$_$round" '/^kind = "kafka"/a shuffle = "partials"'
+  partial_rate=$shuffled_rate partial_bytes=$shuffled_bytes
   partial_ratio=$(awk -v a="$partial_rate" -v b="$count_rate" 'BEGIN { printf "%.2f", a / b }')
   partial_ratios+=("$partial_ratio")
-  partial_bytes=$(topic_bytes "osprey-$partial-shuffle")
-  if ! cmp -s <(grep -v "$last" "$DATA/bench-kafka-count1.out.jsonl" | sort) <(grep -v "$last" "$DATA/bench-kafka-partials.out.jsonl" | sort); then
-    echo "round $round: the run through pane partials differs from the one-stage run: $DATA/bench-kafka-partials.out.jsonl" >&2
-    exit 1
-  fi
   echo "round $round: count/sum/max job live $count_rate events/s in one stage, $partial_rate through the shuffle as pane partials: $partial_ratio of one stage, internal topic $(awk -v b="$partial_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.1f", b / n }') bytes per event on disk"
   echo "round $round: raw rdkafka consume $raw_rate messages/s (read loop alone $loop_rate), osprey kafka replay $osprey_rate events/s, ratio $ratio; osprey run (live catch-up) $live_rate events/s, ratio $live_ratio; through the shuffle $shuffle_rate events/s, $shuffle_ratio of one stage, internal topic $(awk -v b="$shuffle_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }') bytes per event on disk (source topic $(awk -v b="$source_bytes" -v n="$EVENTS" 'BEGIN { if (b == "") print "n/a"; else printf "%.0f", b / n }'))"
 done

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -195,6 +195,40 @@ fn transient(e: &KafkaError) -> bool {
             | C::UnknownMemberId
             | C::IllegalGeneration
     )
+}
+
+/// How long a commit waits for the group coordinator's answer before it counts as failed for
+/// now (a later commit covers its positions).
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Commit `tpl`, waiting at most `wait` for the answer. librdkafka's synchronous commit waits
+/// without end for a coordinator: with the broker away, the job's loop stopped there, and a
+/// SIGTERM with it (the broker-outage test, in one CI run).
+fn commit_within(consumer: &BaseConsumer<GroupContext>, tpl: &TopicPartitionList, wait: Duration) -> Result<(), KafkaError> {
+    use rdkafka::bindings as rd;
+    use rdkafka::types::RDKafkaErrorCode;
+    let no_error = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: a live client and list; the queue is ours, and librdkafka keeps its own reference
+    // to it until the commit's answer is delivered, so destroying it here is safe either way.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let asked = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        let result = if asked != no_error {
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::from(asked)))
+        } else {
+            let event = rd::rd_kafka_queue_poll(queue, wait.as_millis().min(i32::MAX as u128) as i32);
+            if event.is_null() {
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut))
+            } else {
+                let err = rd::rd_kafka_event_error(event);
+                rd::rd_kafka_event_destroy(event);
+                if err == no_error { Ok(()) } else { Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::from(err))) }
+            }
+        };
+        rd::rd_kafka_queue_destroy(queue);
+        result
+    }
 }
 
 /// Messages taken per `fetch`, at most.
@@ -929,7 +963,7 @@ impl Source for KafkaSource {
         if tpl.count() == 0 {
             return Ok(());
         }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
+        match commit_within(&self.consumer, &tpl, COMMIT_WAIT) {
             Ok(()) => {
                 self.uncommitted = None;
                 Ok(())
