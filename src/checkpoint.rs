@@ -39,6 +39,11 @@ pub struct JobState {
     /// The alert stage (lifecycle, dedup, sequence numbers, storms, groups).
     #[serde(with = "crate::state::bytes")]
     pub stage: Vec<u8>,
+    /// Exactly-once through the shuffle: this checkpoint's token, which the transaction
+    /// committed with it notes per partition (`crate::pipeline::handover`). Older checkpoints
+    /// have none.
+    #[serde(default)]
+    pub token: Option<u64>,
 }
 
 /// What in a job decides whether a state fits it: the columns, the event time, the window,
@@ -267,7 +272,7 @@ mod tests {
     use super::*;
 
     fn state(n: i64) -> Vec<u8> {
-        let s = JobState { job: "j".into(), shape: 1, positions: vec![Some(n)], operator: vec![1, 2, 3], query: vec![], evaluator: vec![], stage: vec![] };
+        let s = JobState { job: "j".into(), shape: 1, positions: vec![Some(n)], operator: vec![1, 2, 3], query: vec![], evaluator: vec![], stage: vec![], token: None };
         crate::state::to_bytes(&s).unwrap()
     }
 

@@ -1179,6 +1179,87 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     }
 }
 
+/// Exactly-once through the shuffle: three `osprey run` of a job grouped by service over a
+/// topic keyed by host write to a Kafka topic; one is killed with SIGKILL mid-run and started
+/// again on its state folder. A `read_committed` reader sees each window of one process's
+/// replay once: none twice (a window emitted in a transaction that committed is skipped by
+/// whoever reads its records again), none missing (one in a transaction that aborted is
+/// emitted again).
+#[test]
+fn three_exactly_once_processes_through_the_shuffle_show_a_committed_reader_each_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique("eos-byhost");
+    let out = unique("eos-byhost-out");
+    create(&topic, 6);
+    let name = unique("eos-byhost");
+    let sink = format!("[sink]\nkind = \"kafka\"\ntopic = \"{out}\"\nkey = \"service\"\ndelivery = \"exactly-once\"\n");
+    std::fs::write(d.join("job.toml"), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", &sink)).unwrap();
+    let o = osprey(d, &["explain", "job.toml"]);
+    let explained = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(explained.contains("two stages") && explained.contains("[service]"), "{explained}");
+    let run = |i: &str, state: &str| {
+        spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--state-dir", state, "--checkpoint-interval", "500ms"], &[], &format!("run-{i}.log"))
+    };
+    let a = run("a", "state-a");
+    let mut b = run("b", "state-b");
+    let c = run("c", "state-c");
+    let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
+    let logs = || ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<Vec<_>>().join("\n");
+    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2), logs);
+    let all = events(40_000, 73);
+    let (first, second) = all.split_at(20_000);
+    let p = producer();
+    send_by_host(&p, &topic, first);
+    p.flush(Duration::from_secs(60)).unwrap();
+    // Killed once windows are committed and checkpoints written, mid-stream.
+    until_or(Duration::from_secs(90), "b checkpoints", || newest_checkpoint(&d.join("state-b").join(&name)) > 2, logs);
+    until_or(Duration::from_secs(90), "windows of the first half", || consume_now(&out) > 40, logs);
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let b2 = run("b2", "state-b");
+    send_by_host(&p, &topic, second);
+    close_every_window(&p, &topic, 6, &all);
+    p.flush(Duration::from_secs(60)).unwrap();
+    let expected: Vec<Value> = replayed_counts(d, &topic).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(expected.len() > 300, "{}", expected.len());
+    let rows = consume(&out, |rows| rows.len() >= expected.len());
+    for child in [a, c, b2] {
+        stop(child);
+    }
+    let mut seen: Vec<Value> = rows.into_iter().map(|(_, v)| v).filter(|v| v["service"] != "zz-close").collect();
+    seen.sort_by_key(|v| v.to_string());
+    let mut expected = expected;
+    expected.sort_by_key(|v| v.to_string());
+    if seen != expected {
+        let twice: Vec<&Value> = seen.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).take(5).collect();
+        let missing: Vec<&Value> = expected.iter().filter(|v| !seen.contains(v)).take(5).collect();
+        let extra: Vec<&Value> = seen.iter().filter(|v| !expected.contains(v)).take(5).collect();
+        let logs = logs();
+        panic!("{} rows read, {} expected: twice {twice:?}\nmissing {missing:?}\nnot in the replay {extra:?}\nkept in {}\n{logs}", seen.len(), expected.len(), dir.keep().display());
+    }
+    assert!(log("b2").contains("restored checkpoint"), "the restarted process continues from its checkpoint\n{}", logs());
+}
+
+/// How many messages `topic` holds for a `read_committed` reader now (0 while it does not exist).
+fn consume_now(topic: &str) -> usize {
+    let c: BaseConsumer = Cluster::new(brokers()).config(&[("group.id", &unique("peek")), ("enable.auto.commit", "false")]).create().unwrap();
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return 0 };
+    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    if parts == 0 || c.assign(&tpl).is_err() {
+        return 0;
+    }
+    let mut n = 0;
+    while let Some(Ok(_)) = c.poll(Duration::from_millis(500)) {
+        n += 1;
+    }
+    n
+}
+
 /// Produce `all` in batches of 1,000 with a pause after each (a topic that fills while a job
 /// reads it), then the far-future closing records on every partition.
 fn produce_paced(topic: &str, all: Vec<Event>) -> std::thread::JoinHandle<()> {
@@ -1448,7 +1529,8 @@ fn an_exactly_once_job_killed_a_dozen_times_shows_a_committed_reader_each_row_on
     let producing = produce_paced(&topic, events(16_000, 45));
     let name = unique("eos");
     let sink = format!("[sink]\nkind = \"kafka\"\ntopic = \"{out}\"\nkey = \"service\"\ndelivery = \"exactly-once\"\n");
-    let text = counting_job(&name, &topic, "", "", &sink);
+    // Keyed by service as sent: one stage, one instance (the shuffle's is the test above).
+    let text = counting_job(&name, &topic, "key = [\"service\"]", "", &sink);
     std::fs::write(d.join("eos.toml"), text).unwrap();
     let state = d.join("state").join(&name);
     let run = |i: usize| {

@@ -70,6 +70,7 @@ fn run_alone(job: Job, sink_output: Option<PathBuf>, rows: Option<PathBuf>, args
     if shuffled {
         osprey::log_info!("{}: {}", job.name, live.stages);
     }
+    let cluster = live.outputs_cluster(&job, cluster);
     let sink = osprey::sink::build(&job, sink_output.as_deref().or(rows.as_deref()), cluster.as_ref())?;
     if args.state_dir.is_some() && matches!(job.source, SourceConfig::Generator(_)) {
         anyhow::bail!(

@@ -33,7 +33,13 @@ impl Pipeline {
     /// Continue from the newest whole checkpoint in `store`, if there is one; its sequence
     /// number (0: none).
     pub(super) fn restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<u64> {
-        let loaded = if self.transaction.is_some() {
+        // A second stage's partitions whose last commit names the checkpoint (see `handover`).
+        let mut kept = None;
+        let loaded = if self.handover.is_some() {
+            let Some((loaded, k)) = self.handover_restore(store)? else { return Ok(0) };
+            kept = Some(k);
+            Some(loaded)
+        } else if self.transaction.is_some() {
             // Exactly-once: the state that goes with the last committed transaction is the
             // checkpoint whose positions are the committed offsets; newer ones never committed.
             let committed = self.source.committed_positions()?.unwrap_or_default();
@@ -79,22 +85,36 @@ impl Pipeline {
             a.stage.restore(crate::state::from_bytes(&state.stage).with_context(context)?);
             *self.counters.firing.lock().expect("not poisoned") = a.stage.state().lifecycle.firing_list(FIRING_SHOWN);
         }
-        self.resume = state.positions.clone();
+        let mut positions = state.positions.clone();
+        if let Some(kept) = kept {
+            // The others were committed since without this state: read from their commits.
+            let committed = self.source.committed_positions()?.unwrap_or_default();
+            let gone: Vec<usize> = (0..positions.len()).filter(|&p| !kept[p]).collect();
+            self.operator.drop_partitions(&gone, self.partition_column);
+            for (p, position) in positions.iter_mut().enumerate() {
+                if kept[p] {
+                    self.committed[p] = committed.get(p).copied().flatten();
+                } else {
+                    *position = None;
+                }
+            }
+        }
+        self.resume = positions.clone();
         // The skipped records were decoded by the run that wrote the checkpoint.
         self.columns_seen.iter_mut().for_each(|seen| *seen = true);
-        self.processed = state.positions.iter().map(|p| p.map(|o| o - 1)).collect();
-        self.source.resume_at(&state.positions);
+        self.processed = positions.iter().map(|p| p.map(|o| o - 1)).collect();
+        self.source.resume_at(&positions);
         self.restored_unassigned = true;
-        let at: Vec<String> = state
-            .positions
+        let at: Vec<String> = positions
             .iter()
             .enumerate()
             .filter_map(|(p, o)| o.map(|o| format!("{} at {o}", self.source.partitions()[p].name)))
             .collect();
         crate::log_info!(
-            "{name}: restored checkpoint {} ({} open windows); resuming {}",
+            "{name}: restored checkpoint {} ({} open windows, {} rows); resuming {}",
             loaded.path.display(),
             self.operator.open_windows(),
+            self.operator.buffered_rows(),
             if at.is_empty() { "from the start".to_string() } else { at.join(", ") }
         );
         Ok(loaded.sequence)
@@ -172,12 +192,27 @@ impl Pipeline {
             query: self.query.save_state()?,
             evaluator,
             stage,
+            token: self.handover.is_some().then(|| super::handover::token(c.sequence + 1)),
         };
         c.sequence += 1;
         c.writer.submit(c.sequence, crate::state::to_bytes(&state)?, commit, started);
         c.last = Instant::now();
-        if self.transaction.is_some() {
+        if self.handover.is_some() {
+            self.wait_durable()?;
+            self.commit_handover(state.token)?;
+        } else if self.transaction.is_some() {
             self.commit_transaction(&state.positions)?;
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: wait for the checkpoints being written; each must be durable before the
+    /// transaction that goes with it commits.
+    fn wait_durable(&mut self) -> anyhow::Result<()> {
+        let c = self.checkpoints.as_mut().expect("checkpointing");
+        for w in c.writer.finished(true) {
+            let bytes = w.result.with_context(|| format!("job `{}`: exactly-once needs every checkpoint", self.job.name))?;
+            count_written(&self.counters, bytes, w.took);
         }
         Ok(())
     }
@@ -188,13 +223,9 @@ impl Pipeline {
     /// committed one, and the open transaction is aborted.
     fn commit_transaction(&mut self, positions: &[Option<i64>]) -> anyhow::Result<()> {
         use rdkafka::producer::Producer;
-        let c = self.checkpoints.as_mut().expect("checkpointing");
-        for w in c.writer.finished(true) {
-            let bytes = w.result.with_context(|| format!("job `{}`: exactly-once needs every checkpoint", self.job.name))?;
-            count_written(&self.counters, bytes, w.took);
-        }
+        self.wait_durable()?;
         let producer = self.transaction.clone().expect("exactly-once");
-        let offsets: Vec<(usize, i64)> = positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o))).collect();
+        let offsets: Vec<(usize, i64, String)> = positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o, String::new()))).collect();
         if !offsets.is_empty() {
             self.source.commit_in_transaction(&producer, &offsets)?;
         }
@@ -243,6 +274,12 @@ impl Pipeline {
     /// per partition, the first row still held in a window, or past the last processed record.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
         self.flush_outputs()?;
+        if self.handover.is_some() {
+            self.commit_handover(None)?;
+            self.fired_since_commit = 0;
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
         // Every position again when the watermark moved: each commit notes it (see
         // `Source::commit_noting`), and a note must not lag behind the windows emitted.
         let watermark = self.operator.watermark();
@@ -286,7 +323,7 @@ impl Pipeline {
     /// How far each processed partition may be committed: to its first row still held in a
     /// window, else past its last processed record; with the watermark its windows were
     /// emitted up to, which the commit notes (whoever reads from there skips those windows).
-    fn committable(&self) -> Vec<(usize, i64, crate::Millis)> {
+    pub(super) fn committable(&self) -> Vec<(usize, i64, crate::Millis)> {
         let held = self.operator.held_offsets(self.partition_column, self.offset_column);
         self.processed
             .iter()

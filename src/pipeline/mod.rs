@@ -31,6 +31,7 @@ use crate::source::{Poll, Source};
 use crate::time::{FiredWindow, WindowOperator};
 
 mod checkpointing;
+mod handover;
 use checkpointing::Checkpoints;
 
 /// How the pipeline treats time and the end of its input.
@@ -215,6 +216,8 @@ pub struct Pipeline {
     /// Exactly-once: the job's transactional producer (sink, alert topic, routes); each
     /// checkpoint commits its transaction with the consumed offsets.
     transaction: Option<Arc<rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>>>,
+    /// Exactly-once in a second stage: what a revocation commits (see [`handover`]).
+    handover: Option<handover::Handover>,
 }
 
 /// Set up `cluster` for a job whose sink is exactly-once: one transactional producer, whose
@@ -261,8 +264,9 @@ impl Pipeline {
         // A replay reads a range and commits nothing: its output is at-least-once.
         let transaction = match (&options.cluster, exactly_once(&job) && options.mode == Mode::Live) {
             (Some(c), true) => {
+                // A second stage commits what its windows hold instead (see `handover`).
                 anyhow::ensure!(
-                    options.state.is_some(),
+                    options.state.is_some() || options.shuffled,
                     "job `{}` ({}): exactly-once delivery needs --state-dir: each transaction commits with a checkpoint of the job's state",
                     job.name,
                     job.path.display()
@@ -304,9 +308,13 @@ impl Pipeline {
             upstream_late_counted: 0,
             fed_up_to: Millis::MIN,
             emitted: vec![None; partitions],
+            handover: None,
             transaction,
             options,
         };
+        if let (Some(producer), true) = (&pipeline.transaction, pipeline.options.shuffled) {
+            pipeline.handover = Some(handover::Handover::new(&mut *pipeline.source, producer.clone(), &pipeline.job.name)?);
+        }
         if let Some(store) = store {
             let state = pipeline.options.state.clone().expect("checked");
             let restored = if state.fresh { 0 } else { pipeline.restore(&store)? };
@@ -361,6 +369,7 @@ impl Pipeline {
         loop {
             let stopping = self.options.stop.load(Ordering::Relaxed);
             if !stopping && !source_done && queue.len() < pool.depth() {
+                self.publish_handover()?;
                 let watermarks = self.operator.watermarks().per_partition();
                 match self.source.poll(&watermarks).with_context(|| format!("job `{}`: reading the source", self.job.name))? {
                     Poll::Chunk(chunk) => {
@@ -391,6 +400,16 @@ impl Pipeline {
                         queue.push_back(Queued::Assigned(ps));
                         continue;
                     }
+                    // Exactly-once in a second stage: the revocation committed the open
+                    // transaction; nothing of these partitions may go into the next one. (A
+                    // group starting up revokes everything before its first assignment: the
+                    // restored rows stay until that says which partitions are ours.)
+                    Poll::Revoked(ps) if self.handover.is_some() && !self.restored_unassigned => {
+                        self.publish_handover()?;
+                        queue.retain(|q| !matches!(q, Queued::Chunk(p, ..) | Queued::PartitionEnd(p) | Queued::CaughtUp(p) | Queued::NotCaughtUp(p) | Queued::Clock(p, _) if ps.contains(p)));
+                        self.give_up(ps)?;
+                        continue;
+                    }
                     Poll::Revoked(ps) => {
                         queue.push_back(Queued::Revoked(ps));
                         continue;
@@ -418,6 +437,10 @@ impl Pipeline {
             match queue.pop_front() {
                 Some(Queued::Chunk(partition, last, behind, pending)) => {
                     let mut decoded = pending.wait();
+                    if let Some(h) = &mut self.handover {
+                        let first = decoded.offsets.first().into_iter().chain(decoded.dead_letters.first().map(|d| &d.offset)).min();
+                        h.reading(partition, first.copied().unwrap_or(last + 1));
+                    }
                     // A second stage's partitions hold the watermark at their clocks alone.
                     if !self.options.shuffled {
                         self.operator.watermarks_mut().chunk_arrives(partition, behind);
@@ -477,7 +500,7 @@ impl Pipeline {
                     // Exactly-once: one instance of the job at a time (its transactional id
                     // fences any other), so every partition is this process's, whatever a
                     // rebalance with a dead instance says for a while.
-                    if std::mem::take(&mut self.restored_unassigned) && self.transaction.is_none() {
+                    if std::mem::take(&mut self.restored_unassigned) && !self.fenced_alone() {
                         // The restored state may hold rows of partitions the group gave to
                         // another process, which reads them from the group's commit.
                         let elsewhere: Vec<usize> = (0..self.processed.len()).filter(|p| !ps.contains(p)).collect();
@@ -494,12 +517,12 @@ impl Pipeline {
                         // partition's rows), its window state starts empty here: the windows
                         // the commit's note says were emitted are not emitted again in part.
                         // (Exactly-once commits with its checkpoints, whose state it holds.)
-                        if self.resume[p].is_none() && self.transaction.is_none() {
+                        if self.resume[p].is_none() && !self.fenced_alone() {
                             self.emitted[p] = self.source.emitted_up_to(p).map(|w| (w, 0));
                         }
                     }
                 }
-                Some(Queued::Revoked(_)) if self.transaction.is_some() => {
+                Some(Queued::Revoked(_)) if self.fenced_alone() => {
                     // Its rows stay: the offsets committed with the transactions are past them,
                     // so nobody reads them again, and the partition comes back to this process.
                 }
@@ -508,20 +531,7 @@ impl Pipeline {
                     // until the assignment says which partitions are ours.
                     self.operator.watermarks_mut().deactivate(&ps);
                 }
-                Some(Queued::Revoked(ps)) => {
-                    // The new owner re-reads these from the last commit, which no held row passed.
-                    self.operator.drop_partitions(&ps, self.partition_column);
-                    self.query.forget_fed();
-                    for p in ps {
-                        self.processed[p] = None;
-                        self.committed[p] = None;
-                        // Read again from the commit, before a restored checkpoint's position:
-                        // nothing of it may be skipped now that its rows are gone.
-                        self.resume[p] = None;
-                    }
-                    let fired = self.operator.fire();
-                    self.emit(fired)?;
-                }
+                Some(Queued::Revoked(ps)) => self.give_up(ps)?,
                 None if source_done || stopping => break,
                 None => {}
             }
@@ -581,6 +591,31 @@ impl Pipeline {
                 .map(|(_, c)| c.name.clone())
                 .collect(),
         })
+    }
+
+    /// Exactly-once, one instance: its transactional id fences any other, so every partition
+    /// is this process's (a second stage's are not: see [`handover`]).
+    fn fenced_alone(&self) -> bool {
+        self.transaction.is_some() && self.handover.is_none()
+    }
+
+    /// Partitions `ps` went to another process, which re-reads them from the last commit (no
+    /// held row is past it): their rows go.
+    fn give_up(&mut self, ps: Vec<usize>) -> anyhow::Result<()> {
+        self.operator.drop_partitions(&ps, self.partition_column);
+        self.query.forget_fed();
+        if let Some(h) = &mut self.handover {
+            h.gone(&ps);
+        }
+        for p in ps {
+            self.processed[p] = None;
+            self.committed[p] = None;
+            // Read again from the commit, before a restored checkpoint's position: nothing of
+            // it may be skipped now that its rows are gone.
+            self.resume[p] = None;
+        }
+        let fired = self.operator.fire();
+        self.emit(fired)
     }
 
     /// Drop the rows of windows emitted before this partition was last committed (see

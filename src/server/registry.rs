@@ -400,6 +400,7 @@ impl Registry {
             if live.first_stage.is_some() {
                 crate::log_info!("{}: {}", job.name, live.stages);
             }
+            let cluster = live.outputs_cluster(&job, cluster.clone());
             let sink = crate::sink::build(&job, None, cluster.as_ref())?;
             // Jobs with positions to resume from checkpoint under <data-dir>/state/<job>/.
             let state = (!matches!(job.source, SourceConfig::Generator(_))).then_some(state);

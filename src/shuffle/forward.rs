@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use datafusion::arrow::row::{RowConverter, SortField};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::decode::pool::{DecodePool, Pending};
 use crate::decode::{event_times, Decoder};
@@ -29,9 +28,6 @@ const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// How often every owned partition's clock is written again, changed or not: a second stage
 /// that starts, or takes over an internal partition, hears every clock within this.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long an open transaction of a crashed first stage blocks `read_committed` readers of
-/// the internal topic before the broker aborts it.
-const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
 /// What the first stage did, for the closing message.
 #[derive(Debug, Default, Clone, Copy)]
@@ -85,19 +81,12 @@ struct Open {
 impl Open {
     /// Commit what was written with the consumed offsets, and begin the next transaction.
     fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> anyhow::Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in self.positions.iter().enumerate() {
-            if let Some(o) = o {
-                tpl.add_partition_offset(&self.source_topic, p as i32, Offset::Offset(*o))?;
-            }
-        }
-        if self.writes == 0 && tpl.count() == 0 {
+        let positions: Vec<(usize, i64, String)> = self.positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o, String::new()))).collect();
+        if self.writes == 0 && positions.is_empty() {
             return Ok(());
         }
-        if tpl.count() > 0 {
-            let group = consumer.group_metadata().context("the first stage's consumer has no group metadata")?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
+        if !positions.is_empty() {
+            crate::source::kafka::offsets_into_transaction(consumer, &self.source_topic, &self.producer, &positions)
                 .context("cannot put the source offsets into the shuffle's transaction")?;
         }
         // Without rust-rdkafka's 100 ms wait in the flush (see `crate::kafka::flush`): with it,
@@ -186,14 +175,13 @@ impl Forwarder {
         } else {
             Some(RowConverter::new(key_columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?)
         };
-        // A transactional id of its own per process: the group's generation fences a member
-        // that lost its partitions (KIP-447), so no two need to share one.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let id = format!("osprey-{}-shuffle-{}-{}", job.name, std::process::id(), nanos % 1_000_000_000);
+        let id = super::transactional_id(&job.name, "shuffle");
         let mut own = cluster.clone();
         own.transactional_id = Some(id.clone());
-        own.properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
+        own.properties.push(("transaction.timeout.ms".into(), super::TRANSACTION_TIMEOUT_MS.into()));
         let producer = crate::kafka::transactional(&own)?.expect("a transactional id was set");
+        // Exactly-once: what this stage routes to Kafka goes into its transactions too.
+        let routes = if super::exactly_once(job) { &own } else { cluster };
         let source_partitions = source.partitions().len();
         let source_topic = match &job.source {
             crate::job::SourceConfig::Kafka(k) => k.topic.clone(),
@@ -228,9 +216,9 @@ impl Forwarder {
             partitions: partitions as i32,
             producer,
             open,
-            dead_letters: Route::new(job.dead_letter.clone(), Some(cluster), &job.name, "dlq")?,
+            dead_letters: Route::new(job.dead_letter.clone(), Some(routes), &job.name, "dlq")?,
             partials: match partials {
-                Some(p) => Some((p, Route::new(job.late.clone(), Some(cluster), &job.name, "late")?)),
+                Some(p) => Some((p, Route::new(job.late.clone(), Some(routes), &job.name, "late")?)),
                 None => None,
             },
             lateness: job.event_time.allowed_lateness,

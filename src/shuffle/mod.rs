@@ -47,9 +47,22 @@ pub enum Stages {
     Two { key: Vec<String> },
 }
 
+/// The job's sink delivers exactly once. Through the shuffle, each process's stages have
+/// transactional ids of their own (see [`transactional_id`]).
+fn exactly_once(job: &Job) -> bool {
+    matches!(job.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. })
+}
+
 /// The internal topic of job `name`.
 pub fn topic(name: &str) -> String {
     format!("osprey-{name}-shuffle")
+}
+
+/// A transactional id of this process's own for a stage of job `name`'s shuffle: the group's
+/// generation fences a member that lost its partitions (KIP-447), so no two need to share one.
+pub fn transactional_id(name: &str, stage: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("osprey-{name}-{stage}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
 /// The consumer group of a job's second stage.
@@ -71,9 +84,6 @@ pub fn stages(job: &Job, query: &JobQuery) -> Stages {
     let named: Vec<&str> = crate::source::metadata::referenced_by(&job.sql.text).into_iter().filter(|c| ["_partition", "_offset", "_topic"].contains(c)).collect();
     if !named.is_empty() {
         return Stages::One(format!("its SQL reads {}, which re-keying would change: it reads the topic directly", named.join(", ")));
-    }
-    if matches!(job.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. }) {
-        return Stages::One("exactly-once: one instance of the job runs at a time (its transactional id fences any other)".into());
     }
     let inputs: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let state = match job.kind.state_key() {
@@ -144,10 +154,27 @@ pub struct LiveSource {
     pub second_stage: Option<Job>,
 }
 
+/// How long an open transaction of a crashed process blocks `read_committed` readers before
+/// the broker aborts it. Through the shuffle, a restarted process has a new transactional id,
+/// so its start does not abort the old one's.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
 impl LiveSource {
     /// The job as the pipeline over [`LiveSource::source`] runs it. Two stages: dead letters
     /// were found and routed by the first; the second reads only records that decoded
     /// (anything it could not decode would show on stderr).
+    /// The cluster `job`'s outputs write to. Exactly-once through two stages: this process's
+    /// second stage has a transactional id of its own, as its first stage has, where one stage
+    /// has the job's (see `crate::pipeline::prepare_cluster`).
+    pub fn outputs_cluster(&self, job: &Job, cluster: Option<crate::kafka::Cluster>) -> Option<crate::kafka::Cluster> {
+        let mut cluster = cluster?;
+        if self.first_stage.is_some() && exactly_once(job) {
+            cluster.transactional_id = Some(transactional_id(&job.name, "out"));
+            cluster.properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
+        }
+        Some(cluster)
+    }
+
     pub fn pipeline_job(&self, job: &Job) -> Job {
         if let Some(second) = &self.second_stage {
             return second.clone();

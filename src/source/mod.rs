@@ -225,14 +225,22 @@ pub trait Source: Send {
         Ok(None)
     }
 
-    /// Exactly-once: put `positions` (per partition, the next record) into the producer's
-    /// open transaction as the group's consumed offsets.
+    /// Exactly-once: put `positions` (per partition, the next record, a note as
+    /// [`Source::commit_notes`] takes) into the producer's open transaction as the group's
+    /// consumed offsets.
     fn commit_in_transaction(
         &mut self,
         _producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
-        _positions: &[(usize, i64)],
+        _positions: &[(usize, i64, String)],
     ) -> anyhow::Result<()> {
         anyhow::bail!("exactly-once delivery needs a Kafka source in a consumer group")
+    }
+
+    /// Run `hook` inside each revocation of a consumer group's partitions, before they go:
+    /// an exactly-once second stage commits its open transaction there. `false`: this source
+    /// has no such thing.
+    fn on_revoke(&mut self, _hook: kafka::TopicRevokeHook) -> bool {
+        false
     }
 
     /// Per partition, the position of `from` (a time or offsets), for a job starting fresh there.

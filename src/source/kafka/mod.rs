@@ -57,6 +57,9 @@ enum GroupEvent {
 /// What runs inside a revocation, before the partitions go (see [`KafkaSource::before_revoke`]).
 pub type RevokeHook = Box<dyn FnMut(&BaseConsumer<GroupContext>) + Send>;
 
+/// A [`RevokeHook`] that is told the topic too (see [`Source::on_revoke`]).
+pub type TopicRevokeHook = Box<dyn FnMut(&BaseConsumer<GroupContext>, &str) + Send>;
+
 /// Hears the group's rebalances, for the pipeline to act on after `poll` returns.
 pub struct GroupContext {
     events: Arc<Mutex<Vec<GroupEvent>>>,
@@ -874,6 +877,53 @@ impl clocks::LogEnds for BrokerEnds<'_> {
 
 /// How a commit's metadata notes the job's watermark (see [`Source::commit_noting`]).
 const WATERMARK_NOTE: &str = "osprey-watermark=";
+/// After the watermark, in an exactly-once second stage's commits: the checkpoint whose state
+/// went with the transaction (see [`watermark_note`]).
+const CHECKPOINT_NOTE: &str = " checkpoint=";
+
+/// A commit's note: the watermark the partition's windows were emitted up to and, in an
+/// exactly-once second stage, the token of the checkpoint committed with them. A process of
+/// several restores a checkpoint only for the partitions whose last commit names it: the others
+/// were committed since by another process, or by this one without a checkpoint.
+pub fn watermark_note(watermark: Millis, checkpoint: Option<u64>) -> String {
+    match checkpoint {
+        Some(token) => format!("{WATERMARK_NOTE}{watermark}{CHECKPOINT_NOTE}{token:016x}"),
+        None => format!("{WATERMARK_NOTE}{watermark}"),
+    }
+}
+
+/// The checkpoint token of a note made by [`watermark_note`].
+pub fn noted_checkpoint(note: &str) -> Option<u64> {
+    u64::from_str_radix(note.split_once(CHECKPOINT_NOTE)?.1, 16).ok()
+}
+
+/// The watermark of a note made by [`watermark_note`].
+fn noted_watermark(note: &str) -> Option<Millis> {
+    note.strip_prefix(WATERMARK_NOTE)?.split(CHECKPOINT_NOTE).next()?.parse().ok()
+}
+
+/// Put `positions` (partition, next offset, note) of `topic` into `producer`'s open
+/// transaction as `consumer`'s group's offsets. The group's generation goes with them, so a
+/// member that lost its partitions in a rebalance is refused (KIP-447).
+pub fn offsets_into_transaction(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
+    positions: &[(usize, i64, String)],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::Producer;
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset, note) in positions {
+        let mut e = tpl.add_partition(topic, *p as i32);
+        e.set_offset(Offset::Offset(*offset))?;
+        if !note.is_empty() {
+            e.set_metadata(note.clone());
+        }
+    }
+    let group = consumer.group_metadata().context("the consumer has no group metadata (not in a group yet?)")?;
+    producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+    Ok(())
+}
 
 /// How long a consumer may take to leave its group when the job ends.
 const CLOSE_LIMIT: Duration = Duration::from_secs(15);
@@ -941,7 +991,7 @@ impl Source for KafkaSource {
     fn commit_noting(&mut self, positions: &[(usize, i64, Millis)]) -> anyhow::Result<()> {
         let noted: Vec<(usize, i64, String)> = positions
             .iter()
-            .map(|&(p, o, w)| (p, o, if w == Millis::MIN { String::new() } else { format!("{WATERMARK_NOTE}{w}") }))
+            .map(|&(p, o, w)| (p, o, if w == Millis::MIN { String::new() } else { watermark_note(w, None) }))
             .collect();
         self.commit_notes(&noted)
     }
@@ -1001,7 +1051,7 @@ impl Source for KafkaSource {
     }
 
     fn emitted_up_to(&mut self, p: usize) -> Option<Millis> {
-        self.committed_note(p)?.strip_prefix(WATERMARK_NOTE)?.parse().ok()
+        noted_watermark(&self.committed_note(p)?)
     }
 
     fn committed_note(&mut self, p: usize) -> Option<String> {
@@ -1040,17 +1090,15 @@ impl Source for KafkaSource {
     fn commit_in_transaction(
         &mut self,
         producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
-        positions: &[(usize, i64)],
+        positions: &[(usize, i64, String)],
     ) -> anyhow::Result<()> {
-        use rdkafka::producer::Producer;
-        let mut tpl = TopicPartitionList::new();
-        for &(p, offset) in positions {
-            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(offset))?;
-        }
-        let group = self.consumer.group_metadata().context("the consumer has no group metadata (not in a group yet?)")?;
-        producer
-            .send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))
-            .with_context(|| format!("cannot put the offsets of {} into the transaction", self.group_label()))
+        offsets_into_transaction(&self.consumer, &self.topic, producer, positions).with_context(|| format!("cannot put the offsets of {} into the transaction", self.group_label()))
+    }
+
+    fn on_revoke(&mut self, mut hook: TopicRevokeHook) -> bool {
+        let topic = self.topic.clone();
+        self.before_revoke(Box::new(move |consumer| hook(consumer, &topic)));
+        true
     }
 
     fn positions_at(&mut self, from: &Position) -> anyhow::Result<Vec<Option<i64>>> {
