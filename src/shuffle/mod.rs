@@ -85,6 +85,17 @@ pub fn stages(job: &Job, query: &JobQuery) -> Stages {
     if !named.is_empty() {
         return Stages::One(format!("its SQL reads {}, which re-keying would change: it reads the topic directly", named.join(", ")));
     }
+    if exactly_once(job) {
+        // Through the shuffle, whoever reads a partition next skips the records of windows
+        // already emitted (see `crate::pipeline::handover`); these cannot be told apart.
+        let alone = "so one instance of it runs at a time (its transactional id fences any other)";
+        if job.alerts.is_some() {
+            return Stages::One(format!("exactly-once alerting: its state (alert lifecycle, SLO rings, timers) does not move with a partition, {alone}"));
+        }
+        if matches!(job.window, crate::job::WindowConfig::Session { .. }) {
+            return Stages::One(format!("exactly-once over session windows: a partition read again cannot tell which of its sessions were emitted, {alone}"));
+        }
+    }
     let inputs: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let state = match job.kind.state_key() {
         Some(key) => Grouping::Keys(key.into_iter().filter(|k| inputs.contains(&k.as_str())).collect()),
@@ -239,4 +250,30 @@ pub fn open_live(
         result
     })?;
     Ok(LiveSource { source: Box::new(second), first_stage: Some(FirstStage { thread, stop, lag, late }), stages, second_stage })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled Kafka job, its topic not declared keyed, its sink exactly-once, with
+    /// `window` in place of its own.
+    fn exactly_once_job(window: &str) -> (Job, JobQuery) {
+        let text = include_str!("../../jobs/kafka/http_red.toml").replace("key = [\"service\"]", "").replace("kind = \"tumbling\"\nsize = \"1m\"", window);
+        let job = crate::job::parse(std::path::Path::new("jobs/kafka/http_red.toml"), &format!("{text}delivery = \"exactly-once\"\n")).unwrap();
+        assert!(exactly_once(&job));
+        let query = crate::plan::plan(&job).unwrap();
+        (job, query)
+    }
+
+    /// An exactly-once query job scales out like any other (each process's stages have
+    /// transactional ids of their own); over session windows it runs one instance, and says why.
+    #[test]
+    fn exactly_once_runs_in_two_stages_but_over_sessions() {
+        let (job, query) = exactly_once_job("kind = \"tumbling\"\nsize = \"1m\"");
+        assert_eq!(stages(&job, &query), Stages::Two { key: vec!["service".to_string()] });
+        let (job, query) = exactly_once_job("kind = \"session\"\ngap = \"1m\"\nkey = [\"service\"]");
+        let Stages::One(why) = stages(&job, &query) else { panic!("sessions run in one stage") };
+        assert!(why.contains("exactly-once over session windows") && why.contains("one instance"), "{why}");
+    }
 }
