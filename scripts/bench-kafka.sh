@@ -66,11 +66,12 @@ time_live() {
   start=$(date +%s.%N)
   "$OSPREY" run "$DATA/$name.toml" --brokers "$OSPREY_BENCH_BROKERS" --output "$out" 2>"$DATA/$name.err" &
   pid=$!
-  # Woken by the output file's growth (`tail -F` follows it with inotify, and ends once `head`
-  # has its lines, or the run ended), not by polling it: a loop forking `cat` and `wc` 50
-  # times a second took a share of the two cores from the run it timed, and the replay and
-  # the plain consumer it is compared with are timed without one.
-  if ! timeout 300 sh -c "tail -n +1 -F --pid=$pid '$out' 2>/dev/null | head -n $want > /dev/null" \
+  # Woken by the output file's growth (`tail -F` follows it with inotify, looks for it and the
+  # run every 20 ms without a fork, and ends once `head` has its lines, or the run ended), not
+  # by a loop forking `cat` and `wc` 50 times a second: that took a share of the two cores
+  # from the run it timed, and the replay and the plain consumer it is compared with are timed
+  # without one.
+  if ! timeout 300 sh -c "tail -n +1 -F -s 0.02 --pid=$pid '$out' 2>/dev/null | head -n $want > /dev/null" \
     || [ "$(wc -l < "$out" 2>/dev/null || echo 0)" -lt "$want" ]; then
     echo "the live run did not write the replay's $want windows rows; see $DATA/$name.err" >&2
     kill "$pid" 2>/dev/null || true
