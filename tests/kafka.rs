@@ -592,21 +592,11 @@ fn a_topic_written_in_small_transactions_is_read_whole_across_pauses() {
     };
     // Every window but the closing records' own (10 ms apart, in 1-minute windows).
     let windows = (n * 10 + 59_999) / 60_000;
-    let _ = until_stable(|| std::fs::read_to_string(d.join("count.jsonl")).map(|t| t.lines().count() as i64 >= windows).unwrap_or(false));
+    let log = || std::fs::read_to_string(d.join("run.log")).unwrap_or_default();
+    let written = || std::fs::read_to_string(d.join("count.jsonl")).map(|t| t.lines().count() as i64).unwrap_or(0);
+    until_or(Duration::from_secs(120), "every window written", || written() >= windows, log);
     stop(run);
-    assert_eq!(read(), (n, n * (n - 1) / 2), "every record read once\n{}", std::fs::read_to_string(d.join("run.log")).unwrap_or_default());
-}
-
-/// Wait up to 120 s for `done`; whether it came.
-fn until_stable(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    assert_eq!(read(), (n, n * (n - 1) / 2), "every record read once\n{}", log());
 }
 
 #[test]
