@@ -1258,7 +1258,7 @@ fn three_exactly_once_processes_through_the_shuffle_show_a_committed_reader_each
     std::fs::write(d.join("job.toml"), counting_job(&name, &topic, "", "idle_timeout = \"60s\"", &sink)).unwrap();
     let o = osprey(d, &["explain", "job.toml"]);
     let explained = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(explained.contains("two stages") && explained.contains("[service]"), "{explained}");
+    assert!(explained.contains("two stages") && explained.contains("[service]") && explained.contains("exactly once across both stages"), "{explained}");
     let run = |i: &str, state: &str| {
         spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--state-dir", state, "--checkpoint-interval", "500ms"], &[], &format!("run-{i}.log"))
     };
