@@ -114,15 +114,9 @@ pub(super) fn token(sequence: u64) -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((sequence, nanos, std::process::id()))
 }
 
-/// Which partitions a restore keeps from checkpoint `token`: those whose last commit names it
-/// (the rest were committed since without it, here or by another process).
-fn kept(source: &mut dyn Source, token: u64) -> Vec<bool> {
-    (0..source.partitions().len()).map(|p| source.committed_note(p).as_deref().and_then(crate::source::kafka::noted_checkpoint) == Some(token)).collect()
-}
-
-/// The tokens the partitions' last commits name.
-fn noted_tokens(source: &mut dyn Source) -> Vec<u64> {
-    (0..source.partitions().len()).filter_map(|p| source.committed_note(p).as_deref().and_then(crate::source::kafka::noted_checkpoint)).collect()
+/// Per partition, the checkpoint token its last commit notes, if any.
+fn noted_tokens(source: &mut dyn Source) -> Vec<Option<u64>> {
+    (0..source.partitions().len()).map(|p| source.committed_note(p).as_deref().and_then(crate::source::kafka::noted_checkpoint)).collect()
 }
 
 impl Pipeline {
@@ -159,13 +153,13 @@ impl Pipeline {
     /// in `store` (they are removed), and the job starts from the commits.
     pub(super) fn handover_restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<Option<(crate::checkpoint::Loaded, Vec<bool>)>> {
         let noted = noted_tokens(&mut *self.source);
-        let Some(loaded) = store.find(|s| s.token.is_some_and(|t| noted.contains(&t)))? else {
+        let Some(loaded) = store.find(|s| s.token.is_some_and(|t| noted.contains(&Some(t))))? else {
             store.remove_after(0)?;
             return Ok(None);
         };
         // Newer checkpoints went with transactions that never committed.
         store.remove_after(loaded.sequence)?;
-        let kept = kept(&mut *self.source, loaded.state.token.expect("found by its token"));
+        let kept = noted.iter().map(|&t| t.is_some() && t == loaded.state.token).collect();
         Ok(Some((loaded, kept)))
     }
 }

@@ -407,6 +407,12 @@ impl Pipeline {
                     Poll::Revoked(ps) if self.handover.is_some() && !self.restored_unassigned => {
                         self.publish_handover()?;
                         queue.retain(|q| !matches!(q, Queued::Chunk(p, ..) | Queued::PartitionEnd(p) | Queued::CaughtUp(p) | Queued::NotCaughtUp(p) | Queued::Clock(p, _) if ps.contains(p)));
+                        // An assignment still queued gave partitions that are gone again.
+                        for q in queue.iter_mut() {
+                            if let Queued::Assigned(given) = q {
+                                given.retain(|p| !ps.contains(p));
+                            }
+                        }
                         self.give_up(ps)?;
                         continue;
                     }

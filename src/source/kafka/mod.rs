@@ -1155,3 +1155,21 @@ impl Source for KafkaSource {
         self.intake.ends.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit's note gives back its watermark with or without a checkpoint's token, and a
+    /// note of an older version (the watermark alone) still reads: a restart after an upgrade
+    /// skips what was emitted.
+    #[test]
+    fn a_commit_note_gives_back_its_watermark_and_checkpoint() {
+        let plain = watermark_note(1_767_600_000_000, None);
+        assert_eq!(plain, "osprey-watermark=1767600000000", "the note older runs wrote and read");
+        assert_eq!((noted_watermark(&plain), noted_checkpoint(&plain)), (Some(1_767_600_000_000), None));
+        let with = watermark_note(-5, Some(0x00ab_cdef_0123_4567));
+        assert_eq!((noted_watermark(&with), noted_checkpoint(&with)), (Some(-5), Some(0x00ab_cdef_0123_4567)));
+        assert_eq!((noted_watermark("something else"), noted_checkpoint("something else")), (None, None));
+    }
+}
