@@ -1188,12 +1188,9 @@ fn three_processes_on_a_topic_keyed_by_host_give_one_process_s_windows_through_t
     let explained = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(explained.contains("two stages") && explained.contains("[service]") && explained.contains("pane partials"), "{explained}");
     let run = |i: &str| spawn(d, &["run", &format!("job-{i}.toml"), "--brokers", &brokers(), "--output", &format!("out-{i}.jsonl")], &[], &format!("run-{i}.log"));
-    let a = run("a");
-    let mut b = run("b");
-    let c = run("c");
-    let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
-    let logs = || ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<Vec<_>>().join("\n");
-    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2), logs);
+    let (a, mut b, c) = three_in_both_stages(d, run);
+    let log = |i: &str| run_log(d, i);
+    let logs = || run_logs(d);
     let all = events(40_000, 71);
     let (first, second) = all.split_at(20_000);
     let p = producer();
@@ -1262,12 +1259,8 @@ fn three_exactly_once_processes_through_the_shuffle_show_a_committed_reader_each
     let run = |i: &str, state: &str| {
         spawn(d, &["run", "job.toml", "--brokers", &brokers(), "--state-dir", state, "--checkpoint-interval", "500ms"], &[], &format!("run-{i}.log"))
     };
-    let a = run("a", "state-a");
-    let mut b = run("b", "state-b");
-    let c = run("c", "state-c");
-    let log = |i: &str| std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default();
-    let logs = || ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", log(i))).collect::<Vec<_>>().join("\n");
-    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| log(i).matches(": assigned").count() >= 2), logs);
+    let (a, mut b, c) = three_in_both_stages(d, |i| run(i, &format!("state-{i}")));
+    let logs = || run_logs(d);
     let all = events(40_000, 73);
     let (first, second) = all.split_at(20_000);
     let p = producer();
@@ -1320,6 +1313,24 @@ fn consume_now(topic: &str) -> usize {
         n += 1;
     }
     n
+}
+
+/// The log of run `i` in `d` (`run-<i>.log`).
+fn run_log(d: &Path, i: &str) -> String {
+    std::fs::read_to_string(d.join(format!("run-{i}.log"))).unwrap_or_default()
+}
+
+/// The logs of runs a, b, c and b2 (b started again), for a failure message.
+fn run_logs(d: &Path) -> String {
+    ["a", "b", "c", "b2"].iter().map(|i| format!("--- {i}\n{}", run_log(d, i))).collect::<Vec<_>>().join("\n")
+}
+
+/// Runs a, b and c of a job through the shuffle (`run` starts one, logging to `run-<i>.log`),
+/// once each runs both stages (assigned partitions of the topic and of the internal topic).
+fn three_in_both_stages(d: &Path, run: impl Fn(&str) -> Running) -> (Running, Running, Running) {
+    let (a, b, c) = (run("a"), run("b"), run("c"));
+    until_or(Duration::from_secs(60), "all three run both stages", || ["a", "b", "c"].iter().all(|i| run_log(d, i).matches(": assigned").count() >= 2), || run_logs(d));
+    (a, b, c)
 }
 
 /// Produce `all` in batches of 1,000 with a pause after each (a topic that fills while a job

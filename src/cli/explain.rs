@@ -41,7 +41,7 @@ pub fn explain(path: &Path) -> anyhow::Result<ExitCode> {
             None => println!("  the first stage sends pane partials: one row per pane and group of each chunk, merged by the second stage"),
             Some(why) => println!("  the first stage sends each record ({why})"),
         }
-        if osprey::pipeline::exactly_once(&job) {
+        if job.exactly_once() {
             println!("  exactly once across both stages: each process's stages commit in transactions of their own ids, the second with, per internal partition, the first row its windows hold and the watermark they were emitted up to");
         }
     }

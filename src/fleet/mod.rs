@@ -84,7 +84,7 @@ pub fn plan(jobs: &[Job], own: impl Fn(&Job) -> Option<String>) -> (Vec<Share>, 
 /// scaled-out job's two stages read through their own consumer groups, and an exactly-once
 /// job's transactions commit its own group's offsets.
 pub fn reads_alone(job: &Job) -> Option<String> {
-    if crate::pipeline::exactly_once(job) {
+    if job.exactly_once() {
         return Some("it delivers exactly once, and its transactions commit its own consumer group's offsets".into());
     }
     let query = crate::plan::plan(job).ok()?;

@@ -59,6 +59,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job's sink delivers exactly once: Kafka transactions commit its outputs with the
+    /// offsets they reflect (see `crate::pipeline` and `crate::shuffle`).
+    pub fn exactly_once(&self) -> bool {
+        matches!(self.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. })
+    }
+
     /// The declared columns as an Arrow schema (nullable; the event time is checked by decode).
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(

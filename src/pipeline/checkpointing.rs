@@ -36,13 +36,13 @@ impl Pipeline {
         // A second stage's partitions whose last commit names the checkpoint (see `handover`).
         let mut kept = None;
         let loaded = if self.handover.is_some() {
-            let Some((loaded, k)) = self.handover_restore(store)? else { return Ok(0) };
-            kept = Some(k);
+            let Some((loaded, commits)) = self.handover_restore(store)? else { return Ok(0) };
+            kept = Some(commits);
             Some(loaded)
         } else if self.transaction.is_some() {
             // Exactly-once: the state that goes with the last committed transaction is the
             // checkpoint whose positions are the committed offsets; newer ones never committed.
-            let committed = self.source.committed_positions()?.unwrap_or_default();
+            let committed: Vec<Option<i64>> = self.source.committed()?.unwrap_or_default().into_iter().map(|c| c.map(|(o, _)| o)).collect();
             if committed.iter().all(Option::is_none) {
                 store.remove_after(0)?;
                 return Ok(0);
@@ -88,16 +88,12 @@ impl Pipeline {
         let mut positions = state.positions.clone();
         if let Some(kept) = kept {
             // The others were committed since without this state: read from their commits.
-            let committed = self.source.committed_positions()?.unwrap_or_default();
-            let gone: Vec<usize> = (0..positions.len()).filter(|&p| !kept[p]).collect();
+            let gone: Vec<usize> = (0..positions.len()).filter(|&p| kept[p].is_none()).collect();
             self.operator.drop_partitions(&gone, self.partition_column);
-            for (p, position) in positions.iter_mut().enumerate() {
-                if kept[p] {
-                    self.committed[p] = committed.get(p).copied().flatten();
-                } else {
-                    *position = None;
-                }
+            for &p in &gone {
+                positions[p] = None;
             }
+            self.committed = kept;
         }
         self.resume = positions.clone();
         // The skipped records were decoded by the run that wrote the checkpoint.
@@ -222,16 +218,10 @@ impl Pipeline {
     /// checkpoint that cannot be written fails the job: its restart continues from the last
     /// committed one, and the open transaction is aborted.
     fn commit_transaction(&mut self, positions: &[Option<i64>]) -> anyhow::Result<()> {
-        use rdkafka::producer::Producer;
         self.wait_durable()?;
         let producer = self.transaction.clone().expect("exactly-once");
         let offsets: Vec<(usize, i64, String)> = positions.iter().enumerate().filter_map(|(p, o)| o.map(|o| (p, o, String::new()))).collect();
-        if !offsets.is_empty() {
-            self.source.commit_in_transaction(&producer, &offsets)?;
-        }
-        crate::kafka::commit_transaction(&producer, Duration::from_secs(60)).with_context(|| format!("job `{}`: committing the transaction", self.job.name))?;
-        producer.begin_transaction().with_context(|| format!("job `{}`: beginning a transaction", self.job.name))?;
-        Ok(())
+        self.source.commit_transaction(&producer, &offsets).with_context(|| format!("job `{}`", self.job.name))
     }
 
     /// Commit the positions of checkpoints that became durable; count and report failures

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::producer::ThreadedProducer;
 
 use super::Pipeline;
 use crate::kafka::DeliveryLog;
@@ -61,15 +61,7 @@ impl Handover {
             let mut published = inside.lock().expect("not poisoned");
             let positions: Vec<(usize, i64, String)> =
                 published.positions.iter().map(|&(p, o, w)| (p, o, watermark_note(w, None))).collect();
-            let committed = (|| -> anyhow::Result<()> {
-                if !positions.is_empty() {
-                    crate::source::kafka::offsets_into_transaction(consumer, topic, &producer, &positions)?;
-                }
-                crate::kafka::commit_transaction(&producer, Duration::from_secs(30))?;
-                producer.begin_transaction()?;
-                Ok(())
-            })();
-            if let Err(e) = committed {
+            if let Err(e) = crate::source::kafka::commit_with_offsets(consumer, topic, &producer, &positions, Duration::from_secs(30)) {
                 published.failed.get_or_insert_with(|| format!("{e:#}"));
             }
         }));
@@ -114,11 +106,6 @@ pub(super) fn token(sequence: u64) -> u64 {
     std::collections::hash_map::RandomState::new().hash_one((sequence, nanos, std::process::id()))
 }
 
-/// Per partition, the checkpoint token its last commit notes, if any.
-fn noted_tokens(source: &mut dyn Source) -> Vec<Option<u64>> {
-    (0..source.partitions().len()).map(|p| source.committed_note(p).as_deref().and_then(crate::source::kafka::noted_checkpoint)).collect()
-}
-
 impl Pipeline {
     /// Exactly-once in a second stage: fail if a revocation's commit failed; publish what the
     /// next one may commit. Called before each poll, and after each commit.
@@ -137,29 +124,27 @@ impl Pipeline {
     pub(super) fn commit_handover(&mut self, token: Option<u64>) -> anyhow::Result<()> {
         let producer = self.transaction.clone().expect("exactly-once");
         let positions: Vec<(usize, i64, String)> = self.committable().into_iter().map(|(p, o, w)| (p, o, watermark_note(w, token))).collect();
-        if !positions.is_empty() {
-            self.source.commit_in_transaction(&producer, &positions)?;
-        }
-        crate::kafka::commit_transaction(&producer, Duration::from_secs(60)).with_context(|| format!("job `{}`: committing the transaction", self.job.name))?;
-        producer.begin_transaction().with_context(|| format!("job `{}`: beginning a transaction", self.job.name))?;
+        self.source.commit_transaction(&producer, &positions).with_context(|| format!("job `{}`", self.job.name))?;
         for (p, o, _) in positions {
             self.committed[p] = Some(o);
         }
         self.publish_handover()
     }
 
-    /// Exactly-once in a second stage, restoring `loaded`: which of its partitions to keep,
-    /// those whose last commit names it. `None`: no partition's commit names any checkpoint
-    /// in `store` (they are removed), and the job starts from the commits.
-    pub(super) fn handover_restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<Option<(crate::checkpoint::Loaded, Vec<bool>)>> {
-        let noted = noted_tokens(&mut *self.source);
+    /// Exactly-once in a second stage: the checkpoint to restore, with the partitions to keep
+    /// of it (those whose last commit names it), each with its committed offset. `None`: no
+    /// partition's commit names any checkpoint in `store` (they are removed), and the job
+    /// starts from the commits.
+    pub(super) fn handover_restore(&mut self, store: &crate::checkpoint::Store) -> anyhow::Result<Option<(crate::checkpoint::Loaded, Vec<Option<i64>>)>> {
+        let commits = self.source.committed()?.unwrap_or_default();
+        let noted: Vec<Option<u64>> = commits.iter().map(|c| c.as_ref().and_then(|(_, note)| crate::source::kafka::noted_checkpoint(note))).collect();
         let Some(loaded) = store.find(|s| s.token.is_some_and(|t| noted.contains(&Some(t))))? else {
             store.remove_after(0)?;
             return Ok(None);
         };
         // Newer checkpoints went with transactions that never committed.
         store.remove_after(loaded.sequence)?;
-        let kept = noted.iter().map(|&t| t.is_some() && t == loaded.state.token).collect();
+        let kept = commits.iter().zip(&noted).map(|(c, &t)| c.as_ref().filter(|_| t.is_some() && t == loaded.state.token).map(|(o, _)| *o)).collect();
         Ok(Some((loaded, kept)))
     }
 }

@@ -223,14 +223,9 @@ pub struct Pipeline {
 /// Set up `cluster` for a job whose sink is exactly-once: one transactional producer, whose
 /// id is the job's, for everything it writes. Call before building its sink.
 pub fn prepare_cluster(job: &Job, cluster: &mut Cluster) {
-    if exactly_once(job) {
+    if job.exactly_once() {
         cluster.transactional_id = Some(format!("osprey-{}", job.name));
     }
-}
-
-/// The job's sink delivers exactly once (one transaction per checkpoint).
-pub fn exactly_once(job: &Job) -> bool {
-    matches!(job.sink, crate::job::SinkConfig::Kafka { delivery: crate::job::Delivery::ExactlyOnce, .. })
 }
 
 impl Pipeline {
@@ -262,7 +257,7 @@ impl Pipeline {
         let names: Vec<String> = source.partitions().iter().map(|p| p.name.clone()).collect();
         let alerting = Self::alerting(&job, &query, schema.clone(), options.cluster.as_ref(), names)?;
         // A replay reads a range and commits nothing: its output is at-least-once.
-        let transaction = match (&options.cluster, exactly_once(&job) && options.mode == Mode::Live) {
+        let transaction = match (&options.cluster, job.exactly_once() && options.mode == Mode::Live) {
             (Some(c), true) => {
                 // A second stage commits what its windows hold instead (see `handover`).
                 anyhow::ensure!(
@@ -406,13 +401,7 @@ impl Pipeline {
                     // restored rows stay until that says which partitions are ours.)
                     Poll::Revoked(ps) if self.handover.is_some() && !self.restored_unassigned => {
                         self.publish_handover()?;
-                        queue.retain(|q| !matches!(q, Queued::Chunk(p, ..) | Queued::PartitionEnd(p) | Queued::CaughtUp(p) | Queued::NotCaughtUp(p) | Queued::Clock(p, _) if ps.contains(p)));
-                        // An assignment still queued gave partitions that are gone again.
-                        for q in queue.iter_mut() {
-                            if let Queued::Assigned(given) = q {
-                                given.retain(|p| !ps.contains(p));
-                            }
-                        }
+                        forget_queued(&mut queue, &ps);
                         self.give_up(ps)?;
                         continue;
                     }
@@ -852,6 +841,17 @@ const FIRING_SHOWN: usize = 100;
 
 /// Drop a decoded chunk's rows and dead letters before position `first` (already in a
 /// restored state).
+/// Partitions `ps` were taken away before what is queued of them was handled: it goes (and
+/// an assignment still queued no longer gives them).
+fn forget_queued(queue: &mut VecDeque<Queued>, ps: &[usize]) {
+    queue.retain(|q| !matches!(q, Queued::Chunk(p, ..) | Queued::PartitionEnd(p) | Queued::CaughtUp(p) | Queued::NotCaughtUp(p) | Queued::Clock(p, _) if ps.contains(p)));
+    for q in queue.iter_mut() {
+        if let Queued::Assigned(given) = q {
+            given.retain(|p| !ps.contains(p));
+        }
+    }
+}
+
 fn skip_before(decoded: &mut Decoded, first: i64) -> anyhow::Result<()> {
     decoded.dead_letters.retain(|d| d.offset >= first);
     if decoded.offsets.first().is_none_or(|&o| o >= first) {

@@ -10,7 +10,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::decode::pool::{DecodePool, Pending};
@@ -85,14 +85,10 @@ impl Open {
         if self.writes == 0 && positions.is_empty() {
             return Ok(());
         }
-        if !positions.is_empty() {
-            crate::source::kafka::offsets_into_transaction(consumer, &self.source_topic, &self.producer, &positions)
-                .context("cannot put the source offsets into the shuffle's transaction")?;
-        }
-        // Without rust-rdkafka's 100 ms wait in the flush (see `crate::kafka::flush`): with it,
-        // the transactions held the shuffle at a tenth of one stage.
-        crate::kafka::commit_transaction(&self.producer, Duration::from_secs(30)).context("cannot commit the shuffle's transaction")?;
-        self.producer.begin_transaction().context("cannot begin the shuffle's next transaction")?;
+        // Without rust-rdkafka's 100 ms wait in the flush (see `crate::kafka::commit_transaction`):
+        // with it, the transactions held the shuffle at a tenth of one stage.
+        crate::source::kafka::commit_with_offsets(consumer, &self.source_topic, &self.producer, &positions, Duration::from_secs(30))
+            .context("the shuffle's transaction")?;
         self.positions.iter_mut().for_each(|p| *p = None);
         self.writes = 0;
         self.transactions += 1;
@@ -181,7 +177,7 @@ impl Forwarder {
         own.properties.push(("transaction.timeout.ms".into(), super::TRANSACTION_TIMEOUT_MS.into()));
         let producer = crate::kafka::transactional(&own)?.expect("a transactional id was set");
         // Exactly-once: what this stage routes to Kafka goes into its transactions too.
-        let routes = if super::exactly_once(job) { &own } else { cluster };
+        let routes = if job.exactly_once() { &own } else { cluster };
         let source_partitions = source.partitions().len();
         let source_topic = match &job.source {
             crate::job::SourceConfig::Kafka(k) => k.topic.clone(),

@@ -35,7 +35,7 @@ use anyhow::Context;
 
 use crate::exec::grouping::Grouping;
 use crate::exec::JobQuery;
-use crate::job::{Delivery, InputFormat, Job, SinkConfig, SourceConfig};
+use crate::job::{InputFormat, Job, SourceConfig};
 
 /// How a live run of a job reads its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +47,10 @@ pub enum Stages {
     Two { key: Vec<String> },
 }
 
-/// The job's sink delivers exactly once. Through the shuffle, each process's stages have
-/// transactional ids of their own (see [`transactional_id`]).
-fn exactly_once(job: &Job) -> bool {
-    matches!(job.sink, SinkConfig::Kafka { delivery: Delivery::ExactlyOnce, .. })
-}
+/// How long an open transaction of a crashed process blocks `read_committed` readers before
+/// the broker aborts it. Through the shuffle, a restarted process has a new transactional id,
+/// so its start does not abort the old one's.
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
 /// The internal topic of job `name`.
 pub fn topic(name: &str) -> String {
@@ -85,7 +84,7 @@ pub fn stages(job: &Job, query: &JobQuery) -> Stages {
     if !named.is_empty() {
         return Stages::One(format!("its SQL reads {}, which re-keying would change: it reads the topic directly", named.join(", ")));
     }
-    if exactly_once(job) {
+    if job.exactly_once() {
         // Through the shuffle, whoever reads a partition next skips the records of windows
         // already emitted (see `crate::pipeline::handover`); these cannot be told apart.
         let alone = "so one instance of it runs at a time (its transactional id fences any other)";
@@ -165,27 +164,22 @@ pub struct LiveSource {
     pub second_stage: Option<Job>,
 }
 
-/// How long an open transaction of a crashed process blocks `read_committed` readers before
-/// the broker aborts it. Through the shuffle, a restarted process has a new transactional id,
-/// so its start does not abort the old one's.
-const TRANSACTION_TIMEOUT_MS: &str = "10000";
-
 impl LiveSource {
-    /// The job as the pipeline over [`LiveSource::source`] runs it. Two stages: dead letters
-    /// were found and routed by the first; the second reads only records that decoded
-    /// (anything it could not decode would show on stderr).
     /// The cluster `job`'s outputs write to. Exactly-once through two stages: this process's
     /// second stage has a transactional id of its own, as its first stage has, where one stage
     /// has the job's (see `crate::pipeline::prepare_cluster`).
     pub fn outputs_cluster(&self, job: &Job, cluster: Option<crate::kafka::Cluster>) -> Option<crate::kafka::Cluster> {
         let mut cluster = cluster?;
-        if self.first_stage.is_some() && exactly_once(job) {
+        if self.first_stage.is_some() && job.exactly_once() {
             cluster.transactional_id = Some(transactional_id(&job.name, "out"));
             cluster.properties.push(("transaction.timeout.ms".into(), TRANSACTION_TIMEOUT_MS.into()));
         }
         Some(cluster)
     }
 
+    /// The job as the pipeline over [`LiveSource::source`] runs it. Two stages: dead letters
+    /// were found and routed by the first; the second reads only records that decoded
+    /// (anything it could not decode would show on stderr).
     pub fn pipeline_job(&self, job: &Job) -> Job {
         if let Some(second) = &self.second_stage {
             return second.clone();
@@ -261,7 +255,7 @@ mod tests {
     fn exactly_once_job(window: &str) -> (Job, JobQuery) {
         let text = include_str!("../../jobs/kafka/http_red.toml").replace("key = [\"service\"]", "").replace("kind = \"tumbling\"\nsize = \"1m\"", window);
         let job = crate::job::parse(std::path::Path::new("jobs/kafka/http_red.toml"), &format!("{text}delivery = \"exactly-once\"\n")).unwrap();
-        assert!(exactly_once(&job));
+        assert!(job.exactly_once());
         let query = crate::plan::plan(&job).unwrap();
         (job, query)
     }

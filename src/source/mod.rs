@@ -219,16 +219,16 @@ pub trait Source: Send {
         Some(lag.into_iter().map(|(p, n)| (names[p].name.clone(), n)).collect())
     }
 
-    /// Exactly-once: the offsets the consumer group committed (with the last transaction),
-    /// per partition. `None`: the source has no such thing.
-    fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
+    /// Exactly-once: per partition, the offset the consumer group committed (with the last
+    /// transaction) and its note (empty: none). `None`: the source has no such thing.
+    fn committed(&mut self) -> anyhow::Result<Option<Vec<Option<(i64, String)>>>> {
         Ok(None)
     }
 
-    /// Exactly-once: put `positions` (per partition, the next record, a note as
-    /// [`Source::commit_notes`] takes) into the producer's open transaction as the group's
-    /// consumed offsets.
-    fn commit_in_transaction(
+    /// Exactly-once: commit the producer's open transaction with `positions` (per partition,
+    /// the next record, a note as [`Source::commit_notes`] takes) as the group's consumed
+    /// offsets, and begin the next.
+    fn commit_transaction(
         &mut self,
         _producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
         _positions: &[(usize, i64, String)],

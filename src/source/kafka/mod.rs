@@ -934,16 +934,9 @@ fn noted_watermark(note: &str) -> Option<Millis> {
     note.strip_prefix(WATERMARK_NOTE)?.split(CHECKPOINT_NOTE).next()?.parse().ok()
 }
 
-/// Put `positions` (partition, next offset, note) of `topic` into `producer`'s open
-/// transaction as `consumer`'s group's offsets. The group's generation goes with them, so a
-/// member that lost its partitions in a rebalance is refused (KIP-447).
-pub fn offsets_into_transaction(
-    consumer: &BaseConsumer<GroupContext>,
-    topic: &str,
-    producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
-    positions: &[(usize, i64, String)],
-) -> anyhow::Result<()> {
-    use rdkafka::producer::Producer;
+/// `positions` (partition, next offset, note; an empty note is none) of `topic` as a list to
+/// commit.
+fn noted_offsets<'a>(topic: &str, positions: impl IntoIterator<Item = &'a (usize, i64, String)>) -> rdkafka::error::KafkaResult<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for (p, offset, note) in positions {
         let mut e = tpl.add_partition(topic, *p as i32);
@@ -952,8 +945,26 @@ pub fn offsets_into_transaction(
             e.set_metadata(note.clone());
         }
     }
-    let group = consumer.group_metadata().context("the consumer has no group metadata (not in a group yet?)")?;
-    producer.send_offsets_to_transaction(&tpl, &group, Duration::from_secs(30))?;
+    Ok(tpl)
+}
+
+/// Commit `producer`'s open transaction with `positions` (partition, next offset, note) of
+/// `topic` as `consumer`'s group's offsets, and begin the next. The group's generation goes
+/// with them, so a member that lost its partitions in a rebalance is refused (KIP-447).
+pub fn commit_with_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    topic: &str,
+    producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
+    positions: &[(usize, i64, String)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::Producer;
+    if !positions.is_empty() {
+        let group = consumer.group_metadata().context("the consumer has no group metadata (not in a group yet?)")?;
+        producer.send_offsets_to_transaction(&noted_offsets(topic, positions)?, &group, Duration::from_secs(30)).context("cannot put the offsets into the transaction")?;
+    }
+    crate::kafka::commit_transaction(producer, timeout).context("cannot commit the transaction")?;
+    producer.begin_transaction().context("cannot begin the next transaction")?;
     Ok(())
 }
 
@@ -1032,16 +1043,7 @@ impl Source for KafkaSource {
         if self.intake.ends.is_some() {
             return Ok(()); // a replay reads a range; it moves no group forward
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, offset, note) in positions {
-            if self.assigned.get(*p).copied().unwrap_or(false) {
-                let mut e = tpl.add_partition(&self.topic, *p as i32);
-                e.set_offset(Offset::Offset(*offset))?;
-                if !note.is_empty() {
-                    e.set_metadata(note.clone());
-                }
-            }
-        }
+        let tpl = noted_offsets(&self.topic, positions.iter().filter(|(p, ..)| self.assigned.get(*p).copied().unwrap_or(false)))?;
         if tpl.count() == 0 {
             return Ok(());
         }
@@ -1097,7 +1099,7 @@ impl Source for KafkaSource {
         Some(e.metadata().to_string()).filter(|m| !m.is_empty())
     }
 
-    fn committed_positions(&mut self) -> anyhow::Result<Option<Vec<Option<i64>>>> {
+    fn committed(&mut self) -> anyhow::Result<Option<Vec<Option<(i64, String)>>>> {
         if self.intake.ends.is_some() {
             return Ok(None);
         }
@@ -1111,20 +1113,20 @@ impl Source for KafkaSource {
             .with_context(|| format!("cannot read the committed offsets of {} on {}", self.group_label(), self.brokers))?;
         Ok(Some(
             (0..self.infos.len())
-                .map(|p| match answer.find_partition(&self.topic, p as i32).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
+                .map(|p| match answer.find_partition(&self.topic, p as i32).map(|e| (e.offset(), e.metadata().to_string())) {
+                    Some((Offset::Offset(o), note)) => Some((o, note)),
                     _ => None,
                 })
                 .collect(),
         ))
     }
 
-    fn commit_in_transaction(
+    fn commit_transaction(
         &mut self,
         producer: &rdkafka::producer::ThreadedProducer<crate::kafka::DeliveryLog>,
         positions: &[(usize, i64, String)],
     ) -> anyhow::Result<()> {
-        offsets_into_transaction(&self.consumer, &self.topic, producer, positions).with_context(|| format!("cannot put the offsets of {} into the transaction", self.group_label()))
+        commit_with_offsets(&self.consumer, &self.topic, producer, positions, Duration::from_secs(60)).with_context(|| format!("{}", self.group_label()))
     }
 
     fn on_revoke(&mut self, mut hook: TopicRevokeHook) -> bool {
